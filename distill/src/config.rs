@@ -1,0 +1,477 @@
+//! The run configuration: YAML -> `--set` overrides -> `${VAR}` expansion -> `RunConfig` (serde, unknown
+//! keys refused) -> `validate()`. Every error names the file and the YAML key.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_yaml::Value;
+use teacher::data::{Column, Format};
+use teacher::infer::Pooling;
+use teacher::{Metric, TaskSpec};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// A GLUE task name (sst2, cola, mrpc, stsb, qqp, mnli, qnli, rte, wnli) or `custom`.
+    pub task: String,
+    pub output_dir: PathBuf,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// auto | cpu | cuda | cuda:N
+    #[serde(default = "default_device")]
+    pub device: String,
+    pub data: DataConfig,
+    pub teacher: TeacherConfig,
+    #[serde(default)]
+    pub student: StudentConfig,
+    #[serde(default)]
+    pub distill: DistillConfig,
+    #[serde(default)]
+    pub train: TrainSection,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+fn default_device() -> String {
+    "auto".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Folder holding the task's train and dev files.
+    pub dir: PathBuf,
+    #[serde(default = "default_max_len")]
+    pub max_seq_len: usize,
+    /// Use a seeded random subset of the training set of this size (0: all of it).
+    #[serde(default)]
+    pub max_train_examples: usize,
+    /// Use the first N dev examples (0: all of them).
+    #[serde(default)]
+    pub max_dev_examples: usize,
+    /// Custom tasks only: how to read the files.
+    #[serde(default)]
+    pub custom: Option<CustomTask>,
+}
+
+fn default_max_len() -> usize {
+    128
+}
+
+/// A task that is not in GLUE: file names, format, columns, labels and metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomTask {
+    #[serde(default = "default_format")]
+    pub format: Format,
+    #[serde(default = "default_true")]
+    pub header: bool,
+    pub train_file: String,
+    pub dev_file: String,
+    pub text_a: Column,
+    #[serde(default)]
+    pub text_b: Option<Column>,
+    pub label: Column,
+    /// Class names in index order; leave empty for a regression task.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default = "default_metric")]
+    pub metric: Metric,
+}
+
+fn default_format() -> Format {
+    Format::Tsv
+}
+fn default_true() -> bool {
+    true
+}
+fn default_metric() -> Metric {
+    Metric::Accuracy
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeacherConfig {
+    /// A local Hugging Face folder or a hub id.
+    pub model: String,
+    #[serde(default = "default_revision")]
+    pub revision: String,
+    /// Admit pickle `pytorch_model.bin` weights (they can run code; safetensors is the default).
+    #[serde(default)]
+    pub allow_pickle: bool,
+    /// Inference batch size for targets and evaluation.
+    #[serde(default = "default_eval_batch")]
+    pub batch_size: usize,
+    /// Used when the checkpoint has no task head: fine-tune it on the task first.
+    #[serde(default)]
+    pub finetune: TrainSection,
+    /// Layers whose pooled hidden states are cached with the logits (0 = embeddings).
+    #[serde(default)]
+    pub hidden_layers: Vec<usize>,
+    #[serde(default)]
+    pub pooling: Pooling,
+}
+
+fn default_revision() -> String {
+    "main".into()
+}
+fn default_eval_batch() -> usize {
+    64
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudentConfig {
+    /// `random`, or a checkpoint folder / hub id to start from.
+    #[serde(default = "default_init")]
+    pub init: String,
+    #[serde(default = "default_revision")]
+    pub revision: String,
+    /// vocab.txt or tokenizer.json; default: the tokenizer of `init`.
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
+    /// Lower-case input (vocab.txt tokenizers only). The reference student is cased.
+    #[serde(default)]
+    pub lowercase: bool,
+    /// Architecture of a randomly initialised student (defaults: RoBERTa-tiny-cased).
+    #[serde(default)]
+    pub model_type: Option<String>,
+    #[serde(default)]
+    pub hidden_size: Option<usize>,
+    #[serde(default)]
+    pub num_layers: Option<usize>,
+    #[serde(default)]
+    pub num_heads: Option<usize>,
+    #[serde(default)]
+    pub intermediate_size: Option<usize>,
+    #[serde(default)]
+    pub max_position_embeddings: Option<usize>,
+    #[serde(default)]
+    pub dropout: Option<f64>,
+}
+
+fn default_init() -> String {
+    "random".into()
+}
+
+impl Default for StudentConfig {
+    fn default() -> Self {
+        Self {
+            init: default_init(),
+            revision: default_revision(),
+            tokenizer: None,
+            lowercase: false,
+            model_type: None,
+            hidden_size: None,
+            num_layers: None,
+            num_heads: None,
+            intermediate_size: None,
+            max_position_embeddings: None,
+            dropout: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillConfig {
+    /// Weight of the soft-target (KD) loss; the task loss gets 1 - alpha_kd.
+    #[serde(default = "default_alpha")]
+    pub alpha_kd: f64,
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+}
+
+fn default_alpha() -> f64 {
+    0.5
+}
+fn default_temperature() -> f64 {
+    2.0
+}
+
+impl Default for DistillConfig {
+    fn default() -> Self {
+        Self {
+            alpha_kd: default_alpha(),
+            temperature: default_temperature(),
+        }
+    }
+}
+
+/// Optimisation settings, used for the student (`train`) and for teacher fine-tuning (`teacher.finetune`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub warmup_ratio: f64,
+    pub weight_decay: f64,
+    pub max_grad_norm: f64,
+    /// Evaluate on dev every N steps as well as every epoch (0: every epoch only).
+    pub eval_every: usize,
+    /// Stop after N updates (0: no limit).
+    pub max_steps: usize,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            epochs: 4,
+            batch_size: 32,
+            learning_rate: 1e-4,
+            warmup_ratio: 0.1,
+            weight_decay: 0.01,
+            max_grad_norm: 1.0,
+            eval_every: 0,
+            max_steps: 0,
+        }
+    }
+}
+
+/// Reads a config file, applies `--set key.path=value` overrides and `${VAR}` expansion, parses and
+/// validates it.
+pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("config {}", path.display()))?;
+    let mut value: Value = serde_yaml::from_str(&text)
+        .map_err(|e| anyhow!("config {}: invalid YAML: {e}", path.display()))?;
+    if value.is_null() {
+        bail!("config {}: the file is empty", path.display());
+    }
+    for o in overrides {
+        apply_override(&mut value, o).with_context(|| format!("--set {o}"))?;
+    }
+    expand_env(&mut value, "").with_context(|| format!("config {}", path.display()))?;
+    let cfg: RunConfig = serde_yaml::from_value(value)
+        .map_err(|e| anyhow!("config {}: {e}", path.display()))?;
+    cfg.validate()
+        .map_err(|e| anyhow!("config {}: {e}", path.display()))?;
+    Ok(cfg)
+}
+
+/// Sets `a.b.c=value` in a YAML tree; the value is parsed as YAML (so numbers stay numbers).
+fn apply_override(root: &mut Value, spec: &str) -> Result<()> {
+    let (key, raw) = spec
+        .split_once('=')
+        .ok_or_else(|| anyhow!("expected key.path=value"))?;
+    let parsed: Value = serde_yaml::from_str(raw).unwrap_or_else(|_| Value::String(raw.into()));
+    let mut node = root;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if part.is_empty() {
+            bail!("empty key segment in `{key}`");
+        }
+        let map = match node {
+            Value::Mapping(m) => m,
+            Value::Null => {
+                *node = Value::Mapping(Default::default());
+                match node {
+                    Value::Mapping(m) => m,
+                    _ => unreachable_mapping()?,
+                }
+            }
+            _ => bail!("`{}` is not a mapping", parts[..i].join(".")),
+        };
+        let k = Value::String(part.to_string());
+        if i + 1 == parts.len() {
+            map.insert(k, parsed);
+            return Ok(());
+        }
+        node = map.entry(k).or_insert(Value::Null);
+    }
+    Ok(())
+}
+
+fn unreachable_mapping<T>() -> Result<T> {
+    bail!("internal: mapping expected")
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` in every string of the tree.
+fn expand_env(v: &mut Value, key: &str) -> Result<()> {
+    match v {
+        Value::String(s) if s.contains("${") => {
+            *s = expand_str(s).map_err(|e| anyhow!("{key}: {e}"))?;
+        }
+        Value::Mapping(m) => {
+            for (k, child) in m.iter_mut() {
+                let name = k.as_str().unwrap_or("?");
+                let path = if key.is_empty() { name.to_string() } else { format!("{key}.{name}") };
+                expand_env(child, &path)?;
+            }
+        }
+        Value::Sequence(items) => {
+            for (i, child) in items.iter_mut().enumerate() {
+                expand_env(child, &format!("{key}[{i}]"))?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn expand_str(s: &str) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| anyhow!("unclosed `${{` in `{s}`"))?;
+        let inner = &after[..end];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        match (std::env::var(name), default) {
+            (Ok(v), _) => out.push_str(&v),
+            (Err(_), Some(d)) => out.push_str(d),
+            (Err(_), None) => bail!("environment variable {name} is not set (used in `{s}`)"),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn check(cond: bool, key: &str, msg: impl std::fmt::Display) -> Result<()> {
+    if cond {
+        Ok(())
+    } else {
+        bail!("{key}: {msg}")
+    }
+}
+
+impl RunConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.task_spec()?;
+        check(
+            self.data.max_seq_len >= 8 && self.data.max_seq_len <= 4096,
+            "data.max_seq_len",
+            format!("must be between 8 and 4096 (got {})", self.data.max_seq_len),
+        )?;
+        check(
+            self.device == "auto" || self.device == "cpu" || self.device.starts_with("cuda"),
+            "device",
+            format!("must be auto, cpu, cuda or cuda:N (got `{}`)", self.device),
+        )?;
+        check(!self.teacher.model.is_empty(), "teacher.model", "must not be empty")?;
+        check(self.teacher.batch_size > 0, "teacher.batch_size", "must be positive")?;
+        self.train.validate("train")?;
+        self.teacher.finetune.validate("teacher.finetune")?;
+        let d = &self.distill;
+        check(
+            (0.0..=1.0).contains(&d.alpha_kd),
+            "distill.alpha_kd",
+            format!("must be within [0, 1] (got {})", d.alpha_kd),
+        )?;
+        check(
+            d.temperature > 0.0 && d.temperature.is_finite(),
+            "distill.temperature",
+            format!("must be positive (got {})", d.temperature),
+        )?;
+        let s = &self.student;
+        if let Some(p) = s.dropout {
+            check((0.0..1.0).contains(&p), "student.dropout", format!("must be within [0, 1) (got {p})"))?;
+        }
+        if let Some(t) = &s.model_type {
+            check(
+                t == "bert" || t == "roberta",
+                "student.model_type",
+                format!("must be bert or roberta (got `{t}`)"),
+            )?;
+        }
+        for (key, v) in [
+            ("student.hidden_size", s.hidden_size),
+            ("student.num_layers", s.num_layers),
+            ("student.num_heads", s.num_heads),
+            ("student.intermediate_size", s.intermediate_size),
+            ("student.max_position_embeddings", s.max_position_embeddings),
+        ] {
+            check(v != Some(0), key, "must be positive")?;
+        }
+        if s.init == "random" && s.tokenizer.is_none() {
+            bail!("student.tokenizer: required when student.init is `random` (a vocab.txt or tokenizer.json)");
+        }
+        Ok(())
+    }
+
+    /// The task's reading and scoring rules.
+    pub fn task_spec(&self) -> Result<TaskSpec> {
+        if self.task == "custom" {
+            let c = self
+                .data
+                .custom
+                .as_ref()
+                .ok_or_else(|| anyhow!("data.custom: required when task is `custom`"))?;
+            return Ok(TaskSpec {
+                name: "custom".into(),
+                format: c.format,
+                header: c.header,
+                text_a: c.text_a.clone(),
+                text_b: c.text_b.clone(),
+                label: c.label.clone(),
+                labels: c.labels.clone(),
+                metric: if c.labels.is_empty() { Metric::PearsonSpearman } else { c.metric },
+                train_file: c.train_file.clone(),
+                dev_file: c.dev_file.clone(),
+            });
+        }
+        if self.data.custom.is_some() {
+            bail!("data.custom: only allowed when task is `custom`");
+        }
+        TaskSpec::glue(&self.task).ok_or_else(|| {
+            anyhow!(
+                "task: unknown task `{}` (one of {} or custom)",
+                self.task,
+                TaskSpec::glue_names().join(", ")
+            )
+        })
+    }
+}
+
+impl TrainSection {
+    fn validate(&self, key: &str) -> Result<()> {
+        check(self.epochs > 0, &format!("{key}.epochs"), "must be positive")?;
+        check(self.batch_size > 0, &format!("{key}.batch_size"), "must be positive")?;
+        check(
+            self.learning_rate > 0.0 && self.learning_rate < 1.0,
+            &format!("{key}.learning_rate"),
+            format!("must be within (0, 1) (got {})", self.learning_rate),
+        )?;
+        check(
+            (0.0..1.0).contains(&self.warmup_ratio),
+            &format!("{key}.warmup_ratio"),
+            format!("must be within [0, 1) (got {})", self.warmup_ratio),
+        )?;
+        check(
+            self.weight_decay >= 0.0,
+            &format!("{key}.weight_decay"),
+            "must not be negative",
+        )?;
+        check(
+            self.max_grad_norm >= 0.0,
+            &format!("{key}.max_grad_norm"),
+            "must not be negative (0 disables clipping)",
+        )
+    }
+
+    pub fn to_train_config(&self, seed: u64, alpha_kd: f64, temperature: f64, eval_batch: usize) -> student::TrainConfig {
+        student::TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            learning_rate: self.learning_rate,
+            warmup_ratio: self.warmup_ratio,
+            weight_decay: self.weight_decay,
+            max_grad_norm: self.max_grad_norm,
+            eval_every: self.eval_every,
+            max_steps: self.max_steps,
+            seed,
+            alpha_kd,
+            temperature,
+            eval_batch_size: eval_batch,
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! The stages of a run, each handing the next a file: data -> teacher (fine-tuned when it has no head)
+//! -> targets -> student -> compare -> export. A stage whose inputs are unchanged since its last run
+//! (recorded in a `stamp.json`) is skipped; a changed input is named and the stage is redone.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{Device, Tensor};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde_json::json;
+use teacher::infer;
+use teacher::targets::{hash_examples, hash_files};
+use teacher::{
+    Classifier, EncoderConfig, Example, Fingerprint, Label, ModelFiles, ModelKind, ModelSource,
+    TaskSpec, Targets, TextTokenizer,
+};
+
+use crate::config::RunConfig;
+
+pub struct Plan {
+    pub cfg: RunConfig,
+    pub spec: TaskSpec,
+    pub device: Device,
+    pub out: PathBuf,
+}
+
+/// Tokenised examples and their labels.
+pub struct Tokenised {
+    pub ids: Vec<teacher::Encoded>,
+    pub labels: Vec<Label>,
+}
+
+impl Plan {
+    pub fn new(cfg: RunConfig) -> Result<Self> {
+        let spec = cfg.task_spec()?;
+        let device = select_device(&cfg.device)?;
+        let out = cfg.output_dir.clone();
+        std::fs::create_dir_all(&out).with_context(|| format!("output_dir {}", out.display()))?;
+        Ok(Self {
+            cfg,
+            spec,
+            device,
+            out,
+        })
+    }
+
+    /// Training examples (a seeded subset when `data.max_train_examples` is set) and dev examples.
+    pub fn read_data(&self) -> Result<(Vec<Example>, Vec<Example>)> {
+        let (train_path, dev_path) = teacher::data::split_paths(&self.spec, &self.cfg.data.dir);
+        let mut train = self.spec.read(&train_path).context("data.dir")?;
+        let mut dev = self.spec.read(&dev_path).context("data.dir")?;
+        let n = self.cfg.data.max_train_examples;
+        if n > 0 && n < train.len() {
+            let mut rng = StdRng::seed_from_u64(self.cfg.seed);
+            train.shuffle(&mut rng);
+            train.truncate(n);
+        }
+        let m = self.cfg.data.max_dev_examples;
+        if m > 0 && m < dev.len() {
+            dev.truncate(m);
+        }
+        Ok((train, dev))
+    }
+
+    fn labels(&self) -> Vec<String> {
+        self.spec.labels.clone()
+    }
+
+    /// The teacher's source files and tokenizer.
+    fn teacher_source(&self) -> Result<(ModelFiles, TextTokenizer)> {
+        let t = &self.cfg.teacher;
+        let files = ModelSource::parse(&t.model, &t.revision)
+            .resolve(t.allow_pickle)
+            .context("teacher.model")?;
+        let tok = model_tokenizer(&files, self.cfg.data.max_seq_len).context("teacher.model")?;
+        Ok((files, tok))
+    }
+
+    fn teacher_dir(&self) -> PathBuf {
+        self.out.join("teacher").join("model")
+    }
+
+    fn targets_path(&self) -> PathBuf {
+        self.out.join("targets").join("train.safetensors")
+    }
+
+    /// The teacher ready for the task: the checkpoint itself when it has a head, else the fine-tuned copy
+    /// under `output_dir/teacher/model` (fine-tuned now unless a fresh one is there).
+    pub fn teacher_model(&self) -> Result<(Classifier, TextTokenizer, ModelFiles)> {
+        let (files, tok) = self.teacher_source()?;
+        let n = self.spec.num_outputs();
+        let (model, report) = Classifier::load(&files, Some(n), self.cfg.seed, &self.device)
+            .context("teacher.model")?;
+        tok.check_vocab(model.config.vocab_size, &files.config)
+            .context("teacher.model")?;
+        if report.has_head {
+            return Ok((model, tok, files));
+        }
+        let stamp = json!({
+            "teacher_weights": hash_files(&files.weights.iter().map(PathBuf::as_path).collect::<Vec<_>>())?,
+            "tokenizer": hash_files(&[tok.path()])?,
+            "max_seq_len": self.cfg.data.max_seq_len,
+            "data": self.data_hash()?,
+            "finetune": self.cfg.teacher.finetune,
+            "seed": self.cfg.seed,
+            "labels": self.labels(),
+        });
+        let dir = self.teacher_dir();
+        let stage = self.out.join("teacher");
+        match check_stamp(&stage, &stamp) {
+            Freshness::Fresh if dir.join("model.safetensors").is_file() => {
+                eprintln!("teacher: fine-tuned teacher in {} is fresh", dir.display());
+            }
+            fresh => {
+                if let Freshness::Stale(why) = fresh {
+                    eprintln!("teacher: redoing fine-tuning ({why})");
+                    let _ = std::fs::remove_dir_all(stage.join("finetune").join("last"));
+                }
+                eprintln!(
+                    "teacher: {} has no task head; fine-tuning it on {} first",
+                    self.cfg.teacher.model, self.spec.name
+                );
+                let (train, dev) = self.read_data()?;
+                let tr = tokenise(&tok, &train)?;
+                let dv = tokenise(&tok, &dev)?;
+                let ft = &self.cfg.teacher.finetune;
+                let tc = ft.to_train_config(self.cfg.seed, 0.0, 1.0, self.cfg.teacher.batch_size);
+                let labels = self.labels();
+                let data = student::TrainData {
+                    train: &tr.ids,
+                    train_labels: &tr.labels,
+                    dev: &dv.ids,
+                    dev_labels: &dv.labels,
+                    teacher_logits: None,
+                    pad_id: tok.pad_id(),
+                    metric: self.spec.metric,
+                    label_names: &labels,
+                };
+                let rep = student::train(&model, &data, &tc, &stage.join("finetune"))?;
+                if let Some(b) = &rep.best {
+                    eprintln!("teacher: best dev {} at step {}", b.scores.summary(), b.step);
+                }
+                let lower = tokenizer_lowercase(&files);
+                student::export::export(
+                    &stage.join("finetune").join("best"),
+                    &tok,
+                    model.config.kind(),
+                    lower,
+                    &dir,
+                )?;
+                write_stamp(&stage, &stamp)?;
+            }
+        }
+        let ft_files = ModelSource::Local(dir.clone()).resolve(false)?;
+        let tok = model_tokenizer(&ft_files, self.cfg.data.max_seq_len)?;
+        let (model, _) = Classifier::load(&ft_files, Some(n), self.cfg.seed, &self.device)?;
+        Ok((model, tok, ft_files))
+    }
+
+    fn data_hash(&self) -> Result<String> {
+        let (train, dev) = self.read_data()?;
+        Ok(format!("{}:{}", hash_examples(&train), hash_examples(&dev)))
+    }
+
+    /// Stage 1: the teacher's targets for the training set, reused when their fingerprint matches.
+    pub fn teacher(&self) -> Result<Targets> {
+        let (model, tok, files) = self.teacher_model()?;
+        let (train, _) = self.read_data()?;
+        let t = &self.cfg.teacher;
+        let fp = Fingerprint {
+            teacher_weights: hash_files(&files.weights.iter().map(PathBuf::as_path).collect::<Vec<_>>())?,
+            tokenizer: hash_files(&[tok.path()])?,
+            max_seq_len: self.cfg.data.max_seq_len,
+            dataset: hash_examples(&train),
+            head: format!("{}:{}", model.num_labels, self.labels().join(",")),
+            hidden_layers: t.hidden_layers.clone(),
+            pooling: format!("{:?}", t.pooling),
+        };
+        let path = self.targets_path();
+        let mut stale = Vec::new();
+        if let Some(targets) = Targets::load_fresh(&path, &fp, &mut stale) {
+            eprintln!("targets: {} is fresh ({} examples)", path.display(), targets.len());
+            return Ok(targets);
+        }
+        if !stale.is_empty() {
+            eprintln!("targets: rebuilding {} because {} changed", path.display(), stale.join(", "));
+        }
+        let enc = tokenise(&tok, &train)?;
+        let bar = student::progress_bar(enc.ids.len() as u64, "targets");
+        let out = infer::run(&model, &enc.ids, tok.pad_id(), t.batch_size, &t.hidden_layers, t.pooling, Some(&bar))?;
+        bar.finish_and_clear();
+        let targets = Targets {
+            logits: out.logits,
+            hidden: out.hidden.into_iter().collect(),
+            fingerprint: fp,
+        };
+        targets.save(&path)?;
+        eprintln!("targets: wrote {} ({} examples)", path.display(), targets.len());
+        Ok(targets)
+    }
+
+    /// The student's tokenizer: `student.tokenizer`, else the one of `student.init`.
+    pub fn student_tokenizer(&self) -> Result<TextTokenizer> {
+        let s = &self.cfg.student;
+        let max_len = self.cfg.data.max_seq_len;
+        match &s.tokenizer {
+            Some(p) => TextTokenizer::from_file(p, max_len, s.lowercase)
+                .map_err(|e| anyhow!("student.tokenizer: {e}")),
+            None => {
+                let files = ModelSource::parse(&s.init, &s.revision)
+                    .resolve(false)
+                    .context("student.init")?;
+                model_tokenizer(&files, max_len).context("student.init")
+            }
+        }
+    }
+
+    /// The student before training: RoBERTa-tiny-cased (or the configured shape) with random weights,
+    /// or a checkpoint (its head re-initialised when absent).
+    pub fn student_model(&self, tok: &TextTokenizer) -> Result<Classifier> {
+        let s = &self.cfg.student;
+        let n = self.spec.num_outputs();
+        let model = if s.init == "random" {
+            let mut c = EncoderConfig::roberta_tiny_cased();
+            if let Some(t) = &s.model_type {
+                c.model_type = t.clone();
+                if t == "roberta" {
+                    c.pad_token_id = tok.pad_id();
+                    c.type_vocab_size = 1;
+                    c.layer_norm_eps = 1e-5;
+                }
+            }
+            c.vocab_size = tok.vocab_size();
+            c.hidden_size = s.hidden_size.unwrap_or(c.hidden_size);
+            c.num_hidden_layers = s.num_layers.unwrap_or(c.num_hidden_layers);
+            c.num_attention_heads = s.num_heads.unwrap_or(c.num_attention_heads);
+            c.intermediate_size = s.intermediate_size.unwrap_or(c.intermediate_size);
+            c.max_position_embeddings = s.max_position_embeddings.unwrap_or(c.max_position_embeddings) + c.position_offset();
+            if let Some(p) = s.dropout {
+                c.hidden_dropout_prob = p;
+                c.attention_probs_dropout_prob = p;
+            }
+            c.check().map_err(|e| anyhow!("student: {e}"))?;
+            Classifier::new(&c, n, self.cfg.seed, &self.device)?
+        } else {
+            let files = ModelSource::parse(&s.init, &s.revision)
+                .resolve(false)
+                .context("student.init")?;
+            Classifier::load(&files, Some(n), self.cfg.seed, &self.device)
+                .context("student.init")?
+                .0
+        };
+        tok.check_vocab(model.config.vocab_size, Path::new("student"))
+            .context("student.tokenizer")?;
+        if self.cfg.data.max_seq_len > model.config.max_tokens() {
+            bail!(
+                "data.max_seq_len: {} exceeds the student's {} positions",
+                self.cfg.data.max_seq_len,
+                model.config.max_tokens()
+            );
+        }
+        Ok(model)
+    }
+
+    pub fn student_dir(&self) -> PathBuf {
+        self.out.join("student")
+    }
+
+    /// Stage 2: trains the student on the task loss and the teacher's targets.
+    pub fn train(&self) -> Result<student::TrainReport> {
+        let d = &self.cfg.distill;
+        let targets = if d.alpha_kd > 0.0 {
+            let path = self.targets_path();
+            let t = Targets::load(&path)
+                .map_err(|e| anyhow!("{e} (run `distill teacher` first)"))?;
+            Some(t)
+        } else {
+            None
+        };
+        let tok = self.student_tokenizer()?;
+        let (train, dev) = self.read_data()?;
+        if let Some(t) = &targets {
+            let want = hash_examples(&train);
+            if t.fingerprint.dataset != want || t.len() != train.len() {
+                bail!(
+                    "{}: the teacher targets were computed for another training set; run `distill teacher` again",
+                    self.targets_path().display()
+                );
+            }
+        }
+        let stamp = json!({
+            "targets": targets.as_ref().map(|t| serde_json::to_value(&t.fingerprint).unwrap_or_default()),
+            "student": self.cfg.student,
+            "train": self.cfg.train,
+            "distill": self.cfg.distill,
+            "tokenizer": hash_files(&[tok.path()])?,
+            "data": format!("{}:{}", hash_examples(&train), hash_examples(&dev)),
+            "max_seq_len": self.cfg.data.max_seq_len,
+            "seed": self.cfg.seed,
+        });
+        let dir = self.student_dir();
+        let report_path = dir.join("train_report.json");
+        match check_stamp(&dir, &stamp) {
+            Freshness::Fresh if report_path.is_file() && dir.join("best").is_dir() => {
+                eprintln!("student: {} is fresh", dir.display());
+                let text = std::fs::read_to_string(&report_path)?;
+                return serde_json::from_str(&text).with_context(|| format!("{}", report_path.display()));
+            }
+            Freshness::Stale(why) => {
+                eprintln!("student: retraining from scratch ({why})");
+                let _ = std::fs::remove_dir_all(dir.join("last"));
+            }
+            _ => {}
+        }
+        write_stamp(&dir, &stamp)?;
+        let model = self.student_model(&tok)?;
+        eprintln!(
+            "student: {} parameters, {} layers, hidden {}",
+            model.num_parameters(),
+            model.config.num_hidden_layers,
+            model.config.hidden_size
+        );
+        let tr = tokenise(&tok, &train)?;
+        let dv = tokenise(&tok, &dev)?;
+        let labels = self.labels();
+        let data = student::TrainData {
+            train: &tr.ids,
+            train_labels: &tr.labels,
+            dev: &dv.ids,
+            dev_labels: &dv.labels,
+            teacher_logits: targets.as_ref().map(|t| &t.logits),
+            pad_id: tok.pad_id(),
+            metric: self.spec.metric,
+            label_names: &labels,
+        };
+        let tc = self.cfg.train.to_train_config(
+            self.cfg.seed,
+            d.alpha_kd,
+            d.temperature,
+            self.cfg.teacher.batch_size,
+        );
+        let report = student::train(&model, &data, &tc, &dir)?;
+        if let Some(b) = &report.best {
+            eprintln!("student: best dev {} at step {}", b.scores.summary(), b.step);
+        }
+        Ok(report)
+    }
+
+    /// Stage 4: writes the Hugging Face export of the best student.
+    pub fn export(&self, out: Option<PathBuf>) -> Result<PathBuf> {
+        let dest = out.unwrap_or_else(|| self.out.join("export"));
+        let best = self.student_dir().join("best");
+        let tok = self.student_tokenizer()?;
+        let kind = match self.cfg.student.model_type.as_deref() {
+            Some("roberta") => ModelKind::Roberta,
+            _ => teacher::EncoderConfig::from_file(&best.join("config.json"))
+                .map(|c| c.kind())
+                .unwrap_or(ModelKind::Bert),
+        };
+        student::export::export(&best, &tok, kind, self.cfg.student.lowercase, &dest)?;
+        eprintln!("export: wrote {}", dest.display());
+        Ok(dest)
+    }
+}
+
+pub enum Freshness {
+    Missing,
+    Fresh,
+    Stale(String),
+}
+
+fn check_stamp(dir: &Path, stamp: &serde_json::Value) -> Freshness {
+    let path = dir.join("stamp.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Freshness::Missing;
+    };
+    let Ok(old) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Freshness::Stale("unreadable stamp.json".into());
+    };
+    if old == *stamp {
+        return Freshness::Fresh;
+    }
+    let changed: Vec<String> = stamp
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, v)| old.get(*k) != Some(*v))
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    Freshness::Stale(format!("changed: {}", changed.join(", ")))
+}
+
+fn write_stamp(dir: &Path, stamp: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(stamp)?;
+    teacher::write_atomic(&dir.join("stamp.json"), text.as_bytes())?;
+    Ok(())
+}
+
+/// The tokenizer shipped with a model folder: tokenizer.json, else vocab.txt (lower-casing as its
+/// tokenizer_config.json says).
+pub fn model_tokenizer(files: &ModelFiles, max_len: usize) -> Result<TextTokenizer> {
+    let lower = tokenizer_lowercase(files);
+    let path = files
+        .tokenizer_json
+        .as_ref()
+        .or(files.vocab_txt.as_ref())
+        .ok_or_else(|| anyhow!("{}: no tokenizer.json or vocab.txt beside it", files.config.display()))?;
+    Ok(TextTokenizer::from_file(path, max_len, lower)?)
+}
+
+fn tokenizer_lowercase(files: &ModelFiles) -> bool {
+    files
+        .tokenizer_config
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("do_lower_case").and_then(|b| b.as_bool()))
+        .unwrap_or(false)
+}
+
+pub fn tokenise(tok: &TextTokenizer, examples: &[Example]) -> Result<Tokenised> {
+    let ids = examples
+        .iter()
+        .map(|e| tok.encode(&e.text_a, e.text_b.as_deref()))
+        .collect::<teacher::Result<Vec<_>>>()?;
+    Ok(Tokenised {
+        ids,
+        labels: examples.iter().map(|e| e.label).collect(),
+    })
+}
+
+/// `auto` takes the first CUDA device when this build has CUDA and a GPU is present, else the CPU.
+pub fn select_device(spec: &str) -> Result<Device> {
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => {
+            if candle_core::utils::cuda_is_available() {
+                // cudarc may panic instead of erroring when the driver library is missing.
+                match std::panic::catch_unwind(|| Device::new_cuda(0)) {
+                    Ok(Ok(d)) => Ok(d),
+                    _ => {
+                        eprintln!("device: CUDA unavailable at run time; using the CPU");
+                        Ok(Device::Cpu)
+                    }
+                }
+            } else {
+                Ok(Device::Cpu)
+            }
+        }
+        s => {
+            let n: usize = match s.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| anyhow!("device: expected cuda:N, got `{s}`"))?,
+                None => bail!("device: expected auto, cpu or cuda:N, got `{s}`"),
+            };
+            if !candle_core::utils::cuda_is_available() {
+                bail!("device: `{s}` asked for, but this build has no CUDA support (build with `--features cuda`)");
+            }
+            std::panic::catch_unwind(|| Device::new_cuda(n))
+                .map_err(|_| anyhow!("device: CUDA driver could not be loaded"))?
+                .map_err(|e| anyhow!("device: {s}: {e}"))
+        }
+    }
+}
+
+/// Times a dev-set pass of `model`; returns logits and examples per second.
+pub fn timed_logits(model: &Classifier, data: &[teacher::Encoded], pad: u32, batch: usize) -> Result<(Tensor, f64)> {
+    let t0 = Instant::now();
+    let logits = student::eval::logits(model, data, pad, batch)?;
+    let secs = t0.elapsed().as_secs_f64();
+    Ok((logits, data.len() as f64 / secs.max(1e-9)))
+}

@@ -1,0 +1,80 @@
+//! The comparison report: teacher and student on the dev set with the task's official metric, % of
+//! teacher retained, prediction agreement, parameter counts, size on disk and inference throughput,
+//! written as report.json and report.md.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use student::Scores;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelSummary {
+    pub name: String,
+    pub dev: Scores,
+    pub parameters: usize,
+    pub size_bytes: u64,
+    /// Dev-set inference throughput on this run's device.
+    pub examples_per_second: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub task: String,
+    pub dev_examples: usize,
+    pub device: String,
+    pub teacher: ModelSummary,
+    pub student: ModelSummary,
+    /// Student main dev score as a percentage of the teacher's.
+    pub retained_percent: f64,
+    /// Share of dev examples on which both predict the same label.
+    pub agreement: f64,
+}
+
+impl Report {
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let json = serde_json::to_string_pretty(self)?;
+        teacher::write_atomic(&dir.join("report.json"), json.as_bytes())?;
+        teacher::write_atomic(&dir.join("report.md"), self.markdown().as_bytes())?;
+        Ok(())
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut s = format!(
+            "# {} — teacher vs student\n\nDev set: {} examples. Device: {}.\n\n",
+            self.task, self.dev_examples, self.device
+        );
+        let metrics: Vec<&String> = self.teacher.dev.values.keys().collect();
+        s.push_str("| model | ");
+        for m in &metrics {
+            s.push_str(&format!("{m} | "));
+        }
+        s.push_str("parameters | size on disk | dev examples/s |\n|---|");
+        for _ in &metrics {
+            s.push_str("---|");
+        }
+        s.push_str("---|---|---|\n");
+        for m in [&self.teacher, &self.student] {
+            s.push_str(&format!("| {} | ", m.name));
+            for k in &metrics {
+                let v = m.dev.values.get(*k).copied().unwrap_or(f64::NAN);
+                s.push_str(&format!("{:.2} | ", v * 100.0));
+            }
+            s.push_str(&format!(
+                "{:.1}M | {:.1} MB | {:.1} |\n",
+                m.parameters as f64 / 1e6,
+                m.size_bytes as f64 / 1e6,
+                m.examples_per_second
+            ));
+        }
+        s.push_str(&format!(
+            "\nStudent retains **{:.1}%** of the teacher's score; the two agree on {:.1}% of dev predictions. \
+             The student is {:.1}x smaller and {:.1}x faster here.\n",
+            self.retained_percent,
+            self.agreement * 100.0,
+            self.teacher.parameters as f64 / self.student.parameters.max(1) as f64,
+            self.student.examples_per_second / self.teacher.examples_per_second.max(1e-9),
+        ));
+        s
+    }
+}

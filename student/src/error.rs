@@ -1,0 +1,46 @@
+//! The student crate's error type.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Teacher(#[from] teacher::Error),
+
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("{path}: {msg}")]
+    File { path: PathBuf, msg: String },
+
+    /// A NaN or infinite value stopped training; the last good checkpoint is kept.
+    #[error("training stopped at step {step}: {what} is not finite (NaN or Inf); the last good checkpoint is kept. Lower the learning rate or check the data")]
+    NonFinite { step: usize, what: String },
+
+    #[error("{0}")]
+    Msg(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn file(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::File {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Everything that trains: loss terms, AdamW with its schedule, the one training loop (used for the
+//! student and for fine-tuning a head-less teacher), GLUE metrics, evaluation and export.
+
+mod error;
+pub mod eval;
+pub mod export;
+pub mod loss;
+pub mod metrics;
+pub mod optim;
+pub mod train;
+
+pub use error::{Error, Result};
+pub use metrics::Scores;
+pub use train::{train, TrainConfig, TrainData, TrainReport};
+
+/// A progress bar on stderr (indicatif hides it when stderr is not a terminal).
+pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix:>8} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(what.to_string());
+    bar
+}

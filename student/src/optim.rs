@@ -1,0 +1,253 @@
+//! AdamW (Loshchilov & Hutter, decoupled weight decay; PyTorch's `torch.optim.AdamW` update) with the
+//! linear warmup/decay schedule of `transformers.get_linear_schedule_with_warmup`, global gradient-norm
+//! clipping, and no weight decay on biases and LayerNorm weights (as HF's Trainer does).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Tensor, Var};
+
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWConfig {
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Clip the global gradient norm to this value (0 disables).
+    pub max_grad_norm: f64,
+    pub warmup_steps: usize,
+    pub total_steps: usize,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            learning_rate: 1e-4,
+            weight_decay: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            max_grad_norm: 1.0,
+            warmup_steps: 0,
+            total_steps: 1,
+        }
+    }
+}
+
+impl AdamWConfig {
+    /// Learning rate for update number `step` (0-based): linear warmup to the peak, then linear decay to 0.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        let s = step as f64 + 1.0;
+        let (w, t) = (self.warmup_steps as f64, self.total_steps.max(1) as f64);
+        if s <= w {
+            self.learning_rate * s / w.max(1.0)
+        } else {
+            self.learning_rate * ((t - s) / (t - w).max(1.0)).max(0.0)
+        }
+    }
+}
+
+struct Slot {
+    name: String,
+    var: Var,
+    m: Tensor,
+    v: Tensor,
+    decay: bool,
+}
+
+pub struct AdamW {
+    cfg: AdamWConfig,
+    slots: Vec<Slot>,
+    step: usize,
+}
+
+/// What one update did, for logs.
+#[derive(Debug, Clone, Copy)]
+pub struct StepInfo {
+    pub lr: f64,
+    pub grad_norm: f64,
+}
+
+impl AdamW {
+    pub fn new(vars: Vec<(String, Var)>, cfg: AdamWConfig) -> Result<Self> {
+        let slots = vars
+            .into_iter()
+            .map(|(name, var)| {
+                let decay = !(name.ends_with(".bias") || name.contains("LayerNorm"));
+                let z = var.as_tensor().zeros_like()?;
+                Ok(Slot {
+                    name,
+                    var,
+                    m: z.clone(),
+                    v: z,
+                    decay,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            cfg,
+            slots,
+            step: 0,
+        })
+    }
+
+    pub fn step_count(&self) -> usize {
+        self.step
+    }
+
+    pub fn config(&self) -> &AdamWConfig {
+        &self.cfg
+    }
+
+    /// Applies one update from `grads`. Parameters without a gradient are left alone.
+    pub fn step(&mut self, grads: &GradStore) -> Result<StepInfo> {
+        let mut sq = 0f64;
+        for s in &self.slots {
+            if let Some(g) = grads.get(s.var.as_tensor()) {
+                sq += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            }
+        }
+        let norm = sq.sqrt();
+        if !norm.is_finite() {
+            return Err(Error::NonFinite {
+                step: self.step,
+                what: "gradient norm".into(),
+            });
+        }
+        let clip = if self.cfg.max_grad_norm > 0.0 && norm > self.cfg.max_grad_norm {
+            self.cfg.max_grad_norm / (norm + 1e-6)
+        } else {
+            1.0
+        };
+        let lr = self.cfg.lr_at(self.step);
+        self.step += 1;
+        let t = self.step as i32;
+        let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
+        let bc1 = 1.0 - b1.powi(t);
+        let bc2 = 1.0 - b2.powi(t);
+        for s in &mut self.slots {
+            let Some(g) = grads.get(s.var.as_tensor()) else {
+                continue;
+            };
+            let g = (g * clip)?;
+            s.m = ((&s.m * b1)? + (&g * (1.0 - b1))?)?;
+            s.v = ((&s.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            let mut p = s.var.as_tensor().clone();
+            if s.decay && self.cfg.weight_decay > 0.0 {
+                p = (p * (1.0 - lr * self.cfg.weight_decay))?;
+            }
+            let denom = ((&s.v / bc2)?.sqrt()? + self.cfg.eps)?;
+            let update = ((&s.m / bc1)? / denom)?;
+            s.var.set(&(p - (update * lr)?)?)?;
+        }
+        Ok(StepInfo {
+            lr,
+            grad_norm: norm,
+        })
+    }
+
+    /// Saves the moments and the step count (with the parameter names they belong to).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut t: HashMap<String, Tensor> = HashMap::new();
+        for s in &self.slots {
+            t.insert(format!("m.{}", s.name), s.m.clone());
+            t.insert(format!("v.{}", s.name), s.v.clone());
+        }
+        t.insert(
+            "step".into(),
+            Tensor::new(&[self.step as u32], &Device::Cpu)?,
+        );
+        let tmp = path.with_extension("tmp");
+        candle_core::safetensors::save(&t, &tmp)?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    }
+
+    /// Restores moments and step saved by `save`; every parameter must be present with its shape.
+    pub fn load(&mut self, path: &Path) -> Result<()> {
+        let dev = self
+            .slots
+            .first()
+            .map(|s| s.var.device().clone())
+            .unwrap_or(Device::Cpu);
+        let t = candle_core::safetensors::load(path, &dev)
+            .map_err(|e| Error::file(path, e.to_string()))?;
+        for s in &mut self.slots {
+            let get = |k: String| {
+                t.get(&k)
+                    .filter(|x| x.dims() == s.var.dims())
+                    .cloned()
+                    .ok_or_else(|| Error::file(path, format!("missing or misshapen `{k}`")))
+            };
+            s.m = get(format!("m.{}", s.name))?;
+            s.v = get(format!("v.{}", s.name))?;
+        }
+        let step = t
+            .get("step")
+            .ok_or_else(|| Error::file(path, "missing `step`"))?
+            .to_vec1::<u32>()?;
+        self.step = step.first().copied().unwrap_or(0) as usize;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_zero() {
+        let c = AdamWConfig {
+            learning_rate: 1.0,
+            warmup_steps: 4,
+            total_steps: 12,
+            ..Default::default()
+        };
+        assert_eq!(c.lr_at(0), 0.25);
+        assert_eq!(c.lr_at(3), 1.0);
+        assert!((c.lr_at(7) - 0.5).abs() < 1e-12);
+        assert_eq!(c.lr_at(11), 0.0);
+    }
+
+    #[test]
+    fn adamw_matches_pytorch_first_steps() {
+        // Reference: torch.optim.AdamW's documented update, written out below in f64 on loss = sum(p^2).
+        let var = Var::new(&[1f32, -2.0], &Device::Cpu).unwrap();
+        let cfg = AdamWConfig {
+            learning_rate: 0.1,
+            weight_decay: 0.01,
+            max_grad_norm: 0.0,
+            warmup_steps: 0,
+            total_steps: 1_000_000,
+            ..Default::default()
+        };
+        let mut opt = AdamW::new(vec![("w".into(), var.clone())], cfg).unwrap();
+        // Hold the learning rate constant (as the torch snippet does): total steps is huge.
+        for _ in 0..2 {
+            let loss = var.as_tensor().sqr().unwrap().sum_all().unwrap();
+            let g = loss.backward().unwrap();
+            opt.step(&g).unwrap();
+        }
+        let p = var.as_tensor().to_vec1::<f32>().unwrap();
+        let mut want = [1f64, -2.0];
+        let (mut m, mut v) = ([0f64; 2], [0f64; 2]);
+        for t in 1..=2 {
+            for i in 0..2 {
+                let g = 2.0 * want[i];
+                m[i] = 0.9 * m[i] + 0.1 * g;
+                v[i] = 0.999 * v[i] + 0.001 * g * g;
+                let lr = 0.1 * (1.0 - (t as f64 - 1.0) / 1_000_000.0);
+                want[i] *= 1.0 - lr * 0.01;
+                let mh = m[i] / (1.0 - 0.9f64.powi(t));
+                let vh = v[i] / (1.0 - 0.999f64.powi(t));
+                want[i] -= lr * mh / (vh.sqrt() + 1e-8);
+            }
+        }
+        for i in 0..2 {
+            assert!((p[i] as f64 - want[i]).abs() < 1e-5, "{p:?} vs {want:?}");
+        }
+    }
+}

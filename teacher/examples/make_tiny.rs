@@ -1,0 +1,15 @@
+//! Regenerates the committed fixtures of `configs/tiny.yaml`: a tiny bare BERT teacher, the cased test
+//! vocabulary and a tiny SST-2-style dataset.
+//! `cargo run -p teacher --features testutil --example make_tiny -- configs/tiny`
+
+use std::path::PathBuf;
+
+fn main() -> teacher::Result<()> {
+    let root = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "configs/tiny".into()));
+    let cfg = teacher::testutil::tiny_config();
+    teacher::testutil::tiny_checkpoint(&root.join("teacher"), &cfg, None, 7)?;
+    teacher::testutil::write_vocab(&root.join("vocab.txt"))?;
+    teacher::testutil::tiny_sst2(&root.join("data"), 240, 60)?;
+    println!("wrote {}", root.display());
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! Where a model comes from: a local Hugging Face folder, or the hub by id and revision (through
+//! hf-hub, which reuses its local cache, `$HF_HOME/hub/models--org--name/snapshots/REV/…`, before
+//! touching the network). This is the only code that may reach the network.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use hf_hub::{Cache, Repo, RepoType};
+
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    Local(PathBuf),
+    Hub { id: String, revision: String },
+}
+
+/// Paths of a model's files on local disk.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    pub config: PathBuf,
+    /// One or more safetensors shards, or a pickle `pytorch_model.bin`.
+    pub weights: Vec<PathBuf>,
+    pub tokenizer_json: Option<PathBuf>,
+    pub vocab_txt: Option<PathBuf>,
+    pub tokenizer_config: Option<PathBuf>,
+}
+
+impl ModelSource {
+    /// A folder that exists is local; otherwise `org/name` is a hub id.
+    pub fn parse(spec: &str, revision: &str) -> Self {
+        let p = Path::new(spec);
+        if p.is_dir() || spec.starts_with('.') || spec.starts_with('/') || spec.matches('/').count() != 1
+        {
+            ModelSource::Local(p.to_path_buf())
+        } else {
+            ModelSource::Hub {
+                id: spec.to_string(),
+                revision: revision.to_string(),
+            }
+        }
+    }
+
+    /// Resolves the source to local files. `allow_pickle` admits `pytorch_model.bin` when no
+    /// safetensors weights exist (pickle can run code when produced by an untrusted party).
+    pub fn resolve(&self, allow_pickle: bool) -> Result<ModelFiles> {
+        match self {
+            ModelSource::Local(dir) => resolve_dir(dir, allow_pickle),
+            ModelSource::Hub { id, revision } => resolve_hub(id, revision, allow_pickle),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            ModelSource::Local(p) => p.display().to_string(),
+            ModelSource::Hub { id, revision } => format!("{id}@{revision}"),
+        }
+    }
+}
+
+fn resolve_dir(dir: &Path, allow_pickle: bool) -> Result<ModelFiles> {
+    if !dir.is_dir() {
+        return Err(Error::file(dir, "model folder not found"));
+    }
+    let opt = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
+    let config = opt("config.json").ok_or_else(|| Error::file(dir, "no config.json"))?;
+    let weights = if let Some(p) = opt("model.safetensors") {
+        vec![p]
+    } else if let Some(index) = opt("model.safetensors.index.json") {
+        shard_files(&index)?
+    } else if let Some(p) = opt("pytorch_model.bin") {
+        if !allow_pickle {
+            return Err(Error::file(
+                &p,
+                "only pickle weights found; pickle can run arbitrary code, so set `allow_pickle: true` to load it (or convert it to safetensors)",
+            ));
+        }
+        vec![p]
+    } else {
+        return Err(Error::file(
+            dir,
+            "no model.safetensors (or model.safetensors.index.json) found",
+        ));
+    };
+    Ok(ModelFiles {
+        config,
+        weights,
+        tokenizer_json: opt("tokenizer.json"),
+        vocab_txt: opt("vocab.txt"),
+        tokenizer_config: opt("tokenizer_config.json"),
+    })
+}
+
+/// Shard paths listed in a `model.safetensors.index.json`.
+fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::file(index, e.to_string()))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::file(index, "no `weight_map` object"))?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<PathBuf> = map
+        .values()
+        .filter_map(|f| f.as_str())
+        .map(|f| dir.join(f))
+        .collect();
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+/// The hub cache in use: `HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+pub fn hub_cache() -> Cache {
+    match std::env::var_os("HF_HUB_CACHE") {
+        Some(p) => Cache::new(PathBuf::from(p)),
+        None => Cache::from_env(),
+    }
+}
+
+fn resolve_hub(id: &str, revision: &str, allow_pickle: bool) -> Result<ModelFiles> {
+    let err = |msg: String| Error::Hub {
+        id: id.into(),
+        revision: revision.into(),
+        msg,
+    };
+    let cache = hub_cache();
+    // A snapshot already in the cache is used as is: by branch/tag through refs/, or by commit hash.
+    let repo = Repo::with_revision(id.to_string(), RepoType::Model, revision.to_string());
+    let snapshots = cache.path().join(repo.folder_name()).join("snapshots");
+    let cached = cache
+        .repo(repo.clone())
+        .get("config.json")
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .or_else(|| Some(snapshots.join(revision)).filter(|p| p.join("config.json").is_file()));
+    if let Some(dir) = cached {
+        return resolve_dir(&dir, allow_pickle);
+    }
+    if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1") {
+        return Err(err(format!(
+            "not in the hub cache at {} and HF_HUB_OFFLINE=1",
+            cache.path().display()
+        )));
+    }
+    let api = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone())
+        .with_progress(true)
+        .build()
+        .map_err(|e| err(e.to_string()))?;
+    let remote = api.repo(repo);
+    let config = remote
+        .get("config.json")
+        .map_err(|e| err(format!("config.json: {e}")))?;
+    // Optional files: absent ones are simply skipped.
+    for name in ["tokenizer.json", "vocab.txt", "tokenizer_config.json"] {
+        let _ = remote.get(name);
+    }
+    let weights = remote.get("model.safetensors").or_else(|e| {
+        if allow_pickle {
+            remote.get("pytorch_model.bin")
+        } else {
+            Err(e)
+        }
+    });
+    weights.map_err(|e| err(format!("model.safetensors: {e}")))?;
+    let dir = config.parent().unwrap_or(Path::new(".")).to_path_buf();
+    resolve_dir(&dir, allow_pickle)
+}
+
+impl ModelFiles {
+    /// A path to name in messages about the weights.
+    pub fn weights_label(&self) -> PathBuf {
+        self.weights.first().cloned().unwrap_or_else(|| self.config.clone())
+    }
+
+    /// Reads every weight tensor (all shards) onto `device`.
+    pub fn read_tensors(&self, device: &Device) -> Result<HashMap<String, Tensor>> {
+        let mut all = HashMap::new();
+        for path in &self.weights {
+            let is_pickle = path.extension().is_some_and(|e| e == "bin");
+            let loaded: HashMap<String, Tensor> = if is_pickle {
+                candle_core::pickle::read_all(path)
+                    .map_err(|e| Error::checkpoint(path, e.to_string()))?
+                    .into_iter()
+                    .collect()
+            } else {
+                candle_core::safetensors::load(path, device)
+                    .map_err(|e| Error::checkpoint(path, format!("cannot read safetensors: {e}")))?
+            };
+            all.extend(loaded);
+        }
+        Ok(all)
+    }
+
+    /// Bytes of the weight files, for reports.
+    pub fn weights_size(&self) -> u64 {
+        self.weights
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+}

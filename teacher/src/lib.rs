@@ -1,0 +1,49 @@
+//! The model zoo and the targets: loads any BERT-family checkpoint (local folder or hub), runs it, and
+//! caches its outputs as distillation targets. The student crate builds on this; this crate never sees
+//! the student.
+
+pub mod batch;
+pub mod config;
+pub mod data;
+pub mod encoder;
+mod error;
+pub mod head;
+pub mod hub;
+pub mod infer;
+pub mod model;
+pub mod nn;
+pub mod targets;
+pub mod tokenizer;
+
+#[cfg(any(test, feature = "testutil"))]
+pub mod testutil;
+
+pub use config::{EncoderConfig, ModelKind};
+pub use data::{Example, Label, Metric, TaskSpec};
+pub use encoder::{Batch, Encoder, EncoderOutput};
+pub use error::{Error, Result};
+pub use hub::{ModelFiles, ModelSource};
+pub use model::{Classifier, LoadReport};
+pub use targets::{Fingerprint, Targets};
+pub use tokenizer::{Encoded, TextTokenizer};
+
+use std::io::Write;
+use std::path::Path;
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, synced and renamed, so readers
+/// never see a half-written file and an existing good file survives a failed write.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(d) = dir {
+        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}

@@ -1,0 +1,117 @@
+//! Building blocks with the behaviour training needs and candle 0.11's fused ops lack: a LayerNorm
+//! whose training form has a backward pass, a softmax likewise, and dropout drawn from our own seeded
+//! RNG (candle's CPU RNG cannot be seeded, and candle-transformers' bert.rs dropout is a no-op).
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{Module, Tensor, D};
+use candle_nn::{Init, Linear, VarBuilder};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::Result;
+
+/// A dense layer `y = x W^T + b` with HF weight names `weight` [out, in] and `bias` [out].
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    let w = vb.get_with_hints((out_dim, in_dim), "weight", Init::Const(0.))?;
+    let b = vb.get_with_hints(out_dim, "bias", Init::Const(0.))?;
+    Ok(Linear::new(w, Some(b)))
+}
+
+/// LayerNorm with HF names `weight`/`bias`.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints(dim, "weight", Init::Const(1.))?,
+            bias: vb.get_with_hints(dim, "bias", Init::Const(0.))?,
+            eps,
+        })
+    }
+
+    /// Normalises over the last dimension. In training the composed (differentiable) form is used:
+    /// candle's fused `ops::layer_norm` has no backward and would silently stop every gradient here.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if !train {
+            let x = x.contiguous()?;
+            return Ok(candle_nn::ops::layer_norm(
+                &x,
+                &self.weight,
+                &self.bias,
+                self.eps as f32,
+            )?);
+        }
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        Ok(xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
+    }
+}
+
+/// Softmax over the last dimension; the fused kernel for inference, the differentiable one for training.
+pub fn softmax_t(x: &Tensor, train: bool) -> Result<Tensor> {
+    if train {
+        Ok(candle_nn::ops::softmax(x, D::Minus1)?)
+    } else {
+        Ok(candle_nn::ops::softmax_last_dim(x)?)
+    }
+}
+
+/// Dropout masks from a shared seeded RNG. The trainer reseeds it at every step from (seed, step), so a
+/// run is reproducible and a resumed run draws the same masks as an uninterrupted one.
+#[derive(Debug, Clone)]
+pub struct DropoutRng(Arc<Mutex<StdRng>>);
+
+impl Default for DropoutRng {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new(StdRng::seed_from_u64(0))))
+    }
+}
+
+impl DropoutRng {
+    pub fn reseed(&self, seed: u64) {
+        if let Ok(mut rng) = self.0.lock() {
+            *rng = StdRng::seed_from_u64(seed);
+        }
+    }
+
+    /// Inverted dropout: zeroes each element with probability `p` and scales the rest by 1/(1-p).
+    pub fn apply(&self, x: &Tensor, p: f64, train: bool) -> Result<Tensor> {
+        if !train || p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let n = x.elem_count();
+        let scale = (1.0 / (1.0 - p)) as f32;
+        // Compare raw u32 draws against a threshold: cheaper than drawing floats.
+        let threshold = (p * u32::MAX as f64) as u32;
+        let mask: Vec<f32> = {
+            let mut rng = self
+                .0
+                .lock()
+                .map_err(|_| crate::Error::Msg("dropout RNG poisoned".into()))?;
+            (0..n)
+                .map(|_| {
+                    if rng.random::<u32>() < threshold {
+                        0.0
+                    } else {
+                        scale
+                    }
+                })
+                .collect()
+        };
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        Ok((x * mask)?)
+    }
+}
+
+/// Applies a `Linear` to a [b, s, in] tensor.
+pub fn apply(l: &Linear, x: &Tensor) -> Result<Tensor> {
+    Ok(l.forward(x)?)
+}

@@ -1,0 +1,169 @@
+//! The teacher-target cache: logits [n, c] and pooled hidden states of chosen layers for the training
+//! set, in one safetensors file whose metadata holds a fingerprint of everything the targets depend on.
+//! A fresh cache is reused; a stale one is named field by field so the user sees what changed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::data::{Example, Label};
+use crate::{Error, Result};
+
+/// What the targets were computed from. Each field is compared on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub teacher_weights: String,
+    pub tokenizer: String,
+    pub max_seq_len: usize,
+    pub dataset: String,
+    /// Head shape and labels, e.g. `classification:0,1`.
+    pub head: String,
+    pub hidden_layers: Vec<usize>,
+    pub pooling: String,
+}
+
+impl Fingerprint {
+    /// Names of the fields that differ, with both values shortened.
+    pub fn changes(&self, old: &Fingerprint) -> Vec<String> {
+        let a = serde_json::to_value(self).unwrap_or_default();
+        let b = serde_json::to_value(old).unwrap_or_default();
+        let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+            return vec!["fingerprint".into()];
+        };
+        a.iter()
+            .filter(|(k, v)| b.get(*k) != Some(*v))
+            .map(|(k, v)| {
+                let short = |v: Option<&serde_json::Value>| {
+                    let s = v.map(|v| v.to_string()).unwrap_or_default();
+                    s.chars().take(20).collect::<String>()
+                };
+                format!("{k} ({} -> {})", short(b.get(k)), short(Some(v)))
+            })
+            .collect()
+    }
+}
+
+/// SHA-256 of files' contents, hex.
+pub fn hash_files(paths: &[&Path]) -> Result<String> {
+    let mut h = Sha256::new();
+    for p in paths {
+        let mut f = std::fs::File::open(p).map_err(|e| Error::io(*p, e))?;
+        std::io::copy(&mut f, &mut h).map_err(|e| Error::io(*p, e))?;
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// SHA-256 of a dataset's texts and labels, hex.
+pub fn hash_examples(examples: &[Example]) -> String {
+    let mut h = Sha256::new();
+    for e in examples {
+        h.update(e.text_a.as_bytes());
+        h.update([0u8]);
+        if let Some(b) = &e.text_b {
+            h.update(b.as_bytes());
+        }
+        h.update([1u8]);
+        match e.label {
+            Label::Class(c) => h.update((c as u64).to_le_bytes()),
+            Label::Score(s) => h.update(s.to_le_bytes()),
+        }
+    }
+    hex(&h.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct Targets {
+    /// [n, c] f32.
+    pub logits: Tensor,
+    /// layer -> [n, h] f32.
+    pub hidden: BTreeMap<usize, Tensor>,
+    pub fingerprint: Fingerprint,
+}
+
+const META_KEY: &str = "distill.fingerprint";
+
+impl Targets {
+    pub fn len(&self) -> usize {
+        self.logits.dims().first().copied().unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the targets atomically (temporary file, then rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let mut tensors: Vec<(String, &Tensor)> = vec![("logits".into(), &self.logits)];
+        for (l, t) in &self.hidden {
+            tensors.push((format!("hidden.{l}"), t));
+        }
+        let meta = serde_json::to_string(&self.fingerprint).map_err(|e| Error::Msg(e.to_string()))?;
+        let tmp = path.with_extension("safetensors.tmp");
+        safetensors::serialize_to_file(
+            tensors,
+            Some(HashMap::from([(META_KEY.to_string(), meta)])),
+            &tmp,
+        )
+        .map_err(|e| Error::file(&tmp, e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    }
+
+    /// Reads a target file written by `save`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| Error::file(path, format!("not a safetensors file: {e}")))?;
+        let fp = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(META_KEY))
+            .ok_or_else(|| Error::file(path, "no fingerprint in metadata: not a target cache"))?;
+        let fingerprint: Fingerprint =
+            serde_json::from_str(fp).map_err(|e| Error::file(path, e.to_string()))?;
+        let mut tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+            .map_err(|e| Error::file(path, e.to_string()))?;
+        let logits = tensors
+            .remove("logits")
+            .ok_or_else(|| Error::file(path, "no `logits` tensor"))?;
+        let mut hidden = BTreeMap::new();
+        for (k, t) in tensors {
+            if let Some(l) = k.strip_prefix("hidden.").and_then(|l| l.parse().ok()) {
+                hidden.insert(l, t);
+            }
+        }
+        Ok(Self {
+            logits,
+            hidden,
+            fingerprint,
+        })
+    }
+
+    /// Loads the cache at `path` if it exists and matches `want`. Returns `Ok(None)` with the reasons
+    /// in `stale` when it is missing, unreadable or out of date.
+    pub fn load_fresh(path: &Path, want: &Fingerprint, stale: &mut Vec<String>) -> Option<Self> {
+        if !path.exists() {
+            return None;
+        }
+        match Self::load(path) {
+            Ok(t) if t.fingerprint == *want => Some(t),
+            Ok(t) => {
+                stale.extend(want.changes(&t.fingerprint));
+                None
+            }
+            Err(e) => {
+                stale.push(format!("unreadable ({e})"));
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Text to token ids with Hugging Face `tokenizers`: a `tokenizer.json`, or a WordPiece `vocab.txt`
+//! assembled the way `BertTokenizerFast` does (BERT normaliser, cased unless told otherwise, [CLS] A [SEP]
+//! B [SEP] with segment ids). Truncation is longest-first to `max_len`; padding is the batcher's job.
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+use tokenizers::{Tokenizer, TruncationParams, TruncationStrategy};
+
+use crate::{Error, Result};
+
+/// One tokenised example.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+}
+
+#[derive(Clone)]
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    path: PathBuf,
+    max_len: usize,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TextTokenizer({}, max_len {})", self.path.display(), self.max_len)
+    }
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json`, or builds a WordPiece tokenizer from `vocab.txt` (`lowercase` applies
+    /// only then: a tokenizer.json carries its own normaliser).
+    pub fn from_file(path: &Path, max_len: usize, lowercase: bool) -> Result<Self> {
+        let err = |msg: String| Error::Tokenizer {
+            path: path.to_path_buf(),
+            msg,
+        };
+        if !path.is_file() {
+            return Err(err("file not found".into()));
+        }
+        let is_vocab = path.extension().is_some_and(|e| e == "txt");
+        let mut inner = if is_vocab {
+            wordpiece_from_vocab(path, lowercase).map_err(err)?
+        } else {
+            Tokenizer::from_file(path).map_err(|e| err(format!("cannot parse: {e}")))?
+        };
+        inner.with_padding(None);
+        inner
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                strategy: TruncationStrategy::LongestFirst,
+                ..Default::default()
+            }))
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Self {
+            inner,
+            path: path.to_path_buf(),
+            max_len,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Size of the vocabulary including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The id used for padding: `[PAD]` or `<pad>`, else 0.
+    pub fn pad_id(&self) -> u32 {
+        self.token_to_id("[PAD]")
+            .or_else(|| self.token_to_id("<pad>"))
+            .unwrap_or(0)
+    }
+
+    /// Tokenises a single text or a pair, with special tokens.
+    pub fn encode(&self, a: &str, b: Option<&str>) -> Result<Encoded> {
+        let enc = match b {
+            None => self.inner.encode(a, true),
+            Some(b) => self.inner.encode((a, b), true),
+        }
+        .map_err(|e| Error::Tokenizer {
+            path: self.path.clone(),
+            msg: e.to_string(),
+        })?;
+        Ok(Encoded {
+            ids: enc.get_ids().to_vec(),
+            type_ids: enc.get_type_ids().to_vec(),
+        })
+    }
+
+    /// Checks that every id the tokenizer can produce has a row in an embedding of `rows` rows.
+    pub fn check_vocab(&self, rows: usize, model: &Path) -> Result<()> {
+        let n = self.vocab_size();
+        if n > rows {
+            return Err(Error::Tokenizer {
+                path: self.path.clone(),
+                msg: format!(
+                    "has {n} tokens but the model's word embedding ({}) has only {rows} rows: tokenizer and model do not belong together",
+                    model.display()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the tokenizer as `tokenizer.json` (without truncation, as transformers expects).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut t = self.inner.clone();
+        t.with_truncation(None).map_err(|e| Error::Tokenizer {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        let json = t.to_string(true).map_err(|e| Error::Tokenizer {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        crate::write_atomic(path, json.as_bytes())
+    }
+}
+
+/// `BertTokenizerFast` from a vocab.txt: BERT normaliser and pre-tokeniser, WordPiece with `##`
+/// continuations, `[CLS] A [SEP] B [SEP]` with segment ids 0/1.
+fn wordpiece_from_vocab(path: &Path, lowercase: bool) -> std::result::Result<Tokenizer, String> {
+    let p = path.to_str().ok_or("path is not UTF-8")?;
+    let wp = WordPiece::from_file(p)
+        .unk_token("[UNK]".into())
+        .build()
+        .map_err(|e| format!("cannot read vocabulary: {e}"))?;
+    let id = |t: &str| {
+        wp_id(&wp, t).ok_or_else(|| format!("vocabulary has no `{t}` token"))
+    };
+    let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+    id("[UNK]")?;
+    let mut tok = Tokenizer::new(wp);
+    tok.with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)));
+    tok.with_pre_tokenizer(Some(BertPreTokenizer));
+    tok.with_post_processor(Some(BertProcessing::new(
+        ("[SEP]".into(), sep),
+        ("[CLS]".into(), cls),
+    )));
+    tok.with_decoder(Some(tokenizers::decoders::wordpiece::WordPiece::default()));
+    Ok(tok)
+}
+
+fn wp_id(wp: &WordPiece, token: &str) -> Option<u32> {
+    use tokenizers::Model;
+    wp.token_to_id(token)
+}
