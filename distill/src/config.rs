@@ -244,8 +244,12 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig> {
         apply_override(&mut value, o).with_context(|| format!("--set {o}"))?;
     }
     expand_env(&mut value, "").with_context(|| format!("config {}", path.display()))?;
-    let cfg: RunConfig = serde_yaml::from_value(value)
-        .map_err(|e| anyhow!("config {}: {e}", path.display()))?;
+    // serde_path_to_error names the key (`train.epochs`) that serde_yaml alone would not.
+    let cfg: RunConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { format!("{key}: ") };
+        anyhow!("config {}: {key}{}", path.display(), e.inner())
+    })?;
     cfg.validate()
         .map_err(|e| anyhow!("config {}: {e}", path.display()))?;
     Ok(cfg)

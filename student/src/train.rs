@@ -103,6 +103,18 @@ struct TrainerState {
 /// Trains `model` in place. Checkpoints go to `out/best` and `out/last`, the metrics log to
 /// `out/metrics.jsonl`. Returns the evaluation history and the best dev score.
 pub fn train(model: &Classifier, data: &TrainData, cfg: &TrainConfig, out: &Path) -> Result<TrainReport> {
+    train_until(model, data, cfg, out, &|_| false)
+}
+
+/// `train`, stopping early (after writing `last/`) once `stop(step)` returns true: a graceful
+/// interruption that a later call resumes from.
+pub fn train_until(
+    model: &Classifier,
+    data: &TrainData,
+    cfg: &TrainConfig,
+    out: &Path,
+    stop: &dyn Fn(usize) -> bool,
+) -> Result<TrainReport> {
     validate(model, data, cfg)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let lengths: Vec<usize> = data.train.iter().map(|e| e.ids.len()).collect();
@@ -159,6 +171,17 @@ pub fn train(model: &Classifier, data: &TrainData, cfg: &TrainConfig, out: &Path
             }
             let end_of_epoch = i + 1 == batches.len();
             let periodic = cfg.eval_every > 0 && step % cfg.eval_every == 0;
+            if stop(step) {
+                let state = TrainerState {
+                    step,
+                    history: history.clone(),
+                    best: best.clone(),
+                    config: cfg.clone(),
+                    n_train: data.train.len(),
+                };
+                save_last(model, &opt, &last_dir, &state, data.label_names)?;
+                break 'epochs;
+            }
             if end_of_epoch || periodic || step == total {
                 let scores = evaluate(model, data, cfg)?;
                 let rec = EvalRecord {

@@ -1,0 +1,215 @@
+//! The real `distill` binary end to end on configs/tiny.yaml (committed tiny fixtures), and its errors on
+//! bad input: each must exit non-zero, name the file/line or YAML key, never panic, and leave earlier
+//! good outputs in place.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn distill(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args(args)
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn run_tiny(out: &Path, extra: &[&str]) -> Output {
+    let o = format!("output_dir={}", out.display());
+    let mut args = vec!["run", "configs/tiny.yaml", "--set", &o];
+    args.extend_from_slice(extra);
+    distill(&args)
+}
+
+/// Fails the test unless the command failed cleanly with every `needles` in its message.
+fn fails_with(o: &Output, needles: &[&str]) {
+    let t = text(o);
+    assert!(!o.status.success(), "expected failure, got success:\n{t}");
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(!t.contains("panicked"), "panic:\n{t}");
+    for n in needles {
+        assert!(t.contains(n), "message lacks `{n}`:\n{t}");
+    }
+}
+
+#[test]
+fn tiny_run_end_to_end_then_fresh_stages_are_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = run_tiny(&out, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in [
+        "teacher/model/model.safetensors",
+        "teacher/finetune/metrics.jsonl",
+        "targets/train.safetensors",
+        "student/best/model.safetensors",
+        "student/metrics.jsonl",
+        "export/model.safetensors",
+        "export/config.json",
+        "export/tokenizer.json",
+        "export/vocab.txt",
+        "report.json",
+        "report.md",
+        "timings.json",
+    ] {
+        assert!(out.join(f).is_file(), "missing {f}\n{}", text(&o));
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    for who in ["teacher", "student"] {
+        let acc = report[who]["dev"]["values"]["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc));
+        assert!(report[who]["parameters"].as_u64().unwrap() > 0);
+    }
+    assert!(report["agreement"].as_f64().is_some());
+    // The metrics log carries loss terms, lr and dev scores.
+    let log = std::fs::read_to_string(out.join("student/metrics.jsonl")).unwrap();
+    assert!(log.contains("\"kd\"") && log.contains("\"lr\"") && log.contains("\"dev\""));
+
+    // Everything is fresh: nothing is retrained.
+    let again = run_tiny(&out, &[]);
+    let t = text(&again);
+    assert!(again.status.success(), "{t}");
+    assert!(t.contains("targets") && t.contains("is fresh"), "{t}");
+    assert!(t.contains("student:") && !t.contains("parameters,"), "student retrained:\n{t}");
+
+    // A changed distillation setting retrains the student only.
+    let t3 = run_tiny(&out, &["--set", "distill.temperature=3.0"]);
+    let t = text(&t3);
+    assert!(t3.status.success(), "{t}");
+    assert!(t.contains("retraining from scratch") && t.contains("distill"), "{t}");
+    assert!(t.contains("train.safetensors is fresh"), "{t}");
+
+    // A changed max length invalidates the targets, naming the field.
+    let t4 = distill(&[
+        "teacher",
+        "configs/tiny.yaml",
+        "--set",
+        &format!("output_dir={}", out.display()),
+        "--set",
+        "data.max_seq_len=24",
+    ]);
+    let t = text(&t4);
+    assert!(t4.status.success(), "{t}");
+    assert!(t.contains("rebuilding") && t.contains("max_seq_len"), "{t}");
+
+    // predict on the export: one JSON object per input.
+    let export = out.join("export");
+    let p = distill(&["predict", export.to_str().unwrap(), "the film was great .", "dull and boring"]);
+    assert!(p.status.success(), "{}", text(&p));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&p.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        assert!(l["label"].is_string() && l["logits"].as_array().unwrap().len() == 2);
+        let s = l["score"].as_f64().unwrap();
+        assert!((0.5..=1.0).contains(&s));
+    }
+    let input = tmp.path().join("inputs.txt");
+    std::fs::write(&input, "the film was great .\nA\tpair of sentences\n").unwrap();
+    let p = distill(&["predict", export.to_str().unwrap(), "--file", input.to_str().unwrap()]);
+    assert!(p.status.success(), "{}", text(&p));
+    assert_eq!(String::from_utf8_lossy(&p.stdout).lines().count(), 2);
+    // The first line of both calls is the same input: the same logits.
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&p.stdout).lines().next().unwrap()).unwrap();
+    // (Batched with a longer input, float sums run in another order: equal to 1e-5.)
+    for (a, b) in first["logits"].as_array().unwrap().iter().zip(lines[0]["logits"].as_array().unwrap()) {
+        assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-5);
+    }
+
+    // A failing run leaves the good export untouched.
+    let before = std::fs::read(export.join("model.safetensors")).unwrap();
+    let bad = run_tiny(&out, &["--set", "data.dir=/nonexistent/glue"]);
+    fails_with(&bad, &["/nonexistent/glue"]);
+    assert_eq!(std::fs::read(export.join("model.safetensors")).unwrap(), before);
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("o");
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--set", "train.lr=0.1"], &["unknown field `lr`", "train"]),
+        (&["--set", "distill.alpha_kd=2"], &["distill.alpha_kd", "[0, 1]"]),
+        (&["--set", "train.epochs=many"], &["train.epochs"]),
+        (&["--set", "train.learning_rate=-1"], &["train.learning_rate"]),
+        (&["--set", "task=sst3"], &["task", "sst3"]),
+        (&["--set", "device=tpu"], &["device"]),
+        (&["--set", "data.max_seq_len=100000"], &["data.max_seq_len"]),
+        (&["--set", "teacher.finetune.batch_size=0"], &["teacher.finetune.batch_size"]),
+        (&["--set", "student.tokenizer=/no/vocab.txt"], &["student.tokenizer", "/no/vocab.txt"]),
+        (&["--set", "teacher.model=/no/teacher"], &["teacher.model", "/no/teacher"]),
+        (&["--set", "data.dir=${DISTILL_TEST_UNSET_VAR}"], &["data.dir", "DISTILL_TEST_UNSET_VAR"]),
+        (&["--set", "noequals"], &["noequals", "key.path=value"]),
+    ];
+    for (extra, needles) in cases {
+        fails_with(&run_tiny(&out, extra), needles);
+    }
+}
+
+#[test]
+fn broken_yaml_and_missing_config_are_reported_with_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("broken.yaml");
+    std::fs::write(&cfg, "task: sst2\noutput_dir: [unclosed\n").unwrap();
+    fails_with(&distill(&["run", cfg.to_str().unwrap()]), &["broken.yaml", "line"]);
+    fails_with(&distill(&["run", "/no/such.yaml"]), &["/no/such.yaml"]);
+    let empty = tmp.path().join("empty.yaml");
+    std::fs::write(&empty, "").unwrap();
+    fails_with(&distill(&["train", empty.to_str().unwrap()]), &["empty.yaml", "empty"]);
+}
+
+#[test]
+fn bad_data_rows_name_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let good = std::fs::read_to_string(root().join("configs/tiny/data/train.tsv")).unwrap();
+    std::fs::copy(root().join("configs/tiny/data/dev.tsv"), data.join("dev.tsv")).unwrap();
+    let dir = format!("data.dir={}", data.display());
+    let out = tmp.path().join("o");
+
+    std::fs::write(data.join("train.tsv"), format!("{good}a row without a label\n")).unwrap();
+    let line = good.lines().count() + 1;
+    fails_with(&run_tiny(&out, &["--set", &dir]), &[&format!("train.tsv:{line}"), "columns"]);
+
+    std::fs::write(data.join("train.tsv"), format!("{good}very good\tpositive\n")).unwrap();
+    fails_with(&run_tiny(&out, &["--set", &dir]), &[&format!("train.tsv:{line}"), "`positive`"]);
+}
+
+#[test]
+fn checkpoint_not_matching_its_config_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().join("teacher");
+    std::fs::create_dir_all(&t).unwrap();
+    for f in ["model.safetensors", "vocab.txt"] {
+        std::fs::copy(root().join("configs/tiny/teacher").join(f), t.join(f)).unwrap();
+    }
+    let cfg = std::fs::read_to_string(root().join("configs/tiny/teacher/config.json"))
+        .unwrap()
+        .replace("\"hidden_size\": 32", "\"hidden_size\": 48");
+    std::fs::write(t.join("config.json"), cfg).unwrap();
+    let out = tmp.path().join("o");
+    fails_with(
+        &run_tiny(&out, &["--set", &format!("teacher.model={}", t.display())]),
+        &["teacher.model", "model.safetensors", "shape"],
+    );
+}
+
+#[test]
+fn predict_errors_are_clean() {
+    fails_with(&distill(&["predict", "/no/model", "text"]), &["/no/model"]);
+    fails_with(&distill(&["predict", "configs/tiny/teacher"]), &["no input"]);
+    fails_with(&distill(&["predict", "configs/tiny/teacher", "hello"]), &["no classification head"]);
+}

@@ -1,0 +1,176 @@
+//! Loading, saving and training-readiness of the one encoder, on tiny random checkpoints written to disk.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use teacher::batch::make_batch;
+use teacher::testutil::{tiny_checkpoint, tiny_config, vocab, write_vocab};
+use teacher::{Classifier, ModelSource, TextTokenizer};
+
+fn batch(tok: &TextTokenizer) -> teacher::Batch {
+    let a = tok.encode("the movie was great !", None).unwrap();
+    let b = tok.encode("The plot", Some("was dull and very boring .")).unwrap();
+    make_batch(&[&a, &b], tok.pad_id(), &Device::Cpu).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+}
+
+fn tok(dir: &Path) -> TextTokenizer {
+    TextTokenizer::from_file(&dir.join("vocab.txt"), 32, false).unwrap()
+}
+
+#[test]
+fn save_then_load_gives_identical_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_checkpoint(dir.path(), &tiny_config(), Some(3), 1).unwrap();
+    let files = ModelSource::Local(dir.path().into()).resolve(false).unwrap();
+    let (a, report) = Classifier::load(&files, None, 0, &Device::Cpu).unwrap();
+    assert!(report.has_head);
+    assert_eq!(a.num_labels, 3);
+    let out = dir.path().join("again");
+    a.save(&out, &["x".into(), "y".into(), "z".into()]).unwrap();
+    write_vocab(&out.join("vocab.txt")).unwrap();
+    let files2 = ModelSource::Local(out.clone()).resolve(false).unwrap();
+    let (b, _) = Classifier::load(&files2, None, 0, &Device::Cpu).unwrap();
+    assert_eq!(b.config.labels(), vec!["x", "y", "z"]);
+    let t = tok(dir.path());
+    let (la, _) = a.forward(&batch(&t), false, false).unwrap();
+    let (lb, _) = b.forward(&batch(&t), false, false).unwrap();
+    assert_eq!(max_diff(&la, &lb), 0.0);
+}
+
+#[test]
+fn every_trainable_tensor_gets_a_gradient() {
+    // candle's fused LayerNorm and softmax have no backward: this guards against them in training.
+    let model = Classifier::new(&tiny_config(), 2, 3, &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_vocab(&dir.path().join("vocab.txt")).unwrap();
+    let t = tok(dir.path());
+    let (logits, _) = model.forward(&batch(&t), true, false).unwrap();
+    let y = Tensor::new(&[1u32, 0], &Device::Cpu).unwrap();
+    let loss = candle_nn::loss::cross_entropy(&logits, &y).unwrap();
+    let grads = loss.backward().unwrap();
+    for (name, var) in model.named_vars() {
+        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+        let n: f32 = g.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+        assert!(n > 0.0 && n.is_finite(), "{name}: gradient sum {n}");
+    }
+}
+
+#[test]
+fn dropout_is_active_in_training_and_reproducible_when_reseeded() {
+    let model = Classifier::new(&tiny_config(), 2, 3, &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_vocab(&dir.path().join("vocab.txt")).unwrap();
+    let t = tok(dir.path());
+    let b = batch(&t);
+    let (e1, _) = model.forward(&b, false, false).unwrap();
+    let (e2, _) = model.forward(&b, false, false).unwrap();
+    assert_eq!(max_diff(&e1, &e2), 0.0, "eval mode is deterministic");
+    model.dropout.reseed(5);
+    let (t1, _) = model.forward(&b, true, false).unwrap();
+    let (t2, _) = model.forward(&b, true, false).unwrap();
+    assert!(max_diff(&t1, &t2) > 0.0, "dropout draws new masks");
+    model.dropout.reseed(5);
+    let (t3, _) = model.forward(&b, true, false).unwrap();
+    assert_eq!(max_diff(&t1, &t3), 0.0, "same seed, same masks");
+}
+
+#[test]
+fn bare_encoder_loads_without_head_and_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_checkpoint(dir.path(), &tiny_config(), None, 1).unwrap();
+    let files = ModelSource::Local(dir.path().into()).resolve(false).unwrap();
+    let (_, report) = Classifier::load(&files, Some(2), 0, &Device::Cpu).unwrap();
+    assert!(!report.has_head);
+}
+
+#[test]
+fn checkpoint_that_does_not_match_its_config_is_refused_with_the_tensor_name() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_checkpoint(dir.path(), &tiny_config(), Some(2), 1).unwrap();
+    // Claim a wider intermediate layer than the weights have.
+    let path = dir.path().join("config.json");
+    let text = std::fs::read_to_string(&path).unwrap().replace("\"intermediate_size\": 64", "\"intermediate_size\": 80");
+    std::fs::write(&path, text).unwrap();
+    let files = ModelSource::Local(dir.path().into()).resolve(false).unwrap();
+    let err = Classifier::load(&files, None, 0, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("model.safetensors") && err.contains("intermediate.dense"), "{err}");
+}
+
+#[test]
+fn missing_tensor_and_head_size_mismatch_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_checkpoint(dir.path(), &tiny_config(), Some(3), 1).unwrap();
+    let files = ModelSource::Local(dir.path().into()).resolve(false).unwrap();
+    let err = Classifier::load(&files, Some(2), 0, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("3 outputs") && err.contains("needs 2"), "{err}");
+
+    let path = dir.path().join("model.safetensors");
+    let mut t = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    t.remove("bert.encoder.layer.1.attention.self.key.weight");
+    candle_core::safetensors::save(&t, &path).unwrap();
+    let err = Classifier::load(&files, None, 0, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("missing") && err.contains("layer.1.attention.self.key.weight"), "{err}");
+}
+
+#[test]
+fn truncated_weights_and_pickle_without_opt_in_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_checkpoint(dir.path(), &tiny_config(), Some(2), 1).unwrap();
+    let path = dir.path().join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let files = ModelSource::Local(dir.path().into()).resolve(false).unwrap();
+    let err = Classifier::load(&files, None, 0, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("model.safetensors"), "{err}");
+
+    std::fs::rename(&path, dir.path().join("pytorch_model.bin")).unwrap();
+    let err = ModelSource::Local(dir.path().into()).resolve(false).unwrap_err().to_string();
+    assert!(err.contains("allow_pickle"), "{err}");
+}
+
+#[test]
+fn hub_id_resolves_from_the_local_hub_cache_without_network() {
+    // hf-hub's layout: models--org--name/{refs/main, snapshots/<commit>/<files>}.
+    let cache = tempfile::tempdir().unwrap();
+    let repo = cache.path().join("models--acme--tiny-bert");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let snap = repo.join("snapshots").join(commit);
+    tiny_checkpoint(&snap, &tiny_config(), Some(2), 9).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    std::env::set_var("HF_HUB_CACHE", cache.path());
+    std::env::set_var("HF_HUB_OFFLINE", "1");
+
+    let src = ModelSource::parse("acme/tiny-bert", "main");
+    assert!(matches!(src, ModelSource::Hub { .. }));
+    let files = src.resolve(false).unwrap();
+    assert_eq!(files.config, snap.join("config.json"));
+    let (hub_model, _) = Classifier::load(&files, None, 0, &Device::Cpu).unwrap();
+    // By commit hash as revision, too.
+    let by_commit = ModelSource::parse("acme/tiny-bert", commit).resolve(false).unwrap();
+    assert_eq!(by_commit.config, files.config);
+    // The same weights as loading the folder directly.
+    let (local, _) =
+        Classifier::load(&ModelSource::Local(snap.clone()).resolve(false).unwrap(), None, 0, &Device::Cpu).unwrap();
+    let t = tok(&snap);
+    let (a, _) = hub_model.forward(&batch(&t), false, false).unwrap();
+    let (b, _) = local.forward(&batch(&t), false, false).unwrap();
+    assert_eq!(max_diff(&a, &b), 0.0);
+    // An id that is not cached fails offline with a message naming it.
+    let err = ModelSource::parse("acme/absent", "main").resolve(false).unwrap_err().to_string();
+    assert!(err.contains("acme/absent@main") && err.contains("HF_HUB_OFFLINE"), "{err}");
+}
+
+#[test]
+fn tokenizer_vocab_larger_than_embedding_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_vocab(&dir.path().join("vocab.txt")).unwrap();
+    let t = tok(dir.path());
+    assert!(t.check_vocab(vocab().len(), Path::new("m")).is_ok());
+    let err = t.check_vocab(10, Path::new("m")).unwrap_err().to_string();
+    assert!(err.contains("10 rows"), "{err}");
+}
