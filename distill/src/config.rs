@@ -234,7 +234,8 @@ impl Default for TrainSection {
 /// Reads a config file, applies `--set key.path=value` overrides and `${VAR}` expansion, parses and
 /// validates it.
 pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("config {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("config {}", path.display()))?;
     let mut value: Value = serde_yaml::from_str(&text)
         .map_err(|e| anyhow!("config {}: invalid YAML: {e}", path.display()))?;
     if value.is_null() {
@@ -247,7 +248,11 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig> {
     // serde_path_to_error names the key (`train.epochs`) that serde_yaml alone would not.
     let cfg: RunConfig = serde_path_to_error::deserialize(value).map_err(|e| {
         let key = e.path().to_string();
-        let key = if key == "." { String::new() } else { format!("{key}: ") };
+        let key = if key == "." {
+            String::new()
+        } else {
+            format!("{key}: ")
+        };
         anyhow!("config {}: {key}{}", path.display(), e.inner())
     })?;
     cfg.validate()
@@ -301,7 +306,11 @@ fn expand_env(v: &mut Value, key: &str) -> Result<()> {
         Value::Mapping(m) => {
             for (k, child) in m.iter_mut() {
                 let name = k.as_str().unwrap_or("?");
-                let path = if key.is_empty() { name.to_string() } else { format!("{key}.{name}") };
+                let path = if key.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{key}.{name}")
+                };
                 expand_env(child, &path)?;
             }
         }
@@ -361,8 +370,16 @@ impl RunConfig {
             "device",
             format!("must be auto, cpu, cuda or cuda:N (got `{}`)", self.device),
         )?;
-        check(!self.teacher.model.is_empty(), "teacher.model", "must not be empty")?;
-        check(self.teacher.batch_size > 0, "teacher.batch_size", "must be positive")?;
+        check(
+            !self.teacher.model.is_empty(),
+            "teacher.model",
+            "must not be empty",
+        )?;
+        check(
+            self.teacher.batch_size > 0,
+            "teacher.batch_size",
+            "must be positive",
+        )?;
         self.train.validate("train")?;
         self.teacher.finetune.validate("teacher.finetune")?;
         let d = &self.distill;
@@ -378,7 +395,11 @@ impl RunConfig {
         )?;
         let s = &self.student;
         if let Some(p) = s.dropout {
-            check((0.0..1.0).contains(&p), "student.dropout", format!("must be within [0, 1) (got {p})"))?;
+            check(
+                (0.0..1.0).contains(&p),
+                "student.dropout",
+                format!("must be within [0, 1) (got {p})"),
+            )?;
         }
         if let Some(t) = &s.model_type {
             check(
@@ -418,7 +439,11 @@ impl RunConfig {
                 text_b: c.text_b.clone(),
                 label: c.label.clone(),
                 labels: c.labels.clone(),
-                metric: if c.labels.is_empty() { Metric::PearsonSpearman } else { c.metric },
+                metric: if c.labels.is_empty() {
+                    Metric::PearsonSpearman
+                } else {
+                    c.metric
+                },
                 train_file: c.train_file.clone(),
                 dev_file: c.dev_file.clone(),
             });
@@ -438,8 +463,16 @@ impl RunConfig {
 
 impl TrainSection {
     fn validate(&self, key: &str) -> Result<()> {
-        check(self.epochs > 0, &format!("{key}.epochs"), "must be positive")?;
-        check(self.batch_size > 0, &format!("{key}.batch_size"), "must be positive")?;
+        check(
+            self.epochs > 0,
+            &format!("{key}.epochs"),
+            "must be positive",
+        )?;
+        check(
+            self.batch_size > 0,
+            &format!("{key}.batch_size"),
+            "must be positive",
+        )?;
         check(
             self.learning_rate > 0.0 && self.learning_rate < 1.0,
             &format!("{key}.learning_rate"),
@@ -462,7 +495,13 @@ impl TrainSection {
         )
     }
 
-    pub fn to_train_config(&self, seed: u64, alpha_kd: f64, temperature: f64, eval_batch: usize) -> student::TrainConfig {
+    pub fn to_train_config(
+        &self,
+        seed: u64,
+        alpha_kd: f64,
+        temperature: f64,
+        eval_batch: usize,
+    ) -> student::TrainConfig {
         student::TrainConfig {
             epochs: self.epochs,
             batch_size: self.batch_size,

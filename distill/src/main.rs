@@ -1,5 +1,6 @@
 //! `distill`: distils a fine-tuned (or fine-tunable) BERT-family teacher into a small student from a
 //! YAML config. `distill run CONFIG` runs every stage; each stage also has its own command.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod config;
 mod pipeline;
@@ -15,7 +16,11 @@ use clap::{Parser, Subcommand};
 use crate::pipeline::{tokenise, Plan};
 
 #[derive(Parser)]
-#[command(name = "distill", version, about = "Knowledge distillation for BERT-family text models")]
+#[command(
+    name = "distill",
+    version,
+    about = "Knowledge distillation for BERT-family text models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -106,7 +111,8 @@ fn compare(p: &Plan) -> Result<()> {
     let s_files = teacher::ModelSource::Local(best.clone())
         .resolve(false)
         .with_context(|| "no trained student: run `distill train` first".to_string())?;
-    let (s_model, _) = teacher::Classifier::load(&s_files, Some(p.spec.num_outputs()), p.cfg.seed, &p.device)?;
+    let (s_model, _) =
+        teacher::Classifier::load(&s_files, Some(p.spec.num_outputs()), p.cfg.seed, &p.device)?;
     let s_tok = p.student_tokenizer()?;
     let s_dev = tokenise(&s_tok, &dev)?;
     let (s_logits, s_speed) = pipeline::timed_logits(&s_model, &s_dev.ids, s_tok.pad_id(), bs)?;

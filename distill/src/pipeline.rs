@@ -15,7 +15,7 @@ use teacher::infer;
 use teacher::targets::{hash_examples, hash_files};
 use teacher::{
     Classifier, EncoderConfig, Example, Fingerprint, Label, ModelFiles, ModelKind, ModelSource,
-    TaskSpec, Targets, TextTokenizer,
+    Targets, TaskSpec, TextTokenizer,
 };
 
 use crate::config::RunConfig;
@@ -141,7 +141,11 @@ impl Plan {
                 };
                 let rep = student::train(&model, &data, &tc, &stage.join("finetune"))?;
                 if let Some(b) = &rep.best {
-                    eprintln!("teacher: best dev {} at step {}", b.scores.summary(), b.step);
+                    eprintln!(
+                        "teacher: best dev {} at step {}",
+                        b.scores.summary(),
+                        b.step
+                    );
                 }
                 let lower = tokenizer_lowercase(&files);
                 student::export::export(
@@ -171,7 +175,13 @@ impl Plan {
         let (train, _) = self.read_data()?;
         let t = &self.cfg.teacher;
         let fp = Fingerprint {
-            teacher_weights: hash_files(&files.weights.iter().map(PathBuf::as_path).collect::<Vec<_>>())?,
+            teacher_weights: hash_files(
+                &files
+                    .weights
+                    .iter()
+                    .map(PathBuf::as_path)
+                    .collect::<Vec<_>>(),
+            )?,
             tokenizer: hash_files(&[tok.path()])?,
             max_seq_len: self.cfg.data.max_seq_len,
             dataset: hash_examples(&train),
@@ -182,15 +192,31 @@ impl Plan {
         let path = self.targets_path();
         let mut stale = Vec::new();
         if let Some(targets) = Targets::load_fresh(&path, &fp, &mut stale) {
-            eprintln!("targets: {} is fresh ({} examples)", path.display(), targets.len());
+            eprintln!(
+                "targets: {} is fresh ({} examples)",
+                path.display(),
+                targets.len()
+            );
             return Ok(targets);
         }
         if !stale.is_empty() {
-            eprintln!("targets: rebuilding {} because {} changed", path.display(), stale.join(", "));
+            eprintln!(
+                "targets: rebuilding {} because {} changed",
+                path.display(),
+                stale.join(", ")
+            );
         }
         let enc = tokenise(&tok, &train)?;
         let bar = student::progress_bar(enc.ids.len() as u64, "targets");
-        let out = infer::run(&model, &enc.ids, tok.pad_id(), t.batch_size, &t.hidden_layers, t.pooling, Some(&bar))?;
+        let out = infer::run(
+            &model,
+            &enc.ids,
+            tok.pad_id(),
+            t.batch_size,
+            &t.hidden_layers,
+            t.pooling,
+            Some(&bar),
+        )?;
         bar.finish_and_clear();
         let targets = Targets {
             logits: out.logits,
@@ -198,7 +224,11 @@ impl Plan {
             fingerprint: fp,
         };
         targets.save(&path)?;
-        eprintln!("targets: wrote {} ({} examples)", path.display(), targets.len());
+        eprintln!(
+            "targets: wrote {} ({} examples)",
+            path.display(),
+            targets.len()
+        );
         Ok(targets)
     }
 
@@ -238,7 +268,10 @@ impl Plan {
             c.num_hidden_layers = s.num_layers.unwrap_or(c.num_hidden_layers);
             c.num_attention_heads = s.num_heads.unwrap_or(c.num_attention_heads);
             c.intermediate_size = s.intermediate_size.unwrap_or(c.intermediate_size);
-            c.max_position_embeddings = s.max_position_embeddings.unwrap_or(c.max_position_embeddings) + c.position_offset();
+            c.max_position_embeddings = s
+                .max_position_embeddings
+                .unwrap_or(c.max_position_embeddings)
+                + c.position_offset();
             if let Some(p) = s.dropout {
                 c.hidden_dropout_prob = p;
                 c.attention_probs_dropout_prob = p;
@@ -274,8 +307,8 @@ impl Plan {
         let d = &self.cfg.distill;
         let targets = if d.alpha_kd > 0.0 {
             let path = self.targets_path();
-            let t = Targets::load(&path)
-                .map_err(|e| anyhow!("{e} (run `distill teacher` first)"))?;
+            let t =
+                Targets::load(&path).map_err(|e| anyhow!("{e} (run `distill teacher` first)"))?;
             Some(t)
         } else {
             None
@@ -307,7 +340,8 @@ impl Plan {
             Freshness::Fresh if report_path.is_file() && dir.join("best").is_dir() => {
                 eprintln!("student: {} is fresh", dir.display());
                 let text = std::fs::read_to_string(&report_path)?;
-                return serde_json::from_str(&text).with_context(|| format!("{}", report_path.display()));
+                return serde_json::from_str(&text)
+                    .with_context(|| format!("{}", report_path.display()));
             }
             Freshness::Stale(why) => {
                 eprintln!("student: retraining from scratch ({why})");
@@ -344,7 +378,11 @@ impl Plan {
         );
         let report = student::train(&model, &data, &tc, &dir)?;
         if let Some(b) = &report.best {
-            eprintln!("student: best dev {} at step {}", b.scores.summary(), b.step);
+            eprintln!(
+                "student: best dev {} at step {}",
+                b.scores.summary(),
+                b.step
+            );
         }
         Ok(report)
     }
@@ -409,7 +447,12 @@ pub fn model_tokenizer(files: &ModelFiles, max_len: usize) -> Result<TextTokeniz
         .tokenizer_json
         .as_ref()
         .or(files.vocab_txt.as_ref())
-        .ok_or_else(|| anyhow!("{}: no tokenizer.json or vocab.txt beside it", files.config.display()))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: no tokenizer.json or vocab.txt beside it",
+                files.config.display()
+            )
+        })?;
     Ok(TextTokenizer::from_file(path, max_len, lower)?)
 }
 
@@ -472,7 +515,12 @@ pub fn select_device(spec: &str) -> Result<Device> {
 }
 
 /// Times a dev-set pass of `model`; returns logits and examples per second.
-pub fn timed_logits(model: &Classifier, data: &[teacher::Encoded], pad: u32, batch: usize) -> Result<(Tensor, f64)> {
+pub fn timed_logits(
+    model: &Classifier,
+    data: &[teacher::Encoded],
+    pad: u32,
+    batch: usize,
+) -> Result<(Tensor, f64)> {
     let t0 = Instant::now();
     let logits = student::eval::logits(model, data, pad, batch)?;
     let secs = t0.elapsed().as_secs_f64();

@@ -42,7 +42,10 @@ pub fn run(a: &PredictArgs) -> Result<()> {
     let files = ModelSource::Local(a.model_dir.clone()).resolve(false)?;
     let (model, report) = Classifier::load(&files, None, 0, &Device::Cpu)?;
     if !report.has_head {
-        bail!("{}: the model has no classification head", a.model_dir.display());
+        bail!(
+            "{}: the model has no classification head",
+            a.model_dir.display()
+        );
     }
     let tok = model_tokenizer(&files, a.max_len.min(model.config.max_tokens()))?;
     let labels = model.config.labels();

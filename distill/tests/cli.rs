@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn distill(args: &[&str]) -> Output {
@@ -19,7 +22,11 @@ fn distill(args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn run_tiny(out: &Path, extra: &[&str]) -> Output {
@@ -79,13 +86,19 @@ fn tiny_run_end_to_end_then_fresh_stages_are_skipped() {
     let t = text(&again);
     assert!(again.status.success(), "{t}");
     assert!(t.contains("targets") && t.contains("is fresh"), "{t}");
-    assert!(t.contains("student:") && !t.contains("parameters,"), "student retrained:\n{t}");
+    assert!(
+        t.contains("student:") && !t.contains("parameters,"),
+        "student retrained:\n{t}"
+    );
 
     // A changed distillation setting retrains the student only.
     let t3 = run_tiny(&out, &["--set", "distill.temperature=3.0"]);
     let t = text(&t3);
     assert!(t3.status.success(), "{t}");
-    assert!(t.contains("retraining from scratch") && t.contains("distill"), "{t}");
+    assert!(
+        t.contains("retraining from scratch") && t.contains("distill"),
+        "{t}"
+    );
     assert!(t.contains("train.safetensors is fresh"), "{t}");
 
     // A changed max length invalidates the targets, naming the field.
@@ -103,7 +116,12 @@ fn tiny_run_end_to_end_then_fresh_stages_are_skipped() {
 
     // predict on the export: one JSON object per input.
     let export = out.join("export");
-    let p = distill(&["predict", export.to_str().unwrap(), "the film was great .", "dull and boring"]);
+    let p = distill(&[
+        "predict",
+        export.to_str().unwrap(),
+        "the film was great .",
+        "dull and boring",
+    ]);
     assert!(p.status.success(), "{}", text(&p));
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&p.stdout)
         .lines()
@@ -117,14 +135,24 @@ fn tiny_run_end_to_end_then_fresh_stages_are_skipped() {
     }
     let input = tmp.path().join("inputs.txt");
     std::fs::write(&input, "the film was great .\nA\tpair of sentences\n").unwrap();
-    let p = distill(&["predict", export.to_str().unwrap(), "--file", input.to_str().unwrap()]);
+    let p = distill(&[
+        "predict",
+        export.to_str().unwrap(),
+        "--file",
+        input.to_str().unwrap(),
+    ]);
     assert!(p.status.success(), "{}", text(&p));
     assert_eq!(String::from_utf8_lossy(&p.stdout).lines().count(), 2);
     // The first line of both calls is the same input: the same logits.
     let first: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&p.stdout).lines().next().unwrap()).unwrap();
     // (Batched with a longer input, float sums run in another order: equal to 1e-5.)
-    for (a, b) in first["logits"].as_array().unwrap().iter().zip(lines[0]["logits"].as_array().unwrap()) {
+    for (a, b) in first["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(lines[0]["logits"].as_array().unwrap())
+    {
         assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-5);
     }
 
@@ -132,7 +160,10 @@ fn tiny_run_end_to_end_then_fresh_stages_are_skipped() {
     let before = std::fs::read(export.join("model.safetensors")).unwrap();
     let bad = run_tiny(&out, &["--set", "data.dir=/nonexistent/glue"]);
     fails_with(&bad, &["/nonexistent/glue"]);
-    assert_eq!(std::fs::read(export.join("model.safetensors")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(export.join("model.safetensors")).unwrap(),
+        before
+    );
 }
 
 #[test]
@@ -141,16 +172,34 @@ fn config_errors_name_the_key() {
     let out = tmp.path().join("o");
     let cases: &[(&[&str], &[&str])] = &[
         (&["--set", "train.lr=0.1"], &["unknown field `lr`", "train"]),
-        (&["--set", "distill.alpha_kd=2"], &["distill.alpha_kd", "[0, 1]"]),
+        (
+            &["--set", "distill.alpha_kd=2"],
+            &["distill.alpha_kd", "[0, 1]"],
+        ),
         (&["--set", "train.epochs=many"], &["train.epochs"]),
-        (&["--set", "train.learning_rate=-1"], &["train.learning_rate"]),
+        (
+            &["--set", "train.learning_rate=-1"],
+            &["train.learning_rate"],
+        ),
         (&["--set", "task=sst3"], &["task", "sst3"]),
         (&["--set", "device=tpu"], &["device"]),
         (&["--set", "data.max_seq_len=100000"], &["data.max_seq_len"]),
-        (&["--set", "teacher.finetune.batch_size=0"], &["teacher.finetune.batch_size"]),
-        (&["--set", "student.tokenizer=/no/vocab.txt"], &["student.tokenizer", "/no/vocab.txt"]),
-        (&["--set", "teacher.model=/no/teacher"], &["teacher.model", "/no/teacher"]),
-        (&["--set", "data.dir=${DISTILL_TEST_UNSET_VAR}"], &["data.dir", "DISTILL_TEST_UNSET_VAR"]),
+        (
+            &["--set", "teacher.finetune.batch_size=0"],
+            &["teacher.finetune.batch_size"],
+        ),
+        (
+            &["--set", "student.tokenizer=/no/vocab.txt"],
+            &["student.tokenizer", "/no/vocab.txt"],
+        ),
+        (
+            &["--set", "teacher.model=/no/teacher"],
+            &["teacher.model", "/no/teacher"],
+        ),
+        (
+            &["--set", "data.dir=${DISTILL_TEST_UNSET_VAR}"],
+            &["data.dir", "DISTILL_TEST_UNSET_VAR"],
+        ),
         (&["--set", "noequals"], &["noequals", "key.path=value"]),
     ];
     for (extra, needles) in cases {
@@ -163,11 +212,17 @@ fn broken_yaml_and_missing_config_are_reported_with_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("broken.yaml");
     std::fs::write(&cfg, "task: sst2\noutput_dir: [unclosed\n").unwrap();
-    fails_with(&distill(&["run", cfg.to_str().unwrap()]), &["broken.yaml", "line"]);
+    fails_with(
+        &distill(&["run", cfg.to_str().unwrap()]),
+        &["broken.yaml", "line"],
+    );
     fails_with(&distill(&["run", "/no/such.yaml"]), &["/no/such.yaml"]);
     let empty = tmp.path().join("empty.yaml");
     std::fs::write(&empty, "").unwrap();
-    fails_with(&distill(&["train", empty.to_str().unwrap()]), &["empty.yaml", "empty"]);
+    fails_with(
+        &distill(&["train", empty.to_str().unwrap()]),
+        &["empty.yaml", "empty"],
+    );
 }
 
 #[test]
@@ -176,16 +231,34 @@ fn bad_data_rows_name_file_and_line() {
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let good = std::fs::read_to_string(root().join("configs/tiny/data/train.tsv")).unwrap();
-    std::fs::copy(root().join("configs/tiny/data/dev.tsv"), data.join("dev.tsv")).unwrap();
+    std::fs::copy(
+        root().join("configs/tiny/data/dev.tsv"),
+        data.join("dev.tsv"),
+    )
+    .unwrap();
     let dir = format!("data.dir={}", data.display());
     let out = tmp.path().join("o");
 
-    std::fs::write(data.join("train.tsv"), format!("{good}a row without a label\n")).unwrap();
+    std::fs::write(
+        data.join("train.tsv"),
+        format!("{good}a row without a label\n"),
+    )
+    .unwrap();
     let line = good.lines().count() + 1;
-    fails_with(&run_tiny(&out, &["--set", &dir]), &[&format!("train.tsv:{line}"), "columns"]);
+    fails_with(
+        &run_tiny(&out, &["--set", &dir]),
+        &[&format!("train.tsv:{line}"), "columns"],
+    );
 
-    std::fs::write(data.join("train.tsv"), format!("{good}very good\tpositive\n")).unwrap();
-    fails_with(&run_tiny(&out, &["--set", &dir]), &[&format!("train.tsv:{line}"), "`positive`"]);
+    std::fs::write(
+        data.join("train.tsv"),
+        format!("{good}very good\tpositive\n"),
+    )
+    .unwrap();
+    fails_with(
+        &run_tiny(&out, &["--set", &dir]),
+        &[&format!("train.tsv:{line}"), "`positive`"],
+    );
 }
 
 #[test]
@@ -210,6 +283,12 @@ fn checkpoint_not_matching_its_config_is_refused() {
 #[test]
 fn predict_errors_are_clean() {
     fails_with(&distill(&["predict", "/no/model", "text"]), &["/no/model"]);
-    fails_with(&distill(&["predict", "configs/tiny/teacher"]), &["no input"]);
-    fails_with(&distill(&["predict", "configs/tiny/teacher", "hello"]), &["no classification head"]);
+    fails_with(
+        &distill(&["predict", "configs/tiny/teacher"]),
+        &["no input"],
+    );
+    fails_with(
+        &distill(&["predict", "configs/tiny/teacher", "hello"]),
+        &["no classification head"],
+    );
 }

@@ -8,7 +8,12 @@ use crate::metrics::{argmax_rows, score_classes, score_regression, Scores};
 use crate::Result;
 
 /// Logits [n, c] of `model` over `data` (eval mode, dataset order).
-pub fn logits(model: &Classifier, data: &[Encoded], pad_id: u32, batch_size: usize) -> Result<Tensor> {
+pub fn logits(
+    model: &Classifier,
+    data: &[Encoded],
+    pad_id: u32,
+    batch_size: usize,
+) -> Result<Tensor> {
     if data.is_empty() {
         return Err(crate::Error::Msg("no examples to evaluate".into()));
     }
@@ -48,7 +53,10 @@ pub fn agreement(a: &Tensor, b: &Tensor) -> Result<f64> {
         return Ok(0.0);
     }
     let same = if ra[0].len() == 1 {
-        ra.iter().zip(&rb).filter(|(x, y)| (x[0] - y[0]).abs() < 0.5).count()
+        ra.iter()
+            .zip(&rb)
+            .filter(|(x, y)| (x[0] - y[0]).abs() < 0.5)
+            .count()
     } else {
         argmax_rows(&ra)
             .iter()

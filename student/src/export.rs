@@ -20,25 +20,39 @@ pub fn export(
 ) -> Result<()> {
     for f in ["model.safetensors", "config.json"] {
         if !model_dir.join(f).is_file() {
-            return Err(Error::file(model_dir.join(f), "missing: train the model first"));
+            return Err(Error::file(
+                model_dir.join(f),
+                "missing: train the model first",
+            ));
         }
     }
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let tmp = parent.join(format!(".{name}.tmp"));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     for f in ["model.safetensors", "config.json"] {
-        std::fs::copy(model_dir.join(f), tmp.join(f)).map_err(|e| Error::io(model_dir.join(f), e))?;
+        std::fs::copy(model_dir.join(f), tmp.join(f))
+            .map_err(|e| Error::io(model_dir.join(f), e))?;
     }
     tokenizer.save(&tmp.join("tokenizer.json"))?;
     let src = tokenizer.path();
     if src.extension().is_some_and(|e| e == "txt") {
         std::fs::copy(src, tmp.join("vocab.txt")).map_err(|e| Error::io(src, e))?;
-    } else if let Some(v) = src.parent().map(|d| d.join("vocab.txt")).filter(|p| p.is_file()) {
+    } else if let Some(v) = src
+        .parent()
+        .map(|d| d.join("vocab.txt"))
+        .filter(|p| p.is_file())
+    {
         std::fs::copy(&v, tmp.join("vocab.txt")).map_err(|e| Error::io(&v, e))?;
     }
     let class = match kind {
@@ -50,7 +64,10 @@ pub fn export(
         "do_lower_case": lowercase,
         "model_max_length": tokenizer.max_len(),
     });
-    teacher::write_atomic(&tmp.join("tokenizer_config.json"), tok_cfg.to_string().as_bytes())?;
+    teacher::write_atomic(
+        &tmp.join("tokenizer_config.json"),
+        tok_cfg.to_string().as_bytes(),
+    )?;
     if out.exists() {
         std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
     }

@@ -102,7 +102,12 @@ struct TrainerState {
 
 /// Trains `model` in place. Checkpoints go to `out/best` and `out/last`, the metrics log to
 /// `out/metrics.jsonl`. Returns the evaluation history and the best dev score.
-pub fn train(model: &Classifier, data: &TrainData, cfg: &TrainConfig, out: &Path) -> Result<TrainReport> {
+pub fn train(
+    model: &Classifier,
+    data: &TrainData,
+    cfg: &TrainConfig,
+    out: &Path,
+) -> Result<TrainReport> {
     train_until(model, data, cfg, out, &|_| false)
 }
 
@@ -135,7 +140,10 @@ pub fn train_until(
     let last_dir = out.join("last");
     let state = resume(model, &mut opt, &last_dir, cfg, data.train.len())?;
     let start = state.as_ref().map_or(0, |s| s.step);
-    let mut history = state.as_ref().map(|s| s.history.clone()).unwrap_or_default();
+    let mut history = state
+        .as_ref()
+        .map(|s| s.history.clone())
+        .unwrap_or_default();
     let mut best = state.and_then(|s| s.best);
     let mut log = MetricsLog::open(&out.join("metrics.jsonl"), start > 0)?;
 
@@ -146,7 +154,8 @@ pub fn train_until(
     let mut step = start;
     'epochs: for epoch in 0..cfg.epochs {
         // The order of epoch e depends only on (seed, e): resuming mid-epoch replays it exactly.
-        let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+        let mut rng =
+            StdRng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
         let batches = bucketed_batches(&lengths, cfg.batch_size, &mut rng);
         for (i, idx) in batches.iter().enumerate() {
             let global = epoch * steps_per_epoch + i;
@@ -156,7 +165,9 @@ pub fn train_until(
             if step >= total {
                 break 'epochs;
             }
-            model.dropout.reseed(cfg.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            model
+                .dropout
+                .reseed(cfg.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let terms = train_step(model, data, cfg, idx, &mut opt, step)?;
             tokens += idx.iter().map(|&k| lengths[k]).sum::<usize>();
             step += 1;
@@ -196,18 +207,27 @@ pub fn train_until(
                     "  step {step} (epoch {epoch_f:.2}): dev {}",
                     rec.scores.summary()
                 ));
-                if best.as_ref().is_none_or(|b| rec.scores.main > b.scores.main) {
+                if best
+                    .as_ref()
+                    .is_none_or(|b| rec.scores.main > b.scores.main)
+                {
                     model.save(&out.join("best"), data.label_names)?;
                     best = Some(rec.clone());
                 }
                 history.push(rec);
-                save_last(model, &opt, &last_dir, &TrainerState {
-                    step,
-                    history: history.clone(),
-                    best: best.clone(),
-                    config: cfg.clone(),
-                    n_train: data.train.len(),
-                }, data.label_names)?;
+                save_last(
+                    model,
+                    &opt,
+                    &last_dir,
+                    &TrainerState {
+                        step,
+                        history: history.clone(),
+                        best: best.clone(),
+                        config: cfg.clone(),
+                        n_train: data.train.len(),
+                    },
+                    data.label_names,
+                )?;
             }
         }
     }
@@ -234,9 +254,9 @@ fn validate(model: &Classifier, data: &TrainData, cfg: &TrainConfig) -> Result<(
         return Err(Error::Msg("examples and labels differ in number".into()));
     }
     if cfg.alpha_kd > 0.0 {
-        let t = data.teacher_logits.ok_or_else(|| {
-            Error::Msg("alpha_kd > 0 but no teacher targets were given".into())
-        })?;
+        let t = data
+            .teacher_logits
+            .ok_or_else(|| Error::Msg("alpha_kd > 0 but no teacher targets were given".into()))?;
         if t.dims() != [data.train.len(), model.num_labels] {
             return Err(Error::Msg(format!(
                 "teacher targets have shape {:?} but training needs [{}, {}] (stale target cache?)",
@@ -293,7 +313,10 @@ fn train_step(
     let a = cfg.alpha_kd;
     let (total, kd) = match data.teacher_logits.filter(|_| a > 0.0) {
         Some(t) => {
-            let rows = Tensor::new(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), &Device::Cpu)?;
+            let rows = Tensor::new(
+                idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+                &Device::Cpu,
+            )?;
             let t = t.index_select(&rows, 0)?.to_device(dev)?;
             let kd = if regression {
                 loss::mse(&logits, &t)?

@@ -25,12 +25,23 @@ fn fixture(n_train: usize) -> Fixture {
     let spec = TaskSpec::glue("sst2").unwrap();
     let enc = |name: &str| {
         let ex = spec.read(&root.join(name)).unwrap();
-        let ids: Vec<Encoded> = ex.iter().map(|e| tok.encode(&e.text_a, None).unwrap()).collect();
+        let ids: Vec<Encoded> = ex
+            .iter()
+            .map(|e| tok.encode(&e.text_a, None).unwrap())
+            .collect();
         (ids, ex.iter().map(|e| e.label).collect::<Vec<_>>())
     };
     let (train, train_labels) = enc("train.tsv");
     let (dev, dev_labels) = enc("dev.tsv");
-    Fixture { _dir: dir, root, tok, train, train_labels, dev, dev_labels }
+    Fixture {
+        _dir: dir,
+        root,
+        tok,
+        train,
+        train_labels,
+        dev,
+        dev_labels,
+    }
 }
 
 fn data<'a>(f: &'a Fixture, teacher: Option<&'a Tensor>, labels: &'a [String]) -> TrainData<'a> {
@@ -58,7 +69,10 @@ fn cfg() -> TrainConfig {
 }
 
 fn weights(m: &Classifier) -> Vec<Vec<f32>> {
-    m.named_vars().iter().map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()).collect()
+    m.named_vars()
+        .iter()
+        .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+        .collect()
 }
 
 #[test]
@@ -91,16 +105,32 @@ fn distillation_with_teacher_logits_runs_and_pulls_towards_the_teacher() {
     let rows: Vec<f32> = f
         .train_labels
         .iter()
-        .flat_map(|l| if *l == Label::Class(1) { [-3.0f32, 3.0] } else { [3.0, -3.0] })
+        .flat_map(|l| {
+            if *l == Label::Class(1) {
+                [-3.0f32, 3.0]
+            } else {
+                [3.0, -3.0]
+            }
+        })
         .collect();
     let t = Tensor::from_vec(rows, (f.train.len(), 2), &Device::Cpu).unwrap();
     let model = Classifier::new(&tiny_config(), 2, 1, &Device::Cpu).unwrap();
-    let c = TrainConfig { alpha_kd: 1.0, temperature: 2.0, ..cfg() };
+    let c = TrainConfig {
+        alpha_kd: 1.0,
+        temperature: 2.0,
+        ..cfg()
+    };
     let report = train(&model, &data(&f, Some(&t), &labels), &c, &f.root.join("kd")).unwrap();
     assert!(report.best.unwrap().scores.main > 0.7);
     // Wrong-shaped targets are refused before training.
     let bad = Tensor::zeros((3, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
-    let err = train(&model, &data(&f, Some(&bad), &labels), &c, &f.root.join("bad")).unwrap_err();
+    let err = train(
+        &model,
+        &data(&f, Some(&bad), &labels),
+        &c,
+        &f.root.join("bad"),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("stale target cache"), "{err}");
 }
 
@@ -108,22 +138,39 @@ fn distillation_with_teacher_logits_runs_and_pulls_towards_the_teacher() {
 fn same_seed_same_weights_and_resume_continues_the_same_run() {
     let f = fixture(64);
     let labels = vec!["0".to_string(), "1".to_string()];
-    let c = TrainConfig { epochs: 2, eval_every: 3, ..cfg() };
+    let c = TrainConfig {
+        epochs: 2,
+        eval_every: 3,
+        ..cfg()
+    };
     let full = Classifier::new(&tiny_config(), 2, 5, &Device::Cpu).unwrap();
     train(&full, &data(&f, None, &labels), &c, &f.root.join("full")).unwrap();
 
     // Interrupted after 5 of 8 steps, then resumed by a fresh process (a differently seeded model).
     let part = Classifier::new(&tiny_config(), 2, 5, &Device::Cpu).unwrap();
-    let r = train_until(&part, &data(&f, None, &labels), &c, &f.root.join("part"), &|s| s == 5).unwrap();
+    let r = train_until(
+        &part,
+        &data(&f, None, &labels),
+        &c,
+        &f.root.join("part"),
+        &|s| s == 5,
+    )
+    .unwrap();
     assert_eq!(r.steps, 5);
     let resumed = Classifier::new(&tiny_config(), 2, 99, &Device::Cpu).unwrap();
     let report = train(&resumed, &data(&f, None, &labels), &c, &f.root.join("part")).unwrap();
     assert_eq!(report.resumed_from, 5);
-    assert!(weights(&full) == weights(&resumed), "resumed run ends where the full run ends");
+    assert!(
+        weights(&full) == weights(&resumed),
+        "resumed run ends where the full run ends"
+    );
 
     let again = Classifier::new(&tiny_config(), 2, 5, &Device::Cpu).unwrap();
     train(&again, &data(&f, None, &labels), &c, &f.root.join("again")).unwrap();
-    assert!(weights(&full) == weights(&again), "training is deterministic");
+    assert!(
+        weights(&full) == weights(&again),
+        "training is deterministic"
+    );
 }
 
 #[test]
@@ -136,17 +183,31 @@ fn export_then_reload_gives_identical_logits() {
     let best = f.root.join("run/best");
     let out = f.root.join("export");
     student::export::export(&best, &f.tok, teacher::ModelKind::Bert, false, &out).unwrap();
-    for file in ["model.safetensors", "config.json", "tokenizer.json", "vocab.txt", "tokenizer_config.json"] {
+    for file in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "vocab.txt",
+        "tokenizer_config.json",
+    ] {
         assert!(out.join(file).is_file(), "{file}");
     }
     let files = ModelSource::Local(out.clone()).resolve(false).unwrap();
     let (exported, report) = Classifier::load(&files, None, 0, &Device::Cpu).unwrap();
     assert!(report.has_head);
     assert_eq!(exported.config.labels(), labels);
-    let (best_model, _) =
-        Classifier::load(&ModelSource::Local(best).resolve(false).unwrap(), None, 0, &Device::Cpu).unwrap();
+    let (best_model, _) = Classifier::load(
+        &ModelSource::Local(best).resolve(false).unwrap(),
+        None,
+        0,
+        &Device::Cpu,
+    )
+    .unwrap();
     let tok2 = TextTokenizer::from_file(&out.join("tokenizer.json"), 32, false).unwrap();
-    assert_eq!(tok2.encode("The movie was Brilliant", None).unwrap(), f.tok.encode("The movie was Brilliant", None).unwrap());
+    assert_eq!(
+        tok2.encode("The movie was Brilliant", None).unwrap(),
+        f.tok.encode("The movie was Brilliant", None).unwrap()
+    );
     let a = student::eval::logits(&exported, &f.dev, f.tok.pad_id(), 8).unwrap();
     let b = student::eval::logits(&best_model, &f.dev, f.tok.pad_id(), 8).unwrap();
     assert_eq!(a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
@@ -158,7 +219,20 @@ fn nan_loss_stops_training_with_the_step_named() {
     let labels = vec!["0".to_string(), "1".to_string()];
     let model = Classifier::new(&tiny_config(), 2, 3, &Device::Cpu).unwrap();
     let t = Tensor::full(f32::NAN, (f.train.len(), 2), &Device::Cpu).unwrap();
-    let c = TrainConfig { alpha_kd: 0.5, ..cfg() };
-    let err = train(&model, &data(&f, Some(&t), &labels), &c, &f.root.join("nan")).unwrap_err().to_string();
-    assert!(err.contains("step 1") && err.contains("not finite"), "{err}");
+    let c = TrainConfig {
+        alpha_kd: 0.5,
+        ..cfg()
+    };
+    let err = train(
+        &model,
+        &data(&f, Some(&t), &labels),
+        &c,
+        &f.root.join("nan"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("step 1") && err.contains("not finite"),
+        "{err}"
+    );
 }

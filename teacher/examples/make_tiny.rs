@@ -5,7 +5,11 @@
 use std::path::PathBuf;
 
 fn main() -> teacher::Result<()> {
-    let root = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "configs/tiny".into()));
+    let root = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "configs/tiny".into()),
+    );
     let cfg = teacher::testutil::tiny_config();
     teacher::testutil::tiny_checkpoint(&root.join("teacher"), &cfg, None, 7)?;
     teacher::testutil::write_vocab(&root.join("vocab.txt"))?;

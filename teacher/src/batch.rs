@@ -49,5 +49,7 @@ pub fn bucketed_batches(lengths: &[usize], batch_size: usize, rng: &mut StdRng) 
 pub fn sorted_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
     let mut idx: Vec<usize> = (0..lengths.len()).collect();
     idx.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
-    idx.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect()
+    idx.chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
 }

@@ -82,8 +82,8 @@ impl TaskSpec {
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let binary = names(&["0", "1"]);
         let entail = names(&["entailment", "not_entailment"]);
-        let spec = |a: Column, b: Option<Column>, label: Column, labels: Vec<String>, metric| {
-            TaskSpec {
+        let spec =
+            |a: Column, b: Option<Column>, label: Column, labels: Vec<String>, metric| TaskSpec {
                 name: name.to_string(),
                 format: Format::Tsv,
                 header: true,
@@ -94,13 +94,18 @@ impl TaskSpec {
                 metric,
                 train_file: "train.tsv".into(),
                 dev_file: "dev.tsv".into(),
-            }
-        };
+            };
         Some(match name {
             "sst2" => spec(n("sentence"), None, n("label"), binary, Metric::Accuracy),
             "cola" => TaskSpec {
                 header: false,
-                ..spec(Column::Index(3), None, Column::Index(1), binary, Metric::Matthews)
+                ..spec(
+                    Column::Index(3),
+                    None,
+                    Column::Index(1),
+                    binary,
+                    Metric::Matthews,
+                )
             },
             "mrpc" => spec(
                 n("#1 String"),
@@ -133,15 +138,35 @@ impl TaskSpec {
                     Metric::Accuracy,
                 )
             },
-            "qnli" => spec(n("question"), Some(n("sentence")), n("label"), entail, Metric::Accuracy),
-            "rte" => spec(n("sentence1"), Some(n("sentence2")), n("label"), entail, Metric::Accuracy),
-            "wnli" => spec(n("sentence1"), Some(n("sentence2")), n("label"), binary, Metric::Accuracy),
+            "qnli" => spec(
+                n("question"),
+                Some(n("sentence")),
+                n("label"),
+                entail,
+                Metric::Accuracy,
+            ),
+            "rte" => spec(
+                n("sentence1"),
+                Some(n("sentence2")),
+                n("label"),
+                entail,
+                Metric::Accuracy,
+            ),
+            "wnli" => spec(
+                n("sentence1"),
+                Some(n("sentence2")),
+                n("label"),
+                binary,
+                Metric::Accuracy,
+            ),
             _ => return None,
         })
     }
 
     pub fn glue_names() -> &'static [&'static str] {
-        &["sst2", "cola", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
+        &[
+            "sst2", "cola", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli",
+        ]
     }
 
     /// Reads a labelled split file.
@@ -194,13 +219,16 @@ impl TaskSpec {
         let index = |c: &Column| -> Result<usize> {
             match c {
                 Column::Index(i) => Ok(*i),
-                Column::Name(name) => header.iter().position(|h| h == name).ok_or_else(|| {
-                    Error::Data {
-                        path: path.to_path_buf(),
-                        line: 1,
-                        msg: format!("no column `{name}` in the header (columns: {header:?})"),
-                    }
-                }),
+                Column::Name(name) => {
+                    header
+                        .iter()
+                        .position(|h| h == name)
+                        .ok_or_else(|| Error::Data {
+                            path: path.to_path_buf(),
+                            line: 1,
+                            msg: format!("no column `{name}` in the header (columns: {header:?})"),
+                        })
+                }
             }
         };
         let (ia, il) = (index(&self.text_a)?, index(&self.label)?);

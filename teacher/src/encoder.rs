@@ -49,7 +49,9 @@ struct Embeddings {
 impl Embeddings {
     fn new(cfg: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
         let emb = |n: usize, name: &str| -> Result<Embedding> {
-            let w = vb.pp(name).get_with_hints((n, cfg.hidden_size), "weight", Init::Const(0.))?;
+            let w = vb
+                .pp(name)
+                .get_with_hints((n, cfg.hidden_size), "weight", Init::Const(0.))?;
             Ok(Embedding::new(w, cfg.hidden_size))
         };
         Ok(Self {

@@ -31,7 +31,10 @@ impl ModelSource {
     /// A folder that exists is local; otherwise `org/name` is a hub id.
     pub fn parse(spec: &str, revision: &str) -> Self {
         let p = Path::new(spec);
-        if p.is_dir() || spec.starts_with('.') || spec.starts_with('/') || spec.matches('/').count() != 1
+        if p.is_dir()
+            || spec.starts_with('.')
+            || spec.starts_with('/')
+            || spec.matches('/').count() != 1
         {
             ModelSource::Local(p.to_path_buf())
         } else {
@@ -171,7 +174,10 @@ fn resolve_hub(id: &str, revision: &str, allow_pickle: bool) -> Result<ModelFile
 impl ModelFiles {
     /// A path to name in messages about the weights.
     pub fn weights_label(&self) -> PathBuf {
-        self.weights.first().cloned().unwrap_or_else(|| self.config.clone())
+        self.weights
+            .first()
+            .cloned()
+            .unwrap_or_else(|| self.config.clone())
     }
 
     /// Reads every weight tensor (all shards) onto `device`.

@@ -50,7 +50,12 @@ impl std::fmt::Debug for Classifier {
 impl Classifier {
     /// A freshly initialised model, as transformers' `_init_weights` does it (normal(0, initializer_range)
     /// for matrices and embeddings, zero biases, unit LayerNorm, zero padding row), drawn from `seed`.
-    pub fn new(config: &EncoderConfig, num_labels: usize, seed: u64, device: &Device) -> Result<Self> {
+    pub fn new(
+        config: &EncoderConfig,
+        num_labels: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
         let mut config = config.clone();
         config.check().map_err(Error::Msg)?;
         config.num_labels = Some(num_labels);

@@ -107,7 +107,8 @@ impl Targets {
         for (l, t) in &self.hidden {
             tensors.push((format!("hidden.{l}"), t));
         }
-        let meta = serde_json::to_string(&self.fingerprint).map_err(|e| Error::Msg(e.to_string()))?;
+        let meta =
+            serde_json::to_string(&self.fingerprint).map_err(|e| Error::Msg(e.to_string()))?;
         let tmp = path.with_extension("safetensors.tmp");
         safetensors::serialize_to_file(
             tensors,

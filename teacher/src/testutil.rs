@@ -10,11 +10,19 @@ use crate::config::EncoderConfig;
 use crate::model::Classifier;
 use crate::{Error, Result};
 
-pub const POSITIVE: &[&str] = &["good", "great", "fun", "lovely", "Brilliant", "warm", "funny"];
+pub const POSITIVE: &[&str] = &[
+    "good",
+    "great",
+    "fun",
+    "lovely",
+    "Brilliant",
+    "warm",
+    "funny",
+];
 pub const NEGATIVE: &[&str] = &["bad", "dull", "awful", "boring", "Terrible", "cold", "weak"];
 pub const FILLER: &[&str] = &[
-    "the", "a", "movie", "film", "was", "is", "and", "very", "plot", "actors", "it", "The", "story",
-    "quite", "of", "this",
+    "the", "a", "movie", "film", "was", "is", "and", "very", "plot", "actors", "it", "The",
+    "story", "quite", "of", "this",
 ];
 
 /// Vocabulary lines: special tokens, every ASCII printable character and its `##` form, then words.
@@ -46,9 +54,16 @@ pub fn tiny_config() -> EncoderConfig {
 
 /// Writes config.json, model.safetensors and vocab.txt of a random tiny model into `dir`.
 /// With `num_labels` the checkpoint has a task head; without, it is a bare encoder (pooler kept).
-pub fn tiny_checkpoint(dir: &Path, cfg: &EncoderConfig, num_labels: Option<usize>, seed: u64) -> Result<()> {
+pub fn tiny_checkpoint(
+    dir: &Path,
+    cfg: &EncoderConfig,
+    num_labels: Option<usize>,
+    seed: u64,
+) -> Result<()> {
     let model = Classifier::new(cfg, num_labels.unwrap_or(2), seed, &Device::Cpu)?;
-    let labels: Vec<String> = (0..num_labels.unwrap_or(0)).map(|i| i.to_string()).collect();
+    let labels: Vec<String> = (0..num_labels.unwrap_or(0))
+        .map(|i| i.to_string())
+        .collect();
     model.save(dir, &labels)?;
     write_vocab(&dir.join("vocab.txt"))?;
     if num_labels.is_none() {

@@ -28,7 +28,12 @@ pub struct TextTokenizer {
 
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TextTokenizer({}, max_len {})", self.path.display(), self.max_len)
+        write!(
+            f,
+            "TextTokenizer({}, max_len {})",
+            self.path.display(),
+            self.max_len
+        )
     }
 }
 
@@ -142,9 +147,7 @@ fn wordpiece_from_vocab(path: &Path, lowercase: bool) -> std::result::Result<Tok
         .unk_token("[UNK]".into())
         .build()
         .map_err(|e| format!("cannot read vocabulary: {e}"))?;
-    let id = |t: &str| {
-        wp_id(&wp, t).ok_or_else(|| format!("vocabulary has no `{t}` token"))
-    };
+    let id = |t: &str| wp_id(&wp, t).ok_or_else(|| format!("vocabulary has no `{t}` token"));
     let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
     id("[UNK]")?;
     let mut tok = Tokenizer::new(wp);

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use teacher::data::{Column, Format};
-use teacher::{Fingerprint, Label, TaskSpec, Targets};
+use teacher::{Fingerprint, Label, Targets, TaskSpec};
 
 fn write(dir: &Path, name: &str, text: &[u8]) -> std::path::PathBuf {
     let p = dir.join(name);
@@ -55,7 +55,11 @@ fn reads_every_glue_layout() {
 fn bad_rows_are_reported_with_file_and_line() {
     let d = tempfile::tempdir().unwrap();
     let spec = TaskSpec::glue("sst2").unwrap();
-    let p = write(d.path(), "a.tsv", b"sentence\tlabel\nfine\t1\nno label column\n");
+    let p = write(
+        d.path(),
+        "a.tsv",
+        b"sentence\tlabel\nfine\t1\nno label column\n",
+    );
     let e = spec.read(&p).unwrap_err().to_string();
     assert!(e.contains("a.tsv:3") && e.contains("columns"), "{e}");
     let p = write(d.path(), "b.tsv", b"sentence\tlabel\nfine\t1\nhmm\t7\n");
@@ -95,12 +99,23 @@ fn custom_csv_and_jsonl_tasks() {
         train_file: "t.csv".into(),
         dev_file: "d.csv".into(),
     };
-    let p = write(d.path(), "t.csv", b"review,stars\n\"Good, really \"\"good\"\"\",high\nmeh,low\n");
+    let p = write(
+        d.path(),
+        "t.csv",
+        b"review,stars\n\"Good, really \"\"good\"\"\",high\nmeh,low\n",
+    );
     let rows = spec.read(&p).unwrap();
     assert_eq!(rows[0].text_a, "Good, really \"good\"");
     assert_eq!(rows[1].label, Label::Class(0));
-    let jspec = TaskSpec { format: Format::Jsonl, ..spec };
-    let p = write(d.path(), "t.jsonl", b"{\"review\": \"ok\", \"stars\": \"high\"}\n{\"review\": \"x\"}\n");
+    let jspec = TaskSpec {
+        format: Format::Jsonl,
+        ..spec
+    };
+    let p = write(
+        d.path(),
+        "t.jsonl",
+        b"{\"review\": \"ok\", \"stars\": \"high\"}\n{\"review\": \"x\"}\n",
+    );
     let e = jspec.read(&p).unwrap_err().to_string();
     assert!(e.contains("t.jsonl:2") && e.contains("stars"), "{e}");
 }
@@ -131,13 +146,19 @@ fn target_cache_round_trip_and_staleness() {
     t.save(&path).unwrap();
     let mut stale = Vec::new();
     let back = Targets::load_fresh(&path, &fp(), &mut stale).unwrap();
-    assert_eq!(back.logits.to_vec2::<f32>().unwrap(), logits.to_vec2::<f32>().unwrap());
+    assert_eq!(
+        back.logits.to_vec2::<f32>().unwrap(),
+        logits.to_vec2::<f32>().unwrap()
+    );
     assert_eq!(back.hidden[&2].dims(), &[2, 3]);
     let mut changed = fp();
     changed.dataset = "dd".into();
     changed.max_seq_len = 64;
     assert!(Targets::load_fresh(&path, &changed, &mut stale).is_none());
     let msg = stale.join(", ");
-    assert!(msg.contains("dataset") && msg.contains("max_seq_len"), "{msg}");
+    assert!(
+        msg.contains("dataset") && msg.contains("max_seq_len"),
+        "{msg}"
+    );
     assert!(!msg.contains("tokenizer"), "{msg}");
 }

@@ -9,12 +9,23 @@ use teacher::{Classifier, ModelSource, TextTokenizer};
 
 fn batch(tok: &TextTokenizer) -> teacher::Batch {
     let a = tok.encode("the movie was great !", None).unwrap();
-    let b = tok.encode("The plot", Some("was dull and very boring .")).unwrap();
+    let b = tok
+        .encode("The plot", Some("was dull and very boring ."))
+        .unwrap();
     make_batch(&[&a, &b], tok.pad_id(), &Device::Cpu).unwrap()
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 fn tok(dir: &Path) -> TextTokenizer {
@@ -25,7 +36,9 @@ fn tok(dir: &Path) -> TextTokenizer {
 fn save_then_load_gives_identical_logits() {
     let dir = tempfile::tempdir().unwrap();
     tiny_checkpoint(dir.path(), &tiny_config(), Some(3), 1).unwrap();
-    let files = ModelSource::Local(dir.path().into()).resolve(false).unwrap();
+    let files = ModelSource::Local(dir.path().into())
+        .resolve(false)
+        .unwrap();
     let (a, report) = Classifier::load(&files, None, 0, &Device::Cpu).unwrap();
     assert!(report.has_head);
     assert_eq!(a.num_labels, 3);
@@ -53,7 +66,9 @@ fn every_trainable_tensor_gets_a_gradient() {
     let loss = candle_nn::loss::cross_entropy(&logits, &y).unwrap();
     let grads = loss.backward().unwrap();
     for (name, var) in model.named_vars() {
-        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
         let n: f32 = g.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
         assert!(n > 0.0 && n.is_finite(), "{name}: gradient sum {n}");
     }
@@ -82,7 +97,9 @@ fn dropout_is_active_in_training_and_reproducible_when_reseeded() {
 fn bare_encoder_loads_without_head_and_reports_it() {
     let dir = tempfile::tempdir().unwrap();
     tiny_checkpoint(dir.path(), &tiny_config(), None, 1).unwrap();
-    let files = ModelSource::Local(dir.path().into()).resolve(false).unwrap();
+    let files = ModelSource::Local(dir.path().into())
+        .resolve(false)
+        .unwrap();
     let (_, report) = Classifier::load(&files, Some(2), 0, &Device::Cpu).unwrap();
     assert!(!report.has_head);
 }
@@ -93,27 +110,48 @@ fn checkpoint_that_does_not_match_its_config_is_refused_with_the_tensor_name() {
     tiny_checkpoint(dir.path(), &tiny_config(), Some(2), 1).unwrap();
     // Claim a wider intermediate layer than the weights have.
     let path = dir.path().join("config.json");
-    let text = std::fs::read_to_string(&path).unwrap().replace("\"intermediate_size\": 64", "\"intermediate_size\": 80");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"intermediate_size\": 64", "\"intermediate_size\": 80");
     std::fs::write(&path, text).unwrap();
-    let files = ModelSource::Local(dir.path().into()).resolve(false).unwrap();
-    let err = Classifier::load(&files, None, 0, &Device::Cpu).unwrap_err().to_string();
-    assert!(err.contains("model.safetensors") && err.contains("intermediate.dense"), "{err}");
+    let files = ModelSource::Local(dir.path().into())
+        .resolve(false)
+        .unwrap();
+    let err = Classifier::load(&files, None, 0, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.safetensors") && err.contains("intermediate.dense"),
+        "{err}"
+    );
 }
 
 #[test]
 fn missing_tensor_and_head_size_mismatch_are_named() {
     let dir = tempfile::tempdir().unwrap();
     tiny_checkpoint(dir.path(), &tiny_config(), Some(3), 1).unwrap();
-    let files = ModelSource::Local(dir.path().into()).resolve(false).unwrap();
-    let err = Classifier::load(&files, Some(2), 0, &Device::Cpu).unwrap_err().to_string();
-    assert!(err.contains("3 outputs") && err.contains("needs 2"), "{err}");
+    let files = ModelSource::Local(dir.path().into())
+        .resolve(false)
+        .unwrap();
+    let err = Classifier::load(&files, Some(2), 0, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("3 outputs") && err.contains("needs 2"),
+        "{err}"
+    );
 
     let path = dir.path().join("model.safetensors");
     let mut t = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
     t.remove("bert.encoder.layer.1.attention.self.key.weight");
     candle_core::safetensors::save(&t, &path).unwrap();
-    let err = Classifier::load(&files, None, 0, &Device::Cpu).unwrap_err().to_string();
-    assert!(err.contains("missing") && err.contains("layer.1.attention.self.key.weight"), "{err}");
+    let err = Classifier::load(&files, None, 0, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("missing") && err.contains("layer.1.attention.self.key.weight"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -123,12 +161,19 @@ fn truncated_weights_and_pickle_without_opt_in_are_refused() {
     let path = dir.path().join("model.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let files = ModelSource::Local(dir.path().into()).resolve(false).unwrap();
-    let err = Classifier::load(&files, None, 0, &Device::Cpu).unwrap_err().to_string();
+    let files = ModelSource::Local(dir.path().into())
+        .resolve(false)
+        .unwrap();
+    let err = Classifier::load(&files, None, 0, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("model.safetensors"), "{err}");
 
     std::fs::rename(&path, dir.path().join("pytorch_model.bin")).unwrap();
-    let err = ModelSource::Local(dir.path().into()).resolve(false).unwrap_err().to_string();
+    let err = ModelSource::Local(dir.path().into())
+        .resolve(false)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("allow_pickle"), "{err}");
 }
 
@@ -151,18 +196,31 @@ fn hub_id_resolves_from_the_local_hub_cache_without_network() {
     assert_eq!(files.config, snap.join("config.json"));
     let (hub_model, _) = Classifier::load(&files, None, 0, &Device::Cpu).unwrap();
     // By commit hash as revision, too.
-    let by_commit = ModelSource::parse("acme/tiny-bert", commit).resolve(false).unwrap();
+    let by_commit = ModelSource::parse("acme/tiny-bert", commit)
+        .resolve(false)
+        .unwrap();
     assert_eq!(by_commit.config, files.config);
     // The same weights as loading the folder directly.
-    let (local, _) =
-        Classifier::load(&ModelSource::Local(snap.clone()).resolve(false).unwrap(), None, 0, &Device::Cpu).unwrap();
+    let (local, _) = Classifier::load(
+        &ModelSource::Local(snap.clone()).resolve(false).unwrap(),
+        None,
+        0,
+        &Device::Cpu,
+    )
+    .unwrap();
     let t = tok(&snap);
     let (a, _) = hub_model.forward(&batch(&t), false, false).unwrap();
     let (b, _) = local.forward(&batch(&t), false, false).unwrap();
     assert_eq!(max_diff(&a, &b), 0.0);
     // An id that is not cached fails offline with a message naming it.
-    let err = ModelSource::parse("acme/absent", "main").resolve(false).unwrap_err().to_string();
-    assert!(err.contains("acme/absent@main") && err.contains("HF_HUB_OFFLINE"), "{err}");
+    let err = ModelSource::parse("acme/absent", "main")
+        .resolve(false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("acme/absent@main") && err.contains("HF_HUB_OFFLINE"),
+        "{err}"
+    );
 }
 
 #[test]

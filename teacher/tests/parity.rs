@@ -10,11 +10,14 @@ use candle_core::{DType, Device, Tensor};
 use teacher::{Batch, Classifier, ModelSource, TextTokenizer};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/parity")
+        .join(name)
 }
 
 fn reference(name: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture(name).join("reference.safetensors"), &Device::Cpu).unwrap()
+    candle_core::safetensors::load(fixture(name).join("reference.safetensors"), &Device::Cpu)
+        .unwrap()
 }
 
 fn batch(r: &HashMap<String, Tensor>) -> Batch {
@@ -28,7 +31,16 @@ fn batch(r: &HashMap<String, Tensor>) -> Batch {
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 fn load(name: &str) -> Classifier {
@@ -61,7 +73,9 @@ fn bert_classifier_matches_transformers() {
 
 #[test]
 fn bare_bert_matches_transformers() {
-    let files = ModelSource::Local(fixture("bert_bare")).resolve(false).unwrap();
+    let files = ModelSource::Local(fixture("bert_bare"))
+        .resolve(false)
+        .unwrap();
     let (model, report) = Classifier::load(&files, Some(2), 0, &Device::Cpu).unwrap();
     assert!(!report.has_head, "a bare encoder has no task head");
     let r = reference("bert_bare");
@@ -88,7 +102,11 @@ fn check_gradients(name: &str, regression: bool) {
     model.set_dropout(0.0);
     let (logits, _) = model.forward(&batch(&r), true, false).unwrap();
     let loss = if regression {
-        let y = r["labels"].to_dtype(DType::F32).unwrap().unsqueeze(1).unwrap();
+        let y = r["labels"]
+            .to_dtype(DType::F32)
+            .unwrap()
+            .unsqueeze(1)
+            .unwrap();
         (&logits - &y).unwrap().sqr().unwrap().mean_all().unwrap()
     } else {
         let y = r["labels"].to_dtype(DType::U32).unwrap();
@@ -102,10 +120,23 @@ fn check_gradients(name: &str, regression: bool) {
     for (k, g_ref) in r.iter().filter(|(k, _)| k.starts_with("grad.")) {
         let pname = &k["grad.".len()..];
         let var = &vars[pname];
-        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {pname}"));
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {pname}"));
         let d = max_abs_diff(g, g_ref);
-        let scale: f32 = g_ref.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
-        assert!(d <= 1e-4 * scale.max(1e-6) + 1e-7, "{name} {pname}: max diff {d} (max |g| {scale})");
+        let scale: f32 = g_ref
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(
+            d <= 1e-4 * scale.max(1e-6) + 1e-7,
+            "{name} {pname}: max diff {d} (max |g| {scale})"
+        );
     }
 }
 
@@ -124,9 +155,12 @@ fn roberta_loss_and_gradients_match_transformers() {
 fn tokenizers_match_transformers() {
     for name in ["bert_cls", "roberta_cls"] {
         let r = reference(name);
-        let inputs: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(fixture(name).join("inputs.json")).unwrap()).unwrap();
-        let tok = TextTokenizer::from_file(&fixture(name).join("tokenizer.json"), 512, false).unwrap();
+        let inputs: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture(name).join("inputs.json")).unwrap(),
+        )
+        .unwrap();
+        let tok =
+            TextTokenizer::from_file(&fixture(name).join("tokenizer.json"), 512, false).unwrap();
         let ids: Vec<Vec<i64>> = r["input_ids"].to_vec2().unwrap();
         let types: Vec<Vec<i64>> = r["token_type_ids"].to_vec2().unwrap();
         let mask: Vec<Vec<i64>> = r["attention_mask"].to_vec2().unwrap();
@@ -155,6 +189,9 @@ fn vocab_txt_tokenizer_matches_tokenizer_json() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("inputs.json")).unwrap()).unwrap();
     for pair in inputs["texts"].as_array().unwrap() {
         let (a, b) = (pair[0].as_str().unwrap(), pair[1].as_str());
-        assert_eq!(from_vocab.encode(a, b).unwrap(), from_json.encode(a, b).unwrap());
+        assert_eq!(
+            from_vocab.encode(a, b).unwrap(),
+            from_json.encode(a, b).unwrap()
+        );
     }
 }
