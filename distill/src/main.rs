@@ -3,6 +3,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod config;
+mod encode;
 mod pipeline;
 mod predict;
 mod report;
@@ -55,6 +56,8 @@ enum Command {
     },
     /// Classify texts with an exported model; prints one JSON object per input.
     Predict(predict::PredictArgs),
+    /// Write every layer's hidden states for a list of texts (safetensors).
+    Encode(encode::EncodeArgs),
 }
 
 fn main() {
@@ -95,6 +98,7 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Compare(a) => compare(&plan(&a)?),
         Command::Export { args, out } => plan(&args)?.export(out).map(|_| ()),
         Command::Predict(a) => predict::run(&a),
+        Command::Encode(a) => encode::run(&a),
     }
 }
 
