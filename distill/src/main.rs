@@ -1,6 +1,9 @@
 //! `distill`: distils a fine-tuned (or fine-tunable) BERT-family teacher into a small student from a
 //! YAML config. `distill run CONFIG` runs every stage; each stage also has its own command.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod config;
 mod encode;

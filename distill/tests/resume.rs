@@ -6,7 +6,10 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn cmd(sub: &str, out: &Path) -> Command {
@@ -25,7 +28,11 @@ fn cmd(sub: &str, out: &Path) -> Command {
 
 fn ok(c: &mut Command) -> String {
     let o = c.output().unwrap();
-    let t = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let t = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(o.status.success(), "{t}");
     t
 }
@@ -42,7 +49,10 @@ fn sigkilled_training_resumes_to_identical_weights() {
     let full = t0.elapsed();
 
     // Kill at a pseudo-random point inside the run (20%..80% of its length).
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     let frac = 0.2 + 0.6 * (nanos % 1000) as f64 / 1000.0;
     let mut child = cmd("train", &b).spawn().unwrap();
     std::thread::sleep(Duration::from_secs_f64(full.as_secs_f64() * frac));
@@ -52,7 +62,10 @@ fn sigkilled_training_resumes_to_identical_weights() {
     let log = ok(&mut cmd("train", &b));
     let wa = std::fs::read(a.join("student/last/model.safetensors")).unwrap();
     let wb = std::fs::read(b.join("student/last/model.safetensors")).unwrap();
-    assert!(wa == wb, "resumed weights differ (killed at {frac:.2} of {full:?}):\n{log}");
+    assert!(
+        wa == wb,
+        "resumed weights differ (killed at {frac:.2} of {full:?}):\n{log}"
+    );
     let ba = std::fs::read(a.join("student/best/model.safetensors")).unwrap();
     let bb = std::fs::read(b.join("student/best/model.safetensors")).unwrap();
     assert!(ba == bb, "best checkpoints differ");

@@ -1,6 +1,9 @@
 //! Everything that trains: loss terms, AdamW with its schedule, the one training loop (used for the
 //! student and for fine-tuning a head-less teacher), GLUE metrics, evaluation and export.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod error;
 pub mod eval;

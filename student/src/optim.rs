@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Device, Tensor, Var};
+use candle_core::{CpuStorage, Device, InplaceOp2, Layout, Tensor, Var};
 
 use crate::{Error, Result};
 
@@ -63,6 +63,8 @@ pub struct AdamW {
     cfg: AdamWConfig,
     slots: Vec<Slot>,
     step: usize,
+    /// Use the fused in-place CPU kernels (the plain tensor-op path remains for other devices).
+    pub fused: bool,
 }
 
 /// What one update did, for logs.
@@ -78,12 +80,14 @@ impl AdamW {
             .into_iter()
             .map(|(name, var)| {
                 let decay = !(name.ends_with(".bias") || name.contains("LayerNorm"));
-                let z = var.as_tensor().zeros_like()?;
+                // Two allocations: the moments are updated in place and must not share storage.
+                let m = var.as_tensor().zeros_like()?.contiguous()?;
+                let v = var.as_tensor().zeros_like()?.contiguous()?;
                 Ok(Slot {
                     name,
                     var,
-                    m: z.clone(),
-                    v: z,
+                    m,
+                    v,
                     decay,
                 })
             })
@@ -92,6 +96,7 @@ impl AdamW {
             cfg,
             slots,
             step: 0,
+            fused: true,
         })
     }
 
@@ -137,12 +142,46 @@ impl AdamW {
             let Some(g) = grads.get(s.var.as_tensor()) else {
                 continue;
             };
+            let wd = if s.decay { self.cfg.weight_decay } else { 0.0 };
+            let p = s.var.as_tensor();
+            if self.fused && p.device().is_cpu() && p.is_contiguous() && g.is_contiguous() {
+                // One fused pass over each buffer instead of a dozen allocating tensor ops.
+                let g = g.contiguous()?;
+                s.m.inplace_op2(
+                    &g,
+                    &Moment {
+                        beta: b1,
+                        scale: clip,
+                        square: false,
+                    },
+                )?;
+                s.v.inplace_op2(
+                    &g,
+                    &Moment {
+                        beta: b2,
+                        scale: clip,
+                        square: true,
+                    },
+                )?;
+                let mv = Tensor::stack(&[&s.m, &s.v], 0)?;
+                p.inplace_op2(
+                    &mv,
+                    &Update {
+                        lr,
+                        wd,
+                        bc1,
+                        bc2,
+                        eps: self.cfg.eps,
+                    },
+                )?;
+                continue;
+            }
             let g = (g * clip)?;
             s.m = ((&s.m * b1)? + (&g * (1.0 - b1))?)?;
             s.v = ((&s.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let mut p = s.var.as_tensor().clone();
-            if s.decay && self.cfg.weight_decay > 0.0 {
-                p = (p * (1.0 - lr * self.cfg.weight_decay))?;
+            let mut p = p.clone();
+            if wd > 0.0 {
+                p = (p * (1.0 - lr * wd))?;
             }
             let denom = ((&s.v / bc2)?.sqrt()? + self.cfg.eps)?;
             let update = ((&s.m / bc1)? / denom)?;
@@ -198,9 +237,167 @@ impl AdamW {
     }
 }
 
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("{op}: expects a contiguous f32 tensor"),
+    }
+}
+
+fn f32_slice_mut<'a>(
+    s: &'a mut CpuStorage,
+    l: &Layout,
+    op: &str,
+) -> candle_core::Result<&'a mut [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
+        _ => candle_core::bail!("{op}: expects a contiguous f32 tensor"),
+    }
+}
+
+/// In place: `m = beta * m + (1 - beta) * (scale * g)` (or of `(scale * g)^2` for the second moment).
+struct Moment {
+    beta: f64,
+    scale: f64,
+    square: bool,
+}
+
+impl InplaceOp2 for Moment {
+    fn name(&self) -> &'static str {
+        "adamw-moment"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let g = f32_slice(s2, l2, self.name())?;
+        let m = f32_slice_mut(s1, l1, self.name())?;
+        if m.len() != g.len() {
+            candle_core::bail!(
+                "adamw-moment: {} moments for {} gradients",
+                m.len(),
+                g.len()
+            );
+        }
+        let (b, c, sc) = (
+            self.beta as f32,
+            (1.0 - self.beta) as f32,
+            self.scale as f32,
+        );
+        if self.square {
+            m.iter_mut()
+                .zip(g)
+                .for_each(|(m, &g)| *m = b * *m + c * (g * sc) * (g * sc));
+        } else {
+            m.iter_mut()
+                .zip(g)
+                .for_each(|(m, &g)| *m = b * *m + c * g * sc);
+        }
+        Ok(())
+    }
+}
+
+/// In place: `p = p (1 - lr wd) - lr (m / bc1) / (sqrt(v / bc2) + eps)`, with `mv = stack([m, v])`.
+struct Update {
+    lr: f64,
+    wd: f64,
+    bc1: f64,
+    bc2: f64,
+    eps: f64,
+}
+
+impl InplaceOp2 for Update {
+    fn name(&self) -> &'static str {
+        "adamw-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let mv = f32_slice(s2, l2, self.name())?;
+        let p = f32_slice_mut(s1, l1, self.name())?;
+        if mv.len() != 2 * p.len() {
+            candle_core::bail!(
+                "adamw-update: {} moments for {} parameters",
+                mv.len(),
+                p.len()
+            );
+        }
+        let (m, v) = mv.split_at(p.len());
+        let decay = (1.0 - self.lr * self.wd) as f32;
+        let (lr, eps) = (self.lr as f32, self.eps as f32);
+        let (ibc1, ibc2) = ((1.0 / self.bc1) as f32, (1.0 / self.bc2) as f32);
+        for ((p, &m), &v) in p.iter_mut().zip(m).zip(v) {
+            *p = *p * decay - lr * (m * ibc1) / ((v * ibc2).sqrt() + eps);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fused_kernels_match_the_plain_tensor_ops() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut randn =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
+        let init = [randn(300), randn(7)];
+        let targets = [randn(300), randn(7)];
+        let run = |fused: bool| -> Vec<Vec<f32>> {
+            let vars: Vec<(String, Var)> = init
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let name = if i == 0 { "w.weight" } else { "w.bias" };
+                    (
+                        name.to_string(),
+                        Var::from_vec(v.clone(), v.len(), &Device::Cpu).unwrap(),
+                    )
+                })
+                .collect();
+            let cfg = AdamWConfig {
+                learning_rate: 0.05,
+                warmup_steps: 2,
+                total_steps: 10,
+                max_grad_norm: 0.5,
+                ..Default::default()
+            };
+            let mut opt = AdamW::new(vars.clone(), cfg).unwrap();
+            opt.fused = fused;
+            for _ in 0..4 {
+                let mut loss = Tensor::new(0f32, &Device::Cpu).unwrap();
+                for ((_, v), t) in vars.iter().zip(&targets) {
+                    let t = Tensor::new(t.as_slice(), &Device::Cpu).unwrap();
+                    let d = (v.as_tensor() - t)
+                        .unwrap()
+                        .sqr()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap();
+                    loss = (loss + d).unwrap();
+                }
+                opt.step(&loss.backward().unwrap()).unwrap();
+            }
+            vars.iter()
+                .map(|(_, v)| v.as_tensor().to_vec1().unwrap())
+                .collect()
+        };
+        let (a, b) = (run(true), run(false));
+        for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+            assert!((x - y).abs() < 1e-6, "{x} vs {y}");
+        }
+    }
 
     #[test]
     fn schedule_warms_up_then_decays_to_zero() {

@@ -1,7 +1,10 @@
 //! The model zoo and the targets: loads any BERT-family checkpoint (local folder or hub), runs it, and
 //! caches its outputs as distillation targets. The student crate builds on this; this crate never sees
 //! the student.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod batch;
 pub mod config;
