@@ -5,19 +5,14 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-mod config;
-mod encode;
-mod pipeline;
-mod predict;
-mod report;
-
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::pipeline::{tokenise, Plan};
+use distill::pipeline::{self, tokenise, Plan};
+use distill::{config, encode, predict, report};
 
 #[derive(Parser)]
 #[command(

@@ -1,0 +1,12 @@
+//! The library behind the `distill` binary: the run configuration, the stages of a run, the comparison
+//! report and the inference commands. `main.rs` only parses arguments and dispatches.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod config;
+pub mod encode;
+pub mod pipeline;
+pub mod predict;
+pub mod report;
