@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use distill::pipeline::{self, tokenise, Plan};
-use distill::{config, encode, predict, report};
+use distill::{bench, config, encode, predict, report};
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +56,8 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Write every layer's hidden states for a list of texts (safetensors).
     Encode(encode::EncodeArgs),
+    /// Measure training and inference speed on synthetic batches (see bench/run.sh for the baseline).
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -97,6 +99,7 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Export { args, out } => plan(&args)?.export(out).map(|_| ()),
         Command::Predict(a) => predict::run(&a),
         Command::Encode(a) => encode::run(&a),
+        Command::Bench(a) => bench::run(&a),
     }
 }
 

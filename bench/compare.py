@@ -1,0 +1,23 @@
+"""Side-by-side table of `distill bench` and bench/pytorch_baseline.py results (JSON files), with ratios."""
+
+import json
+import sys
+
+ours, base = (json.load(open(p)) for p in sys.argv[1:3])
+rows = []
+for o, b in zip(ours["student_train"], base["student_train"]):
+    rows.append((f"student train step b{o['batch']} s{o['seq']} (tokens/s)", o["tokens_per_s"], b["tokens_per_s"], "higher"))
+if "teacher_inference" in ours and "teacher_inference" in base:
+    o, b = ours["teacher_inference"], base["teacher_inference"]
+    rows.append(("teacher (BERT-base) inference b32 s128 (tokens/s)", o["tokens_per_s"], b["tokens_per_s"], "higher"))
+for o, b in zip(ours["student_latency"], base["student_latency"]):
+    rows.append((f"student batch-1 latency s{o['seq']} p50 (ms)", o["p50_ms"], b["p50_ms"], "lower"))
+    rows.append((f"student batch-1 latency s{o['seq']} p99 (ms)", o["p99_ms"], b["p99_ms"], "lower"))
+rows.append(("peak memory (MiB)", ours["peak_rss_mib"], base["peak_rss_mib"], "lower"))
+print(f"| workload | distill | PyTorch {base.get('torch', '')} | ratio (distill / PyTorch) |")
+print("|---|---|---|---|")
+for name, o, b, _ in rows:
+    print(f"| {name} | {o:,.1f} | {b:,.1f} | {o / b:.2f} |")
+for o, b in zip(ours["student_train"], base["student_train"]):
+    print(f"\nstep breakdown s{o['seq']} (s): forward {o['forward_s']:.2f} vs {b['forward_s']:.2f}, "
+          f"backward {o['backward_s']:.2f} vs {b['backward_s']:.2f}, optimizer {o['optimizer_s']:.2f} vs {b['optimizer_s']:.2f}")

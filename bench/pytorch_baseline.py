@@ -1,0 +1,111 @@
+"""PyTorch baseline for `distill bench`: the same shapes with transformers' BertForSequenceClassification.
+
+Student (RoBERTa-tiny-cased shape: 4 layers, hidden 512, 8 heads, FFN 2048, vocab 28996) training steps
+(forward + backward + AdamW) at batch 32 x 128 and x 64 tokens, student batch-1 latency at 16/32/64 tokens,
+teacher (BERT-base shape) inference at 32 x 128. Random weights and ids, fp32, dropout as configured (0.1).
+Usage: tools/.venv/bin/python bench/pytorch_baseline.py [--threads 2] [--steps 3] [--json out.json]
+"""
+
+import argparse
+import json
+import resource
+import time
+
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+
+def config(**kw):
+    base = dict(vocab_size=28996, hidden_size=512, num_hidden_layers=4, num_attention_heads=8,
+                intermediate_size=2048, max_position_embeddings=512, num_labels=2,
+                attn_implementation="eager")
+    base.update(kw)
+    return BertConfig(**base)
+
+
+def batch(b, s, vocab, seed):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, vocab, (b, s), generator=g)
+    return ids, torch.ones(b, s, dtype=torch.long)
+
+
+def train_steps(model, b, s, steps):
+    ids, mask = batch(b, s, model.config.vocab_size, 1)
+    labels = torch.arange(b) % 2
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    model.train()
+    fwd, bwd, upd = [], [], []
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        t3 = time.perf_counter()
+        if i > 0:
+            fwd.append(t1 - t0); bwd.append(t2 - t1); upd.append(t3 - t2)
+    mean = lambda v: sum(v) / len(v)
+    step = mean(fwd) + mean(bwd) + mean(upd)
+    return dict(batch=b, seq=s, tokens_per_s=b * s / step, step_s=step, forward_s=mean(fwd),
+                backward_s=mean(bwd), optimizer_s=mean(upd))
+
+
+@torch.inference_mode()
+def inference(model, b, s, steps):
+    ids, mask = batch(b, s, model.config.vocab_size, 2)
+    model.eval()
+    times = []
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        model(input_ids=ids, attention_mask=mask).logits.tolist()
+        if i > 0:
+            times.append(time.perf_counter() - t0)
+    m = sum(times) / len(times)
+    return dict(batch=b, seq=s, tokens_per_s=b * s / m, batch_s=m)
+
+
+@torch.inference_mode()
+def latency(model, s, runs):
+    ids, mask = batch(1, s, model.config.vocab_size, 3)
+    model.eval()
+    times = []
+    for i in range(runs + 3):
+        t0 = time.perf_counter()
+        model(input_ids=ids, attention_mask=mask).logits.tolist()
+        if i >= 3:
+            times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    pick = lambda p: times[round((len(times) - 1) * p)]
+    return dict(seq=s, p50_ms=pick(0.5), p99_ms=pick(0.99))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--latency-runs", type=int, default=50)
+    ap.add_argument("--skip-teacher", action="store_true")
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    out = {"threads": a.threads, "torch": torch.__version__}
+    student = BertForSequenceClassification(config())
+    out["student_train"] = [train_steps(student, 32, s, a.steps) for s in (128, 64)]
+    out["student_latency"] = [latency(student, s, a.latency_runs) for s in (16, 32, 64)]
+    if not a.skip_teacher:
+        teacher = BertForSequenceClassification(config(hidden_size=768, num_hidden_layers=12,
+                                                       num_attention_heads=12, intermediate_size=3072))
+        out["teacher_inference"] = inference(teacher, 32, 128, a.steps)
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out, indent=2))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+//! `distill bench`: throughput and latency of our encoder on random weights and synthetic batches, in the
+//! shapes of issue #6: student (RoBERTa-tiny-cased) training steps at b32 × s128 and s64, teacher
+//! (BERT-base shape) inference at b32 × s128, and student batch-1 latency at 16/32/64 tokens.
+//! `bench/pytorch_baseline.py` measures the same with transformers; `bench/run.sh` runs both side by side.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use teacher::{Batch, Classifier, EncoderConfig};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Timed repetitions of each training step / inference batch (after one warm-up).
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    /// Timed batch-1 forward passes per sequence length.
+    #[arg(long, default_value_t = 50)]
+    pub latency_runs: usize,
+    /// Write the results as JSON here too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Skip the BERT-base inference measurement (the slowest).
+    #[arg(long)]
+    pub skip_teacher: bool,
+}
+
+fn random_batch(b: usize, s: usize, vocab: usize, rng: &mut StdRng) -> Result<Batch> {
+    let ids: Vec<u32> = (0..b * s).map(|_| rng.random_range(1000..vocab as u32)).collect();
+    Ok(Batch {
+        input_ids: Tensor::from_vec(ids, (b, s), &Device::Cpu)?,
+        token_type_ids: Tensor::zeros((b, s), candle_core::DType::U32, &Device::Cpu)?,
+        attention_mask: Tensor::ones((b, s), candle_core::DType::F32, &Device::Cpu)?,
+    })
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or(f64::NAN)
+}
+
+/// Peak resident memory of this process (VmHWM), in MiB.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<f64>().ok()))
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn train_steps(model: &Classifier, b: usize, s: usize, steps: usize) -> Result<serde_json::Value> {
+    let mut rng = StdRng::seed_from_u64(1);
+    let batch = random_batch(b, s, model.config.vocab_size, &mut rng)?;
+    let labels = Tensor::from_vec((0..b as u32).map(|i| i % 2).collect::<Vec<_>>(), b, &Device::Cpu)?;
+    let cfg = student::optim::AdamWConfig { total_steps: 1000, ..Default::default() };
+    let mut opt = student::optim::AdamW::new(model.named_vars(), cfg)?;
+    let (mut fwd, mut bwd, mut upd) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..=steps {
+        let t0 = Instant::now();
+        let (logits, _) = model.forward(&batch, true, false)?;
+        let loss = student::loss::ce(&logits, &labels)?;
+        loss.to_scalar::<f32>()?;
+        let t1 = Instant::now();
+        let grads = loss.backward()?;
+        let t2 = Instant::now();
+        opt.step(&grads)?;
+        let t3 = Instant::now();
+        if i > 0 {
+            fwd.push((t1 - t0).as_secs_f64());
+            bwd.push((t2 - t1).as_secs_f64());
+            upd.push((t3 - t2).as_secs_f64());
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let step = mean(&fwd) + mean(&bwd) + mean(&upd);
+    Ok(json!({
+        "batch": b, "seq": s, "tokens_per_s": (b * s) as f64 / step,
+        "step_s": step, "forward_s": mean(&fwd), "backward_s": mean(&bwd), "optimizer_s": mean(&upd),
+    }))
+}
+
+fn inference(model: &Classifier, b: usize, s: usize, steps: usize) -> Result<serde_json::Value> {
+    let mut rng = StdRng::seed_from_u64(2);
+    let batch = random_batch(b, s, model.config.vocab_size, &mut rng)?;
+    let mut times = Vec::new();
+    for i in 0..=steps {
+        let t0 = Instant::now();
+        let (logits, _) = model.forward(&batch, false, false)?;
+        logits.to_vec2::<f32>()?;
+        if i > 0 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+    Ok(json!({"batch": b, "seq": s, "tokens_per_s": (b * s) as f64 / mean, "batch_s": mean}))
+}
+
+fn latency(model: &Classifier, s: usize, runs: usize) -> Result<serde_json::Value> {
+    let mut rng = StdRng::seed_from_u64(3);
+    let batch = random_batch(1, s, model.config.vocab_size, &mut rng)?;
+    let mut times = Vec::new();
+    for i in 0..runs + 3 {
+        let t0 = Instant::now();
+        let (logits, _) = model.forward(&batch, false, false)?;
+        logits.to_vec2::<f32>()?;
+        if i >= 3 {
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(json!({"seq": s, "p50_ms": percentile(&times, 0.5), "p99_ms": percentile(&times, 0.99)}))
+}
+
+pub fn run(a: &BenchArgs) -> Result<()> {
+    let dev = Device::Cpu;
+    let student_cfg = EncoderConfig::roberta_tiny_cased();
+    let student = Classifier::new(&student_cfg, 2, 0, &dev)?;
+    let mut results = serde_json::Map::new();
+    results.insert("threads".into(), rayon_threads().into());
+    let mut train = Vec::new();
+    for s in [128, 64] {
+        let r = train_steps(&student, 32, s, a.steps)?;
+        eprintln!("student train b32 s{s}: {:.0} tokens/s ({r})", r["tokens_per_s"].as_f64().unwrap_or(0.0));
+        train.push(r);
+    }
+    results.insert("student_train".into(), train.into());
+    let mut lat = Vec::new();
+    for s in [16, 32, 64] {
+        let r = latency(&student, s, a.latency_runs)?;
+        eprintln!("student latency b1 s{s}: {r}");
+        lat.push(r);
+    }
+    results.insert("student_latency".into(), lat.into());
+    if !a.skip_teacher {
+        let base = EncoderConfig {
+            hidden_size: 768,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            intermediate_size: 3072,
+            ..EncoderConfig::roberta_tiny_cased()
+        };
+        let teacher = Classifier::new(&base, 2, 0, &dev)?;
+        let r = inference(&teacher, 32, 128, a.steps)?;
+        eprintln!("teacher (BERT-base) inference b32 s128: {r}");
+        results.insert("teacher_inference".into(), r);
+    }
+    results.insert("peak_rss_mib".into(), peak_rss_mib().into());
+    let v = serde_json::Value::Object(results);
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    if let Some(p) = &a.json {
+        teacher::write_atomic(p, serde_json::to_string_pretty(&v)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
