@@ -174,6 +174,10 @@ impl Plan {
         let (model, tok, files) = self.teacher_model()?;
         let (train, _) = self.read_data()?;
         let t = &self.cfg.teacher;
+        let n_layers = model.config.num_hidden_layers;
+        if let Some(l) = t.hidden_layers.iter().find(|&&l| l > n_layers) {
+            bail!("teacher.hidden_layers: layer {l} does not exist (the teacher has layers 0..={n_layers}, 0 = embeddings)");
+        }
         let fp = Fingerprint {
             teacher_weights: hash_files(
                 &files

@@ -292,3 +292,28 @@ fn predict_errors_are_clean() {
         &["no classification head"],
     );
 }
+
+#[test]
+fn targets_cache_pooled_hidden_states_of_chosen_layers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = format!("output_dir={}", tmp.path().display());
+    let o = distill(&[
+        "teacher",
+        "configs/tiny.yaml",
+        "--set",
+        &out,
+        "--set",
+        "teacher.hidden_layers=[0, 2]",
+        "--set",
+        "teacher.pooling=mean",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = teacher::Targets::load(&tmp.path().join("targets/train.safetensors")).unwrap();
+    assert_eq!(t.logits.dims(), &[240, 2]);
+    assert_eq!(t.hidden.keys().copied().collect::<Vec<_>>(), vec![0, 2]);
+    assert_eq!(t.hidden[&2].dims(), &[240, 32]);
+    assert_eq!(t.fingerprint.hidden_layers, vec![0, 2]);
+    // A layer the teacher does not have is an error naming it.
+    let bad = distill(&["teacher", "configs/tiny.yaml", "--set", &out, "--set", "teacher.hidden_layers=[7]"]);
+    fails_with(&bad, &["teacher.hidden_layers", "layer 7"]);
+}

@@ -1,0 +1,40 @@
+//! Every shipped config parses and validates, and names a GLUE task whose reader exists.
+
+use std::path::Path;
+
+#[test]
+fn every_shipped_config_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "yaml") {
+            let cfg = distill::config::load(&p, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+            cfg.task_spec().unwrap();
+            n += 1;
+        }
+    }
+    assert!(n >= 10, "expected the nine GLUE configs and tiny.yaml, found {n}");
+}
+
+#[test]
+fn overrides_and_environment_expansion() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.yaml");
+    std::fs::write(
+        &p,
+        "task: sst2\noutput_dir: ${DISTILL_TEST_OUT:-runs/default}\ndata: {dir: d}\nteacher: {model: m}\nstudent: {tokenizer: v.txt}\n",
+    )
+    .unwrap();
+    let c = distill::config::load(&p, &[]).unwrap();
+    assert_eq!(c.output_dir, Path::new("runs/default"));
+    assert_eq!(c.train.epochs, 4);
+    let c = distill::config::load(
+        &p,
+        &["train.epochs=2".into(), "teacher.hidden_layers=[1, 3]".into(), "distill.alpha_kd=0".into()],
+    )
+    .unwrap();
+    assert_eq!(c.train.epochs, 2);
+    assert_eq!(c.teacher.hidden_layers, vec![1, 3]);
+    assert_eq!(c.distill.alpha_kd, 0.0);
+}
