@@ -30,7 +30,9 @@ pub struct BenchArgs {
 }
 
 fn random_batch(b: usize, s: usize, vocab: usize, rng: &mut StdRng) -> Result<Batch> {
-    let ids: Vec<u32> = (0..b * s).map(|_| rng.random_range(1000..vocab as u32)).collect();
+    let ids: Vec<u32> = (0..b * s)
+        .map(|_| rng.random_range(1000..vocab as u32))
+        .collect();
     Ok(Batch {
         input_ids: Tensor::from_vec(ids, (b, s), &Device::Cpu)?,
         token_type_ids: Tensor::zeros((b, s), candle_core::DType::U32, &Device::Cpu)?,
@@ -48,9 +50,11 @@ pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|k| k.parse::<f64>().ok())
+            })
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
@@ -58,8 +62,15 @@ pub fn peak_rss_mib() -> f64 {
 fn train_steps(model: &Classifier, b: usize, s: usize, steps: usize) -> Result<serde_json::Value> {
     let mut rng = StdRng::seed_from_u64(1);
     let batch = random_batch(b, s, model.config.vocab_size, &mut rng)?;
-    let labels = Tensor::from_vec((0..b as u32).map(|i| i % 2).collect::<Vec<_>>(), b, &Device::Cpu)?;
-    let cfg = student::optim::AdamWConfig { total_steps: 1000, ..Default::default() };
+    let labels = Tensor::from_vec(
+        (0..b as u32).map(|i| i % 2).collect::<Vec<_>>(),
+        b,
+        &Device::Cpu,
+    )?;
+    let cfg = student::optim::AdamWConfig {
+        total_steps: 1000,
+        ..Default::default()
+    };
     let mut opt = student::optim::AdamW::new(model.named_vars(), cfg)?;
     let (mut fwd, mut bwd, mut upd) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..=steps {
@@ -127,7 +138,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let mut train = Vec::new();
     for s in [128, 64] {
         let r = train_steps(&student, 32, s, a.steps)?;
-        eprintln!("student train b32 s{s}: {:.0} tokens/s ({r})", r["tokens_per_s"].as_f64().unwrap_or(0.0));
+        eprintln!(
+            "student train b32 s{s}: {:.0} tokens/s ({r})",
+            r["tokens_per_s"].as_f64().unwrap_or(0.0)
+        );
         train.push(r);
     }
     results.insert("student_train".into(), train.into());

@@ -286,9 +286,17 @@ impl Plan {
             let files = ModelSource::parse(&s.init, &s.revision)
                 .resolve(false)
                 .context("student.init")?;
-            Classifier::load(&files, Some(n), self.cfg.seed, &self.device)
-                .context("student.init")?
-                .0
+            // A student trained on another task (e.g. MNLI before RTE) keeps its encoder; its head is
+            // re-initialised when the label count differs.
+            let (m, report) = Classifier::load_reinit_head(&files, n, self.cfg.seed, &self.device)
+                .context("student.init")?;
+            if !report.has_head {
+                eprintln!(
+                    "student: {} has no head for this task; starting a new one",
+                    s.init
+                );
+            }
+            m
         };
         tok.check_vocab(model.config.vocab_size, Path::new("student"))
             .context("student.tokenizer")?;

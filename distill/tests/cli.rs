@@ -156,6 +156,20 @@ fn tiny_run_end_to_end_then_fresh_stages_are_skipped() {
         assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-5);
     }
 
+    // A new run can start its student from this export (its tokenizer comes along).
+    let b = tmp.path().join("from-export");
+    let o = run_tiny(
+        &b,
+        &[
+            "--set",
+            &format!("student.init={}", export.display()),
+            "--set",
+            "student.tokenizer=null",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(b.join("export/model.safetensors").is_file());
+
     // A failing run leaves the good export untouched.
     let before = std::fs::read(export.join("model.safetensors")).unwrap();
     let bad = run_tiny(&out, &["--set", "data.dir=/nonexistent/glue"]);
@@ -314,6 +328,13 @@ fn targets_cache_pooled_hidden_states_of_chosen_layers() {
     assert_eq!(t.hidden[&2].dims(), &[240, 32]);
     assert_eq!(t.fingerprint.hidden_layers, vec![0, 2]);
     // A layer the teacher does not have is an error naming it.
-    let bad = distill(&["teacher", "configs/tiny.yaml", "--set", &out, "--set", "teacher.hidden_layers=[7]"]);
+    let bad = distill(&[
+        "teacher",
+        "configs/tiny.yaml",
+        "--set",
+        &out,
+        "--set",
+        "teacher.hidden_layers=[7]",
+    ]);
     fails_with(&bad, &["teacher.hidden_layers", "layer 7"]);
 }

@@ -9,12 +9,16 @@ fn every_shipped_config_is_valid() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let p = entry.unwrap().path();
         if p.extension().is_some_and(|e| e == "yaml") {
-            let cfg = distill::config::load(&p, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+            let cfg =
+                distill::config::load(&p, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
             cfg.task_spec().unwrap();
             n += 1;
         }
     }
-    assert!(n >= 10, "expected the nine GLUE configs and tiny.yaml, found {n}");
+    assert!(
+        n >= 10,
+        "expected the nine GLUE configs and tiny.yaml, found {n}"
+    );
 }
 
 #[test]
@@ -31,7 +35,11 @@ fn overrides_and_environment_expansion() {
     assert_eq!(c.train.epochs, 4);
     let c = distill::config::load(
         &p,
-        &["train.epochs=2".into(), "teacher.hidden_layers=[1, 3]".into(), "distill.alpha_kd=0".into()],
+        &[
+            "train.epochs=2".into(),
+            "teacher.hidden_layers=[1, 3]".into(),
+            "distill.alpha_kd=0".into(),
+        ],
     )
     .unwrap();
     assert_eq!(c.train.epochs, 2);

@@ -128,6 +128,27 @@ impl Classifier {
         seed: u64,
         device: &Device,
     ) -> Result<(Self, LoadReport)> {
+        Self::load_with(files, num_labels, seed, device, false)
+    }
+
+    /// `load`, but a task head with another label count is dropped (left freshly initialised) instead of
+    /// refused: for starting a student from a model trained on another task.
+    pub fn load_reinit_head(
+        files: &ModelFiles,
+        num_labels: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<(Self, LoadReport)> {
+        Self::load_with(files, Some(num_labels), seed, device, true)
+    }
+
+    fn load_with(
+        files: &ModelFiles,
+        num_labels: Option<usize>,
+        seed: u64,
+        device: &Device,
+        reinit_head: bool,
+    ) -> Result<(Self, LoadReport)> {
         let config = EncoderConfig::from_file(&files.config)?;
         let ckpt_labels = config.num_labels.or(match config.labels().len() {
             0 => None,
@@ -135,7 +156,17 @@ impl Classifier {
         });
         let n = num_labels.or(ckpt_labels).unwrap_or(2);
         let model = Self::new(&config, n, seed, device)?;
-        let tensors = files.read_tensors(device)?;
+        let mut tensors = files.read_tensors(device)?;
+        if reinit_head {
+            let heads = Head::task_tensor_names(model.config.kind());
+            let mismatched = model.named_vars().iter().any(|(name, var)| {
+                heads.contains(&name.as_str())
+                    && tensors.get(name).is_some_and(|t| t.dims() != var.dims())
+            });
+            if mismatched {
+                tensors.retain(|k, _| !heads.contains(&k.as_str()));
+            }
+        }
         let report = model.assign(tensors, &files.weights_label())?;
         Ok((model, report))
     }

@@ -232,3 +232,32 @@ fn tokenizer_vocab_larger_than_embedding_is_refused() {
     let err = t.check_vocab(10, Path::new("m")).unwrap_err().to_string();
     assert!(err.contains("10 rows"), "{err}");
 }
+
+#[test]
+fn a_head_for_another_label_count_can_be_reinitialised() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_checkpoint(dir.path(), &tiny_config(), Some(3), 1).unwrap();
+    let files = ModelSource::Local(dir.path().into())
+        .resolve(false)
+        .unwrap();
+    let (m, report) = Classifier::load_reinit_head(&files, 2, 0, &Device::Cpu).unwrap();
+    assert!(!report.has_head);
+    assert_eq!(m.num_labels, 2);
+    // The encoder weights are the checkpoint's.
+    let (full, _) = Classifier::load(&files, None, 0, &Device::Cpu).unwrap();
+    let name = "bert.encoder.layer.0.attention.self.query.weight";
+    let get = |c: &Classifier| {
+        c.named_vars()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .unwrap()
+            .1
+    };
+    assert_eq!(
+        get(&m).as_tensor().to_vec2::<f32>().unwrap(),
+        get(&full).as_tensor().to_vec2::<f32>().unwrap()
+    );
+    // Same label count: the head is kept.
+    let (_, report) = Classifier::load_reinit_head(&files, 3, 0, &Device::Cpu).unwrap();
+    assert!(report.has_head);
+}
