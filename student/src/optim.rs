@@ -206,7 +206,7 @@ impl AdamW {
         );
         let tmp = path.with_extension("tmp");
         candle_core::safetensors::save(&t, &tmp)?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        Ok(teacher::commit_file(&tmp, path)?)
     }
 
     /// Restores moments and step saved by `save`; every parameter must be present with its shape.

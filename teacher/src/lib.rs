@@ -48,6 +48,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    drop(f);
+    commit_file(&tmp, path)
+}
+
+/// Makes a finished temporary file durable (fsync) and moves it over `path` in one rename; on failure the
+/// temporary file is removed and `path` keeps its old contents.
+pub fn commit_file(tmp: &Path, path: &Path) -> Result<()> {
+    let synced = std::fs::File::open(tmp).and_then(|f| f.sync_all());
+    let result = synced
+        .map_err(|e| Error::io(tmp, e))
+        .and_then(|_| std::fs::rename(tmp, path).map_err(|e| Error::io(path, e)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    result
 }

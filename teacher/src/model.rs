@@ -290,7 +290,7 @@ impl Classifier {
         let weights = dir.join("model.safetensors");
         let tmp = dir.join(".model.safetensors.tmp");
         candle_core::safetensors::save(&tensors, &tmp)?;
-        std::fs::rename(&tmp, &weights).map_err(|e| Error::io(&weights, e))?;
+        crate::commit_file(&tmp, &weights)?;
 
         let mut cfg = self.config.clone();
         cfg.num_labels = Some(self.num_labels);

@@ -110,13 +110,15 @@ impl Targets {
         let meta =
             serde_json::to_string(&self.fingerprint).map_err(|e| Error::Msg(e.to_string()))?;
         let tmp = path.with_extension("safetensors.tmp");
-        safetensors::serialize_to_file(
+        if let Err(e) = safetensors::serialize_to_file(
             tensors,
             Some(HashMap::from([(META_KEY.to_string(), meta)])),
             &tmp,
-        )
-        .map_err(|e| Error::file(&tmp, e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        ) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::file(&tmp, e.to_string()));
+        }
+        crate::commit_file(&tmp, path)
     }
 
     /// Reads a target file written by `save`.

@@ -8,7 +8,7 @@ use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{Tokenizer, TruncationParams, TruncationStrategy};
+use tokenizers::{AddedToken, Tokenizer, TruncationParams, TruncationStrategy};
 
 use crate::{Error, Result};
 
@@ -158,6 +158,13 @@ fn wordpiece_from_vocab(path: &Path, lowercase: bool) -> std::result::Result<Tok
         ("[CLS]".into(), cls),
     )));
     tok.with_decoder(Some(tokenizers::decoders::wordpiece::WordPiece::default()));
+    // As BertTokenizerFast does: special tokens written in the text stay whole (`a [SEP] b`).
+    let specials: Vec<AddedToken> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .iter()
+        .filter(|t| tok.token_to_id(t).is_some())
+        .map(|t| AddedToken::from(t.to_string(), true))
+        .collect();
+    tok.add_special_tokens(&specials);
     Ok(tok)
 }
 
