@@ -150,14 +150,11 @@ fn replace_line(text: &str, n: usize, new: &str) -> String {
     lines.join("\n") + "\n"
 }
 
-/// Which earlier outputs must survive the failed command.
-enum Keep {
-    Nothing,
-    /// Every regular file under the folder, byte for byte.
-    All(PathBuf),
-    /// Every file except `stamp.json` and the `last/` resume checkpoints (cases that reach the
-    /// student stage, where those are rewritten before the failure: see the `stamp_*` cases).
-    Artifacts(PathBuf),
+/// Which earlier outputs must survive the failed command: every regular file under `dir`, byte for
+/// byte, except files or folders named in `skip`.
+struct Keep {
+    dir: PathBuf,
+    skip: Vec<&'static str>,
 }
 
 struct Case {
@@ -165,7 +162,7 @@ struct Case {
     env: Vec<(String, String)>,
     cwd: Option<PathBuf>,
     expect: Vec<String>,
-    keep: Keep,
+    keep: Option<Keep>,
     succeed: bool,
 }
 
@@ -176,7 +173,7 @@ impl Case {
             env: Vec::new(),
             cwd: None,
             expect: Vec::new(),
-            keep: Keep::Nothing,
+            keep: None,
             succeed: false,
         }
     }
@@ -193,14 +190,22 @@ impl Case {
         self
     }
     fn keep(mut self, dir: PathBuf) -> Self {
-        self.keep = Keep::All(dir);
+        self.keep = Some(Keep {
+            dir,
+            skip: Vec::new(),
+        });
         self
     }
-    fn artifacts_only(mut self) -> Self {
-        if let Keep::All(d) = self.keep {
-            self.keep = Keep::Artifacts(d);
-        }
+    /// Files the command may legitimately rewrite (before it fails) are not compared.
+    fn except(mut self, names: &[&'static str]) -> Self {
+        self.keep.as_mut().unwrap().skip.extend_from_slice(names);
         self
+    }
+    /// For cases that reach the student stage: `stamp.json` and the `last/` resume checkpoints are
+    /// rewritten/deleted before the failure today (a bug covered by the `stamp_*` tests); the models,
+    /// exports, targets and reports must still be untouched.
+    fn artifacts_only(self) -> Self {
+        self.except(&["stamp.json", "last"])
     }
     fn succeed(mut self) -> Self {
         self.succeed = true;
@@ -236,8 +241,8 @@ fn on_fresh(sb: &Sb, sub: &str, sets: &[&str]) -> Case {
     Case::new(&args)
 }
 
-fn snapshot(dir: &Path, artifacts_only: bool) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(base: &Path, dir: &Path, only: bool, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+fn snapshot(dir: &Path, skip: &[&str]) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<PathBuf, Vec<u8>>) {
         let Ok(rd) = std::fs::read_dir(dir) else {
             return;
         };
@@ -246,21 +251,18 @@ fn snapshot(dir: &Path, artifacts_only: bool) -> BTreeMap<PathBuf, Vec<u8>> {
             let ft = e.file_type().unwrap(); // does not follow symlinks (/dev/full links are skipped)
             let path = e.path();
             let rel = path.strip_prefix(base).unwrap().to_path_buf();
-            if only
-                && (rel.file_name().is_some_and(|n| n == "stamp.json")
-                    || rel.components().any(|c| c.as_os_str() == "last"))
-            {
+            if rel.components().any(|c| skip.iter().any(|s| c.as_os_str() == *s)) {
                 continue;
             }
             if ft.is_dir() {
-                walk(base, &path, only, out);
+                walk(base, &path, skip, out);
             } else if ft.is_file() {
                 out.insert(rel, std::fs::read(&path).unwrap());
             }
         }
     }
     let mut out = BTreeMap::new();
-    walk(dir, dir, artifacts_only, &mut out);
+    walk(dir, dir, skip, &mut out);
     out
 }
 
@@ -273,17 +275,9 @@ fn tail(s: &str, n: usize) -> &str {
 }
 
 fn check(name: &str, c: Case) {
-    let before = match &c.keep {
-        Keep::Nothing => None,
-        Keep::All(d) => Some((d.clone(), false, snapshot(d, false))),
-        Keep::Artifacts(d) => Some((d.clone(), true, snapshot(d, true))),
-    };
-    if let Some((d, _, snap)) = &before {
-        assert!(
-            !snap.is_empty(),
-            "[{name}] nothing to keep in {}",
-            d.display()
-        );
+    let before = c.keep.as_ref().map(|k| snapshot(&k.dir, &k.skip));
+    if let (Some(k), Some(snap)) = (&c.keep, &before) {
+        assert!(!snap.is_empty(), "[{name}] nothing to keep in {}", k.dir.display());
     }
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_distill"));
     cmd.args(&c.args)
@@ -323,8 +317,8 @@ fn check(name: &str, c: Case) {
             "[{name}] the output lacks `{n}`: distill {args}\n{t}"
         );
     }
-    if let Some((dir, only, snap)) = before {
-        let after = snapshot(&dir, only);
+    if let (Some(k), Some(snap)) = (&c.keep, before) {
+        let after = snapshot(&k.dir, &k.skip);
         let changed: Vec<String> = snap
             .iter()
             .filter(|(k, v)| after.get(*k) != Some(*v))
@@ -460,11 +454,16 @@ cases! {
     };
     yaml_whole_document_is_a_list: |sb| {
         let c = sb.write("c.yaml", "- task: sst2\n- output_dir: x\n");
-        with_config(&sb, "run", &c, &[]).expect(&["c.yaml", "sequence"])
+        Case::new(&["run", &c]).expect(&["c.yaml", "sequence"])
     };
     yaml_whole_document_is_a_string: |sb| {
         let c = sb.write("c.yaml", "just some words\n");
-        with_config(&sb, "run", &c, &[]).expect(&["c.yaml", "invalid type"])
+        Case::new(&["run", &c]).expect(&["c.yaml", "invalid type"])
+    };
+    #[ignore = "bug: with any --set, a config whose top level is not a mapping reports only `--set output_dir=…: `` is not a mapping` (no config file, empty key)"]
+    yaml_whole_document_is_a_list_with_set: |sb| {
+        let c = sb.write("c.yaml", "- task: sst2\n- output_dir: x\n");
+        with_config(&sb, "run", &c, &[]).expect(&["c.yaml"])
     };
     yaml_bad_indentation: |sb| {
         let c = sb.write("c.yaml", tiny_yaml().replace("  max_seq_len: 32", "      max_seq_len: 32"));
@@ -1055,26 +1054,14 @@ cases! {
         // Every stage is fresh; the last write (timings.json, via a temporary file) hits ENOSPC.
         let out = sb.good();
         sb.full("out/.timings.json.tmp");
-        on_good(&sb, "run", &[]).expect(&[&out.join(".timings.json.tmp").display().to_string(), "No space left on device"])
+        on_good(&sb, "run", &[])
+            .expect(&[&out.join(".timings.json.tmp").display().to_string(), "No space left on device"])
+            .except(&["report.json", "report.md"]) // compare always reruns and rewrites its report
     };
     disk_full_writing_the_report: |sb| {
         let out = sb.good();
         sb.full("out/.report.json.tmp");
         on_good(&sb, "compare", &[]).expect(&[&out.join(".report.json.tmp").display().to_string(), "No space left on device"])
-    };
-    disk_full_rebuilding_targets: |sb| {
-        // A new hidden layer makes the target cache stale; its rewrite hits ENOSPC; the old cache stays.
-        let out = sb.good();
-        sb.full("out/targets/train.safetensors.tmp");
-        on_good(&sb, "teacher", &["teacher.hidden_layers=[1]"])
-            .expect(&[&out.join("targets/train.safetensors.tmp").display().to_string(), "No space left"])
-    };
-    disk_full_saving_the_best_student: |sb| {
-        let out = sb.good();
-        sb.full("out/student/best/.model.safetensors.tmp");
-        on_good(&sb, "train", &["train.epochs=2"])
-            .expect(&[&out.join("student/best/.model.safetensors.tmp").display().to_string()])
-            .artifacts_only()
     };
     disk_full_writing_the_metrics_log: |sb| {
         let out = sb.good();
@@ -1082,6 +1069,7 @@ cases! {
         on_good(&sb, "train", &["train.epochs=2"])
             .expect(&[&out.join("student/metrics.jsonl").display().to_string(), "No space left on device"])
             .artifacts_only()
+            .except(&["metrics.jsonl"])
     };
     #[ignore = "bug: a failed retrain rewrites student/stamp.json (and deletes student/last) before failing"]
     stamp_untouched_by_a_failed_retrain: |sb| on_good(&sb, "train", &["student.num_heads=5"]).expect(&["num_attention_heads 5"]);
@@ -1250,6 +1238,152 @@ fn usage_errors_exit_2_without_panicking() {
         assert!(
             !t.contains("panicked") && t.contains(needle),
             "{args:?}: {t}"
+        );
+    }
+}
+
+// ---------------- a real full disk: a small tmpfs in a user + mount namespace ----------------
+//
+// `unshare -Urm` gives an unprivileged process its own mount namespace, where it may mount a tmpfs of a
+// chosen size. A copy of the good run is put on a tmpfs with only `free_kb` to spare and the command
+// runs there with `output_dir` on it, so every write path (safetensors temp files included) meets a
+// real ENOSPC. The tmpfs is copied back afterwards for inspection. Where user namespaces are not
+// available (some CI containers), these tests print a note and pass.
+
+const TMPFS_SCRIPT: &str = r#"
+mount -t tmpfs -o "size=${SIZE_KB}k" none "$MNT" || exit 90
+cp -a "$GOOD/." "$MNT/" || exit 91
+echo TMPFS-READY >&2
+"$BIN" "$@"
+rc=$?
+cp -a "$MNT/." "$BACK/"
+exit $rc
+"#;
+
+/// `need_path`: the message must name the file being written (the tmpfs path), not only the errno.
+fn tmpfs_run(
+    name: &str,
+    free_kb: u64,
+    sub: &str,
+    sets: &[&str],
+    expect: &[&str],
+    need_path: bool,
+) {
+    let probe = Command::new("unshare").args(["-Urm", "true"]).output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("[{name}] skipped: `unshare -Urm` is not available here");
+        return;
+    }
+    let sb = Sb::new();
+    let good = sb.good();
+    // tmpfs counts whole 4 KiB pages per file.
+    let used_kb: u64 = snapshot(&good, &[])
+        .values()
+        .map(|b| (b.len() as u64).div_ceil(4096) * 4)
+        .sum();
+    for d in ["mnt", "back"] {
+        std::fs::create_dir_all(sb.p(d)).unwrap();
+    }
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-Urm", "sh", "-c", TMPFS_SCRIPT, "sh", sub, "configs/tiny.yaml", "--set"])
+        .arg(format!("output_dir={}", sb.s("mnt")));
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let o = cmd
+        .env("SIZE_KB", (used_kb + free_kb).to_string())
+        .env("MNT", sb.p("mnt"))
+        .env("GOOD", &good)
+        .env("BACK", sb.p("back"))
+        .env("BIN", env!("CARGO_BIN_EXE_distill"))
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let t = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    if !t.contains("TMPFS-READY") {
+        eprintln!("[{name}] skipped: could not mount a tmpfs ({:?}): {t}", o.status.code());
+        return;
+    }
+    assert!(!t.contains("panicked"), "[{name}] panic:\n{t}");
+    assert_eq!(o.status.code(), Some(1), "[{name}] expected exit code 1 ({free_kb} KiB free):\n{t}");
+    for n in expect {
+        assert!(t.contains(n), "[{name}] the output lacks `{n}` ({free_kb} KiB free):\n{t}");
+    }
+    if need_path {
+        let msg: Vec<&str> = t.lines().filter(|l| l.starts_with("error:")).collect();
+        assert!(
+            msg.iter().any(|l| l.contains(&sb.s("mnt"))),
+            "[{name}] the error names no file ({free_kb} KiB free):\n{t}"
+        );
+    }
+    let skip = ["stamp.json", "last", "metrics.jsonl"];
+    let before = snapshot(&good, &skip);
+    let after = snapshot(&sb.p("back"), &skip);
+    let changed: Vec<_> = before
+        .iter()
+        .filter(|(k, v)| after.get(*k) != Some(*v))
+        .map(|(k, _)| k.display().to_string())
+        .collect();
+    assert!(changed.is_empty(), "[{name}] good outputs lost on a full disk: {changed:?}\n{t}");
+}
+
+#[test]
+fn disk_full_tmpfs_retraining_the_student_loses_nothing() {
+    for free_kb in [8, 48, 120, 200, 320] {
+        tmpfs_run(
+            "disk_full_tmpfs_retraining_the_student_loses_nothing",
+            free_kb,
+            "train",
+            &["train.epochs=2"],
+            &["No space left on device"],
+            false,
+        );
+    }
+}
+
+#[test]
+#[ignore = "bug: ENOSPC while saving safetensors (model.save / AdamW::save) reports `I/O error: No space left on device (os error 28): …` without the file"]
+fn disk_full_tmpfs_retraining_the_student_names_the_file() {
+    for free_kb in [8, 120, 320] {
+        tmpfs_run(
+            "disk_full_tmpfs_retraining_the_student_names_the_file",
+            free_kb,
+            "train",
+            &["train.epochs=2"],
+            &["No space left on device"],
+            true,
+        );
+    }
+}
+
+#[test]
+fn disk_full_tmpfs_rebuilding_targets() {
+    for free_kb in [4, 16] {
+        tmpfs_run(
+            "disk_full_tmpfs_rebuilding_targets",
+            free_kb,
+            "teacher",
+            &["teacher.hidden_layers=[1]"],
+            &["No space left on device"],
+            true,
+        );
+    }
+}
+
+#[test]
+fn disk_full_tmpfs_exporting() {
+    for free_kb in [4, 60, 120] {
+        tmpfs_run(
+            "disk_full_tmpfs_exporting",
+            free_kb,
+            "export",
+            &[],
+            &["No space left on device"],
+            true,
         );
     }
 }
