@@ -29,6 +29,33 @@ pub struct RunConfig {
     pub distill: DistillConfig,
     #[serde(default)]
     pub train: TrainSection,
+    /// The grid `distill sweep` searches.
+    #[serde(default)]
+    pub sweep: SweepConfig,
+}
+
+/// Hyper-parameter grid for `distill sweep` (default: the RoBERTa-tiny recipe's grid).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SweepConfig {
+    pub batch_size: Vec<usize>,
+    pub learning_rate: Vec<f64>,
+    /// Student seeds per grid point (empty: the run's `seed`); results are reported as mean ± std.
+    pub seeds: Vec<u64>,
+    /// Successive halving: train every trial for a quarter of its updates, keep the better half, train
+    /// those to half, keep the better half, finish those.
+    pub halving: bool,
+}
+
+impl Default for SweepConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: vec![8, 16, 32, 64, 128],
+            learning_rate: vec![3e-4, 1e-4, 5e-5, 3e-5],
+            seeds: Vec::new(),
+            halving: false,
+        }
+    }
 }
 
 fn default_seed() -> u64 {
@@ -417,6 +444,17 @@ impl RunConfig {
         ] {
             check(v != Some(0), key, "must be positive")?;
         }
+        let w = &self.sweep;
+        check(
+            !w.batch_size.is_empty() && w.batch_size.iter().all(|&b| b > 0),
+            "sweep.batch_size",
+            "must list positive batch sizes",
+        )?;
+        check(
+            !w.learning_rate.is_empty() && w.learning_rate.iter().all(|&l| l > 0.0 && l < 1.0),
+            "sweep.learning_rate",
+            "must list learning rates within (0, 1)",
+        )?;
         if s.init == "random" && s.tokenizer.is_none() {
             bail!("student.tokenizer: required when student.init is `random` (a vocab.txt or tokenizer.json)");
         }

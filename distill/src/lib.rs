@@ -8,6 +8,8 @@
 pub mod bench;
 pub mod config;
 pub mod encode;
+pub mod glue;
 pub mod pipeline;
 pub mod predict;
 pub mod report;
+pub mod sweep;

@@ -6,13 +6,12 @@
 )]
 
 use std::path::PathBuf;
-use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use distill::pipeline::{self, tokenise, Plan};
-use distill::{bench, config, encode, predict, report};
+use distill::pipeline::Plan;
+use distill::{bench, config, encode, glue, predict, report, sweep};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +43,10 @@ enum Command {
     Train(ConfigArgs),
     /// Evaluate teacher and student on the dev set and write report.json / report.md.
     Compare(ConfigArgs),
+    /// Search the `sweep:` grid (batch size × learning rate × seeds) over one teacher; keeps the best.
+    Sweep(ConfigArgs),
+    /// Run a list of GLUE tasks and write the teacher/student table and test-set submission files.
+    Glue(glue::GlueArgs),
     /// Write the best student as a Hugging Face folder.
     Export {
         #[command(flatten)]
@@ -60,7 +63,26 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// glibc returns big freed buffers to the kernel at once and page-faults them back on the next
+/// allocation; training allocates tensors of the same sizes every step, so that churn cost about a third
+/// of the run time here. Keep freed memory in the process instead (measured in BENCHMARKS.md).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only changes glibc malloc parameters; it is called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() {
+    if std::env::var_os("DISTILL_DEFAULT_MALLOC").is_none() {
+        tune_allocator();
+    }
     let cli = Cli::parse();
     if let Err(e) = dispatch(cli.command) {
         eprintln!("error: {e:#}");
@@ -75,76 +97,22 @@ fn plan(args: &ConfigArgs) -> Result<Plan> {
 fn dispatch(cmd: Command) -> Result<()> {
     match cmd {
         Command::Run(a) => {
-            let p = plan(&a)?;
-            let mut times = serde_json::Map::new();
-            let mut timed = |name: &str, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
-                let t0 = Instant::now();
-                f()?;
-                let s = t0.elapsed().as_secs_f64();
-                eprintln!("== {name}: {s:.1} s");
-                times.insert(name.into(), s.into());
-                Ok(())
-            };
-            timed("teacher", &mut || p.teacher().map(|_| ()))?;
-            timed("train", &mut || p.train().map(|_| ()))?;
-            timed("compare", &mut || compare(&p))?;
-            timed("export", &mut || p.export(None).map(|_| ()))?;
-            let text = serde_json::to_string_pretty(&times)?;
-            teacher::write_atomic(&p.out.join("timings.json"), text.as_bytes())?;
+            let report = plan(&a)?.run_all()?;
+            println!("{}", report.markdown());
             Ok(())
         }
         Command::Teacher(a) => plan(&a)?.teacher().map(|_| ()),
+        Command::Sweep(a) => sweep::run(&plan(&a)?).map(|_| ()),
+        Command::Glue(a) => glue::run(&a).map(|_| ()),
         Command::Train(a) => plan(&a)?.train().map(|_| ()),
-        Command::Compare(a) => compare(&plan(&a)?),
+        Command::Compare(a) => {
+            let report = report::compare(&plan(&a)?)?;
+            println!("{}", report.markdown());
+            Ok(())
+        }
         Command::Export { args, out } => plan(&args)?.export(out).map(|_| ()),
         Command::Predict(a) => predict::run(&a),
         Command::Encode(a) => encode::run(&a),
         Command::Bench(a) => bench::run(&a),
     }
-}
-
-/// Scores teacher and student on dev with the same metric code and writes the report.
-fn compare(p: &Plan) -> Result<()> {
-    let (_, dev) = p.read_data()?;
-    let (t_model, t_tok, t_files) = p.teacher_model()?;
-    let t_dev = tokenise(&t_tok, &dev)?;
-    let bs = p.cfg.teacher.batch_size;
-    let (t_logits, t_speed) = pipeline::timed_logits(&t_model, &t_dev.ids, t_tok.pad_id(), bs)?;
-    let t_scores = student::eval::score(&t_logits, &t_dev.labels, p.spec.metric)?;
-
-    let best = p.student_dir().join("best");
-    let s_files = teacher::ModelSource::Local(best.clone())
-        .resolve(false)
-        .with_context(|| "no trained student: run `distill train` first".to_string())?;
-    let (s_model, _) =
-        teacher::Classifier::load(&s_files, Some(p.spec.num_outputs()), p.cfg.seed, &p.device)?;
-    let s_tok = p.student_tokenizer()?;
-    let s_dev = tokenise(&s_tok, &dev)?;
-    let (s_logits, s_speed) = pipeline::timed_logits(&s_model, &s_dev.ids, s_tok.pad_id(), bs)?;
-    let s_scores = student::eval::score(&s_logits, &s_dev.labels, p.spec.metric)?;
-
-    let report = report::Report {
-        task: p.spec.name.clone(),
-        dev_examples: dev.len(),
-        device: format!("{:?}", p.device),
-        retained_percent: 100.0 * s_scores.main / t_scores.main,
-        agreement: student::eval::agreement(&t_logits, &s_logits)?,
-        teacher: report::ModelSummary {
-            name: format!("teacher ({})", p.cfg.teacher.model),
-            dev: t_scores,
-            parameters: t_model.num_parameters(),
-            size_bytes: t_files.weights_size(),
-            examples_per_second: t_speed,
-        },
-        student: report::ModelSummary {
-            name: "student".into(),
-            dev: s_scores,
-            parameters: s_model.num_parameters(),
-            size_bytes: s_files.weights_size(),
-            examples_per_second: s_speed,
-        },
-    };
-    report.write(&p.out)?;
-    println!("{}", report.markdown());
-    Ok(())
 }

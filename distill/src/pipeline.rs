@@ -25,6 +25,12 @@ pub struct Plan {
     pub spec: TaskSpec,
     pub device: Device,
     pub out: PathBuf,
+    /// Where the teacher's fine-tuned copy and targets live: `out` itself, or the parent run of a sweep
+    /// trial (trials share one teacher).
+    pub teacher_out: PathBuf,
+    /// Seed of the student's initialisation, batch order and dropout (a sweep varies it; data subsets
+    /// and the teacher keep `cfg.seed`).
+    pub student_seed: u64,
 }
 
 /// Tokenised examples and their labels.
@@ -40,11 +46,38 @@ impl Plan {
         let out = cfg.output_dir.clone();
         std::fs::create_dir_all(&out).with_context(|| format!("output_dir {}", out.display()))?;
         Ok(Self {
+            student_seed: cfg.seed,
             cfg,
             spec,
             device,
+            teacher_out: out.clone(),
             out,
         })
+    }
+
+    /// Every stage in order, timing each (written to `timings.json`); returns the comparison report.
+    pub fn run_all(&self) -> Result<crate::report::Report> {
+        let mut times = serde_json::Map::new();
+        let mut timed = |name: &str, t0: Instant| {
+            let s = t0.elapsed().as_secs_f64();
+            eprintln!("== {name}: {s:.1} s");
+            times.insert(name.into(), s.into());
+        };
+        let t0 = Instant::now();
+        self.teacher()?;
+        timed("teacher", t0);
+        let t0 = Instant::now();
+        self.train()?;
+        timed("train", t0);
+        let t0 = Instant::now();
+        let report = crate::report::compare(self)?;
+        timed("compare", t0);
+        let t0 = Instant::now();
+        self.export(None)?;
+        timed("export", t0);
+        let text = serde_json::to_string_pretty(&times)?;
+        teacher::write_atomic(&self.out.join("timings.json"), text.as_bytes())?;
+        Ok(report)
     }
 
     /// Training examples (a seeded subset when `data.max_train_examples` is set) and dev examples.
@@ -80,11 +113,11 @@ impl Plan {
     }
 
     fn teacher_dir(&self) -> PathBuf {
-        self.out.join("teacher").join("model")
+        self.teacher_out.join("teacher").join("model")
     }
 
     fn targets_path(&self) -> PathBuf {
-        self.out.join("targets").join("train.safetensors")
+        self.teacher_out.join("targets").join("train.safetensors")
     }
 
     /// The teacher ready for the task: the checkpoint itself when it has a head, else the fine-tuned copy
@@ -109,7 +142,7 @@ impl Plan {
             "labels": self.labels(),
         });
         let dir = self.teacher_dir();
-        let stage = self.out.join("teacher");
+        let stage = self.teacher_out.join("teacher");
         match check_stamp(&stage, &stamp) {
             Freshness::Fresh if dir.join("model.safetensors").is_file() => {
                 eprintln!("teacher: fine-tuned teacher in {} is fresh", dir.display());
@@ -281,15 +314,16 @@ impl Plan {
                 c.attention_probs_dropout_prob = p;
             }
             c.check().map_err(|e| anyhow!("student: {e}"))?;
-            Classifier::new(&c, n, self.cfg.seed, &self.device)?
+            Classifier::new(&c, n, self.student_seed, &self.device)?
         } else {
             let files = ModelSource::parse(&s.init, &s.revision)
                 .resolve(false)
                 .context("student.init")?;
             // A student trained on another task (e.g. MNLI before RTE) keeps its encoder; its head is
             // re-initialised when the label count differs.
-            let (m, report) = Classifier::load_reinit_head(&files, n, self.cfg.seed, &self.device)
-                .context("student.init")?;
+            let (m, report) =
+                Classifier::load_reinit_head(&files, n, self.student_seed, &self.device)
+                    .context("student.init")?;
             if !report.has_head {
                 eprintln!(
                     "student: {} has no head for this task; starting a new one",
@@ -316,6 +350,22 @@ impl Plan {
 
     /// Stage 2: trains the student on the task loss and the teacher's targets.
     pub fn train(&self) -> Result<student::TrainReport> {
+        self.train_until(&|_| false)
+    }
+
+    /// Updates a full run of this config makes.
+    pub fn planned_steps(&self, n_train: usize) -> usize {
+        let t = &self.cfg.train;
+        let total = n_train.div_ceil(t.batch_size) * t.epochs;
+        if t.max_steps > 0 {
+            total.min(t.max_steps)
+        } else {
+            total
+        }
+    }
+
+    /// `train`, pausing (resumably) once `stop(step)` is true.
+    pub fn train_until(&self, stop: &dyn Fn(usize) -> bool) -> Result<student::TrainReport> {
         let d = &self.cfg.distill;
         let targets = if d.alpha_kd > 0.0 {
             let path = self.targets_path();
@@ -345,15 +395,19 @@ impl Plan {
             "data": format!("{}:{}", hash_examples(&train), hash_examples(&dev)),
             "max_seq_len": self.cfg.data.max_seq_len,
             "seed": self.cfg.seed,
+            "student_seed": self.student_seed,
         });
         let dir = self.student_dir();
         let report_path = dir.join("train_report.json");
+        // Fresh only when the recorded run got to the end (a paused run is resumed instead).
+        let finished = std::fs::read_to_string(&report_path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<student::TrainReport>(&t).ok())
+            .filter(|r| r.steps >= self.planned_steps(train.len()) && dir.join("best").is_dir());
         match check_stamp(&dir, &stamp) {
-            Freshness::Fresh if report_path.is_file() && dir.join("best").is_dir() => {
+            Freshness::Fresh if finished.is_some() => {
                 eprintln!("student: {} is fresh", dir.display());
-                let text = std::fs::read_to_string(&report_path)?;
-                return serde_json::from_str(&text)
-                    .with_context(|| format!("{}", report_path.display()));
+                return finished.context("train report");
             }
             Freshness::Stale(why) => {
                 eprintln!("student: retraining from scratch ({why})");
@@ -383,12 +437,12 @@ impl Plan {
             label_names: &labels,
         };
         let tc = self.cfg.train.to_train_config(
-            self.cfg.seed,
+            self.student_seed,
             d.alpha_kd,
             d.temperature,
             self.cfg.teacher.batch_size,
         );
-        let report = student::train(&model, &data, &tc, &dir)?;
+        let report = student::train_until(&model, &data, &tc, &dir, stop)?;
         if let Some(b) = &report.best {
             eprintln!(
                 "student: best dev {} at step {}",

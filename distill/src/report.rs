@@ -4,9 +4,11 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use student::Scores;
+
+use crate::pipeline::{timed_logits, tokenise, Plan};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelSummary {
@@ -77,4 +79,49 @@ impl Report {
         ));
         s
     }
+}
+
+/// Scores teacher and student on dev with the same metric code and writes the report.
+pub fn compare(p: &Plan) -> Result<Report> {
+    let (_, dev) = p.read_data()?;
+    let (t_model, t_tok, t_files) = p.teacher_model()?;
+    let t_dev = tokenise(&t_tok, &dev)?;
+    let bs = p.cfg.teacher.batch_size;
+    let (t_logits, t_speed) = timed_logits(&t_model, &t_dev.ids, t_tok.pad_id(), bs)?;
+    let t_scores = student::eval::score(&t_logits, &t_dev.labels, p.spec.metric)?;
+
+    let best = p.student_dir().join("best");
+    let s_files = teacher::ModelSource::Local(best.clone())
+        .resolve(false)
+        .with_context(|| "no trained student: run `distill train` first".to_string())?;
+    let (s_model, _) =
+        teacher::Classifier::load(&s_files, Some(p.spec.num_outputs()), p.cfg.seed, &p.device)?;
+    let s_tok = p.student_tokenizer()?;
+    let s_dev = tokenise(&s_tok, &dev)?;
+    let (s_logits, s_speed) = timed_logits(&s_model, &s_dev.ids, s_tok.pad_id(), bs)?;
+    let s_scores = student::eval::score(&s_logits, &s_dev.labels, p.spec.metric)?;
+
+    let report = Report {
+        task: p.spec.name.clone(),
+        dev_examples: dev.len(),
+        device: format!("{:?}", p.device),
+        retained_percent: 100.0 * s_scores.main / t_scores.main,
+        agreement: student::eval::agreement(&t_logits, &s_logits)?,
+        teacher: ModelSummary {
+            name: format!("teacher ({})", p.cfg.teacher.model),
+            dev: t_scores,
+            parameters: t_model.num_parameters(),
+            size_bytes: t_files.weights_size(),
+            examples_per_second: t_speed,
+        },
+        student: ModelSummary {
+            name: "student".into(),
+            dev: s_scores,
+            parameters: s_model.num_parameters(),
+            size_bytes: s_files.weights_size(),
+            examples_per_second: s_speed,
+        },
+    };
+    report.write(&p.out)?;
+    Ok(report)
 }

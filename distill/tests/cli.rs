@@ -338,3 +338,115 @@ fn targets_cache_pooled_hidden_states_of_chosen_layers() {
     ]);
     fails_with(&bad, &["teacher.hidden_layers", "layer 7"]);
 }
+
+#[test]
+fn sweep_keeps_the_best_grid_point_and_reports_mean_and_std() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = |out: &Path, halving: bool| {
+        distill(&[
+            "sweep",
+            "configs/tiny.yaml",
+            "--set",
+            &format!("output_dir={}", out.display()),
+            "--set",
+            "sweep.batch_size=[8, 16]",
+            "--set",
+            "sweep.learning_rate=[3.0e-3]",
+            "--set",
+            "sweep.seeds=[1, 2]",
+            "--set",
+            &format!("sweep.halving={halving}"),
+        ])
+    };
+    let read = |out: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap()
+    };
+    let out = tmp.path().join("sw");
+    let o = sweep(&out, false);
+    assert!(o.status.success(), "{}", text(&o));
+    let v = read(&out);
+    assert_eq!(v["trials"].as_array().unwrap().len(), 4);
+    assert_eq!(v["grid"].as_array().unwrap().len(), 2);
+    assert_eq!(v["best"]["seeds"], 2, "mean and std over both seeds");
+    assert!(v["best"]["std"].as_f64().unwrap() >= 0.0);
+    assert!(out.join("student/best/model.safetensors").is_file());
+    // The teacher ran once, in the parent run.
+    assert!(out.join("targets/train.safetensors").is_file());
+    assert!(!out.join("sweep/bs8-lr3e-3-seed1/targets").exists());
+    // export applies to the kept student.
+    let e = distill(&[
+        "export",
+        "configs/tiny.yaml",
+        "--set",
+        &format!("output_dir={}", out.display()),
+    ]);
+    assert!(e.status.success(), "{}", text(&e));
+
+    // Successive halving: 4 trials -> 2 after a quarter of the updates -> 1 after half.
+    let out = tmp.path().join("halving");
+    let o = sweep(&out, true);
+    assert!(o.status.success(), "{}", text(&o));
+    let v = read(&out);
+    let trials = v["trials"].as_array().unwrap();
+    assert_eq!(
+        trials.iter().filter(|t| t["stopped_early"] == true).count(),
+        3
+    );
+    let full = trials.iter().find(|t| t["stopped_early"] == false).unwrap();
+    let stopped = trials.iter().find(|t| t["stopped_early"] == true).unwrap();
+    assert!(full["steps"].as_u64().unwrap() > stopped["steps"].as_u64().unwrap());
+}
+
+#[test]
+fn glue_writes_the_table_and_submission_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for f in ["train.tsv", "dev.tsv"] {
+        std::fs::copy(root().join("configs/tiny/data").join(f), data.join(f)).unwrap();
+    }
+    std::fs::write(
+        data.join("test.tsv"),
+        "index\tsentence\n0\tthe film was great .\n1\tdull and boring\n",
+    )
+    .unwrap();
+    let configs = tmp.path().join("configs");
+    std::fs::create_dir_all(&configs).unwrap();
+    let tiny = std::fs::read_to_string(root().join("configs/tiny.yaml")).unwrap();
+    std::fs::write(
+        configs.join("sst2.yaml"),
+        tiny.replace("configs/tiny/data", data.to_str().unwrap()),
+    )
+    .unwrap();
+    std::fs::write(
+        configs.join("rte.yaml"),
+        tiny.replace("task: sst2", "task: rte")
+            .replace("configs/tiny/data", "/nonexistent/RTE"),
+    )
+    .unwrap();
+    let out = tmp.path().join("glue");
+    let o = distill(&[
+        "glue",
+        "--tasks",
+        "sst2,rte",
+        "--configs",
+        configs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--set",
+        &format!("output_dir={}", tmp.path().join("run").display()),
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("skipping rte"), "{t}");
+    let md = std::fs::read_to_string(out.join("glue.md")).unwrap();
+    assert!(
+        md.contains("| sst2 | accuracy |") && md.contains("score"),
+        "{md}"
+    );
+    let sub = std::fs::read_to_string(out.join("SST-2.tsv")).unwrap();
+    let lines: Vec<&str> = sub.lines().collect();
+    assert_eq!(lines[0], "index\tprediction");
+    assert_eq!(lines.len(), 3);
+    assert!(lines[1].starts_with("0\t") && ["0\t0", "0\t1"].contains(&lines[1]));
+}

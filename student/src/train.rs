@@ -111,8 +111,8 @@ pub fn train(
     train_until(model, data, cfg, out, &|_| false)
 }
 
-/// `train`, stopping early (after writing `last/`) once `stop(step)` returns true: a graceful
-/// interruption that a later call resumes from.
+/// `train`, stopping early once `stop(step)` returns true, after evaluating and writing `last/`: a
+/// graceful interruption that a later call resumes from (successive halving uses it).
 pub fn train_until(
     model: &Classifier,
     data: &TrainData,
@@ -182,18 +182,8 @@ pub fn train_until(
             }
             let end_of_epoch = i + 1 == batches.len();
             let periodic = cfg.eval_every > 0 && step % cfg.eval_every == 0;
-            if stop(step) {
-                let state = TrainerState {
-                    step,
-                    history: history.clone(),
-                    best: best.clone(),
-                    config: cfg.clone(),
-                    n_train: data.train.len(),
-                };
-                save_last(model, &opt, &last_dir, &state, data.label_names)?;
-                break 'epochs;
-            }
-            if end_of_epoch || periodic || step == total {
+            let halt = stop(step);
+            if end_of_epoch || periodic || step == total || halt {
                 let scores = evaluate(model, data, cfg)?;
                 let rec = EvalRecord {
                     step,
@@ -215,19 +205,17 @@ pub fn train_until(
                     best = Some(rec.clone());
                 }
                 history.push(rec);
-                save_last(
-                    model,
-                    &opt,
-                    &last_dir,
-                    &TrainerState {
-                        step,
-                        history: history.clone(),
-                        best: best.clone(),
-                        config: cfg.clone(),
-                        n_train: data.train.len(),
-                    },
-                    data.label_names,
-                )?;
+                let state = TrainerState {
+                    step,
+                    history: history.clone(),
+                    best: best.clone(),
+                    config: cfg.clone(),
+                    n_train: data.train.len(),
+                };
+                save_last(model, &opt, &last_dir, &state, data.label_names)?;
+                if halt {
+                    break 'epochs;
+                }
             }
         }
     }

@@ -163,6 +163,41 @@ impl TaskSpec {
         })
     }
 
+    /// GLUE test files of this task (no labels) and the submission file name of each, with the header
+    /// names of their text columns: `(submission name, file, text_a, text_b)`.
+    pub fn glue_test_files(
+        &self,
+    ) -> Vec<(
+        &'static str,
+        &'static str,
+        &'static str,
+        Option<&'static str>,
+    )> {
+        let (name, a, b) = match self.name.as_str() {
+            "sst2" => ("SST-2", "sentence", None),
+            "cola" => ("CoLA", "sentence", None),
+            "mrpc" => ("MRPC", "#1 String", Some("#2 String")),
+            "stsb" => ("STS-B", "sentence1", Some("sentence2")),
+            "qqp" => ("QQP", "question1", Some("question2")),
+            "qnli" => ("QNLI", "question", Some("sentence")),
+            "rte" => ("RTE", "sentence1", Some("sentence2")),
+            "wnli" => ("WNLI", "sentence1", Some("sentence2")),
+            "mnli" => {
+                return vec![
+                    ("MNLI-m", "test_matched.tsv", "sentence1", Some("sentence2")),
+                    (
+                        "MNLI-mm",
+                        "test_mismatched.tsv",
+                        "sentence1",
+                        Some("sentence2"),
+                    ),
+                ]
+            }
+            _ => return Vec::new(),
+        };
+        vec![(name, "test.tsv", a, b)]
+    }
+
     pub fn glue_names() -> &'static [&'static str] {
         &[
             "sst2", "cola", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli",
@@ -293,6 +328,59 @@ impl TaskSpec {
         }
         Ok(out)
     }
+}
+
+/// An unlabelled row of a test file: its `index` (or `id`) and texts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestRow {
+    pub index: String,
+    pub text_a: String,
+    pub text_b: Option<String>,
+}
+
+/// Reads a GLUE test file (header with `index`/`id` and the named text columns).
+pub fn read_test(path: &Path, text_a: &str, text_b: Option<&str>) -> Result<Vec<TestRow>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut lines = bytes.split(|&b| b == b'\n').enumerate();
+    let header = match lines.next() {
+        Some((_, h)) => split_row(path, 1, h, b'\t')?,
+        None => return Err(Error::file(path, "empty file")),
+    };
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| Error::Data {
+                path: path.to_path_buf(),
+                line: 1,
+                msg: format!("no column `{name}` in the header (columns: {header:?})"),
+            })
+    };
+    let ii = col("index").or_else(|_| col("id"))?;
+    let ia = col(text_a)?;
+    let ib = text_b.map(col).transpose()?;
+    let need = ii.max(ia).max(ib.unwrap_or(0)) + 1;
+    let mut out = Vec::new();
+    for (i, raw) in lines {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.is_empty() {
+            continue;
+        }
+        let cols = split_row(path, i + 1, raw, b'\t')?;
+        if cols.len() < need {
+            return Err(Error::Data {
+                path: path.to_path_buf(),
+                line: i + 1,
+                msg: format!("expected at least {need} columns, found {}", cols.len()),
+            });
+        }
+        out.push(TestRow {
+            index: cols[ii].clone(),
+            text_a: cols[ia].clone(),
+            text_b: ib.map(|b| cols[b].clone()),
+        });
+    }
+    Ok(out)
 }
 
 fn split_row(path: &Path, line: usize, raw: &[u8], sep: u8) -> Result<Vec<String>> {
