@@ -14,6 +14,7 @@ mod error;
 pub mod head;
 pub mod hub;
 pub mod infer;
+pub mod kernels;
 pub mod model;
 pub mod nn;
 pub mod targets;

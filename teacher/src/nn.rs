@@ -35,8 +35,9 @@ impl LayerNorm {
         })
     }
 
-    /// Normalises over the last dimension. In training the composed (differentiable) form is used:
-    /// candle's fused `ops::layer_norm` has no backward and would silently stop every gradient here.
+    /// Normalises over the last dimension. In training a form with a backward pass is needed: candle's
+    /// fused `ops::layer_norm` has none and would silently stop every gradient here. On the CPU that is
+    /// our fused kernel; elsewhere the composed tensor ops.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if !train {
             let x = x.contiguous()?;
@@ -46,6 +47,12 @@ impl LayerNorm {
                 &self.bias,
                 self.eps as f32,
             )?);
+        }
+        if x.device().is_cpu() {
+            let op = crate::kernels::LayerNormOp {
+                eps: self.eps as f32,
+            };
+            return Ok(x.contiguous()?.apply_op3(&self.weight, &self.bias, op)?);
         }
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
@@ -57,7 +64,9 @@ impl LayerNorm {
 
 /// Softmax over the last dimension; the fused kernel for inference, the differentiable one for training.
 pub fn softmax_t(x: &Tensor, train: bool) -> Result<Tensor> {
-    if train {
+    if train && x.device().is_cpu() {
+        Ok(x.contiguous()?.apply_op1(crate::kernels::Softmax)?)
+    } else if train {
         Ok(candle_nn::ops::softmax(x, D::Minus1)?)
     } else {
         Ok(candle_nn::ops::softmax_last_dim(x)?)
@@ -87,15 +96,23 @@ impl DropoutRng {
         if !train || p <= 0.0 {
             return Ok(x.clone());
         }
+        let mut rng = self
+            .0
+            .lock()
+            .map_err(|_| crate::Error::Msg("dropout RNG poisoned".into()))?;
+        if x.device().is_cpu() {
+            // A fresh seed per call; the mask itself is a hash of (seed, index), never stored.
+            let op = crate::kernels::Dropout {
+                seed: rng.random::<u64>(),
+                p: p as f32,
+            };
+            return Ok(x.contiguous()?.apply_op1(op)?);
+        }
         let n = x.elem_count();
         let scale = (1.0 / (1.0 - p)) as f32;
         // Compare raw u32 draws against a threshold: cheaper than drawing floats.
         let threshold = (p * u32::MAX as f64) as u32;
         let mask: Vec<f32> = {
-            let mut rng = self
-                .0
-                .lock()
-                .map_err(|_| crate::Error::Msg("dropout RNG poisoned".into()))?;
             (0..n)
                 .map(|_| {
                     if rng.random::<u32>() < threshold {
