@@ -162,6 +162,7 @@ struct Case {
     env: Vec<(String, String)>,
     cwd: Option<PathBuf>,
     expect: Vec<String>,
+    reject: Vec<String>,
     keep: Option<Keep>,
     succeed: bool,
 }
@@ -173,12 +174,18 @@ impl Case {
             env: Vec::new(),
             cwd: None,
             expect: Vec::new(),
+            reject: Vec::new(),
             keep: None,
             succeed: false,
         }
     }
     fn expect(mut self, needles: &[&str]) -> Self {
         self.expect.extend(needles.iter().map(|s| s.to_string()));
+        self
+    }
+    /// Substrings the output must not contain.
+    fn reject(mut self, needles: &[&str]) -> Self {
+        self.reject.extend(needles.iter().map(|s| s.to_string()));
         self
     }
     fn env(mut self, k: &str, v: &str) -> Self {
@@ -322,6 +329,12 @@ fn check(name: &str, c: Case) {
         assert!(
             full.contains(n.as_str()),
             "[{name}] the output lacks `{n}`: distill {args}\n{t}"
+        );
+    }
+    for n in &c.reject {
+        assert!(
+            !full.contains(n.as_str()),
+            "[{name}] the output contains `{n}`: distill {args}\n{t}"
         );
     }
     if let (Some(k), Some(snap)) = (&c.keep, before) {
@@ -1065,6 +1078,14 @@ cases! {
             .expect(&[&out.join(".timings.json.tmp").display().to_string(), "No space left on device"])
             .except(&["report.json", "report.md"]) // compare always reruns and rewrites its report
     };
+    #[ignore = "bug: I/O errors print the OS error twice (`…: No space left on device (os error 28): No space left on device (os error 28)`)"]
+    io_error_message_is_not_repeated: |sb| {
+        let out = sb.good();
+        sb.full("out/.report.json.tmp");
+        on_good(&sb, "compare", &[])
+            .expect(&[&out.join(".report.json.tmp").display().to_string(), "No space left on device"])
+            .reject(&["(os error 28): No space left on device (os error 28)"])
+    };
     disk_full_writing_the_report: |sb| {
         let out = sb.good();
         sb.full("out/.report.json.tmp");
@@ -1397,7 +1418,7 @@ fn assert_complete_safetensors(rel: &Path, b: &[u8], name: &str) {
 
 #[test]
 fn disk_full_tmpfs_retraining_the_student_loses_nothing() {
-    for free_kb in [8, 48, 120, 200, 320] {
+    for free_kb in [8, 48, 120, 200] {
         tmpfs_run(
             "disk_full_tmpfs_retraining_the_student_loses_nothing",
             free_kb,
@@ -1414,7 +1435,7 @@ fn disk_full_tmpfs_retraining_the_student_loses_nothing() {
 #[test]
 #[ignore = "bug: ENOSPC while saving safetensors (model.save / AdamW::save) reports `I/O error: No space left on device (os error 28): …` without the file"]
 fn disk_full_tmpfs_retraining_the_student_names_the_file() {
-    for free_kb in [8, 120, 320] {
+    for free_kb in [8, 120, 200] {
         tmpfs_run(
             "disk_full_tmpfs_retraining_the_student_names_the_file",
             free_kb,

@@ -20,7 +20,14 @@ fn path() -> &'static PathBuf {
     .1
 }
 
-fn custom(format: Format, header: bool, a: Column, b: Option<Column>, label: Column, labels: &[&str]) -> TaskSpec {
+fn custom(
+    format: Format,
+    header: bool,
+    a: Column,
+    b: Option<Column>,
+    label: Column,
+    labels: &[&str],
+) -> TaskSpec {
     TaskSpec {
         name: "custom".into(),
         format,
@@ -29,7 +36,11 @@ fn custom(format: Format, header: bool, a: Column, b: Option<Column>, label: Col
         text_b: b,
         label,
         labels: labels.iter().map(|s| s.to_string()).collect(),
-        metric: if labels.is_empty() { Metric::PearsonSpearman } else { Metric::Accuracy },
+        metric: if labels.is_empty() {
+            Metric::PearsonSpearman
+        } else {
+            Metric::Accuracy
+        },
         train_file: "train".into(),
         dev_file: "dev".into(),
     }
@@ -43,14 +54,70 @@ fn specs() -> &'static Vec<TaskSpec> {
             .iter()
             .map(|t| TaskSpec::glue(t).expect("glue task"))
             .collect();
-        v.push(custom(Format::Tsv, true, n("text"), Some(n("pair")), n("label"), &["a", "b", "c"]));
-        v.push(custom(Format::Tsv, false, Column::Index(0), Some(Column::Index(2)), Column::Index(1), &["0", "1"]));
-        v.push(custom(Format::Tsv, false, Column::Index(1), None, Column::Index(0), &[]));
-        v.push(custom(Format::Csv, true, n("text"), None, n("label"), &["0", "1"]));
-        v.push(custom(Format::Csv, false, Column::Index(0), Some(Column::Index(1)), Column::Index(2), &[]));
-        v.push(custom(Format::Jsonl, true, n("text"), Some(n("pair")), n("label"), &["0", "1"]));
-        v.push(custom(Format::Jsonl, true, n("text"), None, n("score"), &[]));
-        v.push(custom(Format::Jsonl, true, Column::Index(0), None, n("label"), &["0", "1"]));
+        v.push(custom(
+            Format::Tsv,
+            true,
+            n("text"),
+            Some(n("pair")),
+            n("label"),
+            &["a", "b", "c"],
+        ));
+        v.push(custom(
+            Format::Tsv,
+            false,
+            Column::Index(0),
+            Some(Column::Index(2)),
+            Column::Index(1),
+            &["0", "1"],
+        ));
+        v.push(custom(
+            Format::Tsv,
+            false,
+            Column::Index(1),
+            None,
+            Column::Index(0),
+            &[],
+        ));
+        v.push(custom(
+            Format::Csv,
+            true,
+            n("text"),
+            None,
+            n("label"),
+            &["0", "1"],
+        ));
+        v.push(custom(
+            Format::Csv,
+            false,
+            Column::Index(0),
+            Some(Column::Index(1)),
+            Column::Index(2),
+            &[],
+        ));
+        v.push(custom(
+            Format::Jsonl,
+            true,
+            n("text"),
+            Some(n("pair")),
+            n("label"),
+            &["0", "1"],
+        ));
+        v.push(custom(
+            Format::Jsonl,
+            true,
+            n("text"),
+            None,
+            n("score"),
+            &[],
+        ));
+        v.push(custom(
+            Format::Jsonl,
+            true,
+            Column::Index(0),
+            None,
+            n("label"),
+            &["0", "1"],
+        ));
         v
     })
 }
@@ -63,8 +130,16 @@ fuzz_target!(|data: &[u8]| {
             assert!(!rows.is_empty(), "{}: Ok with no examples", spec.name);
             for r in rows {
                 match r.label {
-                    Label::Class(c) => assert!(c < spec.labels.len(), "{}: class {c} out of range", spec.name),
-                    Label::Score(s) => assert!(s.is_finite() && spec.labels.is_empty(), "{}: bad score {s}", spec.name),
+                    Label::Class(c) => assert!(
+                        c < spec.labels.len(),
+                        "{}: class {c} out of range",
+                        spec.name
+                    ),
+                    Label::Score(s) => assert!(
+                        s.is_finite() && spec.labels.is_empty(),
+                        "{}: bad score {s}",
+                        spec.name
+                    ),
                 }
                 assert_eq!(r.text_b.is_some(), spec.text_b.is_some());
             }
