@@ -268,6 +268,12 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig> {
     if value.is_null() {
         bail!("config {}: the file is empty", path.display());
     }
+    if !value.is_mapping() {
+        bail!(
+            "config {}: the top level must be a mapping of keys (task, output_dir, data, ...)",
+            path.display()
+        );
+    }
     for o in overrides {
         apply_override(&mut value, o).with_context(|| format!("--set {o}"))?;
     }
@@ -388,6 +394,11 @@ impl RunConfig {
     pub fn validate(&self) -> Result<()> {
         self.task_spec()?;
         check(
+            !self.output_dir.as_os_str().is_empty(),
+            "output_dir",
+            "must not be empty",
+        )?;
+        check(
             self.data.max_seq_len >= 8 && self.data.max_seq_len <= 4096,
             "data.max_seq_len",
             format!("must be between 8 and 4096 (got {})", self.data.max_seq_len),
@@ -435,14 +446,25 @@ impl RunConfig {
                 format!("must be bert or roberta (got `{t}`)"),
             )?;
         }
-        for (key, v) in [
-            ("student.hidden_size", s.hidden_size),
-            ("student.num_layers", s.num_layers),
-            ("student.num_heads", s.num_heads),
-            ("student.intermediate_size", s.intermediate_size),
-            ("student.max_position_embeddings", s.max_position_embeddings),
+        // Upper bounds keep a typo from asking for terabytes (or overflowing a shape).
+        for (key, v, max) in [
+            ("student.hidden_size", s.hidden_size, 16_384),
+            ("student.num_layers", s.num_layers, 256),
+            ("student.num_heads", s.num_heads, 256),
+            ("student.intermediate_size", s.intermediate_size, 65_536),
+            (
+                "student.max_position_embeddings",
+                s.max_position_embeddings,
+                65_536,
+            ),
         ] {
-            check(v != Some(0), key, "must be positive")?;
+            if let Some(v) = v {
+                check(
+                    (1..=max).contains(&v),
+                    key,
+                    format!("must be between 1 and {max} (got {v})"),
+                )?;
+            }
         }
         let w = &self.sweep;
         check(

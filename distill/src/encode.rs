@@ -29,6 +29,12 @@ pub struct EncodeArgs {
 }
 
 pub fn run(a: &EncodeArgs) -> Result<()> {
+    if a.max_len < 8 {
+        bail!(
+            "--max-len {} leaves no room for text besides the special tokens (use at least 8)",
+            a.max_len
+        );
+    }
     let text = std::fs::read_to_string(&a.file).with_context(|| format!("{}", a.file.display()))?;
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     if lines.is_empty() {

@@ -129,6 +129,23 @@ impl Plan {
             .context("teacher.model")?;
         tok.check_vocab(model.config.vocab_size, &files.config)
             .context("teacher.model")?;
+        let (max_tokens, n_layers) = (model.config.max_tokens(), model.config.num_hidden_layers);
+        if self.cfg.data.max_seq_len > max_tokens {
+            bail!(
+                "data.max_seq_len: {} exceeds the {max_tokens} positions of the teacher ({})",
+                self.cfg.data.max_seq_len,
+                files.config.display()
+            );
+        }
+        if let Some(l) = self
+            .cfg
+            .teacher
+            .hidden_layers
+            .iter()
+            .find(|&&l| l > n_layers)
+        {
+            bail!("teacher.hidden_layers: layer {l} does not exist (the teacher has layers 0..={n_layers}, 0 = embeddings)");
+        }
         if report.has_head {
             return Ok((model, tok, files));
         }
@@ -398,10 +415,17 @@ impl Plan {
             "student_seed": self.student_seed,
         });
         let dir = self.student_dir();
+        // Build (and so validate) the student before touching any earlier output.
+        let model = self.student_model(&tok)?;
+        // `stamp.json` says which inputs `last/` belongs to (a killed run resumes from it); `done.json`
+        // is written only when training has finished, so a failed or interrupted run is never "fresh".
         let report_path = dir.join("train_report.json");
-        // Fresh only when the recorded run got to the end (a paused run is resumed instead).
-        let finished = std::fs::read_to_string(&report_path)
+        let done = dir.join("done.json");
+        let finished = std::fs::read_to_string(&done)
             .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .filter(|d| *d == stamp)
+            .and_then(|_| std::fs::read_to_string(&report_path).ok())
             .and_then(|t| serde_json::from_str::<student::TrainReport>(&t).ok())
             .filter(|r| r.steps >= self.planned_steps(train.len()) && dir.join("best").is_dir());
         match check_stamp(&dir, &stamp) {
@@ -415,8 +439,8 @@ impl Plan {
             }
             _ => {}
         }
+        let _ = std::fs::remove_file(&done);
         write_stamp(&dir, &stamp)?;
-        let model = self.student_model(&tok)?;
         eprintln!(
             "student: {} parameters, {} layers, hidden {}",
             model.num_parameters(),
@@ -443,6 +467,9 @@ impl Plan {
             self.cfg.teacher.batch_size,
         );
         let report = student::train_until(&model, &data, &tc, &dir, stop)?;
+        if report.steps >= self.planned_steps(train.len()) {
+            write_stamp_as(&done, &stamp)?;
+        }
         if let Some(b) = &report.best {
             eprintln!(
                 "student: best dev {} at step {}",
@@ -500,8 +527,12 @@ fn check_stamp(dir: &Path, stamp: &serde_json::Value) -> Freshness {
 }
 
 fn write_stamp(dir: &Path, stamp: &serde_json::Value) -> Result<()> {
+    write_stamp_as(&dir.join("stamp.json"), stamp)
+}
+
+fn write_stamp_as(path: &Path, stamp: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(stamp)?;
-    teacher::write_atomic(&dir.join("stamp.json"), text.as_bytes())?;
+    teacher::write_atomic(path, text.as_bytes())?;
     Ok(())
 }
 

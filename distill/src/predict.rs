@@ -28,6 +28,12 @@ pub struct PredictArgs {
 }
 
 pub fn run(a: &PredictArgs) -> Result<()> {
+    if a.max_len < 8 {
+        bail!(
+            "--max-len {} leaves no room for text besides the special tokens (use at least 8)",
+            a.max_len
+        );
+    }
     let mut inputs = a.texts.clone();
     if let Some(f) = &a.file {
         let file = std::fs::File::open(f).with_context(|| format!("{}", f.display()))?;

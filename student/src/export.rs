@@ -40,6 +40,25 @@ pub fn export(
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    if let Err(e) = fill(model_dir, tokenizer, kind, lowercase, &tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
+    }
+    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+    Ok(())
+}
+
+/// Writes the export's files into the (temporary) folder `tmp`.
+fn fill(
+    model_dir: &Path,
+    tokenizer: &TextTokenizer,
+    kind: ModelKind,
+    lowercase: bool,
+    tmp: &Path,
+) -> Result<()> {
     for f in ["model.safetensors", "config.json"] {
         std::fs::copy(model_dir.join(f), tmp.join(f))
             .map_err(|e| Error::io(model_dir.join(f), e))?;
@@ -68,10 +87,6 @@ pub fn export(
         &tmp.join("tokenizer_config.json"),
         tok_cfg.to_string().as_bytes(),
     )?;
-    if out.exists() {
-        std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
-    }
-    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
     Ok(())
 }
 

@@ -205,7 +205,10 @@ impl AdamW {
             Tensor::new(&[self.step as u32], &Device::Cpu)?,
         );
         let tmp = path.with_extension("tmp");
-        candle_core::safetensors::save(&t, &tmp)?;
+        if let Err(e) = candle_core::safetensors::save(&t, &tmp) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::file(&tmp, format!("cannot write: {e}")));
+        }
         Ok(teacher::commit_file(&tmp, path)?)
     }
 

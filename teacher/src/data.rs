@@ -207,10 +207,15 @@ impl TaskSpec {
     /// Reads a labelled split file.
     pub fn read(&self, path: &Path) -> Result<Vec<Example>> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(Error::file(path, "empty file: no examples"));
+        }
+        // A UTF-8 byte-order mark (spreadsheet exports) is not part of the first column's name.
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
         let rows = match self.format {
-            Format::Jsonl => self.rows_jsonl(path, &bytes)?,
-            Format::Tsv => self.rows_delimited(path, &bytes, b'\t')?,
-            Format::Csv => self.rows_delimited(path, &bytes, b',')?,
+            Format::Jsonl => self.rows_jsonl(path, bytes)?,
+            Format::Tsv => self.rows_delimited(path, bytes, b'\t')?,
+            Format::Csv => self.rows_delimited(path, bytes, b',')?,
         };
         if rows.is_empty() {
             return Err(Error::file(path, "no examples in file"));

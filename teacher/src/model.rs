@@ -289,7 +289,10 @@ impl Classifier {
             .collect();
         let weights = dir.join("model.safetensors");
         let tmp = dir.join(".model.safetensors.tmp");
-        candle_core::safetensors::save(&tensors, &tmp)?;
+        if let Err(e) = candle_core::safetensors::save(&tensors, &tmp) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::file(&tmp, format!("cannot write: {e}")));
+        }
         crate::commit_file(&tmp, &weights)?;
 
         let mut cfg = self.config.clone();

@@ -48,6 +48,11 @@ impl TextTokenizer {
         if !path.is_file() {
             return Err(err("file not found".into()));
         }
+        if max_len < 8 {
+            return Err(err(format!(
+                "a maximum length of {max_len} tokens leaves no room for text besides the special tokens (use at least 8)"
+            )));
+        }
         let is_vocab = path.extension().is_some_and(|e| e == "txt");
         let mut inner = if is_vocab {
             wordpiece_from_vocab(path, lowercase).map_err(err)?
