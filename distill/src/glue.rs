@@ -30,7 +30,7 @@ pub struct GlueArgs {
     /// Override applied to every task's config (repeatable), e.g. `--set train.epochs=1`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Where the table and the submission files go.
+    /// Where the table, the submission files and each task's run (`OUT/<task>/`) go.
     #[arg(long, default_value = "runs/glue")]
     pub out: PathBuf,
 }
@@ -52,7 +52,9 @@ pub fn run(a: &GlueArgs) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for task in &a.tasks {
         let path = a.configs.join(format!("{task}.yaml"));
-        let cfg = config::load(&path, &a.set)?;
+        let mut cfg = config::load(&path, &a.set)?;
+        // Each task's run lives beside the table, so a suite never collides with single-task runs.
+        cfg.output_dir = a.out.join(task);
         let plan = Plan::new(cfg)?;
         let train_file = plan.cfg.data.dir.join(&plan.spec.train_file);
         if !train_file.is_file() {
