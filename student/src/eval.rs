@@ -17,7 +17,10 @@ pub fn logits(
     if data.is_empty() {
         return Err(crate::Error::Msg("no examples to evaluate".into()));
     }
-    Ok(infer::run(model, data, pad_id, batch_size, &[], Pooling::Cls, None)?.logits)
+    let bar = crate::progress_bar(data.len() as u64, "eval");
+    let out = infer::run(model, data, pad_id, batch_size, &[], Pooling::Cls, Some(&bar));
+    bar.finish_and_clear();
+    Ok(out?.logits)
 }
 
 /// Scores logits [n, c] against gold labels with `metric` (regression when c == 1).
