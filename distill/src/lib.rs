@@ -7,9 +7,11 @@
 
 pub mod bench;
 pub mod config;
+pub mod device;
 pub mod encode;
 pub mod glue;
 pub mod pipeline;
 pub mod predict;
 pub mod report;
+pub mod stamp;
 pub mod sweep;

@@ -19,6 +19,8 @@ use teacher::{
 };
 
 use crate::config::RunConfig;
+pub use crate::device::select_device;
+use crate::stamp::{check_stamp, write_stamp, write_stamp_as, Freshness};
 
 pub struct Plan {
     pub cfg: RunConfig,
@@ -497,45 +499,6 @@ impl Plan {
     }
 }
 
-pub enum Freshness {
-    Missing,
-    Fresh,
-    Stale(String),
-}
-
-fn check_stamp(dir: &Path, stamp: &serde_json::Value) -> Freshness {
-    let path = dir.join("stamp.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Freshness::Missing;
-    };
-    let Ok(old) = serde_json::from_str::<serde_json::Value>(&text) else {
-        return Freshness::Stale("unreadable stamp.json".into());
-    };
-    if old == *stamp {
-        return Freshness::Fresh;
-    }
-    let changed: Vec<String> = stamp
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(k, v)| old.get(*k) != Some(*v))
-                .map(|(k, _)| k.clone())
-                .collect()
-        })
-        .unwrap_or_default();
-    Freshness::Stale(format!("changed: {}", changed.join(", ")))
-}
-
-fn write_stamp(dir: &Path, stamp: &serde_json::Value) -> Result<()> {
-    write_stamp_as(&dir.join("stamp.json"), stamp)
-}
-
-fn write_stamp_as(path: &Path, stamp: &serde_json::Value) -> Result<()> {
-    let text = serde_json::to_string_pretty(stamp)?;
-    teacher::write_atomic(path, text.as_bytes())?;
-    Ok(())
-}
-
 /// The tokenizer shipped with a model folder: tokenizer.json, else vocab.txt (lower-casing as its
 /// tokenizer_config.json says).
 pub fn model_tokenizer(files: &ModelFiles, max_len: usize) -> Result<TextTokenizer> {
@@ -572,43 +535,6 @@ pub fn tokenise(tok: &TextTokenizer, examples: &[Example]) -> Result<Tokenised> 
         ids,
         labels: examples.iter().map(|e| e.label).collect(),
     })
-}
-
-/// `auto` takes the first CUDA device when this build has CUDA and a GPU is present, else the CPU.
-pub fn select_device(spec: &str) -> Result<Device> {
-    match spec {
-        "cpu" => Ok(Device::Cpu),
-        "auto" => {
-            if candle_core::utils::cuda_is_available() {
-                // cudarc may panic instead of erroring when the driver library is missing.
-                match std::panic::catch_unwind(|| Device::new_cuda(0)) {
-                    Ok(Ok(d)) => Ok(d),
-                    _ => {
-                        eprintln!("device: CUDA unavailable at run time; using the CPU");
-                        Ok(Device::Cpu)
-                    }
-                }
-            } else {
-                Ok(Device::Cpu)
-            }
-        }
-        s => {
-            let n: usize = match s.strip_prefix("cuda") {
-                Some("") => 0,
-                Some(rest) => rest
-                    .strip_prefix(':')
-                    .and_then(|n| n.parse().ok())
-                    .ok_or_else(|| anyhow!("device: expected cuda:N, got `{s}`"))?,
-                None => bail!("device: expected auto, cpu or cuda:N, got `{s}`"),
-            };
-            if !candle_core::utils::cuda_is_available() {
-                bail!("device: `{s}` asked for, but this build has no CUDA support (build with `--features cuda`)");
-            }
-            std::panic::catch_unwind(|| Device::new_cuda(n))
-                .map_err(|_| anyhow!("device: CUDA driver could not be loaded"))?
-                .map_err(|e| anyhow!("device: {s}: {e}"))
-        }
-    }
 }
 
 /// Times a dev-set pass of `model`; returns logits and examples per second.

@@ -447,5 +447,8 @@ fn glue_writes_the_table_and_submission_files() {
     assert_eq!(lines[0], "index\tprediction");
     assert_eq!(lines.len(), 3);
     assert!(["0\t0", "0\t1"].contains(&lines[1]));
-    assert!(out.join("sst2/export/model.safetensors").is_file(), "each task runs under OUT/<task>");
+    assert!(
+        out.join("sst2/export/model.safetensors").is_file(),
+        "each task runs under OUT/<task>"
+    );
 }

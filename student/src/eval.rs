@@ -18,7 +18,15 @@ pub fn logits(
         return Err(crate::Error::Msg("no examples to evaluate".into()));
     }
     let bar = crate::progress_bar(data.len() as u64, "eval");
-    let out = infer::run(model, data, pad_id, batch_size, &[], Pooling::Cls, Some(&bar));
+    let out = infer::run(
+        model,
+        data,
+        pad_id,
+        batch_size,
+        &[],
+        Pooling::Cls,
+        Some(&bar),
+    );
     bar.finish_and_clear();
     Ok(out?.logits)
 }

@@ -1,0 +1,41 @@
+//! Device selection from the config's `device` key: `auto`, `cpu`, `cuda`, `cuda:N`.
+
+use anyhow::{anyhow, bail, Result};
+use candle_core::Device;
+
+/// `auto` takes the first CUDA device when this build has CUDA and a GPU is present, else the CPU.
+pub fn select_device(spec: &str) -> Result<Device> {
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => {
+            if candle_core::utils::cuda_is_available() {
+                // cudarc may panic instead of erroring when the driver library is missing.
+                match std::panic::catch_unwind(|| Device::new_cuda(0)) {
+                    Ok(Ok(d)) => Ok(d),
+                    _ => {
+                        eprintln!("device: CUDA unavailable at run time; using the CPU");
+                        Ok(Device::Cpu)
+                    }
+                }
+            } else {
+                Ok(Device::Cpu)
+            }
+        }
+        s => {
+            let n: usize = match s.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| anyhow!("device: expected cuda:N, got `{s}`"))?,
+                None => bail!("device: expected auto, cpu or cuda:N, got `{s}`"),
+            };
+            if !candle_core::utils::cuda_is_available() {
+                bail!("device: `{s}` asked for, but this build has no CUDA support (build with `--features cuda`)");
+            }
+            std::panic::catch_unwind(|| Device::new_cuda(n))
+                .map_err(|_| anyhow!("device: CUDA driver could not be loaded"))?
+                .map_err(|e| anyhow!("device: {s}: {e}"))
+        }
+    }
+}
