@@ -143,22 +143,32 @@ pub fn markdown(rows: &[Row]) -> String {
         t_sum += ts;
         s_sum += ss;
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {:.1}% |\n",
+            "| {} | {} | {} | {} | {} |\n",
             r.task,
             names.join("/"),
             fmt(t),
             fmt(st),
-            100.0 * ss / ts
+            percent(ss, ts)
         ));
     }
     if !rows.is_empty() {
         let n = rows.len() as f64;
         s.push_str(&format!(
-            "| **score** (mean of tasks) | | {:.1} | {:.1} | {:.1}% |\n",
+            "| **score** (mean of tasks) | | {:.1} | {:.1} | {} |\n",
             t_sum / n,
             s_sum / n,
-            100.0 * s_sum / t_sum
+            percent(s_sum, t_sum)
         ));
     }
     s
+}
+
+/// `part` as a share of `whole`; undefined when the teacher scores zero or less (e.g. a Matthews
+/// correlation of 0 from a teacher that predicts one class).
+fn percent(part: f64, whole: f64) -> String {
+    if whole > 0.0 {
+        format!("{:.1}%", 100.0 * part / whole)
+    } else {
+        "n/a".into()
+    }
 }

@@ -69,10 +69,14 @@ impl Report {
                 m.examples_per_second
             ));
         }
+        let retained = if self.retained_percent.is_finite() {
+            format!("**{:.1}%**", self.retained_percent)
+        } else {
+            "an undefined share (the teacher scores 0)".into()
+        };
         s.push_str(&format!(
-            "\nStudent retains **{:.1}%** of the teacher's score; the two agree on {:.1}% of dev predictions. \
+            "\nStudent retains {retained} of the teacher's score; the two agree on {:.1}% of dev predictions. \
              The student is {:.1}x smaller and {:.1}x faster here.\n",
-            self.retained_percent,
             self.agreement * 100.0,
             self.teacher.parameters as f64 / self.student.parameters.max(1) as f64,
             self.student.examples_per_second / self.teacher.examples_per_second.max(1e-9),
@@ -105,7 +109,11 @@ pub fn compare(p: &Plan) -> Result<Report> {
         task: p.spec.name.clone(),
         dev_examples: dev.len(),
         device: format!("{:?}", p.device),
-        retained_percent: 100.0 * s_scores.main / t_scores.main,
+        retained_percent: if t_scores.main > 0.0 {
+            100.0 * s_scores.main / t_scores.main
+        } else {
+            f64::NAN
+        },
         agreement: student::eval::agreement(&t_logits, &s_logits)?,
         teacher: ModelSummary {
             name: format!("teacher ({})", p.cfg.teacher.model),
