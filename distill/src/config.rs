@@ -506,6 +506,7 @@ impl RunConfig {
                 },
                 train_file: c.train_file.clone(),
                 dev_file: c.dev_file.clone(),
+                extra_dev: Vec::new(),
             });
         }
         if self.data.custom.is_some() {

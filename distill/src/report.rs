@@ -103,7 +103,28 @@ pub fn compare(p: &Plan) -> Result<Report> {
     let s_tok = p.student_tokenizer()?;
     let s_dev = tokenise(&s_tok, &dev)?;
     let (s_logits, s_speed) = timed_logits(&s_model, &s_dev.ids, s_tok.pad_id(), bs)?;
-    let s_scores = student::eval::score(&s_logits, &s_dev.labels, p.spec.metric)?;
+    let mut s_scores = student::eval::score(&s_logits, &s_dev.labels, p.spec.metric)?;
+
+    // Further dev sets (MNLI mismatched) add their metrics with a suffix; the main score becomes the
+    // mean of all of them, as the GLUE leaderboard averages MNLI-m and MNLI-mm.
+    let mut t_scores = t_scores;
+    for (suffix, file) in &p.spec.extra_dev {
+        let path = p.cfg.data.dir.join(file);
+        let extra = p.spec.read(&path).context("data.dir")?;
+        let labels: Vec<_> = extra.iter().map(|e| e.label).collect();
+        for (model, tok, scores) in [
+            (&t_model, &t_tok, &mut t_scores),
+            (&s_model, &s_tok, &mut s_scores),
+        ] {
+            let enc = tokenise(tok, &extra)?;
+            let logits = student::eval::logits(model, &enc.ids, tok.pad_id(), bs)?;
+            let more = student::eval::score(&logits, &labels, p.spec.metric)?;
+            for (k, v) in more.values {
+                scores.values.insert(format!("{k}_{suffix}"), v);
+            }
+            scores.main = scores.values.values().sum::<f64>() / scores.values.len() as f64;
+        }
+    }
 
     let report = Report {
         task: p.spec.name.clone(),

@@ -452,3 +452,106 @@ fn glue_writes_the_table_and_submission_files() {
         "each task runs under OUT/<task>"
     );
 }
+
+#[test]
+fn mnli_reports_matched_and_mismatched_dev_accuracy() {
+    // A tiny MNLI-shaped task: the tiny sentiment sentences as premise, a fixed hypothesis, 3 labels.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("MNLI");
+    std::fs::create_dir_all(&data).unwrap();
+    let header = "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label\n";
+    let labels = ["contradiction", "entailment", "neutral"];
+    let write = |name: &str, from: &str| {
+        let src = std::fs::read_to_string(root().join("configs/tiny/data").join(from)).unwrap();
+        let mut s = String::from(header);
+        for (i, line) in src.lines().skip(1).enumerate() {
+            let (text, label) = line.split_once('\t').unwrap();
+            let gold = labels[(label.parse::<usize>().unwrap() + i % 2) % 3];
+            s.push_str(&format!(
+                "{i}\tp\tq\tg\t-\t-\t-\t-\t{text}\tit is good .\t{gold}\t{gold}\n"
+            ));
+        }
+        std::fs::write(data.join(name), s).unwrap();
+    };
+    write("train.tsv", "train.tsv");
+    write("dev_matched.tsv", "dev.tsv");
+    write("dev_mismatched.tsv", "dev.tsv");
+    // Test sets, and the AX diagnostic set beside the task folder, for the submission files.
+    for f in ["test_matched.tsv", "test_mismatched.tsv"] {
+        std::fs::write(
+            data.join(f),
+            format!("{header}0\tp\tq\tg\t-\t-\t-\t-\tgreat .\tit is good .\t-\t-\n"),
+        )
+        .unwrap();
+    }
+    std::fs::create_dir_all(tmp.path().join("diagnostic")).unwrap();
+    std::fs::write(
+        tmp.path().join("diagnostic/diagnostic.tsv"),
+        "index\tsentence1\tsentence2\n0\tA dull film .\tIt is good .\n1\tgreat\tgood\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("o");
+    let o = distill(&[
+        "run",
+        "configs/tiny.yaml",
+        "--set",
+        &format!("output_dir={}", out.display()),
+        "--set",
+        "task=mnli",
+        "--set",
+        &format!("data.dir={}", data.display()),
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "teacher.finetune.epochs=1",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    for who in ["teacher", "student"] {
+        let v = &r[who]["dev"]["values"];
+        let (m, mm) = (
+            v["accuracy"].as_f64().unwrap(),
+            v["accuracy_mm"].as_f64().unwrap(),
+        );
+        // Same file twice: the same accuracy, and the main score is their mean.
+        assert_eq!(m, mm);
+        assert!((r[who]["dev"]["main"].as_f64().unwrap() - m).abs() < 1e-12);
+    }
+    // `distill glue` on it writes MNLI-m, MNLI-mm and AX submission files (label names).
+    let configs = tmp.path().join("configs");
+    std::fs::create_dir_all(&configs).unwrap();
+    let tiny = std::fs::read_to_string(root().join("configs/tiny.yaml")).unwrap();
+    std::fs::write(
+        configs.join("mnli.yaml"),
+        tiny.replace("task: sst2", "task: mnli")
+            .replace("configs/tiny/data", data.to_str().unwrap()),
+    )
+    .unwrap();
+    let glue = tmp.path().join("glue");
+    let g = distill(&[
+        "glue",
+        "--tasks",
+        "mnli",
+        "--configs",
+        configs.to_str().unwrap(),
+        "--out",
+        glue.to_str().unwrap(),
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "teacher.finetune.epochs=1",
+    ]);
+    assert!(g.status.success(), "{}", text(&g));
+    let md = std::fs::read_to_string(glue.join("glue.md")).unwrap();
+    assert!(md.contains("accuracy/accuracy_mm"), "{md}");
+    for f in ["MNLI-m.tsv", "MNLI-mm.tsv", "AX.tsv"] {
+        let t = std::fs::read_to_string(glue.join(f))
+            .unwrap_or_else(|e| panic!("{f}: {e}\n{}", text(&g)));
+        let row = t.lines().nth(1).unwrap();
+        assert!(
+            ["contradiction", "entailment", "neutral"].contains(&row.split('\t').nth(1).unwrap()),
+            "{f}: {row}"
+        );
+    }
+}

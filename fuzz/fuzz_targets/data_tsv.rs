@@ -43,6 +43,7 @@ fn custom(
         },
         train_file: "train".into(),
         dev_file: "dev".into(),
+        extra_dev: Vec::new(),
     }
 }
 

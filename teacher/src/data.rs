@@ -64,6 +64,9 @@ pub struct TaskSpec {
     pub metric: Metric,
     pub train_file: String,
     pub dev_file: String,
+    /// Further labelled dev sets scored by `compare`, as (metric-name suffix, file): MNLI's mismatched
+    /// dev set (`accuracy_mm`). Model selection uses `dev_file` only.
+    pub extra_dev: Vec<(String, String)>,
 }
 
 impl TaskSpec {
@@ -94,6 +97,7 @@ impl TaskSpec {
                 metric,
                 train_file: "train.tsv".into(),
                 dev_file: "dev.tsv".into(),
+                extra_dev: Vec::new(),
             };
         Some(match name {
             "sst2" => spec(n("sentence"), None, n("label"), binary, Metric::Accuracy),
@@ -130,6 +134,7 @@ impl TaskSpec {
             ),
             "mnli" => TaskSpec {
                 dev_file: "dev_matched.tsv".into(),
+                extra_dev: vec![("mm".into(), "dev_mismatched.tsv".into())],
                 ..spec(
                     n("sentence1"),
                     Some(n("sentence2")),
@@ -183,6 +188,8 @@ impl TaskSpec {
             "rte" => ("RTE", "sentence1", Some("sentence2")),
             "wnli" => ("WNLI", "sentence1", Some("sentence2")),
             "mnli" => {
+                // The AX diagnostic set is predicted with the MNLI model; GLUE's download script puts
+                // it in diagnostic/, other mirrors in AX/.
                 return vec![
                     ("MNLI-m", "test_matched.tsv", "sentence1", Some("sentence2")),
                     (
@@ -191,7 +198,14 @@ impl TaskSpec {
                         "sentence1",
                         Some("sentence2"),
                     ),
-                ]
+                    (
+                        "AX",
+                        "../diagnostic/diagnostic.tsv",
+                        "sentence1",
+                        Some("sentence2"),
+                    ),
+                    ("AX", "../AX/test.tsv", "sentence1", Some("sentence2")),
+                ];
             }
             _ => return Vec::new(),
         };

@@ -98,6 +98,7 @@ fn custom_csv_and_jsonl_tasks() {
         metric: teacher::Metric::Accuracy,
         train_file: "t.csv".into(),
         dev_file: "d.csv".into(),
+        extra_dev: Vec::new(),
     };
     let p = write(
         d.path(),
