@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 
 use crate::config::EncoderConfig;
 use crate::model::Classifier;
@@ -106,4 +106,16 @@ pub fn tiny_sst2(dir: &Path, n_train: usize, n_dev: usize) -> Result<()> {
     };
     write("train.tsv", 0..n_train)?;
     write("dev.tsv", 10_000..10_000 + n_dev)
+}
+
+/// Largest absolute element-wise difference of two tensors of the same shape.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    if a.dims() != b.dims() {
+        return Err(Error::Msg(format!(
+            "shapes differ: {:?} vs {:?}",
+            a.dims(),
+            b.dims()
+        )));
+    }
+    Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar()?)
 }

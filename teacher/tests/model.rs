@@ -16,16 +16,7 @@ fn batch(tok: &TextTokenizer) -> teacher::Batch {
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    teacher::testutil::max_abs_diff(a, b).unwrap()
 }
 
 fn tok(dir: &Path) -> TextTokenizer {

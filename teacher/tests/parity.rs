@@ -30,17 +30,7 @@ fn batch(r: &HashMap<String, Tensor>) -> Batch {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    teacher::testutil::max_abs_diff(a, b).unwrap()
 }
 
 fn load(name: &str) -> Classifier {
