@@ -7,6 +7,7 @@ use std::path::Path;
 
 use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, Device, InplaceOp2, Layout, Tensor, Var};
+use teacher::kernels::{slice, slice_mut};
 
 use crate::{Error, Result};
 
@@ -240,24 +241,6 @@ impl AdamW {
     }
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("{op}: expects a contiguous f32 tensor"),
-    }
-}
-
-fn f32_slice_mut<'a>(
-    s: &'a mut CpuStorage,
-    l: &Layout,
-    op: &str,
-) -> candle_core::Result<&'a mut [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
-        _ => candle_core::bail!("{op}: expects a contiguous f32 tensor"),
-    }
-}
-
 /// In place: `m = beta * m + (1 - beta) * (scale * g)` (or of `(scale * g)^2` for the second moment).
 struct Moment {
     beta: f64,
@@ -277,8 +260,8 @@ impl InplaceOp2 for Moment {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        let g = f32_slice(s2, l2, self.name())?;
-        let m = f32_slice_mut(s1, l1, self.name())?;
+        let g = slice(s2, l2, self.name())?;
+        let m = slice_mut(s1, l1, self.name())?;
         if m.len() != g.len() {
             candle_core::bail!(
                 "adamw-moment: {} moments for {} gradients",
@@ -325,8 +308,8 @@ impl InplaceOp2 for Update {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        let mv = f32_slice(s2, l2, self.name())?;
-        let p = f32_slice_mut(s1, l1, self.name())?;
+        let mv = slice(s2, l2, self.name())?;
+        let p = slice_mut(s1, l1, self.name())?;
         if mv.len() != 2 * p.len() {
             candle_core::bail!(
                 "adamw-update: {} moments for {} parameters",
