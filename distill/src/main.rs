@@ -33,6 +33,12 @@ struct ConfigArgs {
     set: Vec<String>,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExportFormat {
+    Hf,
+    Onnx,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Every stage: teacher (fine-tune if needed) and targets, student training, comparison, export.
@@ -54,6 +60,24 @@ enum Command {
         /// Destination folder (default: OUTPUT_DIR/export).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// `hf`: the Hugging Face folder; `onnx`: the same folder plus model.onnx (opset 17,
+        /// dynamic batch and sequence axes).
+        #[arg(long, value_enum, default_value_t = ExportFormat::Hf)]
+        format: ExportFormat,
+        /// Also write model.int8.onnx, with dynamically quantized int8 dense layers (needs --format onnx).
+        #[arg(long)]
+        int8: bool,
+    },
+    /// Convert any BERT/RoBERTa sequence-classification folder (an export, a teacher) to ONNX.
+    Onnx {
+        /// Model folder (config.json and model.safetensors).
+        model_dir: PathBuf,
+        /// Output file (default: MODEL_DIR/model.onnx, or model.int8.onnx with --int8).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Quantize the dense layers to dynamic int8.
+        #[arg(long)]
+        int8: bool,
     },
     /// Classify texts with an exported model; prints one JSON object per input.
     Predict(predict::PredictArgs),
@@ -110,7 +134,34 @@ fn dispatch(cmd: Command) -> Result<()> {
             println!("{}", report.markdown());
             Ok(())
         }
-        Command::Export { args, out } => plan(&args)?.export(out).map(|_| ()),
+        Command::Export {
+            args,
+            out,
+            format,
+            int8,
+        } => {
+            if int8 && format != ExportFormat::Onnx {
+                anyhow::bail!("--int8 quantizes the ONNX graph: add --format onnx (for int8 inference in Rust, use `predict --int8`)");
+            }
+            plan(&args)?
+                .export(out, format == ExportFormat::Onnx, int8)
+                .map(|_| ())
+        }
+        Command::Onnx {
+            model_dir,
+            out,
+            int8,
+        } => {
+            let name = if int8 {
+                "model.int8.onnx"
+            } else {
+                "model.onnx"
+            };
+            let out = out.unwrap_or_else(|| model_dir.join(name));
+            student::onnx::write(&model_dir, &out, int8)?;
+            eprintln!("onnx: wrote {}", out.display());
+            Ok(())
+        }
         Command::Predict(a) => predict::run(&a),
         Command::Encode(a) => encode::run(&a),
         Command::Bench(a) => bench::run(&a),

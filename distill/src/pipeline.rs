@@ -75,7 +75,7 @@ impl Plan {
         let report = crate::report::compare(self)?;
         timed("compare", t0);
         let t0 = Instant::now();
-        self.export(None)?;
+        self.export(None, false, false)?;
         timed("export", t0);
         let text = serde_json::to_string_pretty(&times)?;
         teacher::write_atomic(&self.out.join("timings.json"), text.as_bytes())?;
@@ -483,7 +483,9 @@ impl Plan {
     }
 
     /// Stage 4: writes the Hugging Face export of the best student.
-    pub fn export(&self, out: Option<PathBuf>) -> Result<PathBuf> {
+    /// Writes the best student as a Hugging Face folder, plus `model.onnx` (and `model.int8.onnx`)
+    /// in it when asked.
+    pub fn export(&self, out: Option<PathBuf>, onnx: bool, int8: bool) -> Result<PathBuf> {
         let dest = out.unwrap_or_else(|| self.out.join("export"));
         let best = self.student_dir().join("best");
         let tok = self.student_tokenizer()?;
@@ -495,6 +497,17 @@ impl Plan {
         };
         student::export::export(&best, &tok, kind, self.cfg.student.lowercase, &dest)?;
         eprintln!("export: wrote {}", dest.display());
+        let mut variants = Vec::new();
+        if onnx {
+            variants.push(("model.onnx", false));
+        }
+        if int8 {
+            variants.push(("model.int8.onnx", true));
+        }
+        for (name, q) in variants {
+            student::onnx::write(&dest, &dest.join(name), q)?;
+            eprintln!("export: wrote {}", dest.join(name).display());
+        }
         Ok(dest)
     }
 }

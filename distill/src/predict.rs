@@ -25,6 +25,9 @@ pub struct PredictArgs {
     max_len: usize,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// Run the dense layers in dynamic int8 (weights per output channel, activations per token).
+    #[arg(long)]
+    int8: bool,
 }
 
 pub fn run(a: &PredictArgs) -> Result<()> {
@@ -46,7 +49,10 @@ pub fn run(a: &PredictArgs) -> Result<()> {
         bail!("no input: give texts as arguments or --file");
     }
     let files = ModelSource::Local(a.model_dir.clone()).resolve(false)?;
-    let (model, report) = Classifier::load(&files, None, 0, &Device::Cpu)?;
+    let (mut model, report) = Classifier::load(&files, None, 0, &Device::Cpu)?;
+    if a.int8 {
+        model.quantize_int8()?;
+    }
     if !report.has_head {
         bail!(
             "{}: the model has no classification head",

@@ -10,6 +10,8 @@ pub mod eval;
 pub mod export;
 pub mod loss;
 pub mod metrics;
+pub mod onnx;
+mod onnx_proto;
 pub mod optim;
 pub mod train;
 

@@ -3,11 +3,14 @@
 //! Mirrors transformers' `modeling_bert.py` / `modeling_roberta.py` (eager attention): post-LayerNorm
 //! blocks, additive attention mask, RoBERTa positions from `pad_token_id + 1`. Used by teacher and student.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Tensor, D};
-use candle_nn::{Embedding, Init, Linear, VarBuilder};
+use candle_nn::{Embedding, Init, VarBuilder};
 
 use crate::config::{Activation, EncoderConfig, ModelKind};
-use crate::nn::{apply, linear, softmax_t, DropoutRng, LayerNorm};
+use crate::nn::{apply, linear, softmax_t, Dense, DropoutRng, LayerNorm};
+use crate::quant::QEmbedding;
 use crate::Result;
 
 /// A padded batch on the model's device.
@@ -41,6 +44,8 @@ impl EncoderOutput {
 #[derive(Debug, Clone)]
 struct Embeddings {
     word: Embedding,
+    /// Set by `quantize_int8`: word lookups read this int8 table instead.
+    word_int8: Option<Arc<QEmbedding>>,
     position: Embedding,
     token_type: Embedding,
     norm: LayerNorm,
@@ -56,6 +61,7 @@ impl Embeddings {
         };
         Ok(Self {
             word: emb(cfg.vocab_size, "word_embeddings")?,
+            word_int8: None,
             position: emb(cfg.max_position_embeddings, "position_embeddings")?,
             token_type: emb(cfg.type_vocab_size, "token_type_embeddings")?,
             norm: LayerNorm::new(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("LayerNorm"))?,
@@ -65,13 +71,13 @@ impl Embeddings {
 
 #[derive(Debug, Clone)]
 struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attn_out: Linear,
+    query: Dense,
+    key: Dense,
+    value: Dense,
+    attn_out: Dense,
     attn_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
+    intermediate: Dense,
+    output: Dense,
     out_norm: LayerNorm,
 }
 
@@ -120,6 +126,28 @@ impl Encoder {
         &self.cfg
     }
 
+    /// Switches the word embeddings and every dense layer of every block to int8 inference (see
+    /// `quant`); returns those tensors' (f32 bytes, int8 bytes).
+    pub fn quantize_int8(&mut self) -> Result<(usize, usize)> {
+        let words = QEmbedding::from_table(self.embeddings.word.embeddings())?;
+        let mut total = (words.f32_bytes(), words.bytes());
+        self.embeddings.word_int8 = Some(Arc::new(words));
+        for l in &mut self.layers {
+            for d in [
+                &mut l.query,
+                &mut l.key,
+                &mut l.value,
+                &mut l.attn_out,
+                &mut l.intermediate,
+                &mut l.output,
+            ] {
+                let (f, q) = d.quantize_int8()?;
+                total = (total.0 + f, total.1 + q);
+            }
+        }
+        Ok(total)
+    }
+
     /// Sets both dropout probabilities (0 makes training-mode forward passes deterministic).
     pub fn set_dropout(&mut self, p: f64) {
         self.cfg.hidden_dropout_prob = p;
@@ -157,9 +185,11 @@ impl Encoder {
         } else {
             batch.token_type_ids.clone()
         };
-        let x = e
-            .word
-            .forward_ids(&batch.input_ids)?
+        let words = match &e.word_int8 {
+            Some(q) => q.forward(&batch.input_ids)?,
+            None => e.word.forward_ids(&batch.input_ids)?,
+        };
+        let x = words
             .add(&e.position.forward_ids(&positions)?)?
             .add(&e.token_type.forward_ids(&types)?)?; // [b, s, h]
         let x = e.norm.forward_t(&x, train)?;

@@ -3,19 +3,19 @@
 //! (`classifier.dense` + `classifier.out_proj`, no pooler). A regression head is one output.
 
 use candle_core::Tensor;
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::config::{EncoderConfig, ModelKind};
 use crate::encoder::first_token;
-use crate::nn::{apply, linear, DropoutRng};
+use crate::nn::{apply, linear, Dense, DropoutRng};
 use crate::Result;
 
 #[derive(Debug, Clone)]
 pub enum Head {
     /// tanh(pooler(h_cls)) -> dropout -> classifier.
-    Bert { pooler: Linear, classifier: Linear },
+    Bert { pooler: Dense, classifier: Dense },
     /// dropout -> dense -> tanh -> dropout -> out_proj, on the <s> token.
-    Roberta { dense: Linear, out_proj: Linear },
+    Roberta { dense: Dense, out_proj: Dense },
 }
 
 impl Head {
@@ -45,6 +45,17 @@ impl Head {
                 "classifier.out_proj.bias",
             ],
         }
+    }
+
+    /// Switches the head's dense layers to int8 inference; returns their (f32 bytes, int8 bytes).
+    pub fn quantize_int8(&mut self) -> Result<(usize, usize)> {
+        let (a, b) = match self {
+            Head::Bert { pooler, classifier } => (pooler, classifier),
+            Head::Roberta { dense, out_proj } => (dense, out_proj),
+        };
+        let (fa, qa) = a.quantize_int8()?;
+        let (fb, qb) = b.quantize_int8()?;
+        Ok((fa + fb, qa + qb))
     }
 
     /// Logits [b, num_labels] from the last hidden state [b, s, h].

@@ -17,6 +17,7 @@ pub mod infer;
 pub mod kernels;
 pub mod model;
 pub mod nn;
+pub mod quant;
 pub mod targets;
 pub mod tokenizer;
 

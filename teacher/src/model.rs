@@ -262,6 +262,15 @@ impl Classifier {
         self.config.classifier_dropout = None;
     }
 
+    /// Switches inference to int8: dynamic quantization of every dense layer of the blocks and the head,
+    /// and int8 word embeddings (position and type embeddings and LayerNorms stay f32; training still
+    /// uses the f32 weights). Returns the model's weight bytes after.
+    pub fn quantize_int8(&mut self) -> Result<usize> {
+        let (f1, q1) = self.encoder.quantize_int8()?;
+        let (f2, q2) = self.head.quantize_int8()?;
+        Ok(4 * self.num_parameters() - (f1 + f2) + q1 + q2)
+    }
+
     /// Encoder outputs and logits [b, num_labels].
     pub fn forward(
         &self,

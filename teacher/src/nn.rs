@@ -9,13 +9,42 @@ use candle_nn::{Init, Linear, VarBuilder};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::quant::QLinear;
 use crate::Result;
 
 /// A dense layer `y = x W^T + b` with HF weight names `weight` [out, in] and `bias` [out].
-pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Dense> {
     let w = vb.get_with_hints((out_dim, in_dim), "weight", Init::Const(0.))?;
     let b = vb.get_with_hints(out_dim, "bias", Init::Const(0.))?;
-    Ok(Linear::new(w, Some(b)))
+    Ok(Dense {
+        linear: Linear::new(w, Some(b)),
+        int8: None,
+    })
+}
+
+/// A dense layer: the f32 `Linear` that trains and exports, and, once `quantize_int8` ran, an int8
+/// copy that inference uses instead.
+#[derive(Debug, Clone)]
+pub struct Dense {
+    pub linear: Linear,
+    int8: Option<Arc<QLinear>>,
+}
+
+impl Dense {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.int8 {
+            Some(q) => q.forward(x),
+            None => Ok(self.linear.forward(x)?),
+        }
+    }
+
+    /// Switches inference to int8; returns (f32 bytes, int8 bytes) of the layer.
+    pub fn quantize_int8(&mut self) -> Result<(usize, usize)> {
+        let q = QLinear::from_linear(&self.linear)?;
+        let sizes = (q.f32_bytes(), q.bytes());
+        self.int8 = Some(Arc::new(q));
+        Ok(sizes)
+    }
 }
 
 /// LayerNorm with HF names `weight`/`bias`.
@@ -128,7 +157,7 @@ impl DropoutRng {
     }
 }
 
-/// Applies a `Linear` to a [b, s, in] tensor.
-pub fn apply(l: &Linear, x: &Tensor) -> Result<Tensor> {
-    Ok(l.forward(x)?)
+/// Applies a dense layer to a [b, s, in] tensor.
+pub fn apply(l: &Dense, x: &Tensor) -> Result<Tensor> {
+    l.forward(x)
 }

@@ -252,3 +252,32 @@ fn a_head_for_another_label_count_can_be_reinitialised() {
     let (_, report) = Classifier::load_reinit_head(&files, 3, 0, &Device::Cpu).unwrap();
     assert!(report.has_head);
 }
+
+#[test]
+fn int8_inference_stays_close_to_f32_and_shrinks_the_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_checkpoint(dir.path(), &tiny_config(), Some(3), 5).unwrap();
+    let files = ModelSource::Local(dir.path().into())
+        .resolve(false)
+        .unwrap();
+    let (f32_model, _) = Classifier::load(&files, None, 0, &Device::Cpu).unwrap();
+    let mut q = f32_model.clone();
+    let bytes = q.quantize_int8().unwrap();
+    assert!(bytes < 4 * f32_model.num_parameters());
+    let t = tok(dir.path());
+    let (want, _) = f32_model.forward(&batch(&t), false, false).unwrap();
+    let (got, _) = q.forward(&batch(&t), false, false).unwrap();
+    let range = want
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let err = max_diff(&want, &got);
+    assert!(err > 0.0, "int8 path not taken");
+    assert!(
+        err < 0.05 * range.max(1e-3),
+        "int8 error {err} vs logit range {range}"
+    );
+}
