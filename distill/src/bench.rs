@@ -152,6 +152,24 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         lat.push(r);
     }
     results.insert("student_latency".into(), lat.into());
+    // The same student in f32 and in dynamic int8 (`predict --int8`): batch-1 latency and b32 throughput.
+    let mut int8 = student.clone();
+    int8.quantize_int8()?;
+    let mut lat8 = Vec::new();
+    for s in [16, 32, 64] {
+        let r = latency(&int8, s, a.latency_runs)?;
+        eprintln!("student int8 latency b1 s{s}: {r}");
+        lat8.push(r);
+    }
+    results.insert("student_int8_latency".into(), lat8.into());
+    for (name, m) in [
+        ("student_inference", &student),
+        ("student_int8_inference", &int8),
+    ] {
+        let r = inference(m, 32, 128, a.steps)?;
+        eprintln!("{name} b32 s128: {r}");
+        results.insert(name.into(), r);
+    }
     if !a.skip_teacher {
         let base = EncoderConfig {
             hidden_size: 768,
