@@ -106,7 +106,6 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     let worker = batch::spawn(
         predictor.clone(),
         rx,
-        rt.handle().clone(),
         a.max_batch,
         Duration::from_millis(a.max_wait_ms),
         stats.clone(),
@@ -121,12 +120,16 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         max_texts: a.max_texts,
         max_body_bytes: a.max_body_bytes,
     });
-    let served = rt.block_on(serve(a, state));
+    if !rt.block_on(serve(a, state))? {
+        // Connections still open hold the queue: leave them and the inference thread to the exit.
+        rt.shutdown_background();
+        return Ok(());
+    }
     // The router (and with it the queue's sender) is gone: the inference thread drains and stops.
     if worker.join().is_err() {
         bail!("the inference thread panicked");
     }
-    served
+    Ok(())
 }
 
 fn router(state: Arc<AppState>) -> Router {
@@ -143,7 +146,9 @@ fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn serve(a: &ServeArgs, state: Arc<AppState>) -> Result<()> {
+/// Serves until a signal; true once every connection has finished, false if some were still open
+/// `SHUTDOWN_GRACE` after it.
+async fn serve(a: &ServeArgs, state: Arc<AppState>) -> Result<bool> {
     let addr = format!("{}:{}", a.host, a.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -168,12 +173,12 @@ async fn serve(a: &ServeArgs, state: Arc<AppState>) -> Result<()> {
         .with_graceful_shutdown(shutdown)
         .into_future();
     tokio::select! {
-        r = server => r.context("serving")?,
+        r = server => r.context("serving").map(|()| true),
         _ = async { stopping.notified().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
-            eprintln!("open connections still busy after {SHUTDOWN_GRACE:?}: exiting anyway");
+            eprintln!("connections still open {SHUTDOWN_GRACE:?} after the signal: exiting anyway");
+            Ok(false)
         }
     }
-    Ok(())
 }
 
 /// SIGINT and SIGTERM, registered at once (tokio registers a handler when the stream is made).

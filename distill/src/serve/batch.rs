@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use teacher::Encoded;
-use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::predict::Predictor;
@@ -48,11 +47,16 @@ impl Stats {
 pub fn spawn(
     predictor: Arc<Predictor>,
     rx: mpsc::Receiver<Job>,
-    rt: Handle,
     max_batch: usize,
     max_wait: Duration,
     stats: Arc<Stats>,
 ) -> Result<JoinHandle<()>> {
+    // The thread's own timer for the batching wait: it does not depend on the server's runtime, which
+    // may be gone first when shutdown gives up on stuck connections.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .context("starting the batching timer")?;
     std::thread::Builder::new()
         .name("inference".into())
         .spawn(move || {
@@ -70,8 +74,8 @@ pub fn spawn(
 
 struct Queue {
     rx: mpsc::Receiver<Job>,
-    /// The runtime whose timers bound the wait for more requests.
-    rt: Handle,
+    /// Drives the timer that bounds the wait for more requests.
+    rt: tokio::runtime::Runtime,
     /// A request that did not fit in the last batch: it opens the next one.
     carried: Option<Job>,
 }
