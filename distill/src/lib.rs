@@ -13,5 +13,6 @@ pub mod glue;
 pub mod pipeline;
 pub mod predict;
 pub mod report;
+pub mod serve;
 pub mod stamp;
 pub mod sweep;

@@ -11,7 +11,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use distill::pipeline::Plan;
-use distill::{bench, config, encode, glue, predict, report, sweep};
+use distill::{bench, config, encode, glue, predict, report, serve, sweep};
 
 #[derive(Parser)]
 #[command(
@@ -81,6 +81,8 @@ enum Command {
     },
     /// Classify texts with an exported model; prints one JSON object per input.
     Predict(predict::PredictArgs),
+    /// Serve an exported model over HTTP (JSON, dynamic batching); see README "Serving".
+    Serve(serve::ServeArgs),
     /// Write every layer's hidden states for a list of texts (safetensors).
     Encode(encode::EncodeArgs),
     /// Measure training and inference speed on synthetic batches (see bench/run.sh for the baseline).
@@ -163,6 +165,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             Ok(())
         }
         Command::Predict(a) => predict::run(&a),
+        Command::Serve(a) => serve::run(&a),
         Command::Encode(a) => encode::run(&a),
         Command::Bench(a) => bench::run(&a),
     }

@@ -3,11 +3,12 @@
 //! score for regression) and the logits. A tab in an input separates a sentence pair.
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use teacher::{Classifier, ModelSource};
+use teacher::infer::{self, Pooling};
+use teacher::{Classifier, Encoded, ModelSource, TextTokenizer};
 
 use crate::pipeline::model_tokenizer;
 
@@ -30,13 +31,81 @@ pub struct PredictArgs {
     int8: bool,
 }
 
-pub fn run(a: &PredictArgs) -> Result<()> {
-    if a.max_len < 8 {
-        bail!(
-            "--max-len {} leaves no room for text besides the special tokens (use at least 8)",
-            a.max_len
-        );
+/// An exported model ready to classify: weights (on the CPU), its tokenizer truncating at `max_len`
+/// tokens, and its label names. Shared by `predict` and `serve`.
+pub struct Predictor {
+    pub model: Classifier,
+    pub tok: TextTokenizer,
+    pub labels: Vec<String>,
+}
+
+impl Predictor {
+    /// Loads `model_dir`; inputs longer than `max_len` (or the model's positions) are truncated.
+    /// `int8` switches inference to dynamic int8 (`Classifier::quantize_int8`).
+    pub fn load(model_dir: &Path, max_len: usize, int8: bool) -> Result<Self> {
+        if max_len < 8 {
+            bail!("--max-len {max_len} leaves no room for text besides the special tokens (use at least 8)");
+        }
+        let files = ModelSource::Local(model_dir.to_path_buf()).resolve(false)?;
+        let (mut model, report) = Classifier::load(&files, None, 0, &Device::Cpu)?;
+        if !report.has_head {
+            bail!(
+                "{}: the model has no classification head",
+                model_dir.display()
+            );
+        }
+        if int8 {
+            model.quantize_int8()?;
+        }
+        let tok = model_tokenizer(&files, max_len.min(model.config.max_tokens()))?;
+        let labels = model.config.labels();
+        Ok(Self { model, tok, labels })
     }
+
+    /// Tokenises a text, or a pair when `pair` is given.
+    pub fn encode(&self, text: &str, pair: Option<&str>) -> Result<Encoded> {
+        Ok(self.tok.encode(text, pair)?)
+    }
+
+    /// Logit rows [n][c] in input order, `batch_size` examples per forward. The same path as
+    /// `student::eval::logits` without its progress bar (a server would draw one per batch).
+    pub fn logits(&self, enc: &[Encoded], batch_size: usize) -> Result<Vec<Vec<f32>>> {
+        if enc.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = infer::run(
+            &self.model,
+            enc,
+            self.tok.pad_id(),
+            batch_size.max(1),
+            &[],
+            Pooling::Cls,
+            None,
+        )?;
+        Ok(out.logits.to_vec2()?)
+    }
+
+    /// The JSON object of one logit row: label, label_id, its probability as score and the logits; a
+    /// one-column (regression) row gives the score and the logits.
+    pub fn prediction(&self, row: &[f32]) -> serde_json::Value {
+        prediction(row, &self.labels)
+    }
+}
+
+/// See [`Predictor::prediction`].
+pub fn prediction(row: &[f32], labels: &[String]) -> serde_json::Value {
+    if row.len() == 1 {
+        return serde_json::json!({"score": row[0], "logits": row});
+    }
+    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = row.iter().map(|x| (x - max).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    let k = student::metrics::argmax_rows(&[row.to_vec()])[0];
+    let label = labels.get(k).cloned().unwrap_or_else(|| k.to_string());
+    serde_json::json!({"label": label, "label_id": k, "score": exp[k] / sum, "logits": row})
+}
+
+pub fn run(a: &PredictArgs) -> Result<()> {
     let mut inputs = a.texts.clone();
     if let Some(f) = &a.file {
         let file = std::fs::File::open(f).with_context(|| format!("{}", f.display()))?;
@@ -48,41 +117,19 @@ pub fn run(a: &PredictArgs) -> Result<()> {
     if inputs.is_empty() {
         bail!("no input: give texts as arguments or --file");
     }
-    let files = ModelSource::Local(a.model_dir.clone()).resolve(false)?;
-    let (mut model, report) = Classifier::load(&files, None, 0, &Device::Cpu)?;
-    if a.int8 {
-        model.quantize_int8()?;
-    }
-    if !report.has_head {
-        bail!(
-            "{}: the model has no classification head",
-            a.model_dir.display()
-        );
-    }
-    let tok = model_tokenizer(&files, a.max_len.min(model.config.max_tokens()))?;
-    let labels = model.config.labels();
+    let p = Predictor::load(&a.model_dir, a.max_len, a.int8)?;
     let enc = inputs
         .iter()
         .map(|t| match t.split_once('\t') {
-            Some((x, y)) => tok.encode(x, Some(y)),
-            None => tok.encode(t, None),
+            Some((x, y)) => p.encode(x, Some(y)),
+            None => p.encode(t, None),
         })
-        .collect::<teacher::Result<Vec<_>>>()?;
-    let logits = student::eval::logits(&model, &enc, tok.pad_id(), a.batch_size)?;
+        .collect::<Result<Vec<_>>>()?;
+    let logits = student::eval::logits(&p.model, &enc, p.tok.pad_id(), a.batch_size)?;
     let rows: Vec<Vec<f32>> = logits.to_vec2()?;
     let mut out = std::io::stdout().lock();
     for row in rows {
-        let v = if row.len() == 1 {
-            serde_json::json!({"score": row[0], "logits": row})
-        } else {
-            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let exp: Vec<f32> = row.iter().map(|x| (x - max).exp()).collect();
-            let sum: f32 = exp.iter().sum();
-            let k = student::metrics::argmax_rows(std::slice::from_ref(&row))[0];
-            let label = labels.get(k).cloned().unwrap_or_else(|| k.to_string());
-            serde_json::json!({"label": label, "label_id": k, "score": exp[k] / sum, "logits": row})
-        };
-        writeln!(out, "{v}")?;
+        writeln!(out, "{}", p.prediction(&row))?;
     }
     Ok(())
 }

@@ -1,0 +1,388 @@
+//! `distill serve MODEL_DIR`: an HTTP JSON inference server for an exported model folder (the folders
+//! `distill predict` reads). `GET /health`, `GET /stats`, `POST /predict`.
+//!
+//! Dynamic batching as in text-embeddings-inference: handlers tokenise their request and put it on one
+//! queue; a single inference thread (a std thread: the forward is CPU-bound and blocking) takes the first
+//! request, then whatever else arrives within `--max-wait-ms`, up to `--max-batch` examples, runs one
+//! forward over all of them and answers each request through its oneshot. Concurrent requests thus share
+//! forwards; `/stats` counts requests, batches and examples so that this can be checked.
+//!
+//! Every error is JSON `{"error": "..."}`: 400 for a body that is not JSON, 413 past `--max-body-bytes` or
+//! `--max-texts`, 422 for JSON of the wrong shape, 404/405 for unknown routes and methods. SIGINT/SIGTERM
+//! stop accepting, let in-flight requests finish, then exit 0.
+
+mod batch;
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::predict::{prediction, Predictor};
+use batch::{Job, Stats};
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Model folder (config.json, model.safetensors, tokenizer.json or vocab.txt).
+    model_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0 picks a free one; the line `listening on http://ADDR` tells which).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Longest input in tokens (longer inputs are truncated, as in `predict`).
+    #[arg(long, default_value_t = 128)]
+    max_len: usize,
+    /// Most examples in one forward; requests queued together share it.
+    #[arg(long, default_value_t = 32)]
+    max_batch: usize,
+    /// How long the inference thread waits for more requests after the first one of a batch.
+    #[arg(long, default_value_t = 2)]
+    max_wait_ms: u64,
+    /// Most texts in one request (more: 413).
+    #[arg(long, default_value_t = 64)]
+    max_texts: usize,
+    /// Largest request body in bytes (larger: 413).
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Serve the model in dynamic int8 (as `predict --int8`). Results do not depend on batching:
+    /// activations are quantized per token.
+    #[arg(long)]
+    int8: bool,
+}
+
+/// After SIGINT/SIGTERM, how long open connections may take to finish before the server exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Requests waiting for the inference thread; past this, handlers wait to enqueue (back-pressure).
+const QUEUE_CAPACITY: usize = 1024;
+
+/// What every handler shares.
+struct AppState {
+    predictor: Arc<Predictor>,
+    queue: mpsc::Sender<Job>,
+    stats: Arc<Stats>,
+    model_dir: String,
+    max_batch: usize,
+    max_wait_ms: u64,
+    max_texts: usize,
+    max_body_bytes: usize,
+    int8: bool,
+}
+
+pub fn run(a: &ServeArgs) -> Result<()> {
+    for (flag, v) in [
+        ("--max-batch", a.max_batch),
+        ("--max-texts", a.max_texts),
+        ("--max-body-bytes", a.max_body_bytes),
+    ] {
+        if v == 0 {
+            bail!("{flag} must be at least 1");
+        }
+    }
+    let predictor = Arc::new(Predictor::load(&a.model_dir, a.max_len, a.int8)?);
+    // HTTP parsing and JSON are light next to the forward: a few async threads suffice; tokenising runs
+    // on the blocking pool, sized alike.
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 4);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .max_blocking_threads(threads)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    let stats = Arc::new(Stats::default());
+    let worker = batch::spawn(
+        predictor.clone(),
+        rx,
+        a.max_batch,
+        Duration::from_millis(a.max_wait_ms),
+        stats.clone(),
+    )?;
+    let state = Arc::new(AppState {
+        predictor,
+        queue: tx,
+        stats,
+        model_dir: a.model_dir.display().to_string(),
+        max_batch: a.max_batch,
+        max_wait_ms: a.max_wait_ms,
+        max_texts: a.max_texts,
+        max_body_bytes: a.max_body_bytes,
+        int8: a.int8,
+    });
+    if !rt.block_on(serve(a, state))? {
+        // Connections still open hold the queue: leave them and the inference thread to the exit.
+        rt.shutdown_background();
+        return Ok(());
+    }
+    // The router (and with it the queue's sender) is gone: the inference thread drains and stops.
+    if worker.join().is_err() {
+        bail!("the inference thread panicked");
+    }
+    Ok(())
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/health", get(health))
+        .route("/stats", get(stats))
+        .route("/predict", post(predict))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves until a signal; true once every connection has finished, false if some were still open
+/// `SHUTDOWN_GRACE` after it.
+async fn serve(a: &ServeArgs, state: Arc<AppState>) -> Result<bool> {
+    let addr = format!("{}:{}", a.host, a.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local: SocketAddr = listener.local_addr()?;
+    // Handlers are in place before the address is announced: a signal right after it is not lost.
+    let signals = Signals::new()?;
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let stopped = stopping.clone();
+    let shutdown = async move {
+        let name = signals.recv().await;
+        eprintln!("{name}: finishing in-flight requests");
+        stopped.notify_one();
+    };
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{local}")?;
+        out.flush()?;
+    }
+    let server = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .into_future();
+    tokio::select! {
+        r = server => r.context("serving").map(|()| true),
+        _ = async { stopping.notified().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            eprintln!("connections still open {SHUTDOWN_GRACE:?} after the signal: exiting anyway");
+            Ok(false)
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, registered at once (tokio registers a handler when the stream is made).
+struct Signals {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn new() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn new() -> Result<Self> {
+        Ok(Self {})
+    }
+
+    /// Waits for the first signal and names it.
+    #[cfg(unix)]
+    async fn recv(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn recv(self) -> &'static str {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => "Ctrl-C",
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+/// An error response: the status and `{"error": message}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+    }
+
+    fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+async fn health(State(s): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({
+        "status": "ok",
+        "model_dir": s.model_dir,
+        "labels": s.predictor.labels,
+        "max_len": s.predictor.tok.max_len(),
+        "max_batch": s.max_batch,
+        "max_wait_ms": s.max_wait_ms,
+        "max_texts": s.max_texts,
+        "max_body_bytes": s.max_body_bytes,
+        "int8": s.int8,
+        "stats": s.stats.json(),
+    }))
+}
+
+async fn stats(State(s): State<Arc<AppState>>) -> Json<Value> {
+    Json(s.stats.json())
+}
+
+/// `{"texts": [..], "text_pairs": [..]}` or `{"text": .., "text_pair": ..}`; a pair entry may be null.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PredictRequest {
+    texts: Option<Vec<String>>,
+    text_pairs: Option<Vec<Option<String>>>,
+    text: Option<String>,
+    text_pair: Option<String>,
+}
+
+impl PredictRequest {
+    /// The (text, pair) inputs, checked against the request limits.
+    fn inputs(self, max_texts: usize) -> Result<Vec<(String, Option<String>)>, ApiError> {
+        let inputs = match (self.texts, self.text_pairs, self.text, self.text_pair) {
+            (Some(texts), pairs, None, None) => {
+                let pairs = pairs.unwrap_or_else(|| vec![None; texts.len()]);
+                if pairs.len() != texts.len() {
+                    return Err(ApiError::unprocessable(format!(
+                        "`text_pairs` has {} entries but `texts` has {}",
+                        pairs.len(),
+                        texts.len()
+                    )));
+                }
+                texts.into_iter().zip(pairs).collect::<Vec<_>>()
+            }
+            (None, None, Some(text), pair) => vec![(text, pair)],
+            (None, Some(_), _, _) => {
+                return Err(ApiError::unprocessable("`text_pairs` needs `texts`"))
+            }
+            (None, None, None, Some(_)) => {
+                return Err(ApiError::unprocessable("`text_pair` needs `text`"))
+            }
+            (None, None, None, None) => {
+                return Err(ApiError::unprocessable(
+                    "give `texts` (a list of strings) or `text` (one string)",
+                ))
+            }
+            _ => {
+                return Err(ApiError::unprocessable(
+                    "give either `texts`/`text_pairs` or `text`/`text_pair`, not both",
+                ))
+            }
+        };
+        if inputs.is_empty() {
+            return Err(ApiError::unprocessable("`texts` is empty"));
+        }
+        if inputs.len() > max_texts {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "{} texts in one request; the limit is {max_texts} (--max-texts)",
+                    inputs.len()
+                ),
+            ));
+        }
+        Ok(inputs)
+    }
+}
+
+async fn predict(
+    State(s): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body larger than {} bytes (--max-body-bytes)",
+                s.max_body_bytes
+            ),
+        ),
+        status => ApiError::new(status, e.body_text()),
+    })?;
+    let req: PredictRequest = serde_json::from_slice(&body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            ApiError::unprocessable(format!("invalid request: {e}"))
+        }
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("body is not valid JSON: {e}"),
+        ),
+    })?;
+    let inputs = req.inputs(s.max_texts)?;
+    // Tokenising is CPU work proportional to the body: keep it off the async threads.
+    let p = s.predictor.clone();
+    let enc = tokio::task::spawn_blocking(move || {
+        inputs
+            .iter()
+            .map(|(a, b)| p.encode(a, b.as_deref()))
+            .collect::<Result<Vec<_>>>()
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("tokeniser task failed: {e}")))?
+    .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    let (reply, answer) = oneshot::channel();
+    s.queue
+        .send(Job { enc, reply })
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+    let rows = answer
+        .await
+        .map_err(|_| ApiError::internal("the inference thread stopped"))?
+        .map_err(ApiError::internal)?;
+    let predictions: Vec<Value> = rows
+        .iter()
+        .map(|r| prediction(r, &s.predictor.labels))
+        .collect();
+    Ok(Json(json!({ "predictions": predictions })))
+}

@@ -1,0 +1,166 @@
+//! The inference thread of `distill serve`: collects queued requests into one batch (up to `max_batch`
+//! examples, waiting at most `max_wait` after the first), runs one forward and answers each request.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use teacher::Encoded;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::predict::Predictor;
+
+/// One request: its tokenised inputs and where its logit rows (or an error message) go.
+pub struct Job {
+    pub enc: Vec<Encoded>,
+    pub reply: oneshot::Sender<std::result::Result<Vec<Vec<f32>>, String>>,
+}
+
+/// Counters since start, for `/stats`: `batches < requests` shows that requests shared forwards.
+#[derive(Default)]
+pub struct Stats {
+    requests: AtomicU64,
+    batches: AtomicU64,
+    examples: AtomicU64,
+    largest_batch: AtomicU64,
+    failed_batches: AtomicU64,
+}
+
+impl Stats {
+    pub fn json(&self) -> Value {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        json!({
+            "requests": get(&self.requests),
+            "batches": get(&self.batches),
+            "examples": get(&self.examples),
+            "largest_batch": get(&self.largest_batch),
+            "failed_batches": get(&self.failed_batches),
+        })
+    }
+}
+
+/// Starts the inference thread; it returns once every sender of `rx` is gone and the queue is drained.
+pub fn spawn(
+    predictor: Arc<Predictor>,
+    rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    max_wait: Duration,
+    stats: Arc<Stats>,
+) -> Result<JoinHandle<()>> {
+    // The thread's own timer for the batching wait: it does not depend on the server's runtime, which
+    // may be gone first when shutdown gives up on stuck connections.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .context("starting the batching timer")?;
+    std::thread::Builder::new()
+        .name("inference".into())
+        .spawn(move || {
+            let mut queue = Queue {
+                rx,
+                rt,
+                carried: None,
+            };
+            while let Some(jobs) = queue.next_batch(max_batch, max_wait) {
+                run_batch(&predictor, jobs, max_batch, &stats);
+            }
+        })
+        .context("starting the inference thread")
+}
+
+struct Queue {
+    rx: mpsc::Receiver<Job>,
+    /// Drives the timer that bounds the wait for more requests.
+    rt: tokio::runtime::Runtime,
+    /// A request that did not fit in the last batch: it opens the next one.
+    carried: Option<Job>,
+}
+
+impl Queue {
+    /// The next batch: blocks for its first request, then takes what arrives before `max_wait` is up
+    /// while the total stays within `max_batch` examples. None once the queue is closed and empty.
+    fn next_batch(&mut self, max_batch: usize, max_wait: Duration) -> Option<Vec<Job>> {
+        let first = match self.carried.take() {
+            Some(j) => j,
+            None => self.rx.blocking_recv()?,
+        };
+        let deadline = tokio::time::Instant::from_std(Instant::now() + max_wait);
+        let mut n = first.enc.len();
+        let mut jobs = vec![first];
+        while n < max_batch {
+            let next = match self.rx.try_recv() {
+                Ok(j) => Some(j),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    let rx = &mut self.rx;
+                    // None on timeout or once the queue is closed.
+                    self.rt
+                        .block_on(async { tokio::time::timeout_at(deadline, rx.recv()).await })
+                        .ok()
+                        .flatten()
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+            };
+            let Some(job) = next else { break };
+            if n + job.enc.len() > max_batch {
+                self.carried = Some(job);
+                break;
+            }
+            n += job.enc.len();
+            jobs.push(job);
+        }
+        Some(jobs)
+    }
+}
+
+/// One forward over every request of `jobs` (a single request larger than `max_batch` takes several),
+/// then each request gets its rows. A failure (or a panic inside candle) fails this batch only.
+fn run_batch(predictor: &Predictor, mut jobs: Vec<Job>, max_batch: usize, stats: &Stats) {
+    // Clients that gave up (their handler was dropped) need no forward.
+    jobs.retain(|j| !j.reply.is_closed());
+    if jobs.is_empty() {
+        return;
+    }
+    let sizes: Vec<usize> = jobs.iter().map(|j| j.enc.len()).collect();
+    let enc: Vec<Encoded> = jobs
+        .iter_mut()
+        .flat_map(|j| std::mem::take(&mut j.enc))
+        .collect();
+    let n = enc.len() as u64;
+    stats
+        .requests
+        .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    stats.examples.fetch_add(n, Ordering::Relaxed);
+    stats.largest_batch.fetch_max(n, Ordering::Relaxed);
+    let out = std::panic::catch_unwind(AssertUnwindSafe(|| predictor.logits(&enc, max_batch)));
+    let result = match out {
+        Ok(Ok(rows)) if rows.len() == enc.len() => Ok(rows),
+        Ok(Ok(rows)) => Err(format!(
+            "{} logit rows for {} inputs",
+            rows.len(),
+            enc.len()
+        )),
+        Ok(Err(e)) => Err(format!("inference failed: {e:#}")),
+        Err(_) => Err("inference panicked".to_string()),
+    };
+    // A client may have gone meanwhile: its send fails, and there is nothing to do about it.
+    match result {
+        Ok(rows) => {
+            let mut rows = rows.into_iter();
+            for (job, k) in jobs.into_iter().zip(sizes) {
+                let _ = job.reply.send(Ok(rows.by_ref().take(k).collect()));
+            }
+        }
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+            for job in jobs {
+                let _ = job.reply.send(Err(msg.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! `distill serve` as a real process on a tiny random model (teacher::testutil::tiny_checkpoint): its
+//! answers equal `distill predict`'s, concurrent requests share forwards, every error is JSON with the
+//! right status, and SIGTERM/SIGINT end it with status 0.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use teacher::testutil::{sentence, tiny_checkpoint, tiny_config};
+
+const BIN: &str = env!("CARGO_BIN_EXE_distill");
+
+/// A running server; killed on drop if a test failed before stopping it.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(model: &Path, extra: &[&str]) -> Server {
+        let log = std::fs::File::create(model.with_extension("log")).unwrap();
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg(model)
+            .args(["--port", "0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Server { child, url }
+    }
+
+    /// (status, JSON body) of a request; the body must be JSON whatever the status.
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .build();
+        let req = agent
+            .request(method, &format!("{}{path}", self.url))
+            .set("Content-Type", "application/json");
+        let res = match body {
+            Some(b) => req.send_string(b),
+            None => req.call(),
+        };
+        let (status, resp) = match res {
+            Ok(r) => (r.status(), r),
+            Err(ureq::Error::Status(s, r)) => (s, r),
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let text = resp.into_string().unwrap();
+        let v = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path} {status}: body not JSON ({e}): {text}"));
+        (status, v)
+    }
+
+    fn predict(&self, body: &Value) -> Vec<Value> {
+        let (status, v) = self.call("POST", "/predict", Some(&body.to_string()));
+        assert_eq!(status, 200, "{v}");
+        v["predictions"].as_array().unwrap().clone()
+    }
+
+    fn stats(&self) -> (u64, u64, u64) {
+        let (_, v) = self.call("GET", "/stats", None);
+        let g = |k: &str| v[k].as_u64().unwrap();
+        (g("requests"), g("batches"), g("examples"))
+    }
+
+    /// Sends `signal` (0: none, already sent) and waits for the exit status (at most 15 s).
+    fn stop(mut self, signal: i32) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "no exit after signal"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn model(dir: &Path, num_labels: usize) -> std::path::PathBuf {
+    let m = dir.join(format!("model{num_labels}"));
+    std::fs::create_dir_all(&m).unwrap();
+    tiny_checkpoint(&m, &tiny_config(), Some(num_labels), 7).unwrap();
+    m
+}
+
+fn close(a: &Value, b: &Value) {
+    let f = |v: &Value| v.as_f64().unwrap();
+    assert!((f(&a["score"]) - f(&b["score"])).abs() < 1e-5, "{a} vs {b}");
+    let (la, lb) = (
+        a["logits"].as_array().unwrap(),
+        b["logits"].as_array().unwrap(),
+    );
+    assert_eq!(la.len(), lb.len());
+    for (x, y) in la.iter().zip(lb) {
+        assert!((f(x) - f(y)).abs() < 1e-5, "{a} vs {b}");
+    }
+    assert_eq!(a["label"], b["label"]);
+    assert_eq!(a["label_id"], b["label_id"]);
+}
+
+#[test]
+fn serve_matches_predict_batches_concurrent_requests_and_stops_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(tmp.path(), 2);
+    // Inputs of several lengths, one past --max-len (truncated alike by both), one pair.
+    let long = "the movie was good and ".repeat(30);
+    let texts: Vec<String> = (0..5)
+        .map(|k| sentence(k).0)
+        .chain([long.clone(), "good film\tbad plot".to_string()])
+        .collect();
+    let out = Command::new(BIN)
+        .arg("predict")
+        .arg(&m)
+        .args(["--max-len", "32"])
+        .args(&texts)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let expected: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(expected.len(), texts.len());
+
+    let s = Server::start(&m, &["--max-len", "32", "--max-wait-ms", "20"]);
+    let (status, h) = s.call("GET", "/health", None);
+    assert_eq!(status, 200);
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["labels"], json!(["0", "1"]));
+    assert_eq!(h["max_len"], 32);
+    assert_eq!(h["max_batch"], 32);
+    assert_eq!(h["model_dir"], m.display().to_string());
+
+    let (singles, pairs): (Vec<&str>, Vec<Option<&str>>) = texts
+        .iter()
+        .map(|t| match t.split_once('\t') {
+            Some((a, b)) => (a, Some(b)),
+            None => (t.as_str(), None),
+        })
+        .unzip();
+    let got = s.predict(&json!({"texts": singles, "text_pairs": pairs}));
+    assert_eq!(got.len(), expected.len());
+    for (g, e) in got.iter().zip(&expected) {
+        close(g, e);
+    }
+    // Without pairs, and the one-text form.
+    let got = s.predict(&json!({"texts": &singles[..5]}));
+    for (g, e) in got.iter().zip(&expected) {
+        close(g, e);
+    }
+    let one = s.predict(&json!({"text": "good film", "text_pair": "bad plot"}));
+    close(&one[0], &expected[6]);
+
+    // 16 clients × 4 requests at once: right answers, fewer forwards than requests.
+    let (r0, b0, e0) = s.stats();
+    std::thread::scope(|scope| {
+        for c in 0..16 {
+            let (s, expected, singles) = (&s, &expected, &singles);
+            scope.spawn(move || {
+                for r in 0..4 {
+                    let k = (c + r) % 5;
+                    let n = 1 + (c + r) % 2;
+                    let texts: Vec<&str> = (0..n).map(|j| singles[(k + j) % 5]).collect();
+                    let got = s.predict(&json!({ "texts": texts }));
+                    assert_eq!(got.len(), n);
+                    for (j, g) in got.iter().enumerate() {
+                        close(g, &expected[(k + j) % 5]);
+                    }
+                }
+            });
+        }
+    });
+    let (r1, b1, e1) = s.stats();
+    let examples: u64 = (0..16)
+        .flat_map(|c| (0..4).map(move |r| 1 + ((c + r) % 2) as u64))
+        .sum();
+    assert_eq!(r1 - r0, 64);
+    assert_eq!(e1 - e0, examples);
+    assert!(b1 - b0 < 64, "{} batches for 64 requests", b1 - b0);
+
+    let t = Instant::now();
+    let status = s.stop(libc::SIGTERM);
+    assert_eq!(status.code(), Some(0));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+#[test]
+fn serve_errors_are_json_with_their_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &model(tmp.path(), 2),
+        &["--max-body-bytes", "4096", "--max-texts", "8"],
+    );
+    let big = json!({ "texts": ["good film ".repeat(1000)] }).to_string();
+    let nine = json!({ "texts": vec!["good"; 9] }).to_string();
+    for (method, path, body, status, needle) in [
+        (
+            "POST",
+            "/predict",
+            "{\"texts\": [\"a\"",
+            400,
+            "not valid JSON",
+        ),
+        ("POST", "/predict", "", 400, "not valid JSON"),
+        ("POST", "/predict", big.as_str(), 413, "--max-body-bytes"),
+        ("POST", "/predict", nine.as_str(), 413, "--max-texts"),
+        ("POST", "/predict", "{\"texts\": []}", 422, "empty"),
+        (
+            "POST",
+            "/predict",
+            "{\"texts\": [1, 2]}",
+            422,
+            "invalid type",
+        ),
+        (
+            "POST",
+            "/predict",
+            "{\"texts\": \"a\"}",
+            422,
+            "invalid type",
+        ),
+        ("POST", "/predict", "[\"a\"]", 422, "invalid type"),
+        (
+            "POST",
+            "/predict",
+            "{\"txt\": [\"a\"]}",
+            422,
+            "unknown field",
+        ),
+        ("POST", "/predict", "{}", 422, "`texts`"),
+        (
+            "POST",
+            "/predict",
+            "{\"texts\": [\"a\", \"b\"], \"text_pairs\": [\"c\"]}",
+            422,
+            "text_pairs",
+        ),
+        (
+            "POST",
+            "/predict",
+            "{\"text\": \"a\", \"texts\": [\"b\"]}",
+            422,
+            "not both",
+        ),
+        ("GET", "/predict", "", 405, "method"),
+        ("GET", "/nowhere", "", 404, "no such route"),
+    ] {
+        let body = (method == "POST").then_some(body);
+        let (got, v) = s.call(method, path, body);
+        assert_eq!(got, status, "{method} {path} {body:?}: {v}");
+        let msg = v["error"].as_str().unwrap_or_else(|| panic!("{v}"));
+        assert!(msg.contains(needle), "{method} {path} {body:?}: {msg}");
+    }
+    // Still serving after all that; then SIGINT ends it cleanly too.
+    assert_eq!(s.predict(&json!({"text": "good"})).len(), 1);
+    assert_eq!(s.stop(libc::SIGINT).code(), Some(0));
+}
+
+#[test]
+fn serve_regression_finishes_in_flight_requests_and_refuses_a_model_without_a_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A long batching wait keeps the request in flight while SIGTERM arrives: it is still answered.
+    let s = Server::start(&model(tmp.path(), 1), &["--max-wait-ms", "1000"]);
+    let t = Instant::now();
+    let got = std::thread::scope(|scope| {
+        let pending = scope.spawn(|| s.predict(&json!({"texts": ["good film", "bad film"]})));
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) }, 0);
+        pending.join().unwrap()
+    });
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    for g in &got {
+        assert!(g["score"].is_f64() && g.get("label").is_none(), "{g}");
+        assert_eq!(g["logits"].as_array().unwrap().len(), 1);
+    }
+    assert_eq!(s.stop(0).code(), Some(0));
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/tiny/teacher");
+    let out = Command::new(BIN)
+        .args(["serve", "--port", "0"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no classification head"), "{err}");
+    assert!(out.stdout.is_empty());
+}
