@@ -44,7 +44,20 @@ enum Command {
     /// Every stage: teacher (fine-tune if needed) and targets, student training, comparison, export.
     Run(ConfigArgs),
     /// Fine-tune the teacher if it has no task head, then cache its targets for the training set.
-    Teacher(ConfigArgs),
+    Teacher {
+        #[command(flatten)]
+        args: ConfigArgs,
+        /// Compute only slice I of N of the training set (0-based), e.g. `--shard 2/8`, for one machine
+        /// of a cluster; join the slices with `--merge N`.
+        #[arg(long, value_name = "I/N", conflicts_with_all = ["merge", "finetune_only"])]
+        shard: Option<String>,
+        /// Join the N shard files into the training targets (checks each one's fingerprint).
+        #[arg(long, value_name = "N", conflicts_with = "finetune_only")]
+        merge: Option<usize>,
+        /// Only fine-tune a head-less teacher (do this once before sharding).
+        #[arg(long)]
+        finetune_only: bool,
+    },
     /// Train the student against the cached targets and the task labels.
     Train(ConfigArgs),
     /// Evaluate teacher and student on the dev set and write report.json / report.md.
@@ -116,6 +129,17 @@ fn main() {
     }
 }
 
+/// `I/N` with I < N.
+fn parse_shard(s: &str) -> Result<(usize, usize)> {
+    let parsed = s
+        .split_once('/')
+        .and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
+    match parsed {
+        Some((i, n)) if i < n => Ok((i, n)),
+        _ => anyhow::bail!("--shard: expected I/N with 0 <= I < N (e.g. 0/4), got `{s}`"),
+    }
+}
+
 fn plan(args: &ConfigArgs) -> Result<Plan> {
     Plan::new(config::load(&args.config, &args.set)?)
 }
@@ -127,7 +151,27 @@ fn dispatch(cmd: Command) -> Result<()> {
             println!("{}", report.markdown());
             Ok(())
         }
-        Command::Teacher(a) => plan(&a)?.teacher().map(|_| ()),
+        Command::Teacher {
+            args,
+            shard,
+            merge,
+            finetune_only,
+        } => {
+            let p = plan(&args)?;
+            if finetune_only {
+                p.teacher_model().map(|_| ())
+            } else if let Some(s) = shard {
+                let (i, n) = parse_shard(&s)?;
+                p.teacher_shard(i, n).map(|_| ())
+            } else if let Some(n) = merge {
+                if n == 0 {
+                    anyhow::bail!("--merge: the shard count must be at least 1");
+                }
+                p.merge_shards(n).map(|_| ())
+            } else {
+                p.teacher().map(|_| ())
+            }
+        }
         Command::Sweep(a) => sweep::run(&plan(&a)?).map(|_| ()),
         Command::Glue(a) => glue::run(&a).map(|_| ()),
         Command::Train(a) => plan(&a)?.train().map(|_| ()),

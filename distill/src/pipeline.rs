@@ -14,8 +14,8 @@ use serde_json::json;
 use teacher::infer;
 use teacher::targets::{hash_examples, hash_files};
 use teacher::{
-    Classifier, EncoderConfig, Example, Fingerprint, Label, ModelFiles, ModelKind, ModelSource,
-    Targets, TaskSpec, TextTokenizer,
+    Classifier, Encoded, EncoderConfig, Example, Fingerprint, Label, ModelFiles, ModelKind,
+    ModelSource, Targets, TaskSpec, TextTokenizer,
 };
 
 use crate::config::RunConfig;
@@ -225,12 +225,95 @@ impl Plan {
     pub fn teacher(&self) -> Result<Targets> {
         let (model, tok, files) = self.teacher_model()?;
         let (train, _) = self.read_data()?;
+        let fp = self.fingerprint(&model, &tok, &files, &train)?;
+        let path = self.targets_path();
+        if let Some(t) = fresh_targets(&path, &fp) {
+            return Ok(t);
+        }
+        let enc = tokenise(&tok, &train)?;
+        self.compute_targets(&model, &tok, &enc.ids, fp, &path)
+    }
+
+    /// `distill teacher --shard i/n`: the targets of the i-th of n contiguous slices of the training set,
+    /// in `targets/train.shard-I-of-N.safetensors`, so that n machines can share the teacher's work;
+    /// `merge_shards` joins them. The teacher must not need fine-tuning on each machine: fine-tune it
+    /// once (`distill teacher --finetune-only`) and share the output folder.
+    pub fn teacher_shard(&self, i: usize, n: usize) -> Result<PathBuf> {
+        let (model, tok, files) = self.teacher_model()?;
+        let (train, _) = self.read_data()?;
+        let mut fp = self.fingerprint(&model, &tok, &files, &train)?;
+        fp.shard = Some(format!("{i}/{n}"));
+        let path = self.shard_path(i, n);
+        if fresh_targets(&path, &fp).is_some() {
+            return Ok(path);
+        }
+        let enc = tokenise(&tok, &train)?;
+        let range = shard_range(enc.ids.len(), i, n);
+        self.compute_targets(&model, &tok, &enc.ids[range], fp, &path)?;
+        Ok(path)
+    }
+
+    /// Joins the n shard files into the training targets, after checking that each was computed from
+    /// this config (fingerprint) and covers its slice.
+    pub fn merge_shards(&self, n: usize) -> Result<Targets> {
+        let (model, tok, files) = self.teacher_model()?;
+        let (train, _) = self.read_data()?;
+        let fp = self.fingerprint(&model, &tok, &files, &train)?;
+        let mut parts = Vec::with_capacity(n);
+        for i in 0..n {
+            let path = self.shard_path(i, n);
+            if !path.is_file() {
+                bail!(
+                    "{}: missing; run `distill teacher CONFIG --shard {i}/{n}`",
+                    path.display()
+                );
+            }
+            let part = Targets::load(&path)?;
+            let mut want = fp.clone();
+            want.shard = Some(format!("{i}/{n}"));
+            if part.fingerprint != want {
+                bail!(
+                    "{}: computed from another setup ({} changed); rerun that shard",
+                    path.display(),
+                    want.changes(&part.fingerprint).join(", ")
+                );
+            }
+            let rows = shard_range(train.len(), i, n).len();
+            if part.len() != rows {
+                bail!("{}: {} rows, expected {rows}", path.display(), part.len());
+            }
+            parts.push(part);
+        }
+        let targets = Targets::concat(&parts, fp)?;
+        let path = self.targets_path();
+        targets.save(&path)?;
+        eprintln!(
+            "targets: merged {n} shards into {} ({} examples)",
+            path.display(),
+            targets.len()
+        );
+        Ok(targets)
+    }
+
+    fn shard_path(&self, i: usize, n: usize) -> PathBuf {
+        self.targets_path()
+            .with_file_name(format!("train.shard-{i}-of-{n}.safetensors"))
+    }
+
+    /// Everything the training targets depend on.
+    fn fingerprint(
+        &self,
+        model: &Classifier,
+        tok: &TextTokenizer,
+        files: &ModelFiles,
+        train: &[Example],
+    ) -> Result<Fingerprint> {
         let t = &self.cfg.teacher;
         let n_layers = model.config.num_hidden_layers;
         if let Some(l) = t.hidden_layers.iter().find(|&&l| l > n_layers) {
             bail!("teacher.hidden_layers: layer {l} does not exist (the teacher has layers 0..={n_layers}, 0 = embeddings)");
         }
-        let fp = Fingerprint {
+        Ok(Fingerprint {
             teacher_weights: hash_files(
                 &files
                     .weights
@@ -240,33 +323,28 @@ impl Plan {
             )?,
             tokenizer: hash_files(&[tok.path()])?,
             max_seq_len: self.cfg.data.max_seq_len,
-            dataset: hash_examples(&train),
+            dataset: hash_examples(train),
             head: format!("{}:{}", model.num_labels, self.labels().join(",")),
             hidden_layers: t.hidden_layers.clone(),
             pooling: format!("{:?}", t.pooling),
-        };
-        let path = self.targets_path();
-        let mut stale = Vec::new();
-        if let Some(targets) = Targets::load_fresh(&path, &fp, &mut stale) {
-            eprintln!(
-                "targets: {} is fresh ({} examples)",
-                path.display(),
-                targets.len()
-            );
-            return Ok(targets);
-        }
-        if !stale.is_empty() {
-            eprintln!(
-                "targets: rebuilding {} because {} changed",
-                path.display(),
-                stale.join(", ")
-            );
-        }
-        let enc = tokenise(&tok, &train)?;
-        let bar = student::progress_bar(enc.ids.len() as u64, "targets");
+            shard: None,
+        })
+    }
+
+    /// Runs the teacher over `ids` and saves the targets under `fp` at `path`.
+    fn compute_targets(
+        &self,
+        model: &Classifier,
+        tok: &TextTokenizer,
+        ids: &[Encoded],
+        fp: Fingerprint,
+        path: &Path,
+    ) -> Result<Targets> {
+        let t = &self.cfg.teacher;
+        let bar = student::progress_bar(ids.len() as u64, "targets");
         let out = infer::run(
-            &model,
-            &enc.ids,
+            model,
+            ids,
             tok.pad_id(),
             t.batch_size,
             &t.hidden_layers,
@@ -279,7 +357,7 @@ impl Plan {
             hidden: out.hidden.into_iter().collect(),
             fingerprint: fp,
         };
-        targets.save(&path)?;
+        targets.save(path)?;
         eprintln!(
             "targets: wrote {} ({} examples)",
             path.display(),
@@ -510,6 +588,32 @@ impl Plan {
         }
         Ok(dest)
     }
+}
+
+/// Rows `[i·len/n, (i+1)·len/n)`: n contiguous slices that cover `0..len` exactly.
+pub fn shard_range(len: usize, i: usize, n: usize) -> std::ops::Range<usize> {
+    (i * len / n)..((i + 1) * len / n)
+}
+
+/// The cache at `path` when it matches `fp`; says why it is rebuilt otherwise.
+fn fresh_targets(path: &Path, fp: &Fingerprint) -> Option<Targets> {
+    let mut stale = Vec::new();
+    if let Some(targets) = Targets::load_fresh(path, fp, &mut stale) {
+        eprintln!(
+            "targets: {} is fresh ({} examples)",
+            path.display(),
+            targets.len()
+        );
+        return Some(targets);
+    }
+    if !stale.is_empty() {
+        eprintln!(
+            "targets: rebuilding {} because {} changed",
+            path.display(),
+            stale.join(", ")
+        );
+    }
+    None
 }
 
 /// The tokenizer shipped with a model folder: tokenizer.json, else vocab.txt (lower-casing as its

@@ -23,6 +23,9 @@ pub struct Fingerprint {
     pub head: String,
     pub hidden_layers: Vec<usize>,
     pub pooling: String,
+    /// `i/n` for shard i of n (`distill teacher --shard`); absent for a whole training set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
 }
 
 impl Fingerprint {
@@ -148,6 +151,33 @@ impl Targets {
             logits,
             hidden,
             fingerprint,
+        })
+    }
+
+    /// Joins shards given in order (rows of shard 0 first) under the fingerprint `fp`. Every shard
+    /// must carry the same hidden layers.
+    pub fn concat(parts: &[Targets], fp: Fingerprint) -> Result<Self> {
+        let logits: Vec<Tensor> = parts.iter().map(|p| p.logits.clone()).collect();
+        let layers: Vec<usize> = parts
+            .first()
+            .map(|p| p.hidden.keys().copied().collect())
+            .unwrap_or_default();
+        let mut hidden = BTreeMap::new();
+        for l in layers {
+            let rows = parts
+                .iter()
+                .map(|p| {
+                    p.hidden.get(&l).cloned().ok_or_else(|| {
+                        Error::Msg(format!("a shard lacks the hidden states of layer {l}"))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            hidden.insert(l, Tensor::cat(&rows, 0)?);
+        }
+        Ok(Self {
+            logits: Tensor::cat(&logits, 0)?,
+            hidden,
+            fingerprint: fp,
         })
     }
 

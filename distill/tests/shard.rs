@@ -1,0 +1,106 @@
+//! Sharded teacher targets through the real binary: `teacher --shard i/n` on each slice, then
+//! `teacher --merge n`, gives the targets of one whole run; a missing or foreign shard is refused.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use candle_core::Device;
+
+fn distill(out: &Path, args: &[&str]) -> Output {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut all = vec![args[0], "configs/tiny.yaml", "--set"];
+    let o = format!("output_dir={}", out.display());
+    all.push(&o);
+    all.extend_from_slice(&args[1..]);
+    Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args(&all)
+        .current_dir(root)
+        .output()
+        .unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    let t = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{t}");
+    t
+}
+
+fn fails(o: &Output, needles: &[&str]) {
+    let t = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(!t.contains("panicked"), "{t}");
+    for n in needles {
+        assert!(t.contains(n), "message lacks `{n}`:\n{t}");
+    }
+}
+
+fn logits(path: PathBuf) -> Vec<Vec<f32>> {
+    teacher::Targets::load(&path)
+        .unwrap()
+        .logits
+        .to_device(&Device::Cpu)
+        .unwrap()
+        .to_vec2()
+        .unwrap()
+}
+
+#[test]
+fn shards_merge_into_the_whole_targets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = tmp.path().join("whole");
+    ok(&distill(&whole, &["teacher"]));
+    let want = logits(whole.join("targets/train.safetensors"));
+
+    let sharded = tmp.path().join("sharded");
+    ok(&distill(&sharded, &["teacher", "--finetune-only"]));
+    assert!(!sharded.join("targets/train.safetensors").exists());
+    // Merging before every shard exists names the missing one.
+    ok(&distill(&sharded, &["teacher", "--shard", "0/3"]));
+    fails(
+        &distill(&sharded, &["teacher", "--merge", "3"]),
+        &["train.shard-1-of-3.safetensors", "--shard 1/3"],
+    );
+    for s in ["1/3", "2/3"] {
+        ok(&distill(&sharded, &["teacher", "--shard", s]));
+    }
+    let t = ok(&distill(&sharded, &["teacher", "--merge", "3"]));
+    assert!(t.contains("merged 3 shards"), "{t}");
+    let got = logits(sharded.join("targets/train.safetensors"));
+    assert_eq!(got.len(), want.len());
+    // Slices batch and pad differently from the whole run: equal up to float summation order.
+    for (a, b) in want.iter().flatten().zip(got.iter().flatten()) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    // The merged targets are fresh for the whole run's next step.
+    let t = ok(&distill(&sharded, &["teacher"]));
+    assert!(t.contains("is fresh"), "{t}");
+
+    // A shard computed with another setting is refused, naming what changed.
+    ok(&distill(
+        &sharded,
+        &["teacher", "--shard", "1/3", "--set", "data.max_seq_len=24"],
+    ));
+    fails(
+        &distill(&sharded, &["teacher", "--merge", "3"]),
+        &["train.shard-1-of-3.safetensors", "max_seq_len"],
+    );
+}
+
+#[test]
+fn bad_shard_arguments_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for bad in ["3/3", "x/2", "1", "2/1"] {
+        fails(
+            &distill(tmp.path(), &["teacher", "--shard", bad]),
+            &["--shard"],
+        );
+    }
+    fails(
+        &distill(tmp.path(), &["teacher", "--merge", "0"]),
+        &["--merge"],
+    );
+}
