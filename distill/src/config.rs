@@ -32,6 +32,9 @@ pub struct RunConfig {
     /// The grid `distill sweep` searches.
     #[serde(default)]
     pub sweep: SweepConfig,
+    /// Overrides of the checks run before the teacher's targets and the student's training.
+    #[serde(default)]
+    pub preflight: crate::preflight::PreflightConfig,
 }
 
 /// Hyper-parameter grid for `distill sweep` (default: the RoBERTa-tiny recipe's grid).

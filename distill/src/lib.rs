@@ -12,6 +12,7 @@ pub mod encode;
 pub mod glue;
 pub mod pipeline;
 pub mod predict;
+pub mod preflight;
 pub mod report;
 pub mod serve;
 pub mod stamp;

@@ -20,6 +20,7 @@ use teacher::{
 
 use crate::config::RunConfig;
 pub use crate::device::select_device;
+use crate::preflight;
 use crate::stamp::{check_stamp, write_stamp, write_stamp_as, Freshness};
 
 pub struct Plan {
@@ -230,8 +231,24 @@ impl Plan {
         if let Some(t) = fresh_targets(&path, &fp) {
             return Ok(t);
         }
+        self.preflight_teacher(&model, &tok)?;
         let enc = tokenise(&tok, &train)?;
         self.compute_targets(&model, &tok, &enc.ids, fp, &path)
+    }
+
+    /// The teacher's labels and dev predictions (see `preflight`), before it labels the training set.
+    fn preflight_teacher(&self, model: &Classifier, tok: &TextTokenizer) -> Result<()> {
+        let pf = &self.cfg.preflight;
+        preflight::label_names(pf, &model.config.labels(), &self.labels())?;
+        let (_, dev) = self.read_data()?;
+        let enc = tokenise(tok, &dev)?;
+        let logits =
+            student::eval::logits(model, &enc.ids, tok.pad_id(), self.cfg.teacher.batch_size)?;
+        let scores = student::eval::score(&logits, &enc.labels, self.spec.metric)?;
+        let name = scores.values.keys().next().cloned().unwrap_or_default();
+        preflight::teacher_dev(pf, &logits.to_vec2()?, &enc.labels, scores.main, &name)?;
+        eprintln!("preflight: teacher dev {}", scores.summary());
+        Ok(())
     }
 
     /// `distill teacher --shard i/n`: the targets of the i-th of n contiguous slices of the training set,
@@ -248,6 +265,9 @@ impl Plan {
             return Ok(path);
         }
         let enc = tokenise(&tok, &train)?;
+        if i == 0 {
+            self.preflight_teacher(&model, &tok)?;
+        }
         let range = shard_range(enc.ids.len(), i, n);
         self.compute_targets(&model, &tok, &enc.ids[range], fp, &path)?;
         Ok(path)
@@ -474,6 +494,11 @@ impl Plan {
         };
         let tok = self.student_tokenizer()?;
         let (train, dev) = self.read_data()?;
+        let texts: Vec<&str> = train
+            .iter()
+            .flat_map(|e| std::iter::once(e.text_a.as_str()).chain(e.text_b.as_deref()))
+            .collect();
+        preflight::casing(&self.cfg.preflight, &tok, &texts, "the student's tokenizer")?;
         if let Some(t) = &targets {
             let want = hash_examples(&train);
             if t.fingerprint.dataset != want || t.len() != train.len() {

@@ -822,7 +822,7 @@ cases! {
             b.splice(0..0, "\u{feff}".bytes());
             b
         });
-        on_fresh(&sb, "run", &[&d, "train.epochs=1", "teacher.finetune.epochs=1"])
+        on_fresh(&sb, "run", &[&d, "train.epochs=1", "teacher.finetune.epochs=1", "preflight.allow_weak_teacher=true"])
             .succeed()
             .expect(&["(240 examples)", "export: wrote"])
     };
@@ -872,7 +872,7 @@ cases! {
         let d = sb.data();
         sb.edit("data/train.tsv", |t| format!("{t}{}\t1\n", "a very good film ".repeat(62_000)));
         assert!(sb.read("data/train.tsv").len() > 1_000_000);
-        on_fresh(&sb, "run", &[&d, "train.epochs=1", "teacher.finetune.epochs=1"])
+        on_fresh(&sb, "run", &[&d, "train.epochs=1", "teacher.finetune.epochs=1", "preflight.allow_weak_teacher=true"])
             .succeed()
             .expect(&["(241 examples)", "export: wrote"])
     };
@@ -880,7 +880,7 @@ cases! {
         let d = sb.data();
         sb.edit("data/train.tsv", |t| t.replace('\n', "\r\n"));
         sb.edit("data/dev.tsv", |t| t.replace('\n', "\r\n"));
-        on_fresh(&sb, "run", &[&d, "train.epochs=1", "teacher.finetune.epochs=1"])
+        on_fresh(&sb, "run", &[&d, "train.epochs=1", "teacher.finetune.epochs=1", "preflight.allow_weak_teacher=true"])
             .succeed()
             .expect(&["(240 examples)", "export: wrote"])
     };
