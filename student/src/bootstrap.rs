@@ -198,8 +198,8 @@ mod tests {
     #[test]
     fn accuracy_interval_is_close_to_the_normal_approximation() {
         // p ± 1.96 sqrt(p (1 - p) / n) for p = 0.8, n = 1000: [0.7752, 0.8248].
-        let (p, n) = (0.8, 1000.0);
-        let h = 1.96 * (p * (1.0 - p) / n as f64).sqrt();
+        let (p, n) = (0.8f64, 1000.0);
+        let h = 1.96 * (p * (1.0 - p) / n).sqrt();
         let i = accuracy_interval(1000, 800, 3);
         assert!((i.low - (p - h)).abs() < 0.006, "{i:?}");
         assert!((i.high - (p + h)).abs() < 0.006, "{i:?}");
