@@ -11,6 +11,7 @@ pub mod device;
 pub mod encode;
 pub mod glue;
 pub mod pipeline;
+pub mod plots;
 pub mod predict;
 pub mod preflight;
 pub mod report;

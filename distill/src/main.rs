@@ -60,8 +60,15 @@ enum Command {
     },
     /// Train the student against the cached targets and the task labels.
     Train(ConfigArgs),
-    /// Evaluate teacher and student on the dev set and write report.json / report.md.
-    Compare(ConfigArgs),
+    /// Evaluate teacher and student on the dev set; write report.json, report.md and plots/*.png.
+    Compare {
+        #[command(flatten)]
+        args: ConfigArgs,
+        /// Output folder of another run of this task (e.g. another seed, or a sweep trial under
+        /// OUTPUT_DIR/sweep/); its student/best joins a "student (n seeds)" mean ± std row (repeatable).
+        #[arg(long = "runs", value_name = "OUTPUT_DIR")]
+        runs: Vec<PathBuf>,
+    },
     /// Search the `sweep:` grid (batch size × learning rate × seeds) over one teacher; keeps the best.
     Sweep(ConfigArgs),
     /// Run a list of GLUE tasks and write the teacher/student table and test-set submission files.
@@ -175,8 +182,8 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Sweep(a) => sweep::run(&plan(&a)?).map(|_| ()),
         Command::Glue(a) => glue::run(&a).map(|_| ()),
         Command::Train(a) => plan(&a)?.train().map(|_| ()),
-        Command::Compare(a) => {
-            let report = report::compare(&plan(&a)?)?;
+        Command::Compare { args, runs } => {
+            let report = report::compare(&plan(&args)?, &runs)?;
             println!("{}", report.markdown());
             Ok(())
         }

@@ -73,7 +73,7 @@ impl Plan {
         self.train()?;
         timed("train", t0);
         let t0 = Instant::now();
-        let report = crate::report::compare(self)?;
+        let report = crate::report::compare(self, &[])?;
         timed("compare", t0);
         let t0 = Instant::now();
         self.export(None, false, false)?;

@@ -1,23 +1,89 @@
-//! The comparison report: teacher and student on the dev set with the task's official metric, % of
-//! teacher retained, prediction agreement, parameter counts, size on disk and inference throughput,
-//! written as report.json and report.md.
+//! The comparison report (issue #9): teacher and student on the dev set with the task's official metric
+//! and its percentile-bootstrap 95% interval, calibration (ECE and reliability bins, Guo et al. 2017),
+//! % of the teacher retained, prediction agreement, parameters, size on disk, batch-1 latency (p50/p99)
+//! and throughput at the config batch size on the run's device; with `--runs`, the mean ± std of the
+//! metrics over the students of several runs (seeds). Written as report.json and report.md, with the
+//! figures of plots.rs in `plots/`.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
+use student::bootstrap::{bootstrap, percentile, score_intervals, BootstrapConfig, Interval};
+use student::calibration::{calibration, Calibration, ECE_BINS};
+use student::eval::{score_dev_sets, Predictions};
 use student::Scores;
+use teacher::{Classifier, Encoded, Example, TextTokenizer};
 
-use crate::pipeline::{timed_logits, tokenise, Plan};
+use crate::pipeline::{timed_logits, tokenise, Plan, Tokenised};
+use crate::plots::{self, BarPanel, Series};
+
+/// Bootstrap resamples for every interval of the report.
+pub const BOOTSTRAP_RESAMPLES: usize = 1000;
+/// Batch-1 forward passes timed per model (the first dev examples, in file order) ...
+pub const LATENCY_EXAMPLES: usize = 200;
+/// ... after this many untimed ones (first-call allocations, kernel loading on a GPU).
+pub const LATENCY_WARMUP: usize = 10;
+
+/// Batch-1 latency: tokenised input to logits back on the host, one dev example at a time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Timed examples.
+    pub examples: usize,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelSummary {
     pub name: String,
     pub dev: Scores,
+    /// Bootstrap interval of each value of `dev` and of its main score (key `main`).
+    pub dev_interval: BTreeMap<String, Interval>,
+    /// ECE and the reliability-diagram bins on the main dev set; None for regression.
+    pub calibration: Option<Calibration>,
+    /// Counts [true class][predicted class] on the main dev set; None for regression.
+    pub confusion: Option<Vec<Vec<usize>>>,
     pub parameters: usize,
     pub size_bytes: u64,
-    /// Dev-set inference throughput on this run's device.
+    /// Dev-set throughput at `Report::batch_size` on this run's device.
     pub examples_per_second: f64,
+    pub latency: Latency,
+}
+
+/// The student of one run, for the mean ± std over runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedRun {
+    pub output_dir: PathBuf,
+    pub dev: Scores,
+    pub ece: Option<f64>,
+    pub agreement: f64,
+    pub retained_percent: f64,
+}
+
+/// The students of this run and of `--runs`, each scored like the main student.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedSummary {
+    /// Runs counted, this run's first.
+    pub runs: Vec<SeedRun>,
+    /// Mean and sample standard deviation (n - 1; 0 for one run) over `runs` of each dev value, `main`,
+    /// `ece` (classification), `agreement` and `retained_percent`.
+    pub mean: BTreeMap<String, f64>,
+    pub std: BTreeMap<String, f64>,
+    /// `--runs` left out because their student has the same weights as one already counted (a sweep
+    /// copies its best trial to the parent's student/best).
+    pub duplicates: Vec<PathBuf>,
+}
+
+/// A figure in `plots/`, linked from report.md.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plot {
+    pub title: String,
+    /// Relative to the report, e.g. `plots/confusion.png`.
+    pub file: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,132 +91,760 @@ pub struct Report {
     pub task: String,
     pub dev_examples: usize,
     pub device: String,
+    /// Class names in index order (empty for regression).
+    pub labels: Vec<String>,
+    /// Batch size of the throughput measurement (the config's `teacher.batch_size`).
+    pub batch_size: usize,
+    /// How every interval was computed (percentile bootstrap over dev examples).
+    pub bootstrap: BootstrapConfig,
     pub teacher: ModelSummary,
     pub student: ModelSummary,
+    /// The student in dynamic int8 (`predict --int8`), on the CPU; its `size_bytes` are the int8 weights'
+    /// bytes in memory. None on a GPU device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub student_int8: Option<ModelSummary>,
+    /// Share of dev examples on which the int8 and f32 students predict the same label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8_agreement: Option<f64>,
     /// Student main dev score as a percentage of the teacher's.
     pub retained_percent: f64,
+    /// Paired bootstrap interval of `retained_percent` (teacher and student scored on the same
+    /// resamples); None when the teacher scores 0.
+    pub retained_interval: Option<Interval>,
     /// Share of dev examples on which both predict the same label.
     pub agreement: f64,
+    /// Mean ± std over several runs' students; None without `--runs`.
+    pub seeds: Option<SeedSummary>,
+    pub plots: Vec<Plot>,
+}
+
+/// ×100 with `d` decimals, or n/a.
+fn pct(v: f64, d: usize) -> String {
+    if v.is_finite() {
+        format!("{:.*}", d, 100.0 * v)
+    } else {
+        "n/a".into()
+    }
+}
+
+fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n.max(1.0);
+    let std = if values.len() > 1 {
+        (values.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    (mean, std)
 }
 
 impl Report {
-    pub fn write(&self, dir: &Path) -> Result<()> {
+    /// The models compared, in table and figure order.
+    pub fn models(&self) -> Vec<&ModelSummary> {
+        let mut v = vec![&self.teacher, &self.student];
+        v.extend(self.student_int8.as_ref());
+        v
+    }
+
+    pub fn write(&self, dir: &Path, figures: &[(String, Vec<u8>)]) -> Result<()> {
         let json = serde_json::to_string_pretty(self)?;
         teacher::write_atomic(&dir.join("report.json"), json.as_bytes())?;
         teacher::write_atomic(&dir.join("report.md"), self.markdown().as_bytes())?;
+        for (file, png) in figures {
+            let path = dir.join(file);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).with_context(|| format!("{}", parent.display()))?;
+            }
+            teacher::write_atomic(&path, png)?;
+        }
         Ok(())
     }
 
     pub fn markdown(&self) -> String {
+        let b = &self.bootstrap;
         let mut s = format!(
-            "# {} — teacher vs student\n\nDev set: {} examples. Device: {}.\n\n",
-            self.task, self.dev_examples, self.device
+            "# {} — teacher vs student\n\nDev set: {} examples. Device: {}. Scores ×100 with {:.0}% \
+             intervals (percentile bootstrap over dev examples, {} resamples, seed {}).\n\n",
+            self.task,
+            self.dev_examples,
+            self.device,
+            100.0 * b.level,
+            b.resamples,
+            b.seed
         );
         let metrics: Vec<&String> = self.teacher.dev.values.keys().collect();
+        let classification = self.teacher.calibration.is_some();
         s.push_str("| model | ");
         for m in &metrics {
             s.push_str(&format!("{m} | "));
         }
-        s.push_str("parameters | size on disk | dev examples/s |\n|---|");
-        for _ in &metrics {
+        if classification {
+            s.push_str("ECE | ");
+        }
+        s.push_str(&format!(
+            "parameters | size on disk | batch-1 latency p50 / p99 | examples/s (batch {}) |\n|---|",
+            self.batch_size
+        ));
+        for _ in 0..metrics.len() + usize::from(classification) + 4 {
             s.push_str("---|");
         }
-        s.push_str("---|---|---|\n");
-        for m in [&self.teacher, &self.student] {
+        s.push('\n');
+        for m in self.models() {
             s.push_str(&format!("| {} | ", m.name));
             for k in &metrics {
                 let v = m.dev.values.get(*k).copied().unwrap_or(f64::NAN);
-                s.push_str(&format!("{:.2} | ", v * 100.0));
+                match m.dev_interval.get(*k) {
+                    Some(i) => s.push_str(&format!(
+                        "{} [{}, {}] | ",
+                        pct(v, 2),
+                        pct(i.low, 1),
+                        pct(i.high, 1)
+                    )),
+                    None => s.push_str(&format!("{} | ", pct(v, 2))),
+                }
+            }
+            if classification {
+                let ece = m.calibration.as_ref().map_or(f64::NAN, |c| c.ece);
+                s.push_str(&format!("{}% | ", pct(ece, 1)));
             }
             s.push_str(&format!(
-                "{:.1}M | {:.1} MB | {:.1} |\n",
+                "{:.1}M | {:.1} MB | {:.1} / {:.1} ms | {:.1} |\n",
                 m.parameters as f64 / 1e6,
                 m.size_bytes as f64 / 1e6,
+                m.latency.p50_ms,
+                m.latency.p99_ms,
                 m.examples_per_second
             ));
         }
+        if let Some(seeds) = &self.seeds {
+            let ms = |k: &str| {
+                let (m, sd) = (
+                    seeds.mean.get(k).copied().unwrap_or(f64::NAN),
+                    seeds.std.get(k).copied().unwrap_or(f64::NAN),
+                );
+                format!("{} ± {}", pct(m, 2), pct(sd, 2))
+            };
+            s.push_str(&format!("| student ({} seeds) | ", seeds.runs.len()));
+            for k in &metrics {
+                s.push_str(&format!("{} | ", ms(k)));
+            }
+            if classification {
+                s.push_str(&format!("{}% | ", ms("ece")));
+            }
+            s.push_str("| | | |\n");
+        }
         let retained = if self.retained_percent.is_finite() {
-            format!("**{:.1}%**", self.retained_percent)
+            let ci = self
+                .retained_interval
+                .map(|i| format!(" ({:.1}–{:.1}%)", i.low, i.high))
+                .unwrap_or_default();
+            format!("**{:.1}%**{ci}", self.retained_percent)
         } else {
             "an undefined share (the teacher scores 0)".into()
         };
+        let ratio = |a: f64, b: f64| a / b.max(1e-12);
         s.push_str(&format!(
             "\nStudent retains {retained} of the teacher's score; the two agree on {:.1}% of dev predictions. \
-             The student is {:.1}x smaller and {:.1}x faster here.\n",
+             Student / teacher here: parameters {:.2}x, batch-1 latency (p50) {:.2}x, throughput {:.2}x.\n",
             self.agreement * 100.0,
-            self.teacher.parameters as f64 / self.student.parameters.max(1) as f64,
-            self.student.examples_per_second / self.teacher.examples_per_second.max(1e-9),
+            ratio(self.student.parameters as f64, self.teacher.parameters as f64),
+            ratio(self.student.latency.p50_ms, self.teacher.latency.p50_ms),
+            ratio(self.student.examples_per_second, self.teacher.examples_per_second),
         ));
+        if let (Some(q), Some(agree)) = (&self.student_int8, self.int8_agreement) {
+            s.push_str(&format!(
+                "\nThe int8 student (dynamic quantization, as `predict --int8`) scores {:+.2} points against the f32 \
+                 student and agrees with it on {:.1}% of dev predictions; its weights take {:.2}x the bytes, its \
+                 batch-1 latency (p50) is {:.2}x and its throughput {:.2}x the f32 student's.\n",
+                100.0 * (q.dev.main - self.student.dev.main),
+                100.0 * agree,
+                ratio(q.size_bytes as f64, self.student.size_bytes as f64),
+                ratio(q.latency.p50_ms, self.student.latency.p50_ms),
+                ratio(q.examples_per_second, self.student.examples_per_second),
+            ));
+        }
+        if let Some(seeds) = &self.seeds {
+            let get = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+            s.push_str(&format!(
+                "\nOver the {} students (this run first: {}): retained {:.1} ± {:.1}%, agreement {} ± {}%.",
+                seeds.runs.len(),
+                seeds
+                    .runs
+                    .iter()
+                    .map(|r| format!("`{}`", r.output_dir.display()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                get(&seeds.mean, "retained_percent"),
+                get(&seeds.std, "retained_percent"),
+                pct(get(&seeds.mean, "agreement"), 1),
+                pct(get(&seeds.std, "agreement"), 1),
+            ));
+            if !seeds.duplicates.is_empty() {
+                s.push_str(&format!(
+                    " Left out as copies of a student already counted: {}.",
+                    seeds
+                        .duplicates
+                        .iter()
+                        .map(|d| format!("`{}`", d.display()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            s.push('\n');
+        }
+        if !self.plots.is_empty() {
+            s.push_str("\n## Plots\n");
+            for p in &self.plots {
+                s.push_str(&format!(
+                    "\n### {}\n\n![{}]({})\n",
+                    p.title, p.title, p.file
+                ));
+            }
+        }
         s
     }
 }
 
-/// Scores teacher and student on dev with the same metric code and writes the report.
-pub fn compare(p: &Plan) -> Result<Report> {
+/// The dev sets scored: the main one first (suffix ""), then `extra_dev` (MNLI mismatched).
+fn dev_sets(p: &Plan) -> Result<Vec<(String, Vec<Example>)>> {
     let (_, dev) = p.read_data()?;
+    let mut sets = vec![(String::new(), dev)];
+    for (suffix, file) in &p.spec.extra_dev {
+        let path = p.cfg.data.dir.join(file);
+        sets.push((suffix.clone(), p.spec.read(&path).context("data.dir")?));
+    }
+    Ok(sets)
+}
+
+fn tokenise_sets(
+    tok: &TextTokenizer,
+    sets: &[(String, Vec<Example>)],
+) -> Result<Vec<(String, Tokenised)>> {
+    sets.iter()
+        .map(|(suffix, ex)| Ok((suffix.clone(), tokenise(tok, ex)?)))
+        .collect()
+}
+
+/// A model's outputs on every dev set.
+struct Outputs {
+    /// Logits [n, c] of the main dev set.
+    logits: Tensor,
+    rows: Vec<Vec<f32>>,
+    /// (suffix, predictions) of each dev set, the main one first.
+    predictions: Vec<(String, Predictions)>,
+    /// Main dev set throughput, when timed.
+    examples_per_second: f64,
+}
+
+fn run_model(
+    model: &Classifier,
+    pad: u32,
+    sets: &[(String, Tokenised)],
+    batch_size: usize,
+) -> Result<Outputs> {
+    let mut predictions = Vec::with_capacity(sets.len());
+    let mut main = None;
+    for (i, (suffix, t)) in sets.iter().enumerate() {
+        let (logits, speed) = timed_logits(model, &t.ids, pad, batch_size)?;
+        let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+        predictions.push((suffix.clone(), Predictions::new(&rows, &t.labels)));
+        if i == 0 {
+            main = Some((logits, rows, speed));
+        }
+    }
+    let (logits, rows, examples_per_second) = main.context("no dev set")?;
+    Ok(Outputs {
+        logits,
+        rows,
+        predictions,
+        examples_per_second,
+    })
+}
+
+/// p50 and p99 of batch-1 forward passes over the first `LATENCY_EXAMPLES` examples, after
+/// `LATENCY_WARMUP` untimed ones. Reading the logits back waits for the device, so GPU time counts.
+fn batch1_latency(model: &Classifier, data: &[Encoded], pad: u32) -> Result<Latency> {
+    let n = data.len().min(LATENCY_EXAMPLES);
+    let warm = data.len().min(LATENCY_WARMUP);
+    let mut ms = Vec::with_capacity(n);
+    for (i, e) in data
+        .iter()
+        .take(warm)
+        .chain(data.iter().take(n))
+        .enumerate()
+    {
+        let t0 = Instant::now();
+        let batch = teacher::batch::make_batch(&[e], pad, &model.device)?;
+        let (logits, _) = model.forward(&batch, false, false)?;
+        logits.to_vec2::<f32>()?;
+        if i >= warm {
+            ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(Latency {
+        p50_ms: percentile(&ms, 0.5),
+        p99_ms: percentile(&ms, 0.99),
+        examples: n,
+    })
+}
+
+/// Main-set gold classes (classification only).
+fn gold_classes(predictions: &[(String, Predictions)]) -> Option<&[usize]> {
+    match predictions.first() {
+        Some((_, Predictions::Classes { gold, .. })) => Some(gold),
+        _ => None,
+    }
+}
+
+/// Scores, intervals, calibration and speed of one model over the dev sets.
+fn summarise(
+    p: &Plan,
+    name: String,
+    model: &Classifier,
+    tok: &TextTokenizer,
+    size_bytes: u64,
+    sets: &[(String, Vec<Example>)],
+    cfg: &BootstrapConfig,
+) -> Result<(ModelSummary, Outputs)> {
+    let enc = tokenise_sets(tok, sets)?;
+    let main = &enc.first().context("no dev set")?.1;
+    // Batch-1 first: its warm-up passes also warm the model for the throughput pass.
+    let latency = batch1_latency(model, &main.ids, tok.pad_id())?;
+    let out = run_model(model, tok.pad_id(), &enc, p.cfg.teacher.batch_size)?;
+    let dev = score_dev_sets(&out.predictions, p.spec.metric);
+    let dev_interval = score_intervals(&out.predictions, p.spec.metric, cfg);
+    let (calibration, confusion) = match (gold_classes(&out.predictions), &out.predictions[0].1) {
+        (Some(gold), Predictions::Classes { pred, .. }) => (
+            Some(calibration(&out.rows, gold, ECE_BINS)),
+            Some(student::metrics::confusion(
+                pred,
+                gold,
+                p.spec.num_outputs(),
+            )),
+        ),
+        _ => (None, None),
+    };
+    let summary = ModelSummary {
+        name,
+        dev,
+        dev_interval,
+        calibration,
+        confusion,
+        parameters: model.num_parameters(),
+        size_bytes,
+        examples_per_second: out.examples_per_second,
+        latency,
+    };
+    Ok((summary, out))
+}
+
+/// Student main score over teacher main score, ×100 (NaN when the teacher scores 0).
+fn retained(student: f64, teacher: f64) -> f64 {
+    if teacher > 0.0 {
+        100.0 * student / teacher
+    } else {
+        f64::NAN
+    }
+}
+
+/// Paired bootstrap of the retained share: teacher and student scored on the same resampled examples.
+fn retained_interval(
+    t: &[(String, Predictions)],
+    s: &[(String, Predictions)],
+    metric: teacher::Metric,
+    cfg: &BootstrapConfig,
+) -> Option<Interval> {
+    let sizes: Vec<usize> = t.iter().map(|(_, p)| p.len()).collect();
+    let pick = |sets: &[(String, Predictions)], idx: &[Vec<usize>]| -> Vec<(String, Predictions)> {
+        sets.iter()
+            .zip(idx)
+            .map(|((k, p), i)| (k.clone(), p.select(i)))
+            .collect()
+    };
+    let iv = bootstrap(&sizes, cfg, |idx| {
+        let (ts, ss) = (
+            score_dev_sets(&pick(t, idx), metric).main,
+            score_dev_sets(&pick(s, idx), metric).main,
+        );
+        let r = retained(ss, ts);
+        // A resample on which the teacher scores 0 has no ratio; leaving it out biases nothing
+        // visible at the sizes of GLUE dev sets, and keeps NaN out of the percentiles.
+        if r.is_finite() {
+            BTreeMap::from([("retained".to_string(), r)])
+        } else {
+            BTreeMap::new()
+        }
+    });
+    iv.get("retained").copied()
+}
+
+/// The student of another run of this task (`OUT/student/best`), scored on the same dev sets.
+fn seed_run(
+    p: &Plan,
+    dir: &Path,
+    tok: &TextTokenizer,
+    enc: &[(String, Tokenised)],
+    teacher_logits: &Tensor,
+    teacher_main: f64,
+) -> Result<(SeedRun, String)> {
+    let best = dir.join("student").join("best");
+    if !best.join("model.safetensors").is_file() {
+        bail!(
+            "--runs {}: no trained student there ({} is missing); give the output_dir of a run or of a sweep trial",
+            dir.display(),
+            best.join("model.safetensors").display()
+        );
+    }
+    let hash = teacher::targets::hash_files(&[&best.join("model.safetensors")])?;
+    let files = teacher::ModelSource::Local(best.clone()).resolve(false)?;
+    let (model, _) = Classifier::load(&files, Some(p.spec.num_outputs()), p.cfg.seed, &p.device)
+        .with_context(|| format!("--runs {}", dir.display()))?;
+    tok.check_vocab(model.config.vocab_size, &files.config)
+        .with_context(|| format!("--runs {}: not a student of this config", dir.display()))?;
+    let out = run_model(&model, tok.pad_id(), enc, p.cfg.teacher.batch_size)?;
+    let dev = score_dev_sets(&out.predictions, p.spec.metric);
+    let ece = gold_classes(&out.predictions).map(|g| calibration(&out.rows, g, ECE_BINS).ece);
+    let run = SeedRun {
+        output_dir: dir.to_path_buf(),
+        retained_percent: retained(dev.main, teacher_main),
+        agreement: student::eval::agreement(teacher_logits, &out.logits)?,
+        dev,
+        ece,
+    };
+    Ok((run, hash))
+}
+
+fn seed_summary(runs: Vec<SeedRun>, duplicates: Vec<PathBuf>) -> SeedSummary {
+    let mut columns: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for r in &runs {
+        let mut add = |k: &str, v: f64| columns.entry(k.to_string()).or_default().push(v);
+        for (k, v) in &r.dev.values {
+            add(k, *v);
+        }
+        add("main", r.dev.main);
+        if let Some(e) = r.ece {
+            add("ece", e);
+        }
+        add("agreement", r.agreement);
+        if r.retained_percent.is_finite() {
+            add("retained_percent", r.retained_percent);
+        }
+    }
+    let (mut mean, mut std) = (BTreeMap::new(), BTreeMap::new());
+    for (k, v) in columns {
+        let (m, s) = mean_std(&v);
+        mean.insert(k.clone(), m);
+        std.insert(k, s);
+    }
+    SeedSummary {
+        runs,
+        mean,
+        std,
+        duplicates,
+    }
+}
+
+/// Loss terms and dev metrics by step from a training log (`metrics.jsonl`, see student/src/train.rs):
+/// every numeric field of a training line other than step, epoch, lr and grad_norm is a loss term.
+/// A resumed run logs some steps twice; the later line wins.
+pub fn training_series(log: &str) -> (Vec<Series>, Vec<Series>) {
+    let mut losses: BTreeMap<String, BTreeMap<u64, f64>> = BTreeMap::new();
+    let mut dev: BTreeMap<String, BTreeMap<u64, f64>> = BTreeMap::new();
+    for line in log.lines() {
+        let Ok(serde_json::Value::Object(v)) = serde_json::from_str(line) else {
+            continue;
+        };
+        let Some(step) = v.get("step").and_then(|s| s.as_u64()) else {
+            continue;
+        };
+        if let Some(serde_json::Value::Object(d)) = v.get("dev") {
+            for (k, x) in d {
+                if let Some(x) = x.as_f64() {
+                    dev.entry(k.clone()).or_default().insert(step, x);
+                }
+            }
+            continue;
+        }
+        for (k, x) in &v {
+            if matches!(k.as_str(), "step" | "epoch" | "lr" | "grad_norm") {
+                continue;
+            }
+            if let Some(x) = x.as_f64().filter(|x| x.is_finite()) {
+                losses.entry(k.clone()).or_default().insert(step, x);
+            }
+        }
+    }
+    let series = |m: BTreeMap<String, BTreeMap<u64, f64>>, rename: &dyn Fn(&str) -> String| {
+        m.into_iter()
+            .map(|(k, pts)| Series {
+                name: rename(&k),
+                points: pts.into_iter().map(|(s, x)| (s as f64, x)).collect(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut losses = series(losses, &|k| match k {
+        "loss" => "total loss".into(),
+        "kd" => "kd (teacher soft targets)".into(),
+        "task" => "task (gold labels)".into(),
+        _ => k.into(),
+    });
+    // The total first, so that it keeps the first colour.
+    losses.sort_by_key(|s| s.name != "total loss");
+    (losses, series(dev, &|k| format!("student {k}")))
+}
+
+/// The figures of `report` (file name relative to the report, PNG bytes), with their titles.
+fn figures(report: &Report, log: Option<&str>) -> Result<Vec<(Plot, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut add = |file: &str, title: &str, png: Vec<u8>| {
+        out.push((
+            Plot {
+                title: title.into(),
+                file: format!("plots/{file}"),
+            },
+            png,
+        ))
+    };
+    if let Some(log) = log {
+        let (losses, dev) = training_series(log);
+        let refs: Vec<(String, f64)> = report
+            .teacher
+            .dev
+            .values
+            .iter()
+            .filter(|(k, _)| dev.iter().any(|s| s.name == format!("student {k}")))
+            .map(|(k, v)| (format!("teacher {k}"), *v))
+            .collect();
+        add(
+            "training_curves.png",
+            "Training curves",
+            plots::training_curves(&losses, &dev, &refs)?,
+        );
+    }
+    let models = report.models();
+    let confusion: Vec<(&str, &[Vec<usize>])> = models
+        .iter()
+        .filter_map(|m| m.confusion.as_deref().map(|c| (m.name.as_str(), c)))
+        .collect();
+    if !confusion.is_empty() {
+        add(
+            "confusion.png",
+            "Confusion matrices (main dev set)",
+            plots::confusion_matrices(&confusion, &report.labels)?,
+        );
+    }
+    let reliability: Vec<(&str, &Calibration)> = models
+        .iter()
+        .filter_map(|m| m.calibration.as_ref().map(|c| (m.name.as_str(), c)))
+        .collect();
+    if !reliability.is_empty() {
+        add(
+            "reliability.png",
+            "Reliability diagrams (main dev set)",
+            plots::reliability_diagrams(&reliability)?,
+        );
+    }
+    let bars =
+        |title: String, unit: &str, decimals: usize, f: &dyn Fn(&ModelSummary) -> f64| BarPanel {
+            title,
+            unit: unit.into(),
+            decimals,
+            bars: models.iter().map(|m| (m.name.clone(), f(m))).collect(),
+        };
+    add(
+        "latency.png",
+        "Latency and throughput",
+        plots::bar_panels(&[
+            bars(
+                "Batch-1 latency, p50 (lower is better)".into(),
+                " ms",
+                1,
+                &|m| m.latency.p50_ms,
+            ),
+            bars(
+                "Batch-1 latency, p99 (lower is better)".into(),
+                " ms",
+                1,
+                &|m| m.latency.p99_ms,
+            ),
+            bars(
+                format!(
+                    "Throughput at batch {}, examples/s (higher is better)",
+                    report.batch_size
+                ),
+                "",
+                1,
+                &|m| m.examples_per_second,
+            ),
+        ])?,
+    );
+    add(
+        "size.png",
+        "Size",
+        plots::bar_panels(&[
+            bars("Size on disk".into(), " MB", 1, &|m| {
+                m.size_bytes as f64 / 1e6
+            }),
+            bars("Parameters".into(), "M", 2, &|m| m.parameters as f64 / 1e6),
+        ])?,
+    );
+    Ok(out)
+}
+
+/// Scores teacher and student on dev with the same metric code and writes the report; `runs` are the
+/// output folders of further runs of this task (other seeds) whose students join a mean ± std row.
+pub fn compare(p: &Plan, runs: &[PathBuf]) -> Result<Report> {
+    let sets = dev_sets(p)?;
+    let cfg = BootstrapConfig {
+        resamples: BOOTSTRAP_RESAMPLES,
+        level: 0.95,
+        seed: p.cfg.seed,
+    };
     let (t_model, t_tok, t_files) = p.teacher_model()?;
-    let t_dev = tokenise(&t_tok, &dev)?;
-    let bs = p.cfg.teacher.batch_size;
-    let (t_logits, t_speed) = timed_logits(&t_model, &t_dev.ids, t_tok.pad_id(), bs)?;
-    let t_scores = student::eval::score(&t_logits, &t_dev.labels, p.spec.metric)?;
+    let (t_sum, t_out) = summarise(
+        p,
+        format!("teacher ({})", p.cfg.teacher.model),
+        &t_model,
+        &t_tok,
+        t_files.weights_size(),
+        &sets,
+        &cfg,
+    )?;
+    drop(t_model);
 
     let best = p.student_dir().join("best");
     let s_files = teacher::ModelSource::Local(best.clone())
         .resolve(false)
         .with_context(|| "no trained student: run `distill train` first".to_string())?;
     let (s_model, _) =
-        teacher::Classifier::load(&s_files, Some(p.spec.num_outputs()), p.cfg.seed, &p.device)?;
+        Classifier::load(&s_files, Some(p.spec.num_outputs()), p.cfg.seed, &p.device)?;
     let s_tok = p.student_tokenizer()?;
-    let s_dev = tokenise(&s_tok, &dev)?;
-    let (s_logits, s_speed) = timed_logits(&s_model, &s_dev.ids, s_tok.pad_id(), bs)?;
-    let mut s_scores = student::eval::score(&s_logits, &s_dev.labels, p.spec.metric)?;
+    let (s_sum, s_out) = summarise(
+        p,
+        "student".into(),
+        &s_model,
+        &s_tok,
+        s_files.weights_size(),
+        &sets,
+        &cfg,
+    )?;
+    // int8 inference runs on the CPU (see teacher::quant); on a GPU run it is left out.
+    let (student_int8, int8_agreement) = if p.device.is_cpu() {
+        let mut q = s_model;
+        let bytes = q.quantize_int8()?;
+        let (q_sum, q_out) = summarise(
+            p,
+            "student int8".into(),
+            &q,
+            &s_tok,
+            bytes as u64,
+            &sets,
+            &cfg,
+        )?;
+        let agree = student::eval::agreement(&s_out.logits, &q_out.logits)?;
+        (Some(q_sum), Some(agree))
+    } else {
+        drop(s_model);
+        (None, None)
+    };
 
-    // Further dev sets (MNLI mismatched) add their metrics with a suffix; the main score becomes the
-    // mean of all of them, as the GLUE leaderboard averages MNLI-m and MNLI-mm.
-    let mut t_scores = t_scores;
-    for (suffix, file) in &p.spec.extra_dev {
-        let path = p.cfg.data.dir.join(file);
-        let extra = p.spec.read(&path).context("data.dir")?;
-        let labels: Vec<_> = extra.iter().map(|e| e.label).collect();
-        for (model, tok, scores) in [
-            (&t_model, &t_tok, &mut t_scores),
-            (&s_model, &s_tok, &mut s_scores),
-        ] {
-            let enc = tokenise(tok, &extra)?;
-            let logits = student::eval::logits(model, &enc.ids, tok.pad_id(), bs)?;
-            let more = student::eval::score(&logits, &labels, p.spec.metric)?;
-            for (k, v) in more.values {
-                scores.values.insert(format!("{k}_{suffix}"), v);
+    let retained_percent = retained(s_sum.dev.main, t_sum.dev.main);
+    let agreement = student::eval::agreement(&t_out.logits, &s_out.logits)?;
+    let seeds = if runs.is_empty() {
+        None
+    } else {
+        let enc = tokenise_sets(&s_tok, &sets)?;
+        let this = SeedRun {
+            output_dir: p.out.clone(),
+            dev: s_sum.dev.clone(),
+            ece: s_sum.calibration.as_ref().map(|c| c.ece),
+            agreement,
+            retained_percent,
+        };
+        let mut seen = vec![teacher::targets::hash_files(&[
+            &best.join("model.safetensors")
+        ])?];
+        let (mut counted, mut duplicates) = (vec![this], Vec::new());
+        for dir in runs {
+            let (run, hash) = seed_run(p, dir, &s_tok, &enc, &t_out.logits, t_sum.dev.main)?;
+            if seen.contains(&hash) {
+                duplicates.push(dir.clone());
+            } else {
+                seen.push(hash);
+                counted.push(run);
             }
-            scores.main = scores.values.values().sum::<f64>() / scores.values.len() as f64;
         }
+        Some(seed_summary(counted, duplicates))
+    };
+
+    let mut report = Report {
+        task: p.spec.name.clone(),
+        dev_examples: sets[0].1.len(),
+        device: format!("{:?}", p.device),
+        labels: p.spec.labels.clone(),
+        batch_size: p.cfg.teacher.batch_size,
+        bootstrap: cfg,
+        retained_percent,
+        retained_interval: retained_interval(
+            &t_out.predictions,
+            &s_out.predictions,
+            p.spec.metric,
+            &cfg,
+        ),
+        agreement,
+        teacher: t_sum,
+        student: s_sum,
+        student_int8,
+        int8_agreement,
+        seeds,
+        plots: Vec::new(),
+    };
+    // A sweep's parent run has no training log of its own (its student/best is a trial's copy).
+    let log = std::fs::read_to_string(p.student_dir().join("metrics.jsonl")).ok();
+    let figs = figures(&report, log.as_deref())?;
+    report.plots = figs.iter().map(|(plot, _)| plot.clone()).collect();
+    let files: Vec<(String, Vec<u8>)> = figs
+        .into_iter()
+        .map(|(plot, png)| (plot.file, png))
+        .collect();
+    report.write(&p.out, &files)?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn training_log_gives_loss_terms_and_dev_metrics() {
+        let log = r#"{"epoch":0.1,"grad_norm":1.2,"kd":0.98,"loss":0.82,"lr":1e-6,"step":1,"task":0.66}
+{"epoch":0.2,"grad_norm":1.5,"kd":0.90,"loss":0.80,"lr":2e-6,"step":10,"task":0.65}
+{"dev":{"accuracy":0.73,"f1":0.7},"dev_main":0.715,"epoch":1.0,"step":10}
+not json
+{"epoch":0.2,"grad_norm":1.5,"kd":0.5,"loss":0.4,"lr":2e-6,"step":10,"task":0.3}
+"#;
+        let (losses, dev) = training_series(log);
+        let names: Vec<&str> = losses.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "total loss",
+                "kd (teacher soft targets)",
+                "task (gold labels)"
+            ]
+        );
+        // Step 10 was logged twice (a resumed run): the later value wins.
+        assert_eq!(losses[0].points, vec![(1.0, 0.82), (10.0, 0.4)]);
+        let names: Vec<&str> = dev.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["student accuracy", "student f1"]);
+        assert_eq!(dev[0].points, vec![(10.0, 0.73)]);
     }
 
-    let report = Report {
-        task: p.spec.name.clone(),
-        dev_examples: dev.len(),
-        device: format!("{:?}", p.device),
-        retained_percent: if t_scores.main > 0.0 {
-            100.0 * s_scores.main / t_scores.main
-        } else {
-            f64::NAN
-        },
-        agreement: student::eval::agreement(&t_logits, &s_logits)?,
-        teacher: ModelSummary {
-            name: format!("teacher ({})", p.cfg.teacher.model),
-            dev: t_scores,
-            parameters: t_model.num_parameters(),
-            size_bytes: t_files.weights_size(),
-            examples_per_second: t_speed,
-        },
-        student: ModelSummary {
-            name: "student".into(),
-            dev: s_scores,
-            parameters: s_model.num_parameters(),
-            size_bytes: s_files.weights_size(),
-            examples_per_second: s_speed,
-        },
-    };
-    report.write(&p.out)?;
-    Ok(report)
+    #[test]
+    fn mean_and_sample_std() {
+        let (m, s) = mean_std(&[0.8, 0.82, 0.84]);
+        assert!((m - 0.82).abs() < 1e-12 && (s - 0.02).abs() < 1e-12);
+        assert_eq!(mean_std(&[0.5]), (0.5, 0.0));
+    }
 }

@@ -1,10 +1,13 @@
 //! Everything that trains: loss terms, AdamW with its schedule, the one training loop (used for the
-//! student and for fine-tuning a head-less teacher), GLUE metrics, evaluation and export.
+//! student and for fine-tuning a head-less teacher), GLUE metrics with bootstrap intervals,
+//! calibration, evaluation and export.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod bootstrap;
+pub mod calibration;
 mod error;
 pub mod eval;
 pub mod export;

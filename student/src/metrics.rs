@@ -133,6 +133,18 @@ pub fn argmax_rows(logits: &[Vec<f32>]) -> Vec<usize> {
         .collect()
 }
 
+/// Counts [gold][predicted] over `k` classes (scikit-learn's `confusion_matrix` layout: rows are the
+/// true classes); labels outside 0..k are left out.
+pub fn confusion(pred: &[usize], gold: &[usize], k: usize) -> Vec<Vec<usize>> {
+    let mut c = vec![vec![0usize; k]; k];
+    for (&p, &g) in pred.iter().zip(gold) {
+        if let Some(cell) = c.get_mut(g).and_then(|row| row.get_mut(p)) {
+            *cell += 1;
+        }
+    }
+    c
+}
+
 /// Classification metrics from predicted and gold classes.
 pub fn score_classes(metric: Metric, pred: &[usize], gold: &[usize]) -> Scores {
     let mut values = BTreeMap::new();
@@ -185,6 +197,13 @@ mod tests {
         assert!((accuracy(&P, &G) - 0.7).abs() < 1e-12);
         assert!((f1(&P, &G) - 0.7272727272727273).abs() < 1e-12);
         assert!((matthews(&P, &G) - 0.4082482904638631).abs() < 1e-12);
+    }
+
+    #[test]
+    fn confusion_matches_sklearn() {
+        // confusion_matrix(g, p) = [[3, 1], [2, 4]]
+        assert_eq!(confusion(&P, &G, 2), vec![vec![3, 1], vec![2, 4]]);
+        assert_eq!(confusion(&[0, 5], &[0, 1], 2), vec![vec![1, 0], vec![0, 0]]);
     }
 
     #[test]
