@@ -4,9 +4,11 @@
 # away from real builds (candle-kernels' build script does not re-run when PATH changes).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export PATH="$PWD/tools/cuda:$PATH" NVCC="$PWD/tools/cuda/fake-nvcc"
+BIN="$(mktemp -d)"
+trap 'rm -rf "$BIN"' EXIT
+ln -s "$PWD/tools/cuda/fake-nvcc" "$BIN/nvcc"
+export PATH="$BIN:$PATH" NVCC="$BIN/nvcc"
 export CUDA_COMPUTE_CAP=90 CUDARC_CUDA_VERSION=13000
 export CARGO_TARGET_DIR="${CUDA_CHECK_TARGET:-target/cuda-check}"
-ln -sf fake-nvcc tools/cuda/nvcc 2>/dev/null || true
 cargo check --workspace --features distill/cuda "$@"
 echo "CUDA CHECK OK (compiled against candle's CUDA backend; kernels not built)"
