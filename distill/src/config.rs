@@ -576,6 +576,7 @@ impl TrainSection {
             alpha_kd,
             temperature,
             eval_batch_size: eval_batch,
+            objective: Default::default(),
         }
     }
 }

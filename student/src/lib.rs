@@ -1,4 +1,4 @@
-//! Everything that trains: loss terms, AdamW with its schedule, the one training loop (used for the
+//! Everything that trains: loss terms and the objective built from them, AdamW with its schedule, the one training loop (used for the
 //! student and for fine-tuning a head-less teacher), GLUE metrics, evaluation and export.
 #![cfg_attr(
     not(test),
@@ -10,9 +10,11 @@ pub mod eval;
 pub mod export;
 pub mod loss;
 pub mod metrics;
+pub mod objective;
 pub mod onnx;
 mod onnx_proto;
 pub mod optim;
+pub mod terms;
 pub mod train;
 
 pub use error::{Error, Result};
