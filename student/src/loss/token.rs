@@ -3,6 +3,14 @@
 //! (DistilBERT's cosine embedding loss, Sanh et al. 2019) and `attention_mse` (TinyBERT eq. 4;
 //! TextBrewer's `att_mse_loss` with a mask). Student states arrive already projected to the teacher's
 //! width when the widths differ (see `objective`).
+//!
+//! `attention_mse` compares attention probabilities, not TinyBERT's pre-softmax scores: softmax ignores a
+//! per-row constant, so an MSE on scores penalises differences that change nothing the model computes;
+//! score magnitudes scale with the head dimension (student and teacher differ) and padded keys carry the
+//! mask's huge negatives (TinyBERT's code zeroes entries below -100 to cope); and probabilities are what
+//! the encoder returns, as transformers' `output_attentions` does. The cost: near-uniform attention gives
+//! small values and gradients (TinyBERT reports faster convergence on scores); `distill.balance`
+//! compensates for the scale.
 
 use candle_core::{Tensor, D};
 
