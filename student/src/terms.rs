@@ -562,8 +562,9 @@ pub fn temperatures(
                 let dot: f64 = s.iter().zip(t).map(|(a, b)| *a as f64 * *b as f64).sum();
                 let ns: f64 = s.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
                 let nt: f64 = t.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
-                // Rounding can push 1 - cos a hair below 0, where a fractional power is NaN.
-                (1.0 - dot / (ns * nt)).max(0.0).powf(gamma)
+                // All-zero logits have no direction: cos 0 rather than NaN. Rounding can push
+                // 1 - cos a hair below 0, where a fractional power is NaN.
+                (1.0 - dot / (ns * nt).max(1e-12)).max(0.0).powf(gamma)
             })
             .collect(),
         TemperatureSchedule::Cwsm => student
