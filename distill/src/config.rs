@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
+use student::terms::{ObjectiveConfig, TemperatureSchedule, TermSpec};
 use teacher::data::{Column, Format};
 use teacher::infer::Pooling;
 use teacher::{Metric, TaskSpec};
@@ -204,14 +205,34 @@ impl Default for StudentConfig {
     }
 }
 
+/// The distillation objective. New keys are left out of the serialized form (and so out of stage
+/// stamps) while they hold their defaults, so configs written before them stay fresh.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DistillConfig {
-    /// Weight of the soft-target (KD) loss; the task loss gets 1 - alpha_kd.
+    /// Weight of the soft-target (KD) loss; the task loss gets 1 - alpha_kd. Only used without `terms`.
     #[serde(default = "default_alpha")]
     pub alpha_kd: f64,
+    /// Temperature of kd terms that set none.
     #[serde(default = "default_temperature")]
     pub temperature: f64,
+    /// The loss terms, each with its weight; absent: `[{kind: kd, weight: alpha_kd},
+    /// {kind: ce, weight: 1 - alpha_kd}]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terms: Option<Vec<TermSpec>>,
+    /// constant | flsw | cwsm, for kd terms that set none.
+    #[serde(default, skip_serializing_if = "is_constant")]
+    pub temperature_schedule: TemperatureSchedule,
+    #[serde(default = "default_one", skip_serializing_if = "is_one")]
+    pub temperature_beta: f64,
+    #[serde(default = "default_one", skip_serializing_if = "is_one")]
+    pub temperature_gamma: f64,
+    /// Scale each term by the inverse of its running magnitude.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub balance: bool,
+    /// Learning rate of the hidden-state projections (default: `train.learning_rate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection_lr: Option<f64>,
 }
 
 fn default_alpha() -> f64 {
@@ -220,13 +241,51 @@ fn default_alpha() -> f64 {
 fn default_temperature() -> f64 {
     2.0
 }
+fn default_one() -> f64 {
+    1.0
+}
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
+}
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+fn is_constant(v: &TemperatureSchedule) -> bool {
+    *v == TemperatureSchedule::Constant
+}
 
 impl Default for DistillConfig {
     fn default() -> Self {
         Self {
             alpha_kd: default_alpha(),
             temperature: default_temperature(),
+            terms: None,
+            temperature_schedule: TemperatureSchedule::Constant,
+            temperature_beta: 1.0,
+            temperature_gamma: 1.0,
+            balance: false,
+            projection_lr: None,
         }
+    }
+}
+
+impl DistillConfig {
+    /// The student's view of this section (the shorthand is resolved there).
+    pub fn objective(&self) -> ObjectiveConfig {
+        ObjectiveConfig {
+            terms: self.terms.clone().unwrap_or_default(),
+            temperature_schedule: self.temperature_schedule,
+            temperature_beta: self.temperature_beta,
+            temperature_gamma: self.temperature_gamma,
+            balance: self.balance,
+            projection_lr: self.projection_lr,
+        }
+    }
+
+    /// The terms in force (the configured list or the shorthand's two).
+    pub fn resolved_terms(&self) -> Vec<TermSpec> {
+        self.objective()
+            .resolved_terms(self.alpha_kd, self.temperature)
     }
 }
 
@@ -434,6 +493,14 @@ impl RunConfig {
             "distill.temperature",
             format!("must be positive (got {})", d.temperature),
         )?;
+        check(
+            d.terms.as_ref().is_none_or(|t| !t.is_empty()),
+            "distill.terms",
+            "must list at least one term (or leave it out for the alpha_kd shorthand)",
+        )?;
+        d.objective()
+            .validate()
+            .map_err(|e| anyhow!("distill.{e}"))?;
         let s = &self.student;
         if let Some(p) = s.dropout {
             check(
@@ -579,6 +646,7 @@ impl TrainSection {
             alpha_kd,
             temperature,
             eval_batch_size: eval_batch,
+            objective: Default::default(),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod device;
 pub mod encode;
 pub mod glue;
+pub mod online;
 pub mod pipeline;
 pub mod plots;
 pub mod predict;

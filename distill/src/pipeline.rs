@@ -188,6 +188,7 @@ impl Plan {
                     dev: &dv.ids,
                     dev_labels: &dv.labels,
                     teacher_logits: None,
+                    teacher: None,
                     pad_id: tok.pad_id(),
                     metric: self.spec.metric,
                     label_names: &labels,
@@ -484,7 +485,12 @@ impl Plan {
     /// `train`, pausing (resumably) once `stop(step)` is true.
     pub fn train_until(&self, stop: &dyn Fn(usize) -> bool) -> Result<student::TrainReport> {
         let d = &self.cfg.distill;
-        let targets = if d.alpha_kd > 0.0 {
+        // Cached logits feed kd / logits_mse; token-level terms need the teacher itself (`online`).
+        let needs_logits = d
+            .resolved_terms()
+            .iter()
+            .any(|t| t.kind.uses_teacher_logits() && t.weight > 0.0);
+        let targets = if needs_logits {
             let path = self.targets_path();
             let t =
                 Targets::load(&path).map_err(|e| anyhow!("{e} (run `distill teacher` first)"))?;
@@ -508,7 +514,15 @@ impl Plan {
                 );
             }
         }
-        let stamp = json!({
+        // Build (and so validate) the student, and the online teacher with its checks, before touching
+        // any earlier output.
+        let model = self.student_model(&tok)?;
+        let online = if crate::online::needed(d) {
+            Some(crate::online::prepare(self, &model.config, &tok, &train)?)
+        } else {
+            None
+        };
+        let mut stamp = json!({
             "targets": targets.as_ref().map(|t| serde_json::to_value(&t.fingerprint).unwrap_or_default()),
             "student": self.cfg.student,
             "train": self.cfg.train,
@@ -519,9 +533,10 @@ impl Plan {
             "seed": self.cfg.seed,
             "student_seed": self.student_seed,
         });
+        if let (Some(o), Some(m)) = (&online, stamp.as_object_mut()) {
+            m.insert("online_teacher".into(), o.weights.clone().into());
+        }
         let dir = self.student_dir();
-        // Build (and so validate) the student before touching any earlier output.
-        let model = self.student_model(&tok)?;
         // `stamp.json` says which inputs `last/` belongs to (a killed run resumes from it); `done.json`
         // is written only when training has finished, so a failed or interrupted run is never "fresh".
         let report_path = dir.join("train_report.json");
@@ -561,16 +576,18 @@ impl Plan {
             dev: &dv.ids,
             dev_labels: &dv.labels,
             teacher_logits: targets.as_ref().map(|t| &t.logits),
+            teacher: online.as_ref().map(|o| &o.model),
             pad_id: tok.pad_id(),
             metric: self.spec.metric,
             label_names: &labels,
         };
-        let tc = self.cfg.train.to_train_config(
+        let mut tc = self.cfg.train.to_train_config(
             self.student_seed,
             d.alpha_kd,
             d.temperature,
             self.cfg.teacher.batch_size,
         );
+        tc.objective = d.objective();
         let report = student::train_until(&model, &data, &tc, &dir, stop)?;
         if report.steps >= self.planned_steps(train.len()) {
             write_stamp_as(&done, &stamp)?;

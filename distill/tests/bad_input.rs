@@ -597,6 +597,41 @@ cases! {
         .expect(&["student.max_position_embeddings"])
         .artifacts_only();
 
+    // ---------------- distillation terms ----------------
+    term_unknown_kind: |sb| on_good(&sb, "run", &["distill.terms=[{kind: kl}]"]).expect(&["distill.terms[0].kind", "unknown variant `kl`", "hidden_mse"]);
+    term_missing_kind: |sb| on_good(&sb, "run", &["distill.terms=[{weight: 1}]"]).expect(&["distill.terms[0]", "missing field `kind`"]);
+    term_unknown_key: |sb| on_good(&sb, "run", &["distill.terms=[{kind: kd, temp: 2}]"]).expect(&["distill.terms[0].temp: unknown field `temp`", "temperature"]);
+    term_negative_weight: |sb| on_good(&sb, "run", &["distill.terms=[{kind: ce}, {kind: kd, weight: -0.5}]"]).expect(&["distill.terms[1].weight", "non-negative"]);
+    term_weight_nan: |sb| on_good(&sb, "run", &["distill.terms=[{kind: ce, weight: .nan}]"]).expect(&["distill.terms[0].weight", "NaN"]);
+    term_all_weights_zero: |sb| on_good(&sb, "run", &["distill.terms=[{kind: ce, weight: 0}]"]).expect(&["distill.terms", "every weight is 0"]);
+    term_list_empty: |sb| on_good(&sb, "run", &["distill.terms=[]"]).expect(&["distill.terms", "at least one term"]);
+    term_key_of_another_kind: |sb| on_good(&sb, "run", &["distill.terms=[{kind: ce, relation_heads: 4}]"]).expect(&["distill.terms[0].relation_heads", "not used by a `ce` term"]);
+    term_unknown_schedule: |sb| on_good(&sb, "run", &["distill.terms=[{kind: ce, schedule: cosine}]"]).expect(&["distill.terms[0].schedule", "unknown variant `cosine`", "linear_growth"]);
+    term_unknown_temperature_schedule: |sb| on_good(&sb, "run", &["distill.temperature_schedule=annealed"]).expect(&["distill.temperature_schedule", "unknown variant `annealed`", "flsw"]);
+    term_unknown_relation: |sb| on_good(&sb, "run", &["distill.terms=[{kind: minilm_relations, relations: [qk]}]"]).expect(&["distill.terms[0].relations[0]", "unknown variant `qk`"]);
+    term_layer_pair_of_three: |sb| on_good(&sb, "run", &["distill.terms=[{kind: hidden_mse, layer_map: [[0, 1, 2]]}]"]).expect(&["distill.terms[0].layer_map[0]", "invalid length"]);
+    term_projection_lr_zero: |sb| on_good(&sb, "run", &["distill.projection_lr=0"]).expect(&["distill.projection_lr", "(0, 1)"]);
+    term_teacher_layer_out_of_range: |sb| on_good(&sb, "train", &["distill.terms=[{kind: hidden_mse, layer_map: [[0, 0], [2, 3]]}]"])
+        .expect(&["distill.terms[0].layer_map[1]", "teacher layer 3 does not exist", "0..=2"]);
+    term_student_layer_out_of_range: |sb| on_good(&sb, "train", &["distill.terms=[{kind: minilm_relations, student_layer: 5}]"])
+        .expect(&["distill.terms[0].student_layer", "student layer 5 does not exist"]);
+    term_attention_of_the_embeddings: |sb| on_good(&sb, "train", &["distill.terms=[{kind: attention_mse, layer_map: [[0, 0]]}]"])
+        .expect(&["distill.terms[0].layer_map[0]", "no attention"]);
+    term_attention_head_counts_differ: |sb| on_good(&sb, "train", &["distill.terms=[{kind: attention_mse}]", "student.num_heads=2"])
+        .expect(&["distill.terms[0]", "attention_mse", "2 heads and the teacher 4", "student.num_heads"]);
+    term_relation_heads_do_not_divide: |sb| on_good(&sb, "train", &["distill.terms=[{kind: minilm_relations, relation_heads: 3}]"])
+        .expect(&["distill.terms[0].relation_heads", "3 does not divide", "hidden size 32"]);
+    term_default_relation_heads_do_not_divide: |sb| on_good(&sb, "train", &["distill.terms=[{kind: minilm_relations}]", "student.hidden_size=18", "student.num_heads=2"])
+        .expect(&["distill.terms[0].relation_heads", "teacher's head count", "hidden size 18"]);
+    term_token_level_with_another_tokenizer: |sb| {
+        let v = String::from_utf8(std::fs::read(fixture("vocab.txt")).unwrap()).unwrap();
+        let swapped = v.replace("\nmovie\n", "\nTMP\n").replace("\nfilm\n", "\nmovie\n").replace("\nTMP\n", "\nfilm\n");
+        let vocab = sb.write("vocab.txt", swapped);
+        let tok = format!("student.tokenizer={vocab}");
+        on_good(&sb, "train", &["distill.terms=[{kind: hidden_cosine}]", &tok])
+            .expect(&["distill.terms", "tokenizes differently", "student.tokenizer", "configs/tiny/teacher"])
+    };
+
     // ---------------- tasks ----------------
     unknown_task: |sb| on_good(&sb, "run", &["task=sst3"]).expect(&["task: unknown task `sst3`", "sst2"]);
     task_name_in_capitals: |sb| on_good(&sb, "run", &["task=SST2"]).expect(&["task", "`SST2`"]);

@@ -257,6 +257,68 @@ fn tiny_run_end_to_end_then_fresh_stages_are_skipped() {
     );
 }
 
+/// Token-level terms against the online teacher, with a narrower student (so a projection) and every
+/// kind of term at once.
+const TOKEN_TERMS: &str = "distill.terms=[{kind: kd, weight: 0.5}, {kind: ce, weight: 0.5}, \
+    {kind: hidden_mse, weight: 1.0}, {kind: hidden_cosine, weight: 0.5, layer_map: [[2, 2]]}, \
+    {kind: attention_mse, weight: 1.0, schedule: linear_decay}, \
+    {kind: minilm_relations, weight: 1.0, relation_heads: 2, relations: [qq, vv]}]";
+
+#[test]
+fn token_level_terms_run_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let narrow = [
+        "--set",
+        TOKEN_TERMS,
+        "--set",
+        "student.hidden_size=16",
+        "--set",
+        "student.intermediate_size=32",
+    ];
+    let o = run_tiny(&out, &narrow);
+    assert!(o.status.success(), "{}", text(&o));
+    let log = std::fs::read_to_string(out.join("student/metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    for name in [
+        "kd",
+        "ce",
+        "hidden_mse",
+        "hidden_cosine",
+        "attention_mse",
+        "minilm_relations",
+    ] {
+        let t = &first["terms"][name];
+        assert!(
+            t["raw"].as_f64().unwrap().is_finite() && t["weighted"].is_number(),
+            "{name}: {first}"
+        );
+    }
+    // The projection (16 -> 32) is checkpointed but never exported.
+    assert!(out.join("student/last/objective.safetensors").is_file());
+    let exported = candle_core::safetensors::load(
+        out.join("export/model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert!(exported.keys().all(|n| !n.starts_with("distill.")));
+
+    // Unchanged: fresh. A changed term: the student retrains, naming the section.
+    let again = run_tiny(&out, &narrow);
+    let t = text(&again);
+    assert!(again.status.success() && !t.contains("parameters,"), "{t}");
+    let mut changed = narrow.to_vec();
+    let other = TOKEN_TERMS.replace("relations: [qq, vv]", "relations: [kk]");
+    changed[1] = &other;
+    let o = run_tiny(&out, &changed);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("retraining from scratch") && t.contains("distill"),
+        "{t}"
+    );
+}
+
 #[test]
 fn config_errors_name_the_key() {
     let tmp = tempfile::tempdir().unwrap();

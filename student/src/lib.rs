@@ -1,6 +1,6 @@
-//! Everything that trains: loss terms, AdamW with its schedule, the one training loop (used for the
-//! student and for fine-tuning a head-less teacher), GLUE metrics with bootstrap intervals,
-//! calibration, evaluation and export.
+//! Everything that trains: loss terms and the objective built from them, AdamW with its schedule, the
+//! one training loop (used for the student and for fine-tuning a head-less teacher), GLUE metrics with
+//! bootstrap intervals, calibration, evaluation and export.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -13,9 +13,11 @@ pub mod eval;
 pub mod export;
 pub mod loss;
 pub mod metrics;
+pub mod objective;
 pub mod onnx;
 mod onnx_proto;
 pub mod optim;
+pub mod terms;
 pub mod train;
 
 pub use error::{Error, Result};

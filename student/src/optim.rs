@@ -58,6 +58,8 @@ struct Slot {
     m: Tensor,
     v: Tensor,
     decay: bool,
+    /// This parameter's learning rate relative to the schedule's (distillation projections have their own).
+    lr_scale: f64,
 }
 
 pub struct AdamW {
@@ -77,9 +79,16 @@ pub struct StepInfo {
 
 impl AdamW {
     pub fn new(vars: Vec<(String, Var)>, cfg: AdamWConfig) -> Result<Self> {
-        let slots = vars
+        Self::with_groups(vec![(vars, 1.0)], cfg)
+    }
+
+    /// Parameter groups, each with a learning rate scale relative to `cfg.learning_rate`'s schedule
+    /// (as PyTorch's per-group `lr`); clipping takes the gradient norm over all groups together.
+    pub fn with_groups(groups: Vec<(Vec<(String, Var)>, f64)>, cfg: AdamWConfig) -> Result<Self> {
+        let slots = groups
             .into_iter()
-            .map(|(name, var)| {
+            .flat_map(|(vars, scale)| vars.into_iter().map(move |v| (v, scale)))
+            .map(|((name, var), lr_scale)| {
                 let decay = !(name.ends_with(".bias") || name.contains("LayerNorm"));
                 // Two allocations: the moments are updated in place and must not share storage.
                 let m = var.as_tensor().zeros_like()?.contiguous()?;
@@ -90,6 +99,7 @@ impl AdamW {
                     m,
                     v,
                     decay,
+                    lr_scale,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -133,7 +143,7 @@ impl AdamW {
         } else {
             1.0
         };
-        let lr = self.cfg.lr_at(self.step);
+        let base_lr = self.cfg.lr_at(self.step);
         self.step += 1;
         let t = self.step as i32;
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
@@ -144,6 +154,7 @@ impl AdamW {
                 continue;
             };
             let wd = if s.decay { self.cfg.weight_decay } else { 0.0 };
+            let lr = base_lr * s.lr_scale;
             let p = s.var.as_tensor();
             if self.fused && p.device().is_cpu() && p.is_contiguous() && g.is_contiguous() {
                 // One fused pass over each buffer instead of a dozen allocating tensor ops.
@@ -189,7 +200,7 @@ impl AdamW {
             s.var.set(&(p - (update * lr)?)?)?;
         }
         Ok(StepInfo {
-            lr,
+            lr: base_lr,
             grad_norm: norm,
         })
     }
@@ -382,6 +393,33 @@ mod tests {
         let (a, b) = (run(true), run(false));
         for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
             assert!((x - y).abs() < 1e-6, "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn a_group_with_half_the_learning_rate_moves_half_as_far() {
+        let a = Var::new(&[1f32, -2.0], &Device::Cpu).unwrap();
+        let b = Var::new(&[1f32, -2.0], &Device::Cpu).unwrap();
+        let cfg = AdamWConfig {
+            learning_rate: 0.1,
+            weight_decay: 0.0,
+            total_steps: 1_000,
+            ..Default::default()
+        };
+        let groups = vec![
+            (vec![("a".to_string(), a.clone())], 1.0),
+            (vec![("b".to_string(), b.clone())], 0.5),
+        ];
+        let mut opt = AdamW::with_groups(groups, cfg).unwrap();
+        let loss = (a.as_tensor().sqr().unwrap().sum_all().unwrap()
+            + b.as_tensor().sqr().unwrap().sum_all().unwrap())
+        .unwrap();
+        opt.step(&loss.backward().unwrap()).unwrap();
+        let da: Vec<f32> = a.as_tensor().to_vec1().unwrap();
+        let db: Vec<f32> = b.as_tensor().to_vec1().unwrap();
+        for (i, x0) in [1f32, -2.0].iter().enumerate() {
+            let (sa, sb) = (x0 - da[i], x0 - db[i]);
+            assert!((sb - 0.5 * sa).abs() < 1e-6, "{sa} vs {sb}");
         }
     }
 

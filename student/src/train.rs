@@ -1,5 +1,7 @@
 //! The one training loop, for the student (distillation) and for fine-tuning a teacher (alpha_kd = 0):
-//! loss = alpha_kd · kd(student, teacher; T) + (1 − alpha_kd) · task loss (CE, or MSE for regression).
+//! the loss is the configured objective (see `objective`), by default
+//! `alpha_kd · kd(student, teacher; T) + (1 − alpha_kd) · task loss` (CE, or MSE for regression).
+//! Token-level terms run the teacher inside each step, in eval mode and detached, on the same batch.
 //! Length-bucketed batches in a seeded order, AdamW with warmup and decay, dev evaluation every epoch
 //! (and every `eval_every` steps), best checkpoint kept, and a `last/` checkpoint (weights, optimizer
 //! moments, step) from which a killed run resumes: the batch order and dropout masks are functions of
@@ -17,8 +19,10 @@ use teacher::batch::{bucketed_batches, make_batch};
 use teacher::{Classifier, Encoded, Label, Metric};
 
 use crate::metrics::Scores;
+use crate::objective::{Objective, StepInputs, TermValue};
 use crate::optim::{AdamW, AdamWConfig};
-use crate::{eval, loss, Error, Result};
+use crate::terms::{ObjectiveConfig, TermKind};
+use crate::{eval, Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -36,6 +40,9 @@ pub struct TrainConfig {
     pub alpha_kd: f64,
     pub temperature: f64,
     pub eval_batch_size: usize,
+    /// The loss terms and their schedules (default: the `alpha_kd` / `temperature` shorthand).
+    #[serde(default)]
+    pub objective: ObjectiveConfig,
 }
 
 impl Default for TrainConfig {
@@ -53,6 +60,7 @@ impl Default for TrainConfig {
             alpha_kd: 0.5,
             temperature: 2.0,
             eval_batch_size: 64,
+            objective: ObjectiveConfig::default(),
         }
     }
 }
@@ -63,8 +71,11 @@ pub struct TrainData<'a> {
     pub train_labels: &'a [Label],
     pub dev: &'a [Encoded],
     pub dev_labels: &'a [Label],
-    /// Teacher logits [n_train, c] (CPU), required when alpha_kd > 0.
+    /// Teacher logits [n_train, c] (CPU): the source of kd / logits_mse terms when given.
     pub teacher_logits: Option<&'a Tensor>,
+    /// The teacher itself, on the student's device, for token-level terms (run without gradients
+    /// inside each step); also the source of teacher logits when `teacher_logits` is absent.
+    pub teacher: Option<&'a Classifier>,
     pub pad_id: u32,
     pub metric: Metric,
     /// Label names in index order (empty for regression), written into saved configs.
@@ -120,7 +131,13 @@ pub fn train_until(
     out: &Path,
     stop: &dyn Fn(usize) -> bool,
 ) -> Result<TrainReport> {
-    validate(model, data, cfg)?;
+    let mut objective = Objective::new(
+        cfg,
+        &model.config,
+        data.teacher.map(|t| &t.config),
+        &model.device,
+    )?;
+    validate(model, data, &objective)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let lengths: Vec<usize> = data.train.iter().map(|e| e.ids.len()).collect();
     let steps_per_epoch = data.train.len().div_ceil(cfg.batch_size);
@@ -136,9 +153,21 @@ pub fn train_until(
         total_steps: total,
         ..Default::default()
     };
-    let mut opt = AdamW::new(model.named_vars(), opt_cfg)?;
+    let proj_scale = cfg.objective.projection_lr.unwrap_or(cfg.learning_rate) / cfg.learning_rate;
+    let groups = vec![
+        (model.named_vars(), 1.0),
+        (objective.named_vars(), proj_scale),
+    ];
+    let mut opt = AdamW::with_groups(groups, opt_cfg)?;
     let last_dir = out.join("last");
-    let state = resume(model, &mut opt, &last_dir, cfg, data.train.len())?;
+    let state = resume(
+        model,
+        &mut opt,
+        &mut objective,
+        &last_dir,
+        cfg,
+        data.train.len(),
+    )?;
     let start = state.as_ref().map_or(0, |s| s.step);
     let mut history = state
         .as_ref()
@@ -168,17 +197,15 @@ pub fn train_until(
             model
                 .dropout
                 .reseed(cfg.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let terms = train_step(model, data, cfg, idx, &mut opt, step)?;
+            let progress = step as f64 / total.max(1) as f64;
+            let terms = train_step(model, data, &mut objective, idx, &mut opt, step, progress)?;
             tokens += idx.iter().map(|&k| lengths[k]).sum::<usize>();
             step += 1;
             bar.inc(1);
             bar.set_message(format!("loss {:.4}", terms.loss));
             let epoch_f = epoch as f64 + (i + 1) as f64 / batches.len() as f64;
             if step % 10 == 0 || step == 1 {
-                log.write(&serde_json::json!({
-                    "step": step, "epoch": epoch_f, "loss": terms.loss, "kd": terms.kd,
-                    "task": terms.task, "lr": terms.lr, "grad_norm": terms.grad_norm,
-                }))?;
+                log.write(&terms.log_line(step, epoch_f))?;
             }
             let end_of_epoch = i + 1 == batches.len();
             let periodic = cfg.eval_every > 0 && step % cfg.eval_every == 0;
@@ -212,7 +239,7 @@ pub fn train_until(
                     config: cfg.clone(),
                     n_train: data.train.len(),
                 };
-                save_last(model, &opt, &last_dir, &state, data.label_names)?;
+                save_last(model, &opt, &objective, &last_dir, &state, data.label_names)?;
                 if halt {
                     break 'epochs;
                 }
@@ -234,51 +261,100 @@ pub fn train_until(
     Ok(report)
 }
 
-fn validate(model: &Classifier, data: &TrainData, cfg: &TrainConfig) -> Result<()> {
+fn validate(model: &Classifier, data: &TrainData, objective: &Objective) -> Result<()> {
     if data.train.is_empty() || data.dev.is_empty() {
         return Err(Error::Msg("training and dev sets must not be empty".into()));
     }
     if data.train.len() != data.train_labels.len() || data.dev.len() != data.dev_labels.len() {
         return Err(Error::Msg("examples and labels differ in number".into()));
     }
-    if cfg.alpha_kd > 0.0 {
-        let t = data
-            .teacher_logits
-            .ok_or_else(|| Error::Msg("alpha_kd > 0 but no teacher targets were given".into()))?;
-        if t.dims() != [data.train.len(), model.num_labels] {
+    if objective.needs_teacher_logits() {
+        match (data.teacher_logits, data.teacher) {
+            (Some(t), _) => {
+                if t.dims() != [data.train.len(), model.num_labels] {
+                    return Err(Error::Msg(format!(
+                        "teacher targets have shape {:?} but training needs [{}, {}] (stale target cache?)",
+                        t.dims(),
+                        data.train.len(),
+                        model.num_labels
+                    )));
+                }
+            }
+            (None, Some(_)) => {}
+            (None, None) => {
+                return Err(Error::Msg(
+                    "alpha_kd > 0 (or a kd / logits_mse term) but no teacher targets were given"
+                        .into(),
+                ))
+            }
+        }
+    }
+    if let Some(t) = data.teacher {
+        if t.num_labels != model.num_labels {
             return Err(Error::Msg(format!(
-                "teacher targets have shape {:?} but training needs [{}, {}] (stale target cache?)",
-                t.dims(),
-                data.train.len(),
-                model.num_labels
+                "the teacher has {} outputs but the student {}",
+                t.num_labels, model.num_labels
             )));
+        }
+        if t.device.location() != model.device.location() {
+            return Err(Error::Msg(
+                "the online teacher must be on the student's device".into(),
+            ));
         }
     }
     Ok(())
 }
 
-struct Terms {
+/// What one step did, for the progress bar and the metrics log.
+struct StepLog {
     loss: f32,
-    kd: f32,
-    task: f32,
+    values: Vec<TermValue>,
     lr: f64,
     grad_norm: f64,
+}
+
+impl StepLog {
+    /// One metrics.jsonl line: the total, each term's raw and weighted value under `terms`, and (for
+    /// readers of earlier logs) `kd` and `task`: the raw kd and task losses (0 when absent).
+    fn log_line(&self, step: usize, epoch: f64) -> serde_json::Value {
+        let raw = |k: TermKind| {
+            self.values
+                .iter()
+                .find(|v| v.kind == k)
+                .map_or(0.0, |v| v.raw)
+        };
+        let terms: serde_json::Map<String, serde_json::Value> = self
+            .values
+            .iter()
+            .map(|v| {
+                (
+                    v.name.clone(),
+                    serde_json::json!({"raw": v.raw, "weighted": v.weighted}),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "step": step, "epoch": epoch, "loss": self.loss, "kd": raw(TermKind::Kd),
+            "task": raw(TermKind::Ce), "terms": terms, "lr": self.lr, "grad_norm": self.grad_norm,
+        })
+    }
 }
 
 fn train_step(
     model: &Classifier,
     data: &TrainData,
-    cfg: &TrainConfig,
+    objective: &mut Objective,
     idx: &[usize],
     opt: &mut AdamW,
     step: usize,
-) -> Result<Terms> {
+    progress: f64,
+) -> Result<StepLog> {
     let dev = &model.device;
     let items: Vec<&Encoded> = idx.iter().map(|&i| &data.train[i]).collect();
     let batch = make_batch(&items, data.pad_id, dev)?;
-    let (logits, _) = model.forward(&batch, true, false)?; // [b, c]
-    let regression = model.num_labels == 1;
-    let task = if regression {
+    let want = objective.want();
+    let (logits, student) = model.forward_with(&batch, true, want)?; // [b, c]
+    let labels = if model.num_labels == 1 {
         let y: Vec<f32> = idx
             .iter()
             .map(|&i| match data.train_labels[i] {
@@ -286,8 +362,7 @@ fn train_step(
                 Label::Class(c) => c as f32,
             })
             .collect();
-        let y = Tensor::from_vec(y, (idx.len(), 1), dev)?;
-        loss::mse(&logits, &y)?
+        Tensor::from_vec(y, (idx.len(), 1), dev)?
     } else {
         let y: Vec<u32> = idx
             .iter()
@@ -296,43 +371,75 @@ fn train_step(
                 Label::Score(s) => s as u32,
             })
             .collect();
-        loss::ce(&logits, &Tensor::new(y, dev)?)?
+        Tensor::new(y, dev)?
     };
-    let a = cfg.alpha_kd;
-    let (total, kd) = match data.teacher_logits.filter(|_| a > 0.0) {
-        Some(t) => {
+    let cached = match data.teacher_logits {
+        Some(t) if objective.needs_teacher_logits() => {
             let rows = Tensor::new(
                 idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
                 &Device::Cpu,
             )?;
-            let t = t.index_select(&rows, 0)?.to_device(dev)?;
-            let kd = if regression {
-                loss::mse(&logits, &t)?
-            } else {
-                loss::kd(&logits, &t, cfg.temperature)?
-            };
-            (((&kd * a)? + (&task * (1.0 - a))?)?, Some(kd))
+            Some(t.index_select(&rows, 0)?.to_device(dev)?)
         }
-        None => (task.clone(), None),
+        _ => None,
     };
-    let loss_v = total.to_scalar::<f32>()?;
-    let task_v = task.to_scalar::<f32>()?;
-    let kd_v = kd.map(|k| k.to_scalar::<f32>()).transpose()?.unwrap_or(0.0);
+    // The online teacher: eval mode (no dropout), detached so no gradient flows into it.
+    let online_logits = objective.needs_teacher_logits() && cached.is_none();
+    let teacher = match data.teacher {
+        Some(t) if objective.needs_teacher_states() || online_logits => {
+            let (tl, out) = t.forward_with(&batch, false, want)?;
+            Some((tl.detach(), detach(out)))
+        }
+        _ => None,
+    };
+    let teacher_logits = cached.as_ref().or(teacher.as_ref().map(|(l, _)| l));
+    let inputs = StepInputs {
+        logits: &logits,
+        student: &student,
+        labels: &labels,
+        teacher_logits,
+        teacher: teacher.as_ref().map(|(_, o)| o),
+        mask: &batch.attention_mask,
+        progress,
+    };
+    let out = objective.loss(&inputs)?;
+    let loss_v = out.total.to_scalar::<f32>()?;
     if !loss_v.is_finite() {
+        let parts: Vec<String> = out
+            .values
+            .iter()
+            .map(|v| format!("{} {}", v.name, v.raw))
+            .collect();
         return Err(Error::NonFinite {
             step: step + 1,
-            what: format!("the loss (kd {kd_v}, task {task_v})"),
+            what: format!("the loss ({})", parts.join(", ")),
         });
     }
-    let grads = total.backward()?;
+    let grads = out.total.backward()?;
     let info = opt.step(&grads)?;
-    Ok(Terms {
+    Ok(StepLog {
         loss: loss_v,
-        kd: kd_v,
-        task: task_v,
+        values: out.values,
         lr: info.lr,
         grad_norm: info.grad_norm,
     })
+}
+
+/// The teacher's states cut from any graph.
+fn detach(out: teacher::EncoderOutput) -> teacher::EncoderOutput {
+    teacher::EncoderOutput {
+        hidden_states: out.hidden_states.iter().map(Tensor::detach).collect(),
+        attentions: out.attentions.iter().map(Tensor::detach).collect(),
+        qkv: out
+            .qkv
+            .iter()
+            .map(|q| teacher::Qkv {
+                q: q.q.detach(),
+                k: q.k.detach(),
+                v: q.v.detach(),
+            })
+            .collect(),
+    }
 }
 
 fn evaluate(model: &Classifier, data: &TrainData, cfg: &TrainConfig) -> Result<Scores> {
@@ -345,6 +452,7 @@ fn evaluate(model: &Classifier, data: &TrainData, cfg: &TrainConfig) -> Result<S
 fn save_last(
     model: &Classifier,
     opt: &AdamW,
+    objective: &Objective,
     dir: &Path,
     state: &TrainerState,
     labels: &[String],
@@ -355,6 +463,9 @@ fn save_last(
     }
     model.save(&tmp, labels)?;
     opt.save(&tmp.join("optimizer.safetensors"))?;
+    if objective.has_state() {
+        objective.save(&tmp.join("objective.safetensors"))?;
+    }
     let json = serde_json::to_string_pretty(state).map_err(|e| Error::Msg(e.to_string()))?;
     teacher::write_atomic(&tmp.join("trainer_state.json"), json.as_bytes())?;
     let old = dir.with_file_name("last.old");
@@ -375,6 +486,7 @@ fn save_last(
 fn resume(
     model: &Classifier,
     opt: &mut AdamW,
+    objective: &mut Objective,
     dir: &Path,
     cfg: &TrainConfig,
     n_train: usize,
@@ -403,6 +515,9 @@ fn resume(
         dst.set(src.as_tensor())?;
     }
     opt.load(&dir.join("optimizer.safetensors"))?;
+    if objective.has_state() {
+        objective.load(&dir.join("objective.safetensors"))?;
+    }
     eprintln!("resuming from {} at step {}", dir.display(), state.step);
     Ok(Some(state))
 }

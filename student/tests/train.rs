@@ -1,61 +1,13 @@
 //! The training loop on the tiny fixtures: the loss goes down, dev accuracy rises above chance, a killed
 //! run resumes to the same weights, and export -> reload gives the same logits.
 
+mod common;
+
 use candle_core::{Device, Tensor};
-use student::{train, train_until, TrainConfig, TrainData};
-use teacher::testutil::{tiny_config, tiny_sst2, write_vocab};
-use teacher::{Classifier, Encoded, Label, Metric, ModelSource, TaskSpec, TextTokenizer};
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    root: std::path::PathBuf,
-    tok: TextTokenizer,
-    train: Vec<Encoded>,
-    train_labels: Vec<Label>,
-    dev: Vec<Encoded>,
-    dev_labels: Vec<Label>,
-}
-
-fn fixture(n_train: usize) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    tiny_sst2(&root, n_train, 40).unwrap();
-    write_vocab(&root.join("vocab.txt")).unwrap();
-    let tok = TextTokenizer::from_file(&root.join("vocab.txt"), 32, false).unwrap();
-    let spec = TaskSpec::glue("sst2").unwrap();
-    let enc = |name: &str| {
-        let ex = spec.read(&root.join(name)).unwrap();
-        let ids: Vec<Encoded> = ex
-            .iter()
-            .map(|e| tok.encode(&e.text_a, None).unwrap())
-            .collect();
-        (ids, ex.iter().map(|e| e.label).collect::<Vec<_>>())
-    };
-    let (train, train_labels) = enc("train.tsv");
-    let (dev, dev_labels) = enc("dev.tsv");
-    Fixture {
-        _dir: dir,
-        root,
-        tok,
-        train,
-        train_labels,
-        dev,
-        dev_labels,
-    }
-}
-
-fn data<'a>(f: &'a Fixture, teacher: Option<&'a Tensor>, labels: &'a [String]) -> TrainData<'a> {
-    TrainData {
-        train: &f.train,
-        train_labels: &f.train_labels,
-        dev: &f.dev,
-        dev_labels: &f.dev_labels,
-        teacher_logits: teacher,
-        pad_id: f.tok.pad_id(),
-        metric: Metric::Accuracy,
-        label_names: labels,
-    }
-}
+use common::{data, fixture};
+use student::{train, train_until, TrainConfig};
+use teacher::testutil::tiny_config;
+use teacher::{Classifier, Label, ModelSource, TextTokenizer};
 
 fn cfg() -> TrainConfig {
     TrainConfig {
@@ -68,12 +20,7 @@ fn cfg() -> TrainConfig {
     }
 }
 
-fn weights(m: &Classifier) -> Vec<Vec<f32>> {
-    m.named_vars()
-        .iter()
-        .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
-        .collect()
-}
+use common::weights;
 
 #[test]
 fn loss_goes_down_and_dev_accuracy_beats_chance() {

@@ -24,13 +24,33 @@ pub struct Batch {
     pub attention_mask: Tensor,
 }
 
-/// Every layer's hidden states (index 0 is the embedding output) and, when asked, attention probabilities.
+/// What a forward pass returns besides hidden states (each costs memory, so each is asked for).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Want {
+    /// Each layer's attention probabilities.
+    pub attentions: bool,
+    /// Each layer's query, key and value projections (MiniLM relation distillation needs them).
+    pub qkv: bool,
+}
+
+/// One layer's query, key and value projections, before the split into heads: each [b, s, h].
+#[derive(Debug, Clone)]
+pub struct Qkv {
+    pub q: Tensor,
+    pub k: Tensor,
+    pub v: Tensor,
+}
+
+/// Every layer's hidden states (index 0 is the embedding output) and, when asked, attention probabilities
+/// and Q/K/V projections.
 #[derive(Debug, Clone)]
 pub struct EncoderOutput {
     /// `num_layers + 1` tensors of [b, s, h].
     pub hidden_states: Vec<Tensor>,
     /// `num_layers` tensors of [b, heads, s, s] (pre-dropout probabilities), empty unless requested.
     pub attentions: Vec<Tensor>,
+    /// `num_layers` entries (layer 1 first), empty unless requested.
+    pub qkv: Vec<Qkv>,
 }
 
 impl EncoderOutput {
@@ -175,6 +195,15 @@ impl Encoder {
     /// Runs the encoder. `train` turns dropout on (and selects differentiable kernels);
     /// `attentions` returns each layer's attention probabilities.
     pub fn forward(&self, batch: &Batch, train: bool, attentions: bool) -> Result<EncoderOutput> {
+        let want = Want {
+            attentions,
+            qkv: false,
+        };
+        self.forward_with(batch, train, want)
+    }
+
+    /// `forward`, returning what `want` asks for besides the hidden states.
+    pub fn forward_with(&self, batch: &Batch, train: bool, want: Want) -> Result<EncoderOutput> {
         let cfg = &self.cfg;
         let p_hidden = cfg.hidden_dropout_prob;
         let e = &self.embeddings;
@@ -201,11 +230,15 @@ impl Encoder {
 
         let mut hidden_states = Vec::with_capacity(self.layers.len() + 1);
         let mut probs_out = Vec::new();
+        let mut qkv_out = Vec::new();
         hidden_states.push(x.clone());
         for layer in &self.layers {
-            let (y, probs) = self.layer_forward(layer, &x, &bias, train)?;
-            if attentions {
+            let (y, probs, qkv) = self.layer_forward(layer, &x, &bias, train)?;
+            if want.attentions {
                 probs_out.push(probs);
+            }
+            if want.qkv {
+                qkv_out.push(qkv);
             }
             hidden_states.push(y.clone());
             x = y;
@@ -213,6 +246,7 @@ impl Encoder {
         Ok(EncoderOutput {
             hidden_states,
             attentions: probs_out,
+            qkv: qkv_out,
         })
     }
 
@@ -222,16 +256,22 @@ impl Encoder {
         x: &Tensor,
         bias: &Tensor,
         train: bool,
-    ) -> Result<(Tensor, Tensor)> {
+    ) -> Result<(Tensor, Tensor, Qkv)> {
         let cfg = &self.cfg;
         let (b, s, h) = x.dims3()?;
         let (nh, hd) = (cfg.num_attention_heads, cfg.head_dim());
-        let heads = |t: Tensor| -> Result<Tensor> {
+        let heads = |t: &Tensor| -> Result<Tensor> {
             Ok(t.reshape((b, s, nh, hd))?.transpose(1, 2)?.contiguous()?) // [b, nh, s, hd]
         };
-        let q = heads(apply(&l.query, x)?)?;
-        let k = heads(apply(&l.key, x)?)?;
-        let v = heads(apply(&l.value, x)?)?;
+        // [b, s, h] each; kept (cheap clones of the same storage) for relation distillation.
+        let qkv = Qkv {
+            q: apply(&l.query, x)?,
+            k: apply(&l.key, x)?,
+            v: apply(&l.value, x)?,
+        };
+        let q = heads(&qkv.q)?;
+        let k = heads(&qkv.k)?;
+        let v = heads(&qkv.v)?;
         let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?; // [b, nh, s, s]
         let scores = scores.broadcast_add(bias)?;
         let probs = softmax_t(&scores, train)?;
@@ -251,7 +291,7 @@ impl Encoder {
         let o = apply(&l.output, &i)?;
         let o = self.dropout.apply(&o, cfg.hidden_dropout_prob, train)?;
         let o = l.out_norm.forward_t(&(o + &a)?, train)?;
-        Ok((o, probs))
+        Ok((o, probs, qkv))
     }
 }
 

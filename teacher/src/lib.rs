@@ -26,7 +26,7 @@ pub mod testutil;
 
 pub use config::{EncoderConfig, ModelKind};
 pub use data::{Example, Label, Metric, TaskSpec};
-pub use encoder::{Batch, Encoder, EncoderOutput};
+pub use encoder::{Batch, Encoder, EncoderOutput, Qkv, Want};
 pub use error::{Error, Result};
 pub use hub::{ModelFiles, ModelSource};
 pub use model::{Classifier, LoadReport};

@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
 use crate::config::{EncoderConfig, ModelKind};
-use crate::encoder::{Batch, Encoder, EncoderOutput};
+use crate::encoder::{Batch, Encoder, EncoderOutput, Want};
 use crate::head::Head;
 use crate::hub::ModelFiles;
 use crate::nn::DropoutRng;
@@ -278,7 +278,21 @@ impl Classifier {
         train: bool,
         attentions: bool,
     ) -> Result<(Tensor, EncoderOutput)> {
-        let out = self.encoder.forward(batch, train, attentions)?;
+        let want = Want {
+            attentions,
+            qkv: false,
+        };
+        self.forward_with(batch, train, want)
+    }
+
+    /// `forward`, returning what `want` asks for besides the hidden states.
+    pub fn forward_with(
+        &self,
+        batch: &Batch,
+        train: bool,
+        want: Want,
+    ) -> Result<(Tensor, EncoderOutput)> {
+        let out = self.encoder.forward_with(batch, train, want)?;
         let p = self
             .config
             .classifier_dropout

@@ -66,6 +66,49 @@ fn every_trainable_tensor_gets_a_gradient() {
 }
 
 #[test]
+fn qkv_on_request_reproduce_the_attention_probabilities() {
+    let model = Classifier::new(&tiny_config(), 2, 3, &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_vocab(&dir.path().join("vocab.txt")).unwrap();
+    let b = batch(&tok(dir.path()));
+    let (plain, none) = model.forward(&b, false, false).unwrap();
+    assert!(none.qkv.is_empty() && none.attentions.is_empty());
+    let want = teacher::Want {
+        attentions: true,
+        qkv: true,
+    };
+    let (logits, out) = model.forward_with(&b, false, want).unwrap();
+    assert_eq!(max_diff(&plain, &logits), 0.0);
+    let cfg = &model.config;
+    assert_eq!(out.qkv.len(), cfg.num_hidden_layers);
+    let (bs, s) = b.input_ids.dims2().unwrap();
+    let (nh, hd) = (cfg.num_attention_heads, cfg.head_dim());
+    // softmax(q k^T / sqrt(d) + mask) from the returned projections is the returned attention.
+    let mask = ((1.0 - &b.attention_mask).unwrap() * -1e9)
+        .unwrap()
+        .reshape((bs, 1, 1, s))
+        .unwrap();
+    for (qkv, probs) in out.qkv.iter().zip(&out.attentions) {
+        assert_eq!(qkv.q.dims(), [bs, s, cfg.hidden_size]);
+        let heads = |t: &Tensor| {
+            t.reshape((bs, s, nh, hd))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        let scores = (heads(&qkv.q).matmul(&heads(&qkv.k).t().unwrap()).unwrap()
+            / (hd as f64).sqrt())
+        .unwrap()
+        .broadcast_add(&mask)
+        .unwrap();
+        let p = candle_nn::ops::softmax_last_dim(&scores).unwrap();
+        assert!(max_diff(&p, probs) < 1e-5);
+    }
+}
+
+#[test]
 fn dropout_is_active_in_training_and_reproducible_when_reseeded() {
     let model = Classifier::new(&tiny_config(), 2, 3, &Device::Cpu).unwrap();
     let dir = tempfile::tempdir().unwrap();
