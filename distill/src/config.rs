@@ -36,6 +36,24 @@ pub struct RunConfig {
     /// Overrides of the checks run before the teacher's targets and the student's training.
     #[serde(default)]
     pub preflight: crate::preflight::PreflightConfig,
+    /// Training in stages (TinyBERT's intermediate-layer then prediction-layer distillation): each
+    /// stage trains with its own terms, epochs and learning rate, starting from the previous stage's
+    /// final weights. Empty: one stage with `distill` and `train`.
+    #[serde(default)]
+    pub stages: Vec<StageConfig>,
+}
+
+/// One stage of `stages:`; unset keys keep the run's `train` values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// Names the stage's folder (`student/stages/<i>-<name>`); letters, digits, `-` and `_`.
+    pub name: String,
+    pub distill: DistillConfig,
+    #[serde(default)]
+    pub epochs: Option<usize>,
+    #[serde(default)]
+    pub learning_rate: Option<f64>,
 }
 
 /// Hyper-parameter grid for `distill sweep` (default: the RoBERTa-tiny recipe's grid).
@@ -289,6 +307,26 @@ impl DistillConfig {
     }
 }
 
+/// The `distill` section's own checks, with `key` (`distill`, `stages[1].distill`) in every message.
+fn validate_distill(d: &DistillConfig, key: &str) -> Result<()> {
+    check(
+        (0.0..=1.0).contains(&d.alpha_kd),
+        &format!("{key}.alpha_kd"),
+        format!("must be within [0, 1] (got {})", d.alpha_kd),
+    )?;
+    check(
+        d.temperature > 0.0 && d.temperature.is_finite(),
+        &format!("{key}.temperature"),
+        format!("must be positive (got {})", d.temperature),
+    )?;
+    check(
+        d.terms.as_ref().is_none_or(|t| !t.is_empty()),
+        &format!("{key}.terms"),
+        "must list at least one term (or leave it out for the alpha_kd shorthand)",
+    )?;
+    d.objective().validate().map_err(|e| anyhow!("{key}.{e}"))
+}
+
 /// Optimisation settings, used for the student (`train`) and for teacher fine-tuning (`teacher.finetune`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -482,25 +520,39 @@ impl RunConfig {
         )?;
         self.train.validate("train")?;
         self.teacher.finetune.validate("teacher.finetune")?;
-        let d = &self.distill;
-        check(
-            (0.0..=1.0).contains(&d.alpha_kd),
-            "distill.alpha_kd",
-            format!("must be within [0, 1] (got {})", d.alpha_kd),
-        )?;
-        check(
-            d.temperature > 0.0 && d.temperature.is_finite(),
-            "distill.temperature",
-            format!("must be positive (got {})", d.temperature),
-        )?;
-        check(
-            d.terms.as_ref().is_none_or(|t| !t.is_empty()),
-            "distill.terms",
-            "must list at least one term (or leave it out for the alpha_kd shorthand)",
-        )?;
-        d.objective()
-            .validate()
-            .map_err(|e| anyhow!("distill.{e}"))?;
+        validate_distill(&self.distill, "distill")?;
+        let mut names = Vec::new();
+        for (i, st) in self.stages.iter().enumerate() {
+            let key = format!("stages[{i}]");
+            check(
+                !st.name.is_empty()
+                    && st
+                        .name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                &format!("{key}.name"),
+                format!("must be letters, digits, `-` or `_` (got `{}`)", st.name),
+            )?;
+            check(
+                !names.contains(&&st.name),
+                &format!("{key}.name"),
+                format!("`{}` names two stages", st.name),
+            )?;
+            names.push(&st.name);
+            validate_distill(&st.distill, &format!("{key}.distill"))?;
+            check(
+                st.epochs != Some(0),
+                &format!("{key}.epochs"),
+                "must be positive",
+            )?;
+            if let Some(lr) = st.learning_rate {
+                check(
+                    lr > 0.0 && lr < 1.0,
+                    &format!("{key}.learning_rate"),
+                    format!("must be within (0, 1) (got {lr})"),
+                )?;
+            }
+        }
         let s = &self.student;
         if let Some(p) = s.dropout {
             check(

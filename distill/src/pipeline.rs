@@ -34,6 +34,8 @@ pub struct Plan {
     /// Seed of the student's initialisation, batch order and dropout (a sweep varies it; data subsets
     /// and the teacher keep `cfg.seed`).
     pub student_seed: u64,
+    /// For a stage of `stages:` before the last, its folder name under `student/stages/`.
+    pub stage: Option<String>,
 }
 
 /// Tokenised examples and their labels.
@@ -55,6 +57,7 @@ impl Plan {
             device,
             teacher_out: out.clone(),
             out,
+            stage: None,
         })
     }
 
@@ -462,8 +465,13 @@ impl Plan {
         Ok(model)
     }
 
+    /// The student's folder; the last stage (or the only one) is `student/` itself, so that compare and
+    /// export read it, earlier stages are `student/stages/<i>-<name>`.
     pub fn student_dir(&self) -> PathBuf {
-        self.out.join("student")
+        match &self.stage {
+            Some(s) => self.out.join("student").join("stages").join(s),
+            None => self.out.join("student"),
+        }
     }
 
     /// Stage 2: trains the student on the task loss and the teacher's targets.
@@ -484,6 +492,49 @@ impl Plan {
 
     /// `train`, pausing (resumably) once `stop(step)` is true.
     pub fn train_until(&self, stop: &dyn Fn(usize) -> bool) -> Result<student::TrainReport> {
+        if self.cfg.stages.is_empty() {
+            return self.train_stage(stop);
+        }
+        let n = self.cfg.stages.len();
+        let tok = self.student_tokenizer()?.path().to_path_buf();
+        let mut init: Option<PathBuf> = None;
+        let mut last = None;
+        for (i, st) in self.cfg.stages.iter().enumerate() {
+            let mut cfg = self.cfg.clone();
+            cfg.stages.clear();
+            cfg.distill = st.distill.clone();
+            cfg.train.epochs = st.epochs.unwrap_or(cfg.train.epochs);
+            cfg.train.learning_rate = st.learning_rate.unwrap_or(cfg.train.learning_rate);
+            // Later stages start from the previous stage's final weights (not its best dev checkpoint:
+            // an intermediate-layer stage's head is untrained, so its dev score means nothing).
+            if let Some(prev) = &init {
+                cfg.student.init = prev.display().to_string();
+                cfg.student.tokenizer = Some(tok.clone());
+            }
+            let sub = Plan {
+                cfg,
+                spec: self.spec.clone(),
+                device: self.device.clone(),
+                out: self.out.clone(),
+                teacher_out: self.teacher_out.clone(),
+                student_seed: self.student_seed,
+                stage: (i + 1 < n).then(|| format!("{i}-{}", st.name)),
+            };
+            eprintln!("stage {}/{n}: {}", i + 1, st.name);
+            // A sweep's early stopping applies to the last stage.
+            let never = |_: usize| false;
+            let hook: &dyn Fn(usize) -> bool = if i + 1 < n { &never } else { stop };
+            let report = sub
+                .train_stage(hook)
+                .with_context(|| format!("stages[{i}] ({})", st.name))?;
+            init = Some(sub.student_dir().join("last"));
+            last = Some(report);
+        }
+        last.context("no stage ran")
+    }
+
+    /// One training stage: the run's `distill` and `train` sections (a stage's, under `stages:`).
+    fn train_stage(&self, stop: &dyn Fn(usize) -> bool) -> Result<student::TrainReport> {
         let d = &self.cfg.distill;
         // Cached logits feed kd / logits_mse; token-level terms need the teacher itself (`online`).
         let needs_logits = d
@@ -535,6 +586,12 @@ impl Plan {
         });
         if let (Some(o), Some(m)) = (&online, stamp.as_object_mut()) {
             m.insert("online_teacher".into(), o.weights.clone().into());
+        }
+        // A student started from a local folder (another run's export, an earlier stage) is stale when
+        // those weights change, not only when the path does.
+        let init_weights = Path::new(&self.cfg.student.init).join("model.safetensors");
+        if let (true, Some(m)) = (init_weights.is_file(), stamp.as_object_mut()) {
+            m.insert("init_weights".into(), hash_files(&[&init_weights])?.into());
         }
         let dir = self.student_dir();
         // `stamp.json` says which inputs `last/` belongs to (a killed run resumes from it); `done.json`

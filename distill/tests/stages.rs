@@ -1,0 +1,97 @@
+//! `stages:` through the real binary: TinyBERT's two-stage task distillation as a config (intermediate
+//! layers against the online teacher, then the prediction layer), each stage resuming from the previous
+//! one's final weights, fresh stages skipped on a rerun, and stage errors naming their key.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const STAGES: &str = "stages=[\
+{name: intermediate, epochs: 2, learning_rate: 3.0e-3, distill: {terms: [{kind: hidden_mse, weight: 1.0}, {kind: attention_mse, weight: 1.0}]}}, \
+{name: prediction, epochs: 2, distill: {temperature: 1.0, terms: [{kind: kd, weight: 1.0}]}}]";
+
+fn distill(out: &Path, sets: &[&str]) -> Output {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let o = format!("output_dir={}", out.display());
+    let mut args = vec!["run", "configs/tiny.yaml", "--set", &o];
+    for s in sets {
+        args.push("--set");
+        args.push(s);
+    }
+    Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args(&args)
+        .current_dir(root)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[test]
+fn two_stages_run_in_order_and_are_fresh_on_a_rerun() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r");
+    let o = distill(&out, &[STAGES]);
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains("stage 1/2: intermediate") && e.contains("stage 2/2: prediction"),
+        "{e}"
+    );
+    let first = out.join("student/stages/0-intermediate");
+    assert!(first.join("last/model.safetensors").is_file(), "{e}");
+    assert!(out.join("student/best/model.safetensors").is_file());
+    assert!(out.join("export/model.safetensors").is_file());
+    // Stage 1 logged only its own terms, stage 2 only kd.
+    let log1 = std::fs::read_to_string(first.join("metrics.jsonl")).unwrap();
+    assert!(log1.contains("hidden_mse") && log1.contains("attention_mse"));
+    let log2 = std::fs::read_to_string(out.join("student/metrics.jsonl")).unwrap();
+    assert!(log2.contains("\"kd\"") && !log2.contains("hidden_mse"));
+    // Stage 2 started from stage 1's final weights: its stamp records their hash.
+    let stamp = std::fs::read_to_string(out.join("student/stamp.json")).unwrap();
+    assert!(stamp.contains("init_weights"), "{stamp}");
+
+    let again = distill(&out, &[STAGES]);
+    let e = stderr(&again);
+    assert!(again.status.success(), "{e}");
+    assert!(e.matches("is fresh").count() >= 3, "{e}");
+    assert!(!e.contains("parameters,"), "a stage retrained:\n{e}");
+}
+
+#[test]
+fn stage_errors_name_the_stage_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (set, needle) in [
+        ("stages=[{name: 'a b', distill: {}}]", "stages[0].name"),
+        (
+            "stages=[{name: a, distill: {}}, {name: a, distill: {}}]",
+            "stages[1].name",
+        ),
+        (
+            "stages=[{name: a, epochs: 0, distill: {}}]",
+            "stages[0].epochs",
+        ),
+        (
+            "stages=[{name: a, distill: {terms: [{kind: nope}]}}]",
+            "stages[0].distill",
+        ),
+        (
+            "stages=[{name: a, distill: {terms: [{kind: kd, weight: -1.0}]}}]",
+            "stages[0].distill.terms[0]",
+        ),
+        (
+            "stages=[{name: a, learning_rate: 2.0, distill: {}}]",
+            "stages[0].learning_rate",
+        ),
+        ("stages=[{name: a, distill: {}, lr: 0.1}]", "lr"),
+    ] {
+        let o = distill(tmp.path(), &[set]);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{set}: {e}");
+        assert!(
+            e.contains(needle) && !e.contains("panicked"),
+            "{set}: message lacks `{needle}`:\n{e}"
+        );
+    }
+}
