@@ -161,6 +161,29 @@ pub struct TeacherConfig {
     pub hidden_layers: Vec<usize>,
     #[serde(default)]
     pub pooling: Pooling,
+    /// Weight of this teacher's logits when `ensemble` lists more teachers.
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    /// More teachers, each already fine-tuned on the task (with a head), whose logits are averaged with
+    /// this one's in the cached targets, weighted (TextBrewer's multi-teacher distillation). Hidden
+    /// states and token-level terms use `model` alone.
+    #[serde(default)]
+    pub ensemble: Vec<EnsembleMember>,
+}
+
+/// One more teacher of `teacher.ensemble`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleMember {
+    pub model: String,
+    #[serde(default = "default_revision")]
+    pub revision: String,
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+fn default_weight() -> f64 {
+    1.0
 }
 
 fn default_revision() -> String {
@@ -520,6 +543,34 @@ impl RunConfig {
         )?;
         self.train.validate("train")?;
         self.teacher.finetune.validate("teacher.finetune")?;
+        let weights = std::iter::once(("teacher.weight".to_string(), self.teacher.weight)).chain(
+            self.teacher
+                .ensemble
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (format!("teacher.ensemble[{i}].weight"), m.weight)),
+        );
+        let mut total = 0.0;
+        for (key, w) in weights {
+            check(
+                w >= 0.0 && w.is_finite(),
+                &key,
+                format!("must be zero or positive (got {w})"),
+            )?;
+            total += w;
+        }
+        check(
+            total > 0.0,
+            "teacher.weight",
+            "the teachers' weights sum to zero",
+        )?;
+        for (i, m) in self.teacher.ensemble.iter().enumerate() {
+            check(
+                !m.model.is_empty(),
+                &format!("teacher.ensemble[{i}].model"),
+                "must not be empty",
+            )?;
+        }
         validate_distill(&self.distill, "distill")?;
         let mut names = Vec::new();
         for (i, st) in self.stages.iter().enumerate() {

@@ -14,8 +14,8 @@ use serde_json::json;
 use teacher::infer;
 use teacher::targets::{hash_examples, hash_files};
 use teacher::{
-    Classifier, Encoded, EncoderConfig, Example, Fingerprint, Label, ModelFiles, ModelKind,
-    ModelSource, Targets, TaskSpec, TextTokenizer,
+    Classifier, EncoderConfig, Example, Fingerprint, Label, ModelFiles, ModelKind, ModelSource,
+    Targets, TaskSpec, TextTokenizer,
 };
 
 use crate::config::RunConfig;
@@ -236,8 +236,7 @@ impl Plan {
             return Ok(t);
         }
         self.preflight_teacher(&model, &tok)?;
-        let enc = tokenise(&tok, &train)?;
-        self.compute_targets(&model, &tok, &enc.ids, fp, &path)
+        self.compute_targets(&model, &tok, &train, fp, &path)
     }
 
     /// The teacher's labels and dev predictions (see `preflight`), before it labels the training set.
@@ -268,12 +267,11 @@ impl Plan {
         if fresh_targets(&path, &fp).is_some() {
             return Ok(path);
         }
-        let enc = tokenise(&tok, &train)?;
         if i == 0 {
             self.preflight_teacher(&model, &tok)?;
         }
-        let range = shard_range(enc.ids.len(), i, n);
-        self.compute_targets(&model, &tok, &enc.ids[range], fp, &path)?;
+        let range = shard_range(train.len(), i, n);
+        self.compute_targets(&model, &tok, &train[range], fp, &path)?;
         Ok(path)
     }
 
@@ -351,24 +349,82 @@ impl Plan {
             head: format!("{}:{}", model.num_labels, self.labels().join(",")),
             hidden_layers: t.hidden_layers.clone(),
             pooling: format!("{:?}", t.pooling),
+            ensemble: self.ensemble_fingerprint(files)?,
             shard: None,
         })
     }
 
-    /// Runs the teacher over `ids` and saves the targets under `fp` at `path`.
+    /// `weight:hash` of the main teacher and of each `teacher.ensemble` member (empty without one).
+    fn ensemble_fingerprint(&self, main: &ModelFiles) -> Result<Vec<String>> {
+        let t = &self.cfg.teacher;
+        if t.ensemble.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hash = |f: &ModelFiles| {
+            hash_files(&f.weights.iter().map(PathBuf::as_path).collect::<Vec<_>>())
+        };
+        let mut v = vec![format!("{}:{}", t.weight, hash(main)?)];
+        for (i, m) in t.ensemble.iter().enumerate() {
+            let files = ModelSource::parse(&m.model, &m.revision)
+                .resolve(t.allow_pickle)
+                .with_context(|| format!("teacher.ensemble[{i}].model"))?;
+            v.push(format!("{}:{}", m.weight, hash(&files)?));
+        }
+        Ok(v)
+    }
+
+    /// Logits [n, c] of `examples` averaged over the main teacher's (`main`) and every ensemble member's,
+    /// with the configured weights.
+    fn ensemble_logits(&self, main: Tensor, examples: &[Example]) -> Result<Tensor> {
+        let t = &self.cfg.teacher;
+        let n = self.spec.num_outputs();
+        let mut sum = (main * t.weight)?;
+        let mut total = t.weight;
+        for (i, m) in t.ensemble.iter().enumerate() {
+            let key = format!("teacher.ensemble[{i}].model");
+            let files = ModelSource::parse(&m.model, &m.revision)
+                .resolve(t.allow_pickle)
+                .context(key.clone())?;
+            let (model, report) = Classifier::load(&files, Some(n), self.cfg.seed, &self.device)
+                .context(key.clone())?;
+            if !report.has_head {
+                bail!("{key}: {} has no task head; ensemble members must be fine-tuned on the task (e.g. another run's teacher/model)", m.model);
+            }
+            let tok = model_tokenizer(&files, self.cfg.data.max_seq_len).context(key.clone())?;
+            self.preflight_teacher(&model, &tok).context(key)?;
+            let enc = tokenise(&tok, examples)?;
+            let bar = student::progress_bar(enc.ids.len() as u64, &format!("member {i}"));
+            let out = infer::run(
+                &model,
+                &enc.ids,
+                tok.pad_id(),
+                t.batch_size,
+                &[],
+                t.pooling,
+                Some(&bar),
+            )?;
+            bar.finish_and_clear();
+            sum = (sum + (out.logits * m.weight)?)?;
+            total += m.weight;
+        }
+        Ok((sum / total)?)
+    }
+
+    /// Runs the teacher (and any ensemble) over `examples` and saves the targets under `fp` at `path`.
     fn compute_targets(
         &self,
         model: &Classifier,
         tok: &TextTokenizer,
-        ids: &[Encoded],
+        examples: &[Example],
         fp: Fingerprint,
         path: &Path,
     ) -> Result<Targets> {
         let t = &self.cfg.teacher;
+        let ids = tokenise(tok, examples)?.ids;
         let bar = student::progress_bar(ids.len() as u64, "targets");
         let out = infer::run(
             model,
-            ids,
+            &ids,
             tok.pad_id(),
             t.batch_size,
             &t.hidden_layers,
@@ -376,8 +432,13 @@ impl Plan {
             Some(&bar),
         )?;
         bar.finish_and_clear();
+        let logits = if t.ensemble.is_empty() {
+            out.logits
+        } else {
+            self.ensemble_logits(out.logits, examples)?
+        };
         let targets = Targets {
-            logits: out.logits,
+            logits,
             hidden: out.hidden.into_iter().collect(),
             fingerprint: fp,
         };

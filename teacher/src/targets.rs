@@ -23,6 +23,9 @@ pub struct Fingerprint {
     pub head: String,
     pub hidden_layers: Vec<usize>,
     pub pooling: String,
+    /// `weight:sha256` of every teacher when the logits average an ensemble; empty for one teacher.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ensemble: Vec<String>,
     /// `i/n` for shard i of n (`distill teacher --shard`); absent for a whole training set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<String>,

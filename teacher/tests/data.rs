@@ -130,6 +130,7 @@ fn fp() -> Fingerprint {
         head: "2:0,1".into(),
         hidden_layers: vec![2],
         pooling: "Cls".into(),
+        ensemble: Vec::new(),
         shard: None,
     }
 }

@@ -1,5 +1,6 @@
-//! Sharded teacher targets through the real binary: `teacher --shard i/n` on each slice, then
-//! `teacher --merge n`, gives the targets of one whole run; a missing or foreign shard is refused.
+//! Teacher targets through the real binary: `teacher --shard i/n` on each slice, then
+//! `teacher --merge n`, gives the targets of one whole run (a missing or foreign shard is refused), and
+//! `teacher.ensemble` averages several teachers' logits with their weights.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -102,5 +103,54 @@ fn bad_shard_arguments_are_refused() {
     fails(
         &distill(tmp.path(), &["teacher", "--merge", "0"]),
         &["--merge"],
+    );
+}
+
+#[test]
+fn an_ensemble_averages_its_teachers_logits_with_their_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Two fine-tuned teachers: the tiny teacher fine-tuned with two seeds.
+    let (a, c) = (tmp.path().join("a"), tmp.path().join("c"));
+    ok(&distill(&a, &["teacher"]));
+    ok(&distill(&c, &["teacher", "--set", "seed=7"]));
+    let (la, lc) = (
+        logits(a.join("targets/train.safetensors")),
+        logits(c.join("targets/train.safetensors")),
+    );
+    let b = tmp.path().join("b");
+    let main = format!("teacher.model={}", a.join("teacher/model").display());
+    let members = format!(
+        "teacher.ensemble=[{{model: {}, weight: 3.0}}]",
+        c.join("teacher/model").display()
+    );
+    ok(&distill(
+        &b,
+        &["teacher", "--set", &main, "--set", &members],
+    ));
+    let lb = logits(b.join("targets/train.safetensors"));
+    for ((x, y), z) in la
+        .iter()
+        .flatten()
+        .zip(lc.iter().flatten())
+        .zip(lb.iter().flatten())
+    {
+        assert!(((x + 3.0 * y) / 4.0 - z).abs() < 1e-4, "{x} {y} -> {z}");
+    }
+    // A changed weight makes the cache stale, naming the ensemble.
+    let members2 = members.replace("3.0", "1.0");
+    let t = ok(&distill(
+        &b,
+        &["teacher", "--set", &main, "--set", &members2],
+    ));
+    assert!(t.contains("rebuilding") && t.contains("ensemble"), "{t}");
+    // A member without a head is refused with its key.
+    let bare = "teacher.ensemble=[{model: configs/tiny/teacher}]";
+    fails(
+        &distill(&b, &["teacher", "--set", &main, "--set", bare]),
+        &["teacher.ensemble[0].model", "no task head"],
+    );
+    fails(
+        &distill(&b, &["teacher", "--set", "teacher.weight=-1.0"]),
+        &["teacher.weight"],
     );
 }
