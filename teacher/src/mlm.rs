@@ -245,7 +245,9 @@ impl MaskedLm {
     /// The masked-LM loss of a batch (mean cross-entropy over its predicted positions).
     pub fn loss(&self, mb: &MlmBatch, train: bool) -> Result<Tensor> {
         if mb.num_predicted() == 0 {
-            return Err(Error::Msg("a masked-LM batch without predicted tokens".into()));
+            return Err(Error::Msg(
+                "a masked-LM batch without predicted tokens".into(),
+            ));
         }
         let logits = self.forward_at(&mb.batch, &mb.positions, train)?; // [n, vocab]
         Ok(candle_nn::loss::cross_entropy(&logits, &mb.targets)?)
@@ -301,7 +303,10 @@ pub fn predicted(labels: &Tensor) -> Result<(Tensor, Tensor)> {
     }
     let n = pos.len();
     let dev = labels.device();
-    Ok((Tensor::from_vec(pos, n, dev)?, Tensor::from_vec(tgt, n, dev)?))
+    Ok((
+        Tensor::from_vec(pos, n, dev)?,
+        Tensor::from_vec(tgt, n, dev)?,
+    ))
 }
 
 /// transformers' masked-LM loss: mean cross-entropy of logits [b, s, vocab] over the positions whose

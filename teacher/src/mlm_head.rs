@@ -41,7 +41,12 @@ impl MlmHead {
             // RobertaLMHead calls the erf GELU whatever `hidden_act` says.
             ModelKind::Roberta => {
                 let p = root.pp("lm_head");
-                (p.clone(), p.pp("dense"), p.pp("layer_norm"), Activation::Gelu)
+                (
+                    p.clone(),
+                    p.pp("dense"),
+                    p.pp("layer_norm"),
+                    Activation::Gelu,
+                )
             }
         };
         let bias = p.get_with_hints(v, "bias", Init::Const(0.))?;
@@ -76,7 +81,10 @@ impl MlmHead {
     /// Where checkpoints may store the tied decoder: (weight, bias) names.
     pub fn decoder_names(kind: ModelKind) -> (&'static str, &'static str) {
         match kind {
-            ModelKind::Bert => ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias"),
+            ModelKind::Bert => (
+                "cls.predictions.decoder.weight",
+                "cls.predictions.decoder.bias",
+            ),
             ModelKind::Roberta => ("lm_head.decoder.weight", "lm_head.decoder.bias"),
         }
     }

@@ -163,7 +163,11 @@ impl TextTokenizer {
             .filter(|(_, t)| t.special)
             .map(|(id, _)| id)
             .chain([cls, sep, mask, pad])
-            .chain(["[UNK]", "<unk>"].iter().filter_map(|t| self.token_to_id(t)))
+            .chain(
+                ["[UNK]", "<unk>"]
+                    .iter()
+                    .filter_map(|t| self.token_to_id(t)),
+            )
             .collect();
         all.sort_unstable();
         all.dedup();

@@ -39,7 +39,11 @@ fn load(name: &str) -> MaskedLm {
     let files = ModelSource::Local(fixture(name)).resolve(false).unwrap();
     let (model, report) = MaskedLm::load(&files, 0, &Device::Cpu).unwrap();
     assert!(report.has_head, "{name}: the MLM head was not found");
-    assert!(report.unused.is_empty(), "{name}: unused {:?}", report.unused);
+    assert!(
+        report.unused.is_empty(),
+        "{name}: unused {:?}",
+        report.unused
+    );
     model
 }
 
@@ -70,7 +74,10 @@ fn check(name: &str) {
         targets,
     };
     let fast: f32 = model.loss(&mb, true).unwrap().to_scalar().unwrap();
-    assert!((fast - got).abs() < 1e-5, "{name}: loss at positions {fast} vs {got}");
+    assert!(
+        (fast - got).abs() < 1e-5,
+        "{name}: loss at positions {fast} vs {got}"
+    );
 
     let grads = loss.backward().unwrap();
     let vars: HashMap<String, candle_core::Var> = model.named_vars().into_iter().collect();
@@ -118,7 +125,8 @@ fn decoder_stored_under_its_own_names_loads_the_same() {
     for f in ["config.json", "vocab.txt", "tokenizer.json"] {
         std::fs::copy(src.join(f), tmp.path().join(f)).unwrap();
     }
-    let mut t = candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    let mut t =
+        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
     let bias = t.remove("cls.predictions.bias").unwrap();
     t.insert("cls.predictions.decoder.bias".into(), bias);
     let words = t["bert.embeddings.word_embeddings.weight"].clone();
@@ -134,8 +142,13 @@ fn decoder_stored_under_its_own_names_loads_the_same() {
     assert!(d < 1e-4, "max diff {d}");
 
     // An untied decoder is refused rather than silently replaced by the embeddings.
-    t.insert("cls.predictions.decoder.weight".into(), (words + 1.0).unwrap());
+    t.insert(
+        "cls.predictions.decoder.weight".into(),
+        (words + 1.0).unwrap(),
+    );
     candle_core::safetensors::save(&t, tmp.path().join("model.safetensors")).unwrap();
-    let err = MaskedLm::load(&files, 0, &Device::Cpu).unwrap_err().to_string();
+    let err = MaskedLm::load(&files, 0, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("untied"), "{err}");
 }

@@ -94,14 +94,18 @@ impl MlmDataset {
         let mut idx: Vec<usize> = (0..self.len()).collect();
         let seed = derive_seed(self.masker.seed(), epoch, u64::MAX);
         idx.shuffle(&mut StdRng::seed_from_u64(seed));
-        idx.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect()
+        idx.chunks(batch_size.max(1))
+            .map(<[usize]>::to_vec)
+            .collect()
     }
 
     /// Evaluation order: every input once, in order. Evaluate with one fixed epoch (e.g. 0) so every
     /// evaluation scores the same masks.
     pub fn eval_batches(&self, batch_size: usize) -> Vec<Vec<usize>> {
         let idx: Vec<usize> = (0..self.len()).collect();
-        idx.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect()
+        idx.chunks(batch_size.max(1))
+            .map(<[usize]>::to_vec)
+            .collect()
     }
 
     /// Inputs `indices`, masked for `epoch`, padded and moved to `device`.

@@ -182,9 +182,21 @@ impl TokenCache {
         };
         let m = &cache.meta;
         let sizes = [
-            (TOKENS, cache.tokens.len() as u64, m.tokens.saturating_mul(4)),
-            (SENTENCES, cache.sentences.len() as u64, (m.sentences + 1) * 8),
-            (DOCUMENTS, cache.documents.len() as u64, (m.documents + 1) * 8),
+            (
+                TOKENS,
+                cache.tokens.len() as u64,
+                m.tokens.saturating_mul(4),
+            ),
+            (
+                SENTENCES,
+                cache.sentences.len() as u64,
+                (m.sentences + 1) * 8,
+            ),
+            (
+                DOCUMENTS,
+                cache.documents.len() as u64,
+                (m.documents + 1) * 8,
+            ),
         ];
         for (name, got, want) in sizes {
             if got != want {
@@ -345,7 +357,9 @@ impl Writers {
     fn create(dir: &Path, structural: [u32; 4]) -> Result<Self> {
         let open = |name: &str| -> Result<BufWriter<File>> {
             let p = dir.join(name);
-            Ok(BufWriter::new(File::create(&p).map_err(|e| Error::io(&p, e))?))
+            Ok(BufWriter::new(
+                File::create(&p).map_err(|e| Error::io(&p, e))?,
+            ))
         };
         let mut w = Self {
             tokens: open(TOKENS)?,

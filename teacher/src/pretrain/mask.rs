@@ -110,7 +110,8 @@ impl Masker {
         vocab_size: usize,
         seed: u64,
     ) -> Result<Self> {
-        cfg.check().map_err(|e| Error::Msg(format!("masking: {e}")))?;
+        cfg.check()
+            .map_err(|e| Error::Msg(format!("masking: {e}")))?;
         let replacements: Vec<u32> = (0..vocab_size as u32)
             .filter(|&id| !specials.is_special(id))
             .collect();
