@@ -46,7 +46,7 @@ fn write_corpus(path: &Path, docs: usize, first: usize) -> Vec<Vec<String>> {
             let s = sentence(k);
             k += 1;
             text.push_str(&s);
-            text.push_str(if k % 7 == 0 { "\r\n" } else { "\n" });
+            text.push_str(if k.is_multiple_of(7) { "\r\n" } else { "\n" });
             doc.push(s);
         }
         text.push_str(if d % 4 == 3 { "\n  \n" } else { "\n" });
