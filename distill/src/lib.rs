@@ -9,6 +9,7 @@ pub mod bench;
 pub mod config;
 pub mod device;
 pub mod encode;
+pub mod fill_mask;
 pub mod glue;
 pub mod online;
 pub mod pipeline;

@@ -11,7 +11,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use distill::pipeline::Plan;
-use distill::{bench, config, encode, glue, predict, report, serve, sweep};
+use distill::{bench, config, encode, fill_mask, glue, predict, report, serve, sweep};
 
 #[derive(Parser)]
 #[command(
@@ -101,6 +101,8 @@ enum Command {
     },
     /// Classify texts with an exported model; prints one JSON object per input.
     Predict(predict::PredictArgs),
+    /// Fill the [MASK] / <mask> tokens of texts with a masked-LM folder; one JSON object per mask.
+    FillMask(fill_mask::FillMaskArgs),
     /// Serve an exported model over HTTP (JSON, dynamic batching); see README "Serving".
     Serve(serve::ServeArgs),
     /// Write every layer's hidden states for a list of texts (safetensors).
@@ -216,6 +218,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             Ok(())
         }
         Command::Predict(a) => predict::run(&a),
+        Command::FillMask(a) => fill_mask::run(&a),
         Command::Serve(a) => serve::run(&a),
         Command::Encode(a) => encode::run(&a),
         Command::Bench(a) => bench::run(&a),

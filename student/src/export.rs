@@ -1,11 +1,11 @@
 //! Export: a Hugging Face folder (model.safetensors, config.json, tokenizer.json, vocab.txt,
-//! tokenizer_config.json) that transformers loads with `AutoModelForSequenceClassification` and
-//! `AutoTokenizer`. Built in a temporary folder and renamed into place, so a failed export never
-//! replaces a good one.
+//! tokenizer_config.json) that transformers loads with `AutoModelForSequenceClassification` (or, for a
+//! masked LM, `AutoModelForMaskedLM`) and `AutoTokenizer`. Built in a temporary folder and renamed into
+//! place, so a failed export never replaces a good one.
 
 use std::path::Path;
 
-use teacher::{ModelKind, TextTokenizer};
+use teacher::{MaskedLm, ModelKind, TextTokenizer};
 
 use crate::{Error, Result};
 
@@ -26,6 +26,38 @@ pub fn export(
             ));
         }
     }
+    let copy = |tmp: &Path| -> Result<()> {
+        for f in ["model.safetensors", "config.json"] {
+            std::fs::copy(model_dir.join(f), tmp.join(f))
+                .map_err(|e| Error::io(model_dir.join(f), e))?;
+        }
+        Ok(())
+    };
+    write_folder(out, copy, tokenizer, kind, lowercase)
+}
+
+/// Writes a masked LM (`BertForMaskedLM` / `RobertaForMaskedLM` weights and config) and its tokenizer
+/// files into `out`, for `AutoModelForMaskedLM`, `distill fill-mask` or a task's `student.init`.
+pub fn export_mlm(model: &MaskedLm, tokenizer: &TextTokenizer, out: &Path) -> Result<()> {
+    let save = |tmp: &Path| -> Result<()> { Ok(model.save(tmp)?) };
+    write_folder(
+        out,
+        save,
+        tokenizer,
+        model.config.kind(),
+        tokenizer.lowercase(),
+    )
+}
+
+/// Builds the folder `out` in a temporary sibling: the model files from `model_files`, then the
+/// tokenizer's; renamed into place only when all were written.
+fn write_folder(
+    out: &Path,
+    model_files: impl FnOnce(&Path) -> Result<()>,
+    tokenizer: &TextTokenizer,
+    kind: ModelKind,
+    lowercase: bool,
+) -> Result<()> {
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -40,7 +72,7 @@ pub fn export(
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    if let Err(e) = fill(model_dir, tokenizer, kind, lowercase, &tmp) {
+    if let Err(e) = model_files(&tmp).and_then(|_| fill(tokenizer, kind, lowercase, &tmp)) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
@@ -51,18 +83,8 @@ pub fn export(
     Ok(())
 }
 
-/// Writes the export's files into the (temporary) folder `tmp`.
-fn fill(
-    model_dir: &Path,
-    tokenizer: &TextTokenizer,
-    kind: ModelKind,
-    lowercase: bool,
-    tmp: &Path,
-) -> Result<()> {
-    for f in ["model.safetensors", "config.json"] {
-        std::fs::copy(model_dir.join(f), tmp.join(f))
-            .map_err(|e| Error::io(model_dir.join(f), e))?;
-    }
+/// Writes the tokenizer's files into the (temporary) folder `tmp`.
+fn fill(tokenizer: &TextTokenizer, kind: ModelKind, lowercase: bool, tmp: &Path) -> Result<()> {
     tokenizer.save(&tmp.join("tokenizer.json"))?;
     let src = tokenizer.path();
     if src.extension().is_some_and(|e| e == "txt") {

@@ -89,7 +89,11 @@ impl AdamW {
             .into_iter()
             .flat_map(|(vars, scale)| vars.into_iter().map(move |v| (v, scale)))
             .map(|((name, var), lr_scale)| {
-                let decay = !(name.ends_with(".bias") || name.contains("LayerNorm"));
+                // No decay on biases and LayerNorms, whatever the module calls them (RoBERTa's MLM head
+                // has `lm_head.layer_norm`), as transformers' Trainer excludes every LayerNorm layer.
+                let decay = !(name.ends_with(".bias")
+                    || name.contains("LayerNorm")
+                    || name.contains("layer_norm"));
                 // Two allocations: the moments are updated in place and must not share storage.
                 let m = var.as_tensor().zeros_like()?.contiguous()?;
                 let v = var.as_tensor().zeros_like()?.contiguous()?;

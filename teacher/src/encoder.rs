@@ -295,7 +295,7 @@ impl Encoder {
     }
 }
 
-fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
+pub(crate) fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
     Ok(match act {
         Activation::Gelu => x.gelu_erf()?,
         Activation::GeluTanh => x.gelu()?,

@@ -24,6 +24,8 @@ pub struct TextTokenizer {
     inner: Tokenizer,
     path: PathBuf,
     max_len: usize,
+    /// Lower-casing asked of a vocab.txt tokenizer (a tokenizer.json carries its own normaliser).
+    lowercase: bool,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -71,6 +73,7 @@ impl TextTokenizer {
             inner,
             path: path.to_path_buf(),
             max_len,
+            lowercase: is_vocab && lowercase,
         })
     }
 
@@ -80,6 +83,11 @@ impl TextTokenizer {
 
     pub fn max_len(&self) -> usize {
         self.max_len
+    }
+
+    /// Whether a vocab.txt tokenizer lower-cases (always false for a tokenizer.json).
+    pub fn lowercase(&self) -> bool {
+        self.lowercase
     }
 
     /// Size of the vocabulary including added tokens.
@@ -114,6 +122,79 @@ impl TextTokenizer {
         })
     }
 
+    /// The token of an id, as the vocabulary spells it (`##ing`, `Ġparis`).
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// Ids back to text, special tokens kept (as transformers' `decode`).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, false).map_err(|e| Error::Tokenizer {
+            path: self.path.clone(),
+            msg: e.to_string(),
+        })
+    }
+
+    /// The tokens masked-LM pre-training places and protects: [CLS]/[SEP]/[MASK] (BERT vocabularies) or
+    /// <s>/</s>/<mask> (RoBERTa's), the padding id, and every id the tokenizer marks special.
+    pub fn special_tokens(&self) -> Result<SpecialTokens> {
+        let find = |names: [&str; 2]| -> Result<u32> {
+            names
+                .iter()
+                .find_map(|t| self.token_to_id(t))
+                .ok_or_else(|| Error::Tokenizer {
+                    path: self.path.clone(),
+                    msg: format!(
+                        "has neither `{}` nor `{}`: masked-LM inputs need it",
+                        names[0], names[1]
+                    ),
+                })
+        };
+        let (cls, sep, mask) = (
+            find(["[CLS]", "<s>"])?,
+            find(["[SEP]", "</s>"])?,
+            find(["[MASK]", "<mask>"])?,
+        );
+        let pad = self.pad_id();
+        let mut all: Vec<u32> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .chain([cls, sep, mask, pad])
+            .chain(
+                ["[UNK]", "<unk>"]
+                    .iter()
+                    .filter_map(|t| self.token_to_id(t)),
+            )
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        let mask_text = self.id_to_token(mask).unwrap_or_default();
+        Ok(SpecialTokens {
+            cls,
+            sep,
+            pad,
+            mask,
+            mask_text,
+            all,
+        })
+    }
+
+    /// A copy that encodes plain text: no special tokens and no truncation (for the corpus cache).
+    pub fn plain(&self) -> Result<PlainEncoder> {
+        let mut inner = self.inner.clone();
+        inner.with_truncation(None).map_err(|e| Error::Tokenizer {
+            path: self.path.clone(),
+            msg: e.to_string(),
+        })?;
+        Ok(PlainEncoder {
+            inner,
+            path: self.path.clone(),
+        })
+    }
+
     /// Checks that every id the tokenizer can produce has a row in an embedding of `rows` rows.
     pub fn check_vocab(&self, rows: usize, model: &Path) -> Result<()> {
         let n = self.vocab_size();
@@ -141,6 +222,51 @@ impl TextTokenizer {
             msg: e.to_string(),
         })?;
         crate::write_atomic(path, json.as_bytes())
+    }
+}
+
+/// Ids of the special tokens (see [`TextTokenizer::special_tokens`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecialTokens {
+    /// Opens every input: `[CLS]` or `<s>`.
+    pub cls: u32,
+    /// Closes every input and separates documents inside one: `[SEP]` or `</s>`.
+    pub sep: u32,
+    pub pad: u32,
+    /// `[MASK]` or `<mask>`.
+    pub mask: u32,
+    /// The mask token as text.
+    pub mask_text: String,
+    /// Every special id, sorted: never masked, never drawn as a random replacement. Unknown-token ids
+    /// count as special, as transformers' `all_special_ids` has them.
+    pub all: Vec<u32>,
+}
+
+impl SpecialTokens {
+    pub fn is_special(&self, id: u32) -> bool {
+        self.all.binary_search(&id).is_ok()
+    }
+}
+
+/// Encodes text without special tokens or truncation (from [`TextTokenizer::plain`]).
+#[derive(Clone)]
+pub struct PlainEncoder {
+    inner: Tokenizer,
+    path: PathBuf,
+}
+
+impl PlainEncoder {
+    /// Token ids of each text, in order (tokenizers spreads a batch over its thread pool).
+    pub fn encode_batch(&self, texts: &[String]) -> Result<Vec<Vec<u32>>> {
+        let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let enc = self
+            .inner
+            .encode_batch(inputs, false)
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                msg: e.to_string(),
+            })?;
+        Ok(enc.iter().map(|e| e.get_ids().to_vec()).collect())
     }
 }
 

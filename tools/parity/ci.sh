@@ -22,6 +22,10 @@ target/debug/distill run configs/tiny.yaml --set "output_dir=$OUT/tiny" 2>/dev/n
 MAX_LEN=32 bash tools/parity/export_roundtrip.sh "$OUT/tiny/export" configs/tiny/data/dev.tsv
 echo "== ONNX export (f32 and int8) vs transformers on the parity fixtures"
 $PY tools/parity/onnx_fixtures.py --distill target/debug/distill
+echo "== masked-LM export (AutoModelForMaskedLM) and fill-mask vs transformers"
+# `cargo test` builds the example; build it here only when this script runs on its own.
+[[ -x target/debug/examples/mlm_export ]] || cargo build -q -p student --example mlm_export
+$PY tools/parity/check_mlm_export.py --distill target/debug/distill --export target/debug/examples/mlm_export
 echo "== all-MiniLM-L6-v2 hidden states vs transformers"
 $PY tools/parity/minilm_parity.py --n 200
 if [[ -d ../shared/glue ]]; then
