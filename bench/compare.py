@@ -13,6 +13,12 @@ if "teacher_inference" in ours and "teacher_inference" in base:
 for o, b in zip(ours["student_latency"], base["student_latency"]):
     rows.append((f"student batch-1 latency s{o['seq']} p50 (ms)", o["p50_ms"], b["p50_ms"], "lower"))
     rows.append((f"student batch-1 latency s{o['seq']} p99 (ms)", o["p99_ms"], b["p99_ms"], "lower"))
+for key, name in [("student_inference", "student"), ("student_int8_inference", "student int8")]:
+    if key in ours and key in base:
+        rows.append((f"{name} inference b32 s128 (tokens/s)", ours[key]["tokens_per_s"], base[key]["tokens_per_s"], "higher"))
+for o, b in zip(ours.get("student_int8_latency", []), base.get("student_int8_latency", [])):
+    rows.append((f"student int8 batch-1 latency s{o['seq']} p50 (ms)", o["p50_ms"], b["p50_ms"], "lower"))
+    rows.append((f"student int8 batch-1 latency s{o['seq']} p99 (ms)", o["p99_ms"], b["p99_ms"], "lower"))
 rows.append(("peak memory (MiB)", ours["peak_rss_mib"], base["peak_rss_mib"], "lower"))
 print(f"| workload | distill | PyTorch {base.get('torch', '')} | ratio (distill / PyTorch) |")
 print("|---|---|---|---|")

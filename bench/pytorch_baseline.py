@@ -96,6 +96,11 @@ def main():
     student = BertForSequenceClassification(config())
     out["student_train"] = [train_steps(student, 32, s, a.steps) for s in (128, 64)]
     out["student_latency"] = [latency(student, s, a.latency_runs) for s in (16, 32, 64)]
+    # The same student in PyTorch's dynamic int8 (nn.Linear layers), beside `distill bench`'s int8 rows.
+    int8 = torch.ao.quantization.quantize_dynamic(student.eval(), {torch.nn.Linear}, dtype=torch.qint8)
+    out["student_int8_latency"] = [latency(int8, s, a.latency_runs) for s in (16, 32, 64)]
+    out["student_inference"] = inference(student, 32, 128, a.steps)
+    out["student_int8_inference"] = inference(int8, 32, 128, a.steps)
     if not a.skip_teacher:
         teacher = BertForSequenceClassification(config(hidden_size=768, num_hidden_layers=12,
                                                        num_attention_heads=12, intermediate_size=3072))
