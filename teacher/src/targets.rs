@@ -43,14 +43,16 @@ impl Fingerprint {
         let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
             return vec!["fingerprint".into()];
         };
-        a.iter()
-            .filter(|(k, v)| b.get(*k) != Some(*v))
-            .map(|(k, v)| {
+        // Both key sets: an optional field present on one side only (`augment`) is a change too.
+        let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        keys.into_iter()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| {
                 let short = |v: Option<&serde_json::Value>| {
-                    let s = v.map(|v| v.to_string()).unwrap_or_default();
+                    let s = v.map(|v| v.to_string()).unwrap_or_else(|| "none".into());
                     s.chars().take(20).collect::<String>()
                 };
-                format!("{k} ({} -> {})", short(b.get(k)), short(Some(v)))
+                format!("{k} ({} -> {})", short(b.get(k)), short(a.get(k)))
             })
             .collect()
     }
