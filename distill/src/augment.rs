@@ -126,9 +126,11 @@ pub fn extend_train(
         bail!("augment: the teacher targets were computed with other augmentation settings; run `distill teacher` again");
     }
     let label = Label::soft(plan.spec.is_regression());
-    train.extend(targets.augmented.iter().map(|e| Example {
-        label,
-        ..e.clone()
-    }));
+    train.extend(
+        targets
+            .augmented
+            .iter()
+            .map(|e| Example { label, ..e.clone() }),
+    );
     Ok(())
 }

@@ -575,6 +575,18 @@ impl Plan {
         }
     }
 
+    /// Training examples a student run iterates over: the training set, plus the cached augmented
+    /// examples when `augment` is on (run the teacher stage first).
+    pub fn num_train_examples(&self) -> Result<usize> {
+        let n = self.read_data()?.0.len();
+        if self.cfg.augment.copies == 0 {
+            return Ok(n);
+        }
+        let t = Targets::load(&self.targets_path())
+            .map_err(|e| anyhow!("{e} (run `distill teacher` first)"))?;
+        Ok(n + t.augmented.len())
+    }
+
     /// `train`, pausing (resumably) once `stop(step)` is true.
     pub fn train_until(&self, stop: &dyn Fn(usize) -> bool) -> Result<student::TrainReport> {
         if self.cfg.stages.is_empty() {

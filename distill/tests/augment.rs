@@ -60,7 +60,12 @@ fn augmented_targets_are_cached_fresh_and_rebuilt_on_change() {
     assert_eq!(targets.len(), n_train + n_aug);
     assert!(n_aug <= 2 * n_train);
     assert!(targets.augmented.iter().all(|e| !e.label.is_gold()));
-    assert!(targets.fingerprint.augment.as_deref().unwrap().contains("copies=2"));
+    assert!(targets
+        .fingerprint
+        .augment
+        .as_deref()
+        .unwrap()
+        .contains("copies=2"));
 
     let t = ok(&distill(&out, &["teacher", "--set", two]));
     assert!(t.contains("is fresh"), "{t}");
@@ -75,7 +80,10 @@ fn augmented_targets_are_cached_fresh_and_rebuilt_on_change() {
         &["augment", "distill teacher"],
     );
     let e = "train.epochs=1";
-    ok(&distill(&out, &["train", "--set", two, "--set", p, "--set", e]));
+    ok(&distill(
+        &out,
+        &["train", "--set", two, "--set", p, "--set", e],
+    ));
     // Without augmentation the cache is rebuilt without augmented rows.
     let t = ok(&distill(&out, &["teacher"]));
     assert!(t.contains("because augment ("), "{t}");
@@ -100,7 +108,13 @@ fn augment_config_errors_name_the_key() {
     fails(
         &distill(
             &out,
-            &["teacher", "--set", "augment.copies=1", "--set", "augment.mlm=on"],
+            &[
+                "teacher",
+                "--set",
+                "augment.copies=1",
+                "--set",
+                "augment.mlm=on",
+            ],
         ),
         &["augment.mlm", "no masked-LM head"],
     );

@@ -69,7 +69,13 @@ fn training_mixes_gold_and_soft_only_examples() {
     let n = f.train.len();
     let t = Tensor::new(
         (0..n)
-            .flat_map(|i| if i % 2 == 0 { [2.0f32, -2.0] } else { [-2.0, 2.0] })
+            .flat_map(|i| {
+                if i % 2 == 0 {
+                    [2.0f32, -2.0]
+                } else {
+                    [-2.0, 2.0]
+                }
+            })
             .collect::<Vec<_>>(),
         &Device::Cpu,
     )

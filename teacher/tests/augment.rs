@@ -92,7 +92,10 @@ fn deterministic_per_seed_and_rate_close_to_p() {
     assert!((rate - 0.4).abs() < 0.02, "rate {rate}");
     let none = run(&ex, &cfg(3, 0.0), 1, &t);
     assert_eq!(none.replaced, 0);
-    assert!(none.examples.is_empty(), "variants equal to the sentence are dropped");
+    assert!(
+        none.examples.is_empty(),
+        "variants equal to the sentence are dropped"
+    );
 }
 
 #[test]
@@ -115,7 +118,10 @@ fn replacements_are_whole_vocabulary_words_other_than_the_original() {
         for (x, y) in wa.iter().zip(&wv) {
             if x.chars().any(char::is_alphanumeric) {
                 assert_ne!(x, y);
-                assert!(tok.token_to_id(y).is_some(), "`{y}` is not a vocabulary word");
+                assert!(
+                    tok.token_to_id(y).is_some(),
+                    "`{y}` is not a vocabulary word"
+                );
                 assert!(!y.starts_with("##"));
             } else {
                 assert_eq!(x, y);

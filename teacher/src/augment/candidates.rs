@@ -109,7 +109,11 @@ pub fn mlm_candidates(
 /// The teacher's word embeddings [vocab, h], each row scaled to unit length (once per run).
 pub fn normalised(embeddings: &Tensor) -> Result<Tensor> {
     let e = embeddings.to_dtype(DType::F32)?;
-    let norm = e.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    let norm = e
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::MAX)?;
     Ok(e.broadcast_div(&norm)?)
 }
 
