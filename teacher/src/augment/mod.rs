@@ -12,7 +12,7 @@
 
 pub mod candidates;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use candle_core::Tensor;
 use rand::rngs::StdRng;
@@ -128,6 +128,12 @@ pub fn augment(
     t: &Teacher,
 ) -> Result<Augmented> {
     let mut rng = StdRng::seed_from_u64(seed);
+    // `random_bool` rejects NaN and values outside [0, 1].
+    let p = if cfg.replace_prob.is_nan() {
+        0.0
+    } else {
+        cfg.replace_prob.clamp(0.0, 1.0)
+    };
     let mut stats = Augmented::default();
     // 1. Every replacement decision first, so that candidates are computed only for words some copy
     //    replaces (with copies: 1 that saves most of the teacher's work).
@@ -143,7 +149,7 @@ pub fn augment(
                     continue;
                 }
                 stats.draws += 1;
-                let replace = rng.random_bool(cfg.replace_prob.clamp(0.0, 1.0));
+                let replace = rng.random_bool(p);
                 let pick: u32 = rng.random();
                 if replace {
                     copy[w] = Some(pick);
@@ -230,8 +236,7 @@ fn word_candidates(
         }
     };
     // Pieces of every word of every sentence that has a needed word (the MLM input needs them all).
-    let mut pieces_of: std::collections::HashMap<(usize, bool), Vec<Vec<u32>>> =
-        std::collections::HashMap::new();
+    let mut pieces_of: HashMap<(usize, bool), Vec<Vec<u32>>> = HashMap::new();
     for &(ex, is_b, _) in needed {
         if pieces_of.contains_key(&(ex, is_b)) {
             continue;
@@ -245,8 +250,10 @@ fn word_candidates(
     }
     let mut mlm_q: Vec<MlmQuery> = Vec::new();
     let mut mlm_slot = Vec::new();
+    // Neighbours depend on the word's pieces only: each distinct word is looked up once.
     let mut nn_q: Vec<Vec<u32>> = Vec::new();
-    let mut nn_slot = Vec::new();
+    let mut nn_index: HashMap<Vec<u32>, usize> = HashMap::new();
+    let mut nn_slot = Vec::new(); // (slot, index into nn_q)
     for (slot, &(ex, is_b, w)) in needed.iter().enumerate() {
         let pieces = &pieces_of[&(ex, is_b)];
         let own = &pieces[w];
@@ -272,12 +279,15 @@ fn word_candidates(
             });
             mlm_slot.push(slot);
         } else {
-            nn_q.push(own.clone());
-            nn_slot.push(slot);
+            let q = *nn_index.entry(own.clone()).or_insert_with(|| {
+                nn_q.push(own.clone());
+                nn_q.len() - 1
+            });
+            nn_slot.push((slot, q));
         }
     }
     stats.mlm_words = mlm_q.len();
-    stats.neighbour_words = nn_q.len();
+    stats.neighbour_words = nn_slot.len();
     let mut out = vec![Vec::new(); needed.len()];
     let texts = |ids: Vec<u32>| -> Vec<String> {
         ids.iter()
@@ -293,8 +303,8 @@ fn word_candidates(
     if !nn_q.is_empty() {
         let unit = candidates::normalised(t.embeddings)?;
         let found = candidates::neighbour_candidates(&unit, &nn_q, &vocab, k, t.batch_size)?;
-        for (slot, ids) in nn_slot.into_iter().zip(found) {
-            out[slot] = texts(ids);
+        for (slot, q) in nn_slot {
+            out[slot] = texts(found[q].clone());
         }
     }
     Ok(out)
