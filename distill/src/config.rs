@@ -41,6 +41,10 @@ pub struct RunConfig {
     /// final weights. Empty: one stage with `distill` and `train`.
     #[serde(default)]
     pub stages: Vec<StageConfig>,
+    /// TinyBERT's data augmentation of the training set (off unless `augment.copies` > 0); the
+    /// augmented examples and their teacher logits live in the targets cache.
+    #[serde(default)]
+    pub augment: teacher::augment::AugmentConfig,
 }
 
 /// One stage of `stages:`; unset keys keep the run's `train` values.
@@ -350,6 +354,24 @@ fn validate_distill(d: &DistillConfig, key: &str) -> Result<()> {
     d.objective().validate().map_err(|e| anyhow!("{key}.{e}"))
 }
 
+fn validate_augment(a: &teacher::augment::AugmentConfig) -> Result<()> {
+    check(
+        a.copies <= 1000,
+        "augment.copies",
+        format!("must be at most 1000 (got {}; TinyBERT uses 20)", a.copies),
+    )?;
+    check(
+        (0.0..=1.0).contains(&a.replace_prob),
+        "augment.replace_prob",
+        format!("must be within [0, 1] (got {})", a.replace_prob),
+    )?;
+    check(
+        a.candidates > 0,
+        "augment.candidates",
+        "must be positive (TinyBERT uses 15)",
+    )
+}
+
 /// Optimisation settings, used for the student (`train`) and for teacher fine-tuning (`teacher.finetune`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -572,6 +594,7 @@ impl RunConfig {
             )?;
         }
         validate_distill(&self.distill, "distill")?;
+        validate_augment(&self.augment)?;
         let mut names = Vec::new();
         for (i, st) in self.stages.iter().enumerate() {
             let key = format!("stages[{i}]");

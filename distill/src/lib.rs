@@ -5,6 +5,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod augment;
 pub mod bench;
 pub mod config;
 pub mod device;

@@ -227,16 +227,35 @@ impl Plan {
     }
 
     /// Stage 1: the teacher's targets for the training set, reused when their fingerprint matches.
+    /// With `augment`, the targets also hold the augmented examples and their logits (after the
+    /// training set's rows).
     pub fn teacher(&self) -> Result<Targets> {
         let (model, tok, files) = self.teacher_model()?;
         let (train, _) = self.read_data()?;
-        let fp = self.fingerprint(&model, &tok, &files, &train)?;
+        let mut fp = self.fingerprint(&model, &tok, &files, &train)?;
+        let mlm = crate::augment::load_mlm(self)?;
+        fp.augment = crate::augment::fingerprint(self, mlm.as_ref());
         let path = self.targets_path();
         if let Some(t) = fresh_targets(&path, &fp) {
             return Ok(t);
         }
         self.preflight_teacher(&model, &tok)?;
-        self.compute_targets(&model, &tok, &train, fp, &path)
+        let augmented = if self.cfg.augment.copies > 0 {
+            crate::augment::variants(self, &model, &tok, &train, mlm.as_ref())?
+        } else {
+            Vec::new()
+        };
+        drop(mlm);
+        let all: Vec<Example> = train.iter().chain(&augmented).cloned().collect();
+        self.compute_targets(&model, &tok, &all, fp, &path, augmented)
+    }
+
+    /// Sharded targets do not carry augmented examples (yet): refuse rather than drop them silently.
+    fn no_augment_with_shards(&self) -> Result<()> {
+        if self.cfg.augment.copies > 0 {
+            bail!("augment.copies: sharded teacher targets (--shard) do not support augmentation yet; set it to 0 or run `distill teacher` without --shard");
+        }
+        Ok(())
     }
 
     /// The teacher's labels and dev predictions (see `preflight`), before it labels the training set.
@@ -259,6 +278,7 @@ impl Plan {
     /// `merge_shards` joins them. The teacher must not need fine-tuning on each machine: fine-tune it
     /// once (`distill teacher --finetune-only`) and share the output folder.
     pub fn teacher_shard(&self, i: usize, n: usize) -> Result<PathBuf> {
+        self.no_augment_with_shards()?;
         let (model, tok, files) = self.teacher_model()?;
         let (train, _) = self.read_data()?;
         let mut fp = self.fingerprint(&model, &tok, &files, &train)?;
@@ -271,13 +291,14 @@ impl Plan {
             self.preflight_teacher(&model, &tok)?;
         }
         let range = shard_range(train.len(), i, n);
-        self.compute_targets(&model, &tok, &train[range], fp, &path)?;
+        self.compute_targets(&model, &tok, &train[range], fp, &path, Vec::new())?;
         Ok(path)
     }
 
     /// Joins the n shard files into the training targets, after checking that each was computed from
     /// this config (fingerprint) and covers its slice.
     pub fn merge_shards(&self, n: usize) -> Result<Targets> {
+        self.no_augment_with_shards()?;
         let (model, tok, files) = self.teacher_model()?;
         let (train, _) = self.read_data()?;
         let fp = self.fingerprint(&model, &tok, &files, &train)?;
@@ -351,6 +372,7 @@ impl Plan {
             pooling: format!("{:?}", t.pooling),
             ensemble: self.ensemble_fingerprint(files)?,
             shard: None,
+            augment: None,
         })
     }
 
@@ -418,6 +440,7 @@ impl Plan {
         examples: &[Example],
         fp: Fingerprint,
         path: &Path,
+        augmented: Vec<Example>,
     ) -> Result<Targets> {
         let t = &self.cfg.teacher;
         let ids = tokenise(tok, examples)?.ids;
@@ -441,6 +464,7 @@ impl Plan {
             logits,
             hidden: out.hidden.into_iter().collect(),
             fingerprint: fp,
+            augmented,
         };
         targets.save(path)?;
         eprintln!(
@@ -551,6 +575,18 @@ impl Plan {
         }
     }
 
+    /// Training examples a student run iterates over: the training set, plus the cached augmented
+    /// examples when `augment` is on (run the teacher stage first).
+    pub fn num_train_examples(&self) -> Result<usize> {
+        let n = self.read_data()?.0.len();
+        if self.cfg.augment.copies == 0 {
+            return Ok(n);
+        }
+        let t = Targets::load(&self.targets_path())
+            .map_err(|e| anyhow!("{e} (run `distill teacher` first)"))?;
+        Ok(n + t.augmented.len())
+    }
+
     /// `train`, pausing (resumably) once `stop(step)` is true.
     pub fn train_until(&self, stop: &dyn Fn(usize) -> bool) -> Result<student::TrainReport> {
         if self.cfg.stages.is_empty() {
@@ -602,7 +638,8 @@ impl Plan {
             .resolved_terms()
             .iter()
             .any(|t| t.kind.uses_teacher_logits() && t.weight > 0.0);
-        let targets = if needs_logits {
+        // Augmented examples live in the targets: they are loaded whenever augmentation is on.
+        let targets = if needs_logits || self.cfg.augment.copies > 0 {
             let path = self.targets_path();
             let t =
                 Targets::load(&path).map_err(|e| anyhow!("{e} (run `distill teacher` first)"))?;
@@ -611,7 +648,7 @@ impl Plan {
             None
         };
         let tok = self.student_tokenizer()?;
-        let (train, dev) = self.read_data()?;
+        let (mut train, dev) = self.read_data()?;
         let texts: Vec<&str> = train
             .iter()
             .flat_map(|e| std::iter::once(e.text_a.as_str()).chain(e.text_b.as_deref()))
@@ -619,12 +656,14 @@ impl Plan {
         preflight::casing(&self.cfg.preflight, &tok, &texts, "the student's tokenizer")?;
         if let Some(t) = &targets {
             let want = hash_examples(&train);
-            if t.fingerprint.dataset != want || t.len() != train.len() {
+            if t.fingerprint.dataset != want || t.len() != train.len() + t.augmented.len() {
                 bail!(
                     "{}: the teacher targets were computed for another training set; run `distill teacher` again",
                     self.targets_path().display()
                 );
             }
+            // Soft-only rows after the gold ones, in the order of the targets' logits.
+            crate::augment::extend_train(self, t, &mut train)?;
         }
         // Build (and so validate) the student, and the online teacher with its checks, before touching
         // any earlier output.

@@ -80,7 +80,7 @@ pub fn run(parent: &Plan) -> Result<Vec<GridPoint>> {
             }
         }
     }
-    let (n_train, _) = parent.read_data().map(|(t, d)| (t.len(), d.len()))?;
+    let n_train = parent.num_train_examples()?;
     let rungs: &[f64] = if w.halving { &[0.25, 0.5, 1.0] } else { &[1.0] };
     let mut alive: Vec<usize> = (0..trials.len()).collect();
     for (r, &frac) in rungs.iter().enumerate() {

@@ -235,7 +235,7 @@ impl Objective {
             })
         };
         match &term.bound {
-            Bound::Ce if regression => loss::mse(x.logits, x.labels),
+            Bound::Ce if regression => loss::mse_labelled(x.logits, x.labels),
             Bound::Ce => loss::ce(x.logits, x.labels),
             Bound::LogitsMse => loss::logits_mse(x.logits, teacher_logits()?),
             Bound::Kd { .. } if regression => loss::mse(x.logits, teacher_logits()?),

@@ -14,6 +14,30 @@ pub enum Label {
     Score(f32),
 }
 
+/// The class of an example with no gold label (an augmented one): its `Label::Class`; becomes
+/// `u32::MAX` in a label tensor, which the task loss skips (as PyTorch's `ignore_index`).
+pub const NO_CLASS: usize = usize::MAX;
+
+impl Label {
+    /// The label of an example taught by the teacher's soft targets only: `NO_CLASS`, or a NaN score
+    /// for regression. Every loss on gold labels skips it.
+    pub fn soft(regression: bool) -> Self {
+        if regression {
+            Label::Score(f32::NAN)
+        } else {
+            Label::Class(NO_CLASS)
+        }
+    }
+
+    /// Whether this is a gold label (not `Label::soft`).
+    pub fn is_gold(&self) -> bool {
+        match *self {
+            Label::Class(c) => c != NO_CLASS,
+            Label::Score(s) => !s.is_nan(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
     pub text_a: String,

@@ -6,6 +6,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod augment;
 pub mod batch;
 pub mod config;
 pub mod data;

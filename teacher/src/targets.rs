@@ -29,6 +29,10 @@ pub struct Fingerprint {
     /// `i/n` for shard i of n (`distill teacher --shard`); absent for a whole training set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<String>,
+    /// The `augment` settings (and the masked LM's weights when it proposed words); absent without
+    /// augmentation, so caches written before it stay fresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<String>,
 }
 
 impl Fingerprint {
@@ -39,14 +43,16 @@ impl Fingerprint {
         let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
             return vec!["fingerprint".into()];
         };
-        a.iter()
-            .filter(|(k, v)| b.get(*k) != Some(*v))
-            .map(|(k, v)| {
+        // Both key sets: an optional field present on one side only (`augment`) is a change too.
+        let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        keys.into_iter()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| {
                 let short = |v: Option<&serde_json::Value>| {
-                    let s = v.map(|v| v.to_string()).unwrap_or_default();
+                    let s = v.map(|v| v.to_string()).unwrap_or_else(|| "none".into());
                     s.chars().take(20).collect::<String>()
                 };
-                format!("{k} ({} -> {})", short(b.get(k)), short(Some(v)))
+                format!("{k} ({} -> {})", short(b.get(k)), short(a.get(k)))
             })
             .collect()
     }
@@ -91,9 +97,45 @@ pub struct Targets {
     /// layer -> [n, h] f32.
     pub hidden: BTreeMap<usize, Tensor>,
     pub fingerprint: Fingerprint,
+    /// Augmented examples (soft labels only), whose logits follow the training set's rows: the cache
+    /// holds them so that the student trains on exactly the texts the teacher labelled.
+    pub augmented: Vec<Example>,
 }
 
 const META_KEY: &str = "distill.fingerprint";
+/// The augmented texts, as UTF-8 JSON lines `[text_a, text_b]` in a u8 tensor (metadata is capped at
+/// 100 MB by safetensors; a tensor is not).
+const AUGMENTED_KEY: &str = "augmented";
+
+fn augmented_tensor(examples: &[Example]) -> Result<Tensor> {
+    let mut bytes = Vec::new();
+    for e in examples {
+        let line = serde_json::to_string(&(&e.text_a, &e.text_b))
+            .map_err(|e| Error::Msg(e.to_string()))?;
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+    }
+    let n = bytes.len();
+    Ok(Tensor::from_vec(bytes, n, &Device::Cpu)?)
+}
+
+fn read_augmented(t: &Tensor) -> std::result::Result<Vec<Example>, String> {
+    let bytes: Vec<u8> = t.to_vec1().map_err(|e| e.to_string())?;
+    let text = String::from_utf8(bytes).map_err(|e| format!("augmented texts: {e}"))?;
+    text.lines()
+        .map(|l| {
+            let (text_a, text_b): (String, Option<String>) =
+                serde_json::from_str(l).map_err(|e| format!("augmented texts: {e}"))?;
+            // The label is never stored: augmented examples have soft targets only.
+            let label = Label::soft(false);
+            Ok(Example {
+                text_a,
+                text_b,
+                label,
+            })
+        })
+        .collect()
+}
 
 impl Targets {
     pub fn len(&self) -> usize {
@@ -112,6 +154,12 @@ impl Targets {
         let mut tensors: Vec<(String, &Tensor)> = vec![("logits".into(), &self.logits)];
         for (l, t) in &self.hidden {
             tensors.push((format!("hidden.{l}"), t));
+        }
+        let aug = (!self.augmented.is_empty())
+            .then(|| augmented_tensor(&self.augmented))
+            .transpose()?;
+        if let Some(a) = &aug {
+            tensors.push((AUGMENTED_KEY.into(), a));
         }
         let meta =
             serde_json::to_string(&self.fingerprint).map_err(|e| Error::Msg(e.to_string()))?;
@@ -144,6 +192,10 @@ impl Targets {
         let logits = tensors
             .remove("logits")
             .ok_or_else(|| Error::file(path, "no `logits` tensor"))?;
+        let augmented = match tensors.remove(AUGMENTED_KEY) {
+            Some(t) => read_augmented(&t).map_err(|e| Error::file(path, e))?,
+            None => Vec::new(),
+        };
         let mut hidden = BTreeMap::new();
         for (k, t) in tensors {
             if let Some(l) = k.strip_prefix("hidden.").and_then(|l| l.parse().ok()) {
@@ -154,6 +206,7 @@ impl Targets {
             logits,
             hidden,
             fingerprint,
+            augmented,
         })
     }
 
@@ -181,6 +234,7 @@ impl Targets {
             logits: Tensor::cat(&logits, 0)?,
             hidden,
             fingerprint: fp,
+            augmented: parts.iter().flat_map(|p| p.augmented.clone()).collect(),
         })
     }
 

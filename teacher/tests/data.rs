@@ -132,6 +132,7 @@ fn fp() -> Fingerprint {
         pooling: "Cls".into(),
         ensemble: Vec::new(),
         shard: None,
+        augment: None,
     }
 }
 
@@ -145,6 +146,7 @@ fn target_cache_round_trip_and_staleness() {
         logits: logits.clone(),
         hidden: [(2usize, hidden)].into_iter().collect(),
         fingerprint: fp(),
+        augmented: Vec::new(),
     };
     t.save(&path).unwrap();
     let mut stale = Vec::new();
