@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand};
 
 use distill::pipeline::Plan;
 use distill::{
-    bench, config, encode, fill_mask, glue, predict, pretrain, pretrain_config, report, serve, sweep,
+    bench, config, encode, fill_mask, glue, predict, pretrain, pretrain_config, report, serve,
+    sweep,
 };
 
 #[derive(Parser)]

@@ -20,7 +20,9 @@ pub fn run(cfg: &PretrainConfig) -> Result<student::TrainReport> {
     // The tokenizer's own limit only truncates corpus lines; packing cuts inputs at max_seq_len.
     let tok_len = cfg.max_seq_len.max(512);
     let tok = match &s.tokenizer {
-        Some(p) => TextTokenizer::from_file(p, tok_len, s.lowercase).context("student.tokenizer")?,
+        Some(p) => {
+            TextTokenizer::from_file(p, tok_len, s.lowercase).context("student.tokenizer")?
+        }
         None => {
             let files = ModelSource::parse(&s.init, &s.revision)
                 .resolve(false)
@@ -59,8 +61,8 @@ pub fn run(cfg: &PretrainConfig) -> Result<student::TrainReport> {
     let fingerprint = serde_json::to_string(&cache.meta().fingerprint)?;
     let cache = Arc::new(cache);
     let specials = tok.special_tokens().context("student.tokenizer")?;
-    let masker = Masker::new(cfg.masking, specials, tok.vocab_size(), cfg.seed)
-        .context("masking")?;
+    let masker =
+        Masker::new(cfg.masking, specials, tok.vocab_size(), cfg.seed).context("masking")?;
     let train = MlmDataset::new(cache.clone(), &split.train, cfg.max_seq_len, masker.clone())?;
     let eval = MlmDataset::new(cache, &split.eval, cfg.max_seq_len, masker)?;
     eprintln!(
@@ -96,9 +98,8 @@ pub fn run(cfg: &PretrainConfig) -> Result<student::TrainReport> {
             cfg.max_seq_len, cfg.held_out, cfg.masking
         ),
     };
-    let report = student::pretrain::pretrain(&model, &train, &eval, &tc, &cfg.output_dir, &|_| {
-        false
-    })?;
+    let report =
+        student::pretrain::pretrain(&model, &train, &eval, &tc, &cfg.output_dir, &|_| false)?;
     if let Some(b) = &report.best {
         eprintln!(
             "pretrain: {} steps, {:.0} tokens/s; best held-out at step {}: {}",
@@ -128,7 +129,10 @@ fn student_model(
             .context("student.init")?;
         let (mut m, report) = MaskedLm::load(&files, cfg.seed, device).context("student.init")?;
         if !report.has_head {
-            eprintln!("student: {} has no masked-LM head; starting a new one", s.init);
+            eprintln!(
+                "student: {} has no masked-LM head; starting a new one",
+                s.init
+            );
         }
         if let Some(p) = s.dropout {
             m.set_dropout(p);

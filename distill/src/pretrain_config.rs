@@ -120,7 +120,10 @@ impl PretrainConfig {
             "a random student needs a tokenizer (vocab.txt or tokenizer.json)",
         )?;
         check(
-            matches!(self.student.model_type.as_deref(), None | Some("bert" | "roberta")),
+            matches!(
+                self.student.model_type.as_deref(),
+                None | Some("bert" | "roberta")
+            ),
             "student.model_type",
             "must be bert or roberta",
         )?;
@@ -129,9 +132,7 @@ impl PretrainConfig {
             "max_seq_len",
             format!("must be between 8 and 4096 (got {})", self.max_seq_len),
         )?;
-        self.masking
-            .check()
-            .map_err(|e| anyhow!("masking: {e}"))?;
+        self.masking.check().map_err(|e| anyhow!("masking: {e}"))?;
         check(
             self.held_out > 0.0 && self.held_out < 1.0,
             "held_out",

@@ -75,7 +75,10 @@ fn pretraining_lowers_the_held_out_loss_and_the_export_fills_masks() {
         .iter()
         .filter_map(|l| l.get("mlm").and_then(|v| v.as_f64()))
         .collect();
-    assert!(train.len() >= 2 && train[train.len() - 1] < train[0], "{train:?}");
+    assert!(
+        train.len() >= 2 && train[train.len() - 1] < train[0],
+        "{train:?}"
+    );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("train_report.json")).unwrap())
             .unwrap();
@@ -140,7 +143,10 @@ fn accumulated_micro_batches_equal_one_large_batch() {
     }
     let la = lines(&a.join("metrics.jsonl"));
     let lb = lines(&b.join("metrics.jsonl"));
-    let (x, y) = (la[0]["loss"].as_f64().unwrap(), lb[0]["loss"].as_f64().unwrap());
+    let (x, y) = (
+        la[0]["loss"].as_f64().unwrap(),
+        lb[0]["loss"].as_f64().unwrap(),
+    );
     assert!((x - y).abs() < 1e-5, "step-1 loss {x} vs {y}");
 }
 
@@ -168,7 +174,11 @@ fn sigkilled_pretraining_resumes_to_identical_weights() {
     child.wait().unwrap();
     let log = ok(&mut cmd(&b, &sets));
     assert!(log.contains("resuming from"), "{log}");
-    for f in ["last/model.safetensors", "best/model.safetensors", "export/model.safetensors"] {
+    for f in [
+        "last/model.safetensors",
+        "best/model.safetensors",
+        "export/model.safetensors",
+    ] {
         let x = std::fs::read(a.join(f)).unwrap();
         let y = std::fs::read(b.join(f)).unwrap();
         assert!(
@@ -183,7 +193,10 @@ fn config_errors_name_the_key() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("p");
     for (set, key) in [
-        ("train.gradient_accumulation=0", "train.gradient_accumulation"),
+        (
+            "train.gradient_accumulation=0",
+            "train.gradient_accumulation",
+        ),
         ("train.bogus=1", "bogus"),
         ("masking.mask_prob=0", "masking"),
         ("held_out=1.5", "held_out"),
@@ -195,10 +208,16 @@ fn config_errors_name_the_key() {
         let o = cmd(&out, &[set]).output().unwrap();
         let t = text(&o);
         assert!(!o.status.success(), "{set} was accepted");
-        assert!(t.contains(key), "{set}: the error does not name `{key}`:\n{t}");
+        assert!(
+            t.contains(key),
+            "{set}: the error does not name `{key}`:\n{t}"
+        );
         if key != "max_seq_len" {
             // Checked when the config loads; max_seq_len against the model only once it is built.
-            assert!(t.contains("tiny-pretrain.yaml"), "{set}: no file named:\n{t}");
+            assert!(
+                t.contains("tiny-pretrain.yaml"),
+                "{set}: no file named:\n{t}"
+            );
         }
     }
 }

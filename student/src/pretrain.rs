@@ -214,7 +214,10 @@ impl Task for Mlm<'_> {
         let (loaded, _) = MaskedLm::load(&files, 0, &self.model.device)?;
         let (dst, src) = (self.model.named_vars(), loaded.named_vars());
         if dst.len() != src.len() {
-            return Err(Error::file(dir, "the checkpoint's tensors differ from the model's"));
+            return Err(Error::file(
+                dir,
+                "the checkpoint's tensors differ from the model's",
+            ));
         }
         for ((_, d), (_, s)) in dst.iter().zip(src) {
             d.set(s.as_tensor())?;

@@ -163,7 +163,11 @@ impl Task for Classify<'_> {
                 .wrapping_mul(1_000_003)
                 .wrapping_add(epoch as u64),
         );
-        Ok(bucketed_batches(&self.lengths, self.cfg.batch_size, &mut rng))
+        Ok(bucketed_batches(
+            &self.lengths,
+            self.cfg.batch_size,
+            &mut rng,
+        ))
     }
 
     fn loss_units(&self, batch: &[usize], _epoch: usize) -> Result<usize> {
@@ -364,7 +368,12 @@ fn train_step(
     };
     // `kd` and `task` at the top level: the raw kd and task losses (0 when absent), for readers of
     // earlier logs.
-    let raw = |k: TermKind| out.values.iter().find(|v| v.kind == k).map_or(0.0, |v| v.raw);
+    let raw = |k: TermKind| {
+        out.values
+            .iter()
+            .find(|v| v.kind == k)
+            .map_or(0.0, |v| v.raw)
+    };
     let extra = vec![("kd", raw(TermKind::Kd)), ("task", raw(TermKind::Ce))];
     Ok(MicroStep {
         grads,
@@ -404,4 +413,3 @@ fn evaluate(model: &Classifier, data: &TrainData, cfg: &TrainConfig) -> Result<S
     let logits = eval::logits(model, data.dev, data.pad_id, cfg.eval_batch_size)?;
     eval::score(&logits, data.dev_labels, data.metric)
 }
-

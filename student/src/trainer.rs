@@ -196,8 +196,9 @@ pub fn run<T: Task>(
                 break 'epochs;
             }
             let progress = step as f64 / total.max(1) as f64;
-            let (info_loss, line) =
-                optimizer_step(task, &mut opt, &vars, group, epoch, step, k, progress, cfg.seed)?;
+            let (info_loss, line) = optimizer_step(
+                task, &mut opt, &vars, group, epoch, step, k, progress, cfg.seed,
+            )?;
             tokens += line.tokens;
             step += 1;
             bar.inc(1);
@@ -330,7 +331,11 @@ fn optimizer_step<T: Task>(
     for (j, (batch, &u)) in group.iter().zip(&units).enumerate() {
         task.reseed_dropout(dropout_seed(seed, step * k + j));
         // A lone micro-batch keeps its loss unscaled: bit-identical to training without accumulation.
-        let scale = if group.len() == 1 { 1.0 } else { u as f64 / sum };
+        let scale = if group.len() == 1 {
+            1.0
+        } else {
+            u as f64 / sum
+        };
         let m = task.micro_step(batch, epoch, scale, step, progress)?;
         let w = scale as f32;
         if j == 0 {
