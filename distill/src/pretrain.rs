@@ -6,11 +6,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use teacher::pretrain::{BuildOptions, CacheStatus, Masker, MlmDataset, TokenCache};
 use teacher::{MaskedLm, ModelSource, TextTokenizer};
 
-use crate::pretrain_config::PretrainConfig;
+use crate::pretrain_config::{PretrainConfig, PretrainDistill};
 
 /// Builds (or reuses) the token cache, pre-trains, evaluates and exports `OUTPUT_DIR/export` (the
 /// checkpoint with the lowest held-out loss).
@@ -73,6 +73,13 @@ pub fn run(cfg: &PretrainConfig) -> Result<student::TrainReport> {
     );
 
     let model = student_model(cfg, &tok, &device)?;
+    let (teacher, teacher_id) = match &cfg.distill {
+        Some(d) => {
+            let (t, id) = online_teacher(d, cfg, &tok, &model, tok_len, &device)?;
+            (Some(t), id)
+        }
+        None => (None, String::new()),
+    };
     eprintln!(
         "student: {} ({} layers, hidden {}), {} parameters",
         teacher::mlm::mlm_architecture(model.config.kind()),
@@ -94,12 +101,25 @@ pub fn run(cfg: &PretrainConfig) -> Result<student::TrainReport> {
         seed: cfg.seed,
         eval_batch_size: t.eval_batch_size,
         data: format!(
-            "{fingerprint} max_seq_len={} held_out={} masking={:?}",
+            "{fingerprint} max_seq_len={} held_out={} masking={:?} teacher={teacher_id}",
             cfg.max_seq_len, cfg.held_out, cfg.masking
         ),
+        mlm_weight: cfg.distill.as_ref().map_or(1.0, |d| d.mlm_weight),
+        objective: cfg
+            .distill
+            .as_ref()
+            .map(|d| d.objective())
+            .unwrap_or_default(),
     };
-    let report =
-        student::pretrain::pretrain(&model, &train, &eval, &tc, &cfg.output_dir, &|_| false)?;
+    let report = student::pretrain::pretrain(
+        &model,
+        teacher.as_ref(),
+        &train,
+        &eval,
+        &tc,
+        &cfg.output_dir,
+        &|_| false,
+    )?;
     if let Some(b) = &report.best {
         eprintln!(
             "pretrain: {} steps, {:.0} tokens/s; best held-out at step {}: {}",
@@ -149,6 +169,68 @@ fn student_model(
         );
     }
     Ok(model)
+}
+
+/// Lines of the corpus on which the two tokenizers must agree.
+const TOKEN_CHECK_LINES: usize = 200;
+
+/// Loads the teacher of `distill:` and checks it against the student: the terms' layers, heads and
+/// widths, and identical tokenization (token-level terms compare position by position). Returns it with
+/// the hash of its weights, which identifies the run for resume.
+fn online_teacher(
+    d: &PretrainDistill,
+    cfg: &PretrainConfig,
+    tok: &TextTokenizer,
+    student: &MaskedLm,
+    tok_len: usize,
+    device: &candle_core::Device,
+) -> Result<(MaskedLm, String)> {
+    let files = ModelSource::parse(&d.teacher, &d.revision)
+        .resolve(false)
+        .context("distill.teacher")?;
+    let (teacher, _) = MaskedLm::load(&files, cfg.seed, device).context("distill.teacher")?;
+    student::terms::bind(
+        &d.terms,
+        &d.objective(),
+        1.0,
+        &student.config,
+        Some(&teacher.config),
+    )
+    .map_err(|e| anyhow!("distill.{e}"))?;
+    let ttok = crate::pipeline::model_tokenizer(&files, tok_len).context("distill.teacher")?;
+    let remedy = format!(
+        "token-level terms compare student and teacher position by position: set student.tokenizer to the teacher's tokenizer ({})",
+        ttok.path().display()
+    );
+    if tok.vocab_size() != ttok.vocab_size() || tok.pad_id() != ttok.pad_id() {
+        bail!(
+            "distill.teacher: the student's tokenizer ({} tokens) is not the teacher's ({} tokens); {remedy}",
+            tok.vocab_size(),
+            ttok.vocab_size()
+        );
+    }
+    let text = std::fs::read_to_string(&cfg.corpus[0])
+        .with_context(|| format!("corpus[0] {}", cfg.corpus[0].display()))?;
+    for (i, line) in text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(TOKEN_CHECK_LINES)
+        .enumerate()
+    {
+        if tok.encode(line, None)? != ttok.encode(line, None)? {
+            bail!(
+                "distill.teacher: corpus line {} tokenizes differently for the student and the teacher; {remedy}",
+                i + 1
+            );
+        }
+    }
+    let weights: Vec<&Path> = files.weights.iter().map(|p| p.as_path()).collect();
+    let id = teacher::targets::hash_files(&weights)?;
+    eprintln!(
+        "distill: teacher {} ({} layers, hidden {}), mlm_weight {}",
+        d.teacher, teacher.config.num_hidden_layers, teacher.config.hidden_size, d.mlm_weight
+    );
+    Ok((teacher, id))
 }
 
 /// Writes `OUTPUT_DIR/export` from `OUTPUT_DIR/best`.

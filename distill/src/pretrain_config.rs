@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
+use student::terms::{ObjectiveConfig, TermSpec};
 use teacher::pretrain::MaskingConfig;
 
 use crate::config::{check, parse, StudentConfig};
@@ -39,6 +40,45 @@ pub struct PretrainConfig {
     pub held_out: f64,
     #[serde(default)]
     pub train: PretrainTrain,
+    /// General distillation from a teacher run on the same masked batches (none: MLM only).
+    #[serde(default)]
+    pub distill: Option<PretrainDistill>,
+}
+
+/// `distill:` of a pre-training run: token-level terms against an online teacher, with or without the
+/// MLM loss. The teacher must tokenize as the student does (checked on the corpus's first lines).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainDistill {
+    /// A folder or hub id of any BERT-family encoder (its heads are not used).
+    pub teacher: String,
+    #[serde(default = "default_revision")]
+    pub revision: String,
+    /// Weight of the MLM loss beside the terms (0: distillation only).
+    #[serde(default = "default_one")]
+    pub mlm_weight: f64,
+    /// hidden_mse, hidden_cosine, attention_mse, minilm_relations, as in task configs' `distill.terms`.
+    pub terms: Vec<TermSpec>,
+    /// Learning rate of the hidden-state projections (default: train.learning_rate).
+    #[serde(default)]
+    pub projection_lr: Option<f64>,
+}
+
+impl PretrainDistill {
+    pub fn objective(&self) -> ObjectiveConfig {
+        ObjectiveConfig {
+            terms: self.terms.clone(),
+            projection_lr: self.projection_lr,
+            ..Default::default()
+        }
+    }
+}
+
+fn default_revision() -> String {
+    "main".into()
+}
+fn default_one() -> f64 {
+    1.0
 }
 
 /// Optimisation settings of pre-training (the model card's recipe by default).
@@ -91,11 +131,21 @@ fn default_held_out() -> f64 {
     0.01
 }
 
-/// Reads and validates a pre-training config.
+/// Reads and validates a pre-training config, and checks that its corpus files exist.
 pub fn load(path: &Path, overrides: &[String]) -> Result<PretrainConfig> {
     let cfg: PretrainConfig = parse(path, overrides)?;
-    cfg.validate()
-        .map_err(|e| anyhow!("config {}: {e}", path.display()))?;
+    let checks = || -> Result<()> {
+        cfg.validate()?;
+        for (i, f) in cfg.corpus.iter().enumerate() {
+            check(
+                f.is_file(),
+                &format!("corpus[{i}]"),
+                format!("{} is not a file", f.display()),
+            )?;
+        }
+        Ok(())
+    };
+    checks().map_err(|e| anyhow!("config {}: {e}", path.display()))?;
     Ok(cfg)
 }
 
@@ -107,13 +157,6 @@ impl PretrainConfig {
             "must not be empty",
         )?;
         check(!self.corpus.is_empty(), "corpus", "lists no files")?;
-        for (i, f) in self.corpus.iter().enumerate() {
-            check(
-                f.is_file(),
-                &format!("corpus[{i}]"),
-                format!("{} is not a file", f.display()),
-            )?;
-        }
         check(
             self.student.init != "random" || self.student.tokenizer.is_some(),
             "student.tokenizer",
@@ -143,6 +186,37 @@ impl PretrainConfig {
             "device",
             format!("must be auto, cpu, cuda or cuda:N (got `{}`)", self.device),
         )?;
+        if let Some(d) = &self.distill {
+            check(
+                !d.teacher.is_empty(),
+                "distill.teacher",
+                "must not be empty",
+            )?;
+            check(
+                d.mlm_weight >= 0.0 && d.mlm_weight.is_finite(),
+                "distill.mlm_weight",
+                "must be 0 or more",
+            )?;
+            check(!d.terms.is_empty(), "distill.terms", "lists no terms")?;
+            for (i, t) in d.terms.iter().enumerate() {
+                check(
+                    t.kind.token_level(),
+                    &format!("distill.terms[{i}].kind"),
+                    format!(
+                        "`{}` needs task logits; pre-training takes hidden_mse, hidden_cosine, attention_mse or minilm_relations",
+                        t.kind.name()
+                    ),
+                )?;
+            }
+            check(
+                d.mlm_weight > 0.0 || d.terms.iter().any(|t| t.weight > 0.0),
+                "distill.mlm_weight",
+                "is 0 and every term has weight 0: nothing to train",
+            )?;
+            d.objective()
+                .validate()
+                .map_err(|e| anyhow!("distill.{e}"))?;
+        }
         let t = &self.train;
         check(t.epochs > 0, "train.epochs", "must be positive")?;
         check(t.batch_size > 0, "train.batch_size", "must be positive")?;

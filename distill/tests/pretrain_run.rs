@@ -221,3 +221,75 @@ fn config_errors_name_the_key() {
         }
     }
 }
+
+#[test]
+fn general_distillation_terms_train_against_the_online_teacher() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("d");
+    // Distillation only: the tiny teacher shares the student's vocabulary and shape.
+    ok(&mut cmd(
+        &out,
+        &[
+            "distill.teacher=configs/tiny/teacher",
+            "distill.mlm_weight=0",
+            "distill.terms=[{kind: hidden_mse, layer_map: [[1, 1], [2, 2]]}, {kind: attention_mse, layer_map: [[2, 2]]}]",
+        ],
+    ));
+    let log = lines(&out.join("metrics.jsonl"));
+    let hidden: Vec<f64> = log
+        .iter()
+        .filter_map(|l| l["terms"]["hidden_mse"]["raw"].as_f64())
+        .collect();
+    assert!(hidden.len() >= 2, "{log:?}");
+    assert!(
+        hidden[hidden.len() - 1] < hidden[0],
+        "hidden_mse {hidden:?}"
+    );
+    assert!(
+        log.iter().all(|l| l.get("mlm").is_none()),
+        "mlm_weight 0 logs no MLM loss"
+    );
+    assert!(out.join("export/model.safetensors").is_file());
+
+    // With the MLM loss as well, both are logged.
+    let both = tmp.path().join("b");
+    ok(&mut cmd(
+        &both,
+        &[
+            "distill.teacher=configs/tiny/teacher",
+            "distill.terms=[{kind: minilm_relations}]",
+            "train.max_steps=4",
+        ],
+    ));
+    let log = lines(&both.join("metrics.jsonl"));
+    assert!(
+        log[0]["terms"]["minilm_relations"]["raw"]
+            .as_f64()
+            .is_some(),
+        "{:?}",
+        log[0]
+    );
+    assert!(log[0]["mlm"].as_f64().is_some(), "{:?}", log[0]);
+
+    // Keys named: a logit term, a layer the student lacks.
+    for (set, key) in [
+        ("distill.terms=[{kind: kd}]", "distill.terms[0].kind"),
+        (
+            "distill.terms=[{kind: hidden_mse, layer_map: [[9, 1]]}]",
+            "distill.terms[0]",
+        ),
+    ] {
+        let o = cmd(
+            &tmp.path().join("e"),
+            &["distill.teacher=configs/tiny/teacher", set],
+        )
+        .output()
+        .unwrap();
+        let t = text(&o);
+        assert!(!o.status.success(), "{set} was accepted");
+        assert!(
+            t.contains(key),
+            "{set}: the error does not name `{key}`:\n{t}"
+        );
+    }
+}

@@ -393,7 +393,7 @@ fn train_step(
 }
 
 /// The teacher's states cut from any graph.
-fn detach(out: teacher::EncoderOutput) -> teacher::EncoderOutput {
+pub(crate) fn detach(out: teacher::EncoderOutput) -> teacher::EncoderOutput {
     teacher::EncoderOutput {
         hidden_states: out.hidden_states.iter().map(Tensor::detach).collect(),
         attentions: out.attentions.iter().map(Tensor::detach).collect(),
