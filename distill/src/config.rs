@@ -406,6 +406,15 @@ impl Default for TrainSection {
 /// Reads a config file, applies `--set key.path=value` overrides and `${VAR}` expansion, parses and
 /// validates it.
 pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig> {
+    let cfg: RunConfig = parse(path, overrides)?;
+    cfg.validate()
+        .map_err(|e| anyhow!("config {}: {e}", path.display()))?;
+    Ok(cfg)
+}
+
+/// The loading steps every config type shares: read, `--set` overrides, `${VAR}` expansion, and serde
+/// with errors naming the key.
+pub fn parse<T: serde::de::DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<T> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("config {}", path.display()))?;
     let mut value: Value = serde_yaml::from_str(&text)
@@ -424,7 +433,7 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig> {
     }
     expand_env(&mut value, "").with_context(|| format!("config {}", path.display()))?;
     // serde_path_to_error names the key (`train.epochs`) that serde_yaml alone would not.
-    let cfg: RunConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let key = e.path().to_string();
         let key = if key == "." {
             String::new()
@@ -432,10 +441,7 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig> {
             format!("{key}: ")
         };
         anyhow!("config {}: {key}{}", path.display(), e.inner())
-    })?;
-    cfg.validate()
-        .map_err(|e| anyhow!("config {}: {e}", path.display()))?;
-    Ok(cfg)
+    })
 }
 
 /// Sets `a.b.c=value` in a YAML tree; the value is parsed as YAML (so numbers stay numbers).
@@ -527,7 +533,7 @@ fn expand_str(s: &str) -> Result<String> {
     Ok(out)
 }
 
-fn check(cond: bool, key: &str, msg: impl std::fmt::Display) -> Result<()> {
+pub(crate) fn check(cond: bool, key: &str, msg: impl std::fmt::Display) -> Result<()> {
     if cond {
         Ok(())
     } else {

@@ -17,6 +17,8 @@ pub mod pipeline;
 pub mod plots;
 pub mod predict;
 pub mod preflight;
+pub mod pretrain;
+pub mod pretrain_config;
 pub mod report;
 pub mod serve;
 pub mod stamp;

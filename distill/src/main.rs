@@ -11,7 +11,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use distill::pipeline::Plan;
-use distill::{bench, config, encode, fill_mask, glue, predict, report, serve, sweep};
+use distill::{
+    bench, config, encode, fill_mask, glue, predict, pretrain, pretrain_config, report, serve,
+    sweep,
+};
 
 #[derive(Parser)]
 #[command(
@@ -101,6 +104,9 @@ enum Command {
     },
     /// Classify texts with an exported model; prints one JSON object per input.
     Predict(predict::PredictArgs),
+    /// Pre-train the student as a masked LM on a plain-text corpus (its own config; see README
+    /// "Pre-training"); writes OUTPUT_DIR/export for task configs' `student.init`.
+    Pretrain(ConfigArgs),
     /// Fill the [MASK] / <mask> tokens of texts with a masked-LM folder; one JSON object per mask.
     FillMask(fill_mask::FillMaskArgs),
     /// Serve an exported model over HTTP (JSON, dynamic batching); see README "Serving".
@@ -218,6 +224,9 @@ fn dispatch(cmd: Command) -> Result<()> {
             Ok(())
         }
         Command::Predict(a) => predict::run(&a),
+        Command::Pretrain(a) => {
+            pretrain::run(&pretrain_config::load(&a.config, &a.set)?).map(|_| ())
+        }
         Command::FillMask(a) => fill_mask::run(&a),
         Command::Serve(a) => serve::run(&a),
         Command::Encode(a) => encode::run(&a),

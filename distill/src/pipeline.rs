@@ -497,29 +497,7 @@ impl Plan {
         let s = &self.cfg.student;
         let n = self.spec.num_outputs();
         let model = if s.init == "random" {
-            let mut c = EncoderConfig::roberta_tiny_cased();
-            if let Some(t) = &s.model_type {
-                c.model_type = t.clone();
-                if t == "roberta" {
-                    c.pad_token_id = tok.pad_id();
-                    c.type_vocab_size = 1;
-                    c.layer_norm_eps = 1e-5;
-                }
-            }
-            c.vocab_size = tok.vocab_size();
-            c.hidden_size = s.hidden_size.unwrap_or(c.hidden_size);
-            c.num_hidden_layers = s.num_layers.unwrap_or(c.num_hidden_layers);
-            c.num_attention_heads = s.num_heads.unwrap_or(c.num_attention_heads);
-            c.intermediate_size = s.intermediate_size.unwrap_or(c.intermediate_size);
-            c.max_position_embeddings = s
-                .max_position_embeddings
-                .unwrap_or(c.max_position_embeddings)
-                + c.position_offset();
-            if let Some(p) = s.dropout {
-                c.hidden_dropout_prob = p;
-                c.attention_probs_dropout_prob = p;
-            }
-            c.check().map_err(|e| anyhow!("student: {e}"))?;
+            let c = random_student_config(s, tok)?;
             Classifier::new(&c, n, self.student_seed, &self.device)?
         } else {
             let files = ModelSource::parse(&s.init, &s.revision)
@@ -864,4 +842,36 @@ pub fn timed_logits(
     let logits = student::eval::logits(model, data, pad, batch)?;
     let secs = t0.elapsed().as_secs_f64();
     Ok((logits, data.len() as f64 / secs.max(1e-9)))
+}
+
+/// The encoder shape of a randomly initialised student: RoBERTa-tiny-cased, with the keys of `student`
+/// that set a shape, sized to `tok`'s vocabulary (also used by `distill pretrain`).
+pub fn random_student_config(
+    s: &crate::config::StudentConfig,
+    tok: &TextTokenizer,
+) -> Result<EncoderConfig> {
+    let mut c = EncoderConfig::roberta_tiny_cased();
+    if let Some(t) = &s.model_type {
+        c.model_type = t.clone();
+        if t == "roberta" {
+            c.pad_token_id = tok.pad_id();
+            c.type_vocab_size = 1;
+            c.layer_norm_eps = 1e-5;
+        }
+    }
+    c.vocab_size = tok.vocab_size();
+    c.hidden_size = s.hidden_size.unwrap_or(c.hidden_size);
+    c.num_hidden_layers = s.num_layers.unwrap_or(c.num_hidden_layers);
+    c.num_attention_heads = s.num_heads.unwrap_or(c.num_attention_heads);
+    c.intermediate_size = s.intermediate_size.unwrap_or(c.intermediate_size);
+    c.max_position_embeddings = s
+        .max_position_embeddings
+        .unwrap_or(c.max_position_embeddings)
+        + c.position_offset();
+    if let Some(p) = s.dropout {
+        c.hidden_dropout_prob = p;
+        c.attention_probs_dropout_prob = p;
+    }
+    c.check().map_err(|e| anyhow!("student: {e}"))?;
+    Ok(c)
 }

@@ -17,8 +17,10 @@ pub mod objective;
 pub mod onnx;
 mod onnx_proto;
 pub mod optim;
+pub mod pretrain;
 pub mod terms;
 pub mod train;
+pub mod trainer;
 
 pub use error::{Error, Result};
 pub use metrics::Scores;

@@ -1,6 +1,7 @@
-//! Builds (or reuses) a corpus token cache and prints what pre-training would see, until `distill
-//! pretrain` does it: `corpus_cache TOKENIZER CACHE_DIR CORPUS.txt... [--max-seq-len 256]`, where
-//! TOKENIZER is a tokenizer.json or a (cased) vocab.txt.
+//! Builds (or reuses) a corpus token cache and prints what pre-training would see, without training
+//! (`distill pretrain` builds the same cache and trains):
+//! `corpus_cache TOKENIZER CACHE_DIR CORPUS.txt... [--max-seq-len 256]`, where TOKENIZER is a
+//! tokenizer.json or a (cased) vocab.txt.
 
 use std::path::PathBuf;
 use std::sync::Arc;

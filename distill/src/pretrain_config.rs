@@ -1,0 +1,261 @@
+//! The configuration of `distill pretrain`: YAML -> `--set` overrides -> `${VAR}` expansion ->
+//! `PretrainConfig` (unknown keys refused) -> `validate()`, through the same loader as `RunConfig`;
+//! every error names the file and the key. The student section is the task runs' `StudentConfig`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Result};
+use serde::{Deserialize, Serialize};
+use student::terms::{ObjectiveConfig, TermSpec};
+use teacher::pretrain::MaskingConfig;
+
+use crate::config::{check, parse, StudentConfig};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainConfig {
+    pub output_dir: PathBuf,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// auto | cpu | cuda | cuda:N
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Plain-text files: one sentence per line, blank lines between documents.
+    pub corpus: Vec<PathBuf>,
+    /// Where the token cache lives (default: OUTPUT_DIR/cache); rebuilt when the corpus or tokenizer
+    /// changes.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// The student to pre-train: `init: random` with a shape (RoBERTa-tiny by default), or a folder to
+    /// continue from; `tokenizer` is required for a random student.
+    #[serde(default)]
+    pub student: StudentConfig,
+    /// Tokens per packed input, special tokens included.
+    #[serde(default = "default_max_seq_len")]
+    pub max_seq_len: usize,
+    #[serde(default)]
+    pub masking: MaskingConfig,
+    /// Share of the documents held out for evaluation.
+    #[serde(default = "default_held_out")]
+    pub held_out: f64,
+    #[serde(default)]
+    pub train: PretrainTrain,
+    /// General distillation from a teacher run on the same masked batches (none: MLM only).
+    #[serde(default)]
+    pub distill: Option<PretrainDistill>,
+}
+
+/// `distill:` of a pre-training run: token-level terms against an online teacher, with or without the
+/// MLM loss. The teacher must tokenize as the student does (checked on the corpus's first lines).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainDistill {
+    /// A folder or hub id of any BERT-family encoder (its heads are not used).
+    pub teacher: String,
+    #[serde(default = "default_revision")]
+    pub revision: String,
+    /// Weight of the MLM loss beside the terms (0: distillation only).
+    #[serde(default = "default_one")]
+    pub mlm_weight: f64,
+    /// hidden_mse, hidden_cosine, attention_mse, minilm_relations, as in task configs' `distill.terms`.
+    pub terms: Vec<TermSpec>,
+    /// Learning rate of the hidden-state projections (default: train.learning_rate).
+    #[serde(default)]
+    pub projection_lr: Option<f64>,
+}
+
+impl PretrainDistill {
+    pub fn objective(&self) -> ObjectiveConfig {
+        ObjectiveConfig {
+            terms: self.terms.clone(),
+            projection_lr: self.projection_lr,
+            ..Default::default()
+        }
+    }
+}
+
+fn default_revision() -> String {
+    "main".into()
+}
+fn default_one() -> f64 {
+    1.0
+}
+
+/// Optimisation settings of pre-training (the model card's recipe by default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PretrainTrain {
+    pub epochs: usize,
+    /// Inputs per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step: the effective batch is `batch_size · gradient_accumulation`.
+    pub gradient_accumulation: usize,
+    pub learning_rate: f64,
+    pub warmup_ratio: f64,
+    pub weight_decay: f64,
+    pub max_grad_norm: f64,
+    /// Evaluate on the held-out split every N optimizer steps as well as every epoch (0: epochs only).
+    pub eval_every: usize,
+    /// Stop after N optimizer steps (0: no limit).
+    pub max_steps: usize,
+    pub eval_batch_size: usize,
+}
+
+impl Default for PretrainTrain {
+    fn default() -> Self {
+        Self {
+            epochs: 20,
+            batch_size: 32,
+            gradient_accumulation: 16,
+            learning_rate: 1e-4,
+            warmup_ratio: 0.06,
+            weight_decay: 0.01,
+            max_grad_norm: 1.0,
+            eval_every: 0,
+            max_steps: 0,
+            eval_batch_size: 64,
+        }
+    }
+}
+
+fn default_seed() -> u64 {
+    42
+}
+fn default_device() -> String {
+    "auto".into()
+}
+fn default_max_seq_len() -> usize {
+    256
+}
+fn default_held_out() -> f64 {
+    0.01
+}
+
+/// Reads and validates a pre-training config, and checks that its corpus files exist.
+pub fn load(path: &Path, overrides: &[String]) -> Result<PretrainConfig> {
+    let cfg: PretrainConfig = parse(path, overrides)?;
+    let checks = || -> Result<()> {
+        cfg.validate()?;
+        for (i, f) in cfg.corpus.iter().enumerate() {
+            check(
+                f.is_file(),
+                &format!("corpus[{i}]"),
+                format!("{} is not a file", f.display()),
+            )?;
+        }
+        Ok(())
+    };
+    checks().map_err(|e| anyhow!("config {}: {e}", path.display()))?;
+    Ok(cfg)
+}
+
+impl PretrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        check(
+            !self.output_dir.as_os_str().is_empty(),
+            "output_dir",
+            "must not be empty",
+        )?;
+        check(!self.corpus.is_empty(), "corpus", "lists no files")?;
+        check(
+            self.student.init != "random" || self.student.tokenizer.is_some(),
+            "student.tokenizer",
+            "a random student needs a tokenizer (vocab.txt or tokenizer.json)",
+        )?;
+        check(
+            matches!(
+                self.student.model_type.as_deref(),
+                None | Some("bert" | "roberta")
+            ),
+            "student.model_type",
+            "must be bert or roberta",
+        )?;
+        check(
+            (8..=4096).contains(&self.max_seq_len),
+            "max_seq_len",
+            format!("must be between 8 and 4096 (got {})", self.max_seq_len),
+        )?;
+        self.masking.check().map_err(|e| anyhow!("masking: {e}"))?;
+        check(
+            self.held_out > 0.0 && self.held_out < 1.0,
+            "held_out",
+            format!("must be within (0, 1) (got {})", self.held_out),
+        )?;
+        check(
+            self.device == "auto" || self.device == "cpu" || self.device.starts_with("cuda"),
+            "device",
+            format!("must be auto, cpu, cuda or cuda:N (got `{}`)", self.device),
+        )?;
+        if let Some(d) = &self.distill {
+            check(
+                !d.teacher.is_empty(),
+                "distill.teacher",
+                "must not be empty",
+            )?;
+            check(
+                d.mlm_weight >= 0.0 && d.mlm_weight.is_finite(),
+                "distill.mlm_weight",
+                "must be 0 or more",
+            )?;
+            check(!d.terms.is_empty(), "distill.terms", "lists no terms")?;
+            for (i, t) in d.terms.iter().enumerate() {
+                check(
+                    t.kind.token_level(),
+                    &format!("distill.terms[{i}].kind"),
+                    format!(
+                        "`{}` needs task logits; pre-training takes hidden_mse, hidden_cosine, attention_mse or minilm_relations",
+                        t.kind.name()
+                    ),
+                )?;
+            }
+            check(
+                d.mlm_weight > 0.0 || d.terms.iter().any(|t| t.weight > 0.0),
+                "distill.mlm_weight",
+                "is 0 and every term has weight 0: nothing to train",
+            )?;
+            d.objective()
+                .validate()
+                .map_err(|e| anyhow!("distill.{e}"))?;
+        }
+        let t = &self.train;
+        check(t.epochs > 0, "train.epochs", "must be positive")?;
+        check(t.batch_size > 0, "train.batch_size", "must be positive")?;
+        check(
+            t.gradient_accumulation > 0,
+            "train.gradient_accumulation",
+            "must be positive (1: no accumulation)",
+        )?;
+        check(
+            t.learning_rate > 0.0 && t.learning_rate < 1.0,
+            "train.learning_rate",
+            format!("must be within (0, 1) (got {})", t.learning_rate),
+        )?;
+        check(
+            (0.0..1.0).contains(&t.warmup_ratio),
+            "train.warmup_ratio",
+            format!("must be within [0, 1) (got {})", t.warmup_ratio),
+        )?;
+        check(
+            t.weight_decay >= 0.0,
+            "train.weight_decay",
+            "must not be negative",
+        )?;
+        check(
+            t.max_grad_norm >= 0.0,
+            "train.max_grad_norm",
+            "must not be negative (0 disables clipping)",
+        )?;
+        check(
+            t.eval_batch_size > 0,
+            "train.eval_batch_size",
+            "must be positive",
+        )
+    }
+
+    /// The token cache folder.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| self.output_dir.join("cache"))
+    }
+}

@@ -1,0 +1,485 @@
+//! The one training loop, shared by every kind of training: a `Task` says what a step is (the batches
+//! of an epoch, a micro-batch's loss and gradients, an evaluation, the vars and how to save them); this
+//! module owns everything around it: epochs, gradient accumulation, AdamW with warmup and decay,
+//! periodic evaluation, the best checkpoint, the `last/` checkpoint a killed run resumes from, the
+//! metrics log and the report. The classification / distillation task lives in `train`, masked-LM
+//! pre-training in `pretrain`.
+//!
+//! Exact resume: batch order, masks and dropout are functions of (seed, epoch, step), and `last/` holds
+//! the weights, the optimizer moments and the step, so a resumed run follows the uninterrupted path.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::backprop::GradStore;
+use candle_core::Var;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::Scores;
+use crate::optim::{AdamW, AdamWConfig};
+use crate::{Error, Result};
+
+/// The loop's own settings; each task's config maps onto them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoopConfig {
+    pub epochs: usize,
+    /// Micro-batches of an optimizer step (1: no accumulation).
+    pub gradient_accumulation: usize,
+    pub learning_rate: f64,
+    pub warmup_ratio: f64,
+    pub weight_decay: f64,
+    pub max_grad_norm: f64,
+    /// Evaluate every N optimizer steps as well as after every epoch (0: epochs only).
+    pub eval_every: usize,
+    /// Stop after this many optimizer steps (0: no limit).
+    pub max_steps: usize,
+    pub seed: u64,
+}
+
+/// One logged loss term of a step (averaged over its micro-batches).
+#[derive(Debug, Clone)]
+pub struct LoggedTerm {
+    pub name: String,
+    pub raw: f32,
+    pub weighted: f32,
+}
+
+/// What a micro-batch produced.
+pub struct MicroStep {
+    pub grads: GradStore,
+    pub loss: f32,
+    pub terms: Vec<LoggedTerm>,
+    /// Extra top-level fields of the metrics line (e.g. `kd`, `task` for older readers).
+    pub extra: Vec<(&'static str, f32)>,
+    /// Non-padding tokens in the micro-batch, for the throughput.
+    pub tokens: usize,
+}
+
+/// What a kind of training plugs into the loop.
+pub trait Task {
+    /// Compared with the one in `last/` before resuming: a different config trains from the start.
+    type Config: Clone + PartialEq + Serialize + DeserializeOwned;
+
+    fn config(&self) -> &Self::Config;
+    /// Size of the training set, also checked on resume.
+    fn train_len(&self) -> usize;
+    /// The micro-batches of `epoch` (indices into the training set), a function of (seed, epoch).
+    fn epoch_batches(&self, epoch: usize) -> Result<Vec<Vec<usize>>>;
+    /// What the loss of a micro-batch averages over (examples, predicted tokens): an accumulated step
+    /// weights each micro-batch's loss by its share, so it equals the loss of the whole batch.
+    fn loss_units(&self, batch: &[usize], epoch: usize) -> Result<usize>;
+    /// Seeds the dropout masks of the next forward pass.
+    fn reseed_dropout(&self, seed: u64);
+    /// Forward and backward of one micro-batch, the loss multiplied by `scale` before backward.
+    /// `step` is the optimizer step (0-based) for error messages, `progress` in [0, 1) for schedules.
+    fn micro_step(
+        &mut self,
+        batch: &[usize],
+        epoch: usize,
+        scale: f64,
+        step: usize,
+        progress: f64,
+    ) -> Result<MicroStep>;
+    /// Scores on the held-out set.
+    fn evaluate(&self) -> Result<Scores>;
+    /// Whether `new` beats `old` (default: a higher main score).
+    fn better(&self, new: &Scores, old: &Scores) -> bool {
+        new.main > old.main
+    }
+    /// The optimizer's parameter groups with their learning-rate scales.
+    fn param_groups(&self) -> Vec<(Vec<(String, Var)>, f64)>;
+    /// Saves the model (for `best/` and `last/`).
+    fn save_model(&self, dir: &Path) -> Result<()>;
+    /// Saves training state beyond the model and optimizer (e.g. objective weights) into `dir`.
+    fn save_state(&self, _dir: &Path) -> Result<()> {
+        Ok(())
+    }
+    /// Restores what `save_model` and `save_state` wrote.
+    fn load(&mut self, dir: &Path) -> Result<()>;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalRecord {
+    pub step: usize,
+    pub epoch: f64,
+    pub scores: Scores,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub best: Option<EvalRecord>,
+    pub history: Vec<EvalRecord>,
+    pub steps: usize,
+    pub seconds: f64,
+    pub resumed_from: usize,
+    /// Training tokens (non-padding) processed per second in this run.
+    pub tokens_per_second: f64,
+}
+
+/// What `last/trainer_state.json` holds besides weights and optimizer moments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound = "C: Serialize + DeserializeOwned")]
+struct TrainerState<C> {
+    step: usize,
+    history: Vec<EvalRecord>,
+    best: Option<EvalRecord>,
+    /// The configuration and data size the checkpoint belongs to.
+    config: C,
+    n_train: usize,
+}
+
+/// Seed of the dropout masks of micro-batch `micro` (= step with no accumulation).
+fn dropout_seed(seed: u64, micro: usize) -> u64 {
+    seed ^ (micro as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Trains `task` until its epochs (or `max_steps`) are done, or `stop(step)` says so after an
+/// evaluation and a `last/` checkpoint (a graceful interruption a later call resumes from).
+/// Checkpoints go to `out/best` and `out/last`, the log to `out/metrics.jsonl`.
+pub fn run<T: Task>(
+    task: &mut T,
+    cfg: &LoopConfig,
+    out: &Path,
+    stop: &dyn Fn(usize) -> bool,
+) -> Result<TrainReport> {
+    if task.train_len() == 0 {
+        return Err(Error::Msg("the training set is empty".into()));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let k = cfg.gradient_accumulation.max(1);
+    // Every epoch has the same number of micro-batches (a function of the data size only).
+    let steps_per_epoch = task.epoch_batches(0)?.len().div_ceil(k);
+    let mut total = steps_per_epoch * cfg.epochs;
+    if cfg.max_steps > 0 {
+        total = total.min(cfg.max_steps);
+    }
+    let opt_cfg = AdamWConfig {
+        learning_rate: cfg.learning_rate,
+        weight_decay: cfg.weight_decay,
+        max_grad_norm: cfg.max_grad_norm,
+        warmup_steps: (cfg.warmup_ratio * total as f64).round() as usize,
+        total_steps: total,
+        ..Default::default()
+    };
+    let groups = task.param_groups();
+    let vars: Vec<Var> = groups
+        .iter()
+        .flat_map(|(g, _)| g.iter().map(|(_, v)| v.clone()))
+        .collect();
+    let mut opt = AdamW::with_groups(groups, opt_cfg)?;
+    let last_dir = out.join("last");
+    let state = resume(task, &mut opt, &last_dir)?;
+    let start = state.as_ref().map_or(0, |s| s.step);
+    let mut history = state
+        .as_ref()
+        .map(|s| s.history.clone())
+        .unwrap_or_default();
+    let mut best = state.and_then(|s| s.best);
+    let mut log = MetricsLog::open(&out.join("metrics.jsonl"), start > 0)?;
+
+    let bar = crate::progress_bar(total as u64, "train");
+    bar.set_position(start as u64);
+    let t0 = Instant::now();
+    let mut tokens = 0usize;
+    let mut step = start;
+    'epochs: for epoch in 0..cfg.epochs {
+        let micro = task.epoch_batches(epoch)?;
+        let groups: Vec<&[Vec<usize>]> = micro.chunks(k).collect();
+        for (i, group) in groups.iter().enumerate() {
+            let global = epoch * steps_per_epoch + i;
+            if global < start {
+                continue;
+            }
+            if step >= total {
+                break 'epochs;
+            }
+            let progress = step as f64 / total.max(1) as f64;
+            let (info_loss, line) = optimizer_step(
+                task, &mut opt, &vars, group, epoch, step, k, progress, cfg.seed,
+            )?;
+            tokens += line.tokens;
+            step += 1;
+            bar.inc(1);
+            bar.set_message(format!("loss {info_loss:.4}"));
+            let epoch_f = epoch as f64 + (i + 1) as f64 / groups.len() as f64;
+            if step % 10 == 0 || step == 1 {
+                log.write(&line.json(step, epoch_f))?;
+            }
+            let end_of_epoch = i + 1 == groups.len();
+            let periodic = cfg.eval_every > 0 && step % cfg.eval_every == 0;
+            let halt = stop(step);
+            if end_of_epoch || periodic || step == total || halt {
+                let scores = task.evaluate()?;
+                let rec = EvalRecord {
+                    step,
+                    epoch: epoch_f,
+                    scores,
+                };
+                log.write(&serde_json::json!({
+                    "step": step, "epoch": epoch_f, "dev": rec.scores.values, "dev_main": rec.scores.main,
+                }))?;
+                bar.println(format!(
+                    "  step {step} (epoch {epoch_f:.2}): dev {}",
+                    rec.scores.summary()
+                ));
+                if best
+                    .as_ref()
+                    .is_none_or(|b| task.better(&rec.scores, &b.scores))
+                {
+                    task.save_model(&out.join("best"))?;
+                    best = Some(rec.clone());
+                }
+                history.push(rec);
+                let state = TrainerState {
+                    step,
+                    history: history.clone(),
+                    best: best.clone(),
+                    config: task.config().clone(),
+                    n_train: task.train_len(),
+                };
+                save_last(task, &opt, &last_dir, &state)?;
+                if halt {
+                    break 'epochs;
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let seconds = t0.elapsed().as_secs_f64();
+    let report = TrainReport {
+        best,
+        history,
+        steps: step,
+        seconds,
+        resumed_from: start,
+        tokens_per_second: tokens as f64 / seconds.max(1e-9),
+    };
+    let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Msg(e.to_string()))?;
+    teacher::write_atomic(&out.join("train_report.json"), json.as_bytes())?;
+    Ok(report)
+}
+
+/// What one optimizer step did, for the progress bar and the metrics log.
+struct StepLine {
+    loss: f32,
+    terms: Vec<LoggedTerm>,
+    extra: Vec<(&'static str, f32)>,
+    lr: f64,
+    grad_norm: f64,
+    tokens: usize,
+}
+
+impl StepLine {
+    fn json(&self, step: usize, epoch: f64) -> serde_json::Value {
+        let terms: serde_json::Map<String, serde_json::Value> = self
+            .terms
+            .iter()
+            .map(|v| {
+                (
+                    v.name.clone(),
+                    serde_json::json!({"raw": v.raw, "weighted": v.weighted}),
+                )
+            })
+            .collect();
+        let mut line = serde_json::json!({
+            "step": step, "epoch": epoch, "loss": self.loss, "terms": terms, "lr": self.lr,
+            "grad_norm": self.grad_norm,
+        });
+        if let Some(obj) = line.as_object_mut() {
+            for (k, v) in &self.extra {
+                obj.insert((*k).into(), (*v).into());
+            }
+        }
+        line
+    }
+}
+
+/// One AdamW update from the micro-batches of `group`, each loss weighted by its share of the group's
+/// loss units so that the summed gradients are those of the group as one batch.
+#[allow(clippy::too_many_arguments)]
+fn optimizer_step<T: Task>(
+    task: &mut T,
+    opt: &mut AdamW,
+    vars: &[Var],
+    group: &[Vec<usize>],
+    epoch: usize,
+    step: usize,
+    k: usize,
+    progress: f64,
+    seed: u64,
+) -> Result<(f32, StepLine)> {
+    let units = if group.len() == 1 {
+        vec![1usize]
+    } else {
+        group
+            .iter()
+            .map(|b| task.loss_units(b, epoch))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let sum = units.iter().sum::<usize>().max(1) as f64;
+    let mut acc: Option<GradStore> = None;
+    let mut line = StepLine {
+        loss: 0.0,
+        terms: Vec::new(),
+        extra: Vec::new(),
+        lr: 0.0,
+        grad_norm: 0.0,
+        tokens: 0,
+    };
+    for (j, (batch, &u)) in group.iter().zip(&units).enumerate() {
+        task.reseed_dropout(dropout_seed(seed, step * k + j));
+        // A lone micro-batch keeps its loss unscaled: bit-identical to training without accumulation.
+        let scale = if group.len() == 1 {
+            1.0
+        } else {
+            u as f64 / sum
+        };
+        let m = task.micro_step(batch, epoch, scale, step, progress)?;
+        let w = scale as f32;
+        if j == 0 {
+            line.loss = m.loss * w;
+            line.terms = m.terms.iter().map(|t| scaled(t, w)).collect();
+            line.extra = m.extra.iter().map(|(n, v)| (*n, v * w)).collect();
+        } else {
+            line.loss += m.loss * w;
+            for (a, t) in line.terms.iter_mut().zip(&m.terms) {
+                a.raw += t.raw * w;
+                a.weighted += t.weighted * w;
+            }
+            for (a, (_, v)) in line.extra.iter_mut().zip(&m.extra) {
+                a.1 += v * w;
+            }
+        }
+        line.tokens += m.tokens;
+        acc = Some(match acc {
+            None if group.len() == 1 => m.grads,
+            None => keep_vars(m.grads, vars),
+            Some(mut a) => {
+                let mut g = m.grads;
+                for v in vars {
+                    if let Some(new) = g.remove(v.as_tensor()) {
+                        let sum = match a.remove(v.as_tensor()) {
+                            Some(old) => (old + new)?,
+                            None => new,
+                        };
+                        a.insert(v.as_tensor(), sum);
+                    }
+                }
+                a
+            }
+        });
+    }
+    let grads = acc.ok_or_else(|| Error::Msg("an optimizer step without micro-batches".into()))?;
+    let info = opt.step(&grads)?;
+    line.lr = info.lr;
+    line.grad_norm = info.grad_norm;
+    Ok((line.loss, line))
+}
+
+fn scaled(t: &LoggedTerm, w: f32) -> LoggedTerm {
+    LoggedTerm {
+        name: t.name.clone(),
+        raw: t.raw * w,
+        weighted: t.weighted * w,
+    }
+}
+
+/// Only the parameters' gradients: the intermediate ones would stay alive across micro-batches.
+fn keep_vars(mut grads: GradStore, vars: &[Var]) -> GradStore {
+    let mut out = GradStore::default();
+    for v in vars {
+        if let Some(g) = grads.remove(v.as_tensor()) {
+            out.insert(v.as_tensor(), g);
+        }
+    }
+    out
+}
+
+/// Writes `last/` (weights, optimizer state, trainer state) beside the old one and swaps it in, so a
+/// kill at any moment leaves one complete checkpoint.
+fn save_last<T: Task>(
+    task: &T,
+    opt: &AdamW,
+    dir: &Path,
+    state: &TrainerState<T::Config>,
+) -> Result<()> {
+    let tmp = dir.with_file_name("last.tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    task.save_model(&tmp)?;
+    opt.save(&tmp.join("optimizer.safetensors"))?;
+    task.save_state(&tmp)?;
+    let json = serde_json::to_string_pretty(state).map_err(|e| Error::Msg(e.to_string()))?;
+    teacher::write_atomic(&tmp.join("trainer_state.json"), json.as_bytes())?;
+    let old = dir.with_file_name("last.old");
+    if dir.exists() {
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+        }
+        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    }
+    Ok(())
+}
+
+/// Restores `last/` when it belongs to this configuration and data; otherwise starts afresh.
+fn resume<T: Task>(
+    task: &mut T,
+    opt: &mut AdamW,
+    dir: &Path,
+) -> Result<Option<TrainerState<T::Config>>> {
+    // A crash between the two renames of save_last leaves the good checkpoint at last.old.
+    let old = dir.with_file_name("last.old");
+    if !dir.exists() && old.exists() {
+        std::fs::rename(&old, dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let state_path = dir.join("trainer_state.json");
+    let Ok(text) = std::fs::read_to_string(&state_path) else {
+        return Ok(None);
+    };
+    let state: TrainerState<T::Config> = serde_json::from_str(&text)
+        .map_err(|e| Error::file(&state_path, format!("corrupt trainer state: {e}")))?;
+    if state.config != *task.config() || state.n_train != task.train_len() {
+        eprintln!(
+            "note: {} belongs to a different configuration or dataset; training from the start",
+            dir.display()
+        );
+        return Ok(None);
+    }
+    task.load(dir)?;
+    opt.load(&dir.join("optimizer.safetensors"))?;
+    eprintln!("resuming from {} at step {}", dir.display(), state.step);
+    Ok(Some(state))
+}
+
+/// Appends JSON lines to the metrics log.
+struct MetricsLog {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    fn open(path: &Path, append: bool) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn write(&mut self, v: &serde_json::Value) -> Result<()> {
+        writeln!(self.file, "{v}").map_err(|e| Error::io(&self.path, e))
+    }
+}
