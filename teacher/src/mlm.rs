@@ -9,9 +9,6 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
-use rand_distr::{Distribution, Normal};
 
 use crate::config::{EncoderConfig, ModelKind};
 use crate::encoder::{Batch, Encoder};
@@ -67,39 +64,12 @@ impl MaskedLm {
     }
 
     fn init_weights(&self, seed: u64) -> Result<()> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let normal = Normal::new(0.0f32, self.config.initializer_range as f32)
-            .map_err(|e| Error::Msg(format!("initializer_range: {e}")))?;
-        let pad = self.config.pad_token_id as usize;
-        let h = self.config.hidden_size;
-        for (name, var) in self.named_vars() {
-            let ones = name.ends_with("LayerNorm.weight") || name.ends_with("layer_norm.weight");
-            if name.ends_with("bias") || ones {
-                continue; // created as zeros / ones
-            }
-            let shape = var.shape().clone();
-            let mut data: Vec<f32> = (0..shape.elem_count())
-                .map(|_| normal.sample(&mut rng))
-                .collect();
-            if name.ends_with("word_embeddings.weight") {
-                if let Some(row) = data.get_mut(pad * h..(pad + 1) * h) {
-                    row.fill(0.0);
-                }
-            }
-            var.set(&Tensor::from_vec(data, shape, &self.device)?)?;
-        }
-        Ok(())
+        crate::model::init_weights(&self.named_vars(), &self.config, seed, &self.device)
     }
 
     /// All trainable tensors, sorted by name (the tied decoder is the word embeddings, listed once).
     pub fn named_vars(&self) -> Vec<(String, candle_core::Var)> {
-        let data = match self.varmap.data().lock() {
-            Ok(d) => d,
-            Err(p) => p.into_inner(),
-        };
-        let mut v: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+        crate::model::sorted_vars(&self.varmap)
     }
 
     pub fn num_parameters(&self) -> usize {

@@ -78,41 +78,12 @@ impl Classifier {
     }
 
     fn init_weights(&self, seed: u64) -> Result<()> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let normal = Normal::new(0.0f32, self.config.initializer_range as f32)
-            .map_err(|e| Error::Msg(format!("initializer_range: {e}")))?;
-        let pad = self.config.pad_token_id as usize;
-        for (name, var) in self.named_vars() {
-            if name.ends_with(".bias") {
-                continue; // created as zeros
-            }
-            if name.ends_with("LayerNorm.weight") {
-                continue; // created as ones
-            }
-            let shape = var.shape().clone();
-            let mut data: Vec<f32> = (0..shape.elem_count())
-                .map(|_| normal.sample(&mut rng))
-                .collect();
-            if name.ends_with("word_embeddings.weight") {
-                let h = self.config.hidden_size;
-                if let Some(row) = data.get_mut(pad * h..(pad + 1) * h) {
-                    row.fill(0.0);
-                }
-            }
-            var.set(&Tensor::from_vec(data, shape, &self.device)?)?;
-        }
-        Ok(())
+        init_weights(&self.named_vars(), &self.config, seed, &self.device)
     }
 
     /// All trainable tensors, sorted by name (a stable order for optimizers and checkpoints).
     pub fn named_vars(&self) -> Vec<(String, candle_core::Var)> {
-        let data = match self.varmap.data().lock() {
-            Ok(d) => d,
-            Err(p) => p.into_inner(),
-        };
-        let mut v: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+        sorted_vars(&self.varmap)
     }
 
     pub fn num_parameters(&self) -> usize {
@@ -350,4 +321,48 @@ impl Classifier {
 
 fn num_rows_differ(a: &Tensor, b: &Tensor) -> bool {
     a.dims().first() != b.dims().first() && a.dims().get(1..) == b.dims().get(1..)
+}
+
+/// A VarMap's tensors sorted by name (a stable order for initialisation, optimizers and checkpoints).
+pub(crate) fn sorted_vars(varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
+    let data = match varmap.data().lock() {
+        Ok(d) => d,
+        Err(p) => p.into_inner(),
+    };
+    let mut v: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// transformers' `_init_weights` for BERT-family models, drawn from our seeded RNG (candle's CPU RNG
+/// cannot be seeded): normal(0, initializer_range) for weights and embeddings, the padding row of the
+/// word embeddings zero; biases stay zero and LayerNorm weights one, as created. `vars` in name order.
+pub(crate) fn init_weights(
+    vars: &[(String, candle_core::Var)],
+    config: &EncoderConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let normal = Normal::new(0.0f32, config.initializer_range as f32)
+        .map_err(|e| Error::Msg(format!("initializer_range: {e}")))?;
+    let pad = config.pad_token_id as usize;
+    let h = config.hidden_size;
+    for (name, var) in vars {
+        let ones = name.ends_with("LayerNorm.weight") || name.ends_with("layer_norm.weight");
+        if name.ends_with("bias") || ones {
+            continue; // created as zeros / ones
+        }
+        let shape = var.shape().clone();
+        let mut data: Vec<f32> = (0..shape.elem_count())
+            .map(|_| normal.sample(&mut rng))
+            .collect();
+        if name.ends_with("word_embeddings.weight") {
+            if let Some(row) = data.get_mut(pad * h..(pad + 1) * h) {
+                row.fill(0.0);
+            }
+        }
+        var.set(&Tensor::from_vec(data, shape, device)?)?;
+    }
+    Ok(())
 }
