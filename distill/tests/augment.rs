@@ -2,40 +2,10 @@
 //! their logits, a rerun finds them fresh, a changed setting rebuilds them naming `augment`, the student
 //! trains on them, and config errors name the key.
 
+mod common;
+
+use common::{fails, ok, tiny_cmd as distill};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn distill(out: &Path, args: &[&str]) -> Output {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let mut all = vec![args[0], "configs/tiny.yaml", "--set"];
-    let o = format!("output_dir={}", out.display());
-    all.push(&o);
-    all.extend_from_slice(&args[1..]);
-    Command::new(env!("CARGO_BIN_EXE_distill"))
-        .args(&all)
-        .current_dir(root)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    let t = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{t}");
-    t
-}
-
-fn fails(o: &Output, needles: &[&str]) {
-    let t = String::from_utf8_lossy(&o.stderr).to_string();
-    assert_eq!(o.status.code(), Some(1), "{t}");
-    assert!(!t.contains("panicked"), "{t}");
-    for n in needles {
-        assert!(t.contains(n), "message lacks `{n}`:\n{t}");
-    }
-}
 
 #[test]
 fn augmented_targets_are_cached_fresh_and_rebuilt_on_change() {

@@ -1,25 +1,12 @@
 //! Deployment commands through the real binary: `distill onnx`, `export --format onnx --int8` and
 //! `predict --int8`, and their errors.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn distill(args: &[&str]) -> Output {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    Command::new(env!("CARGO_BIN_EXE_distill"))
-        .args(args)
-        .current_dir(root)
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{distill, text};
 
 fn logits(o: &Output) -> Vec<Vec<f64>> {
     assert!(o.status.success(), "{}", text(o));

@@ -1,23 +1,11 @@
 //! Preflight checks through the real binary: a weak teacher and a casing mismatch stop the run with the
 //! key that overrides them; with the override the run goes on and says so.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn distill(out: &Path, sets: &[&str]) -> Output {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let o = format!("output_dir={}", out.display());
-    let mut args = vec!["run", "configs/tiny.yaml", "--set", &o];
-    for s in sets {
-        args.push("--set");
-        args.push(s);
-    }
-    Command::new(env!("CARGO_BIN_EXE_distill"))
-        .args(&args)
-        .current_dir(root)
-        .output()
-        .unwrap()
-}
+use std::process::Output;
+
+use common::tiny_run as distill;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()

@@ -2,27 +2,15 @@
 //! layers against the online teacher, then the prediction layer), each stage resuming from the previous
 //! one's final weights, fresh stages skipped on a rerun, and stage errors naming their key.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Output;
+
+use common::tiny_run as distill;
 
 const STAGES: &str = "stages=[\
 {name: intermediate, epochs: 2, learning_rate: 3.0e-3, distill: {terms: [{kind: hidden_mse, weight: 1.0}, {kind: attention_mse, weight: 1.0}]}}, \
 {name: prediction, epochs: 2, distill: {temperature: 1.0, terms: [{kind: kd, weight: 1.0}]}}]";
-
-fn distill(out: &Path, sets: &[&str]) -> Output {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let o = format!("output_dir={}", out.display());
-    let mut args = vec!["run", "configs/tiny.yaml", "--set", &o];
-    for s in sets {
-        args.push("--set");
-        args.push(s);
-    }
-    Command::new(env!("CARGO_BIN_EXE_distill"))
-        .args(&args)
-        .current_dir(root)
-        .output()
-        .unwrap()
-}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()

@@ -2,42 +2,13 @@
 //! `teacher --merge n`, gives the targets of one whole run (a missing or foreign shard is refused), and
 //! `teacher.ensemble` averages several teachers' logits with their weights.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::PathBuf;
+
+use common::{fails, ok, tiny_cmd as distill};
 
 use candle_core::Device;
-
-fn distill(out: &Path, args: &[&str]) -> Output {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let mut all = vec![args[0], "configs/tiny.yaml", "--set"];
-    let o = format!("output_dir={}", out.display());
-    all.push(&o);
-    all.extend_from_slice(&args[1..]);
-    Command::new(env!("CARGO_BIN_EXE_distill"))
-        .args(&all)
-        .current_dir(root)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    let t = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{t}");
-    t
-}
-
-fn fails(o: &Output, needles: &[&str]) {
-    let t = String::from_utf8_lossy(&o.stderr).to_string();
-    assert_eq!(o.status.code(), Some(1), "{t}");
-    assert!(!t.contains("panicked"), "{t}");
-    for n in needles {
-        assert!(t.contains(n), "message lacks `{n}`:\n{t}");
-    }
-}
 
 fn logits(path: PathBuf) -> Vec<Vec<f32>> {
     teacher::Targets::load(&path)
