@@ -62,6 +62,9 @@ pub struct StepInputs<'a> {
     pub teacher: Option<&'a EncoderOutput>,
     /// [b, s] f32, 1 for real tokens.
     pub mask: &'a Tensor,
+    /// Word pooling when the teacher reads its own tokenization (different tokenizers): hidden-state
+    /// terms then compare per-word means under the word mask instead of positions.
+    pub words: Option<&'a loss::WordPools>,
     /// Training progress `step / total_steps`, for weight schedules.
     pub progress: f64,
 }
@@ -272,10 +275,18 @@ impl Objective {
                         None => s.clone(),
                     };
                     let th = layer(&t.hidden_states, lt, "teacher hidden states")?;
+                    let (s, th, mask) = match x.words {
+                        Some(w) => (
+                            loss::pool_words(&s, &w.student)?, // [b, words, h_t]
+                            loss::pool_words(th, &w.teacher)?,
+                            &w.mask,
+                        ),
+                        None => (s, th.clone(), x.mask),
+                    };
                     let v = if *cosine {
-                        loss::hidden_cosine(&s, th, x.mask)?
+                        loss::hidden_cosine(&s, &th, mask)?
                     } else {
-                        loss::hidden_mse(&s, th, x.mask)?
+                        loss::hidden_mse(&s, &th, mask)?
                     };
                     sum = Some(match sum {
                         Some(a) => (a + v)?,
@@ -283,6 +294,12 @@ impl Objective {
                     });
                 }
                 mean_of(sum, pairs.len())
+            }
+            Bound::Attention { .. } | Bound::Relations { .. } if x.words.is_some() => {
+                Err(Error::Msg(format!(
+                    "`{}` compares token positions and needs the student and teacher to share a tokenizer (only hidden_mse / hidden_cosine align different tokenizers, by words)",
+                    term.name
+                )))
             }
             Bound::Attention { pairs } => {
                 let t = teacher()?;

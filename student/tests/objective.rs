@@ -179,6 +179,7 @@ fn step_inputs<'a>(
         teacher_logits: t_logits,
         teacher: Some(t),
         mask,
+        words: None,
         progress: 0.0,
     }
 }
