@@ -295,19 +295,21 @@ impl Objective {
                 }
                 mean_of(sum, pairs.len())
             }
-            Bound::Attention { .. } | Bound::Relations { .. } if x.words.is_some() => {
-                Err(Error::Msg(format!(
-                    "`{}` compares token positions and needs the student and teacher to share a tokenizer (only hidden_mse / hidden_cosine align different tokenizers, by words)",
-                    term.name
-                )))
-            }
             Bound::Attention { pairs } => {
                 let t = teacher()?;
                 let mut sum: Option<Tensor> = None;
                 for &(ls, lt) in pairs {
                     let s = layer(&x.student.attentions, ls - 1, "student attentions")?;
                     let ta = layer(&t.attentions, lt - 1, "teacher attentions")?;
-                    let v = loss::attention_mse(s, ta, x.mask)?;
+                    let v = match x.words {
+                        // [b, heads, words, words]: query tokens averaged, key tokens summed.
+                        Some(w) => loss::attention_mse(
+                            &loss::pool_attention(s, &w.student)?,
+                            &loss::pool_attention(ta, &w.teacher)?,
+                            &w.mask,
+                        )?,
+                        None => loss::attention_mse(s, ta, x.mask)?,
+                    };
                     sum = Some(match sum {
                         Some(a) => (a + v)?,
                         None => v,
@@ -331,9 +333,22 @@ impl Objective {
                 };
                 let ss: Vec<Tensor> = relations.iter().map(|&r| pick(s, r)).collect();
                 let ts: Vec<Tensor> = relations.iter().map(|&r| pick(tq, r)).collect();
+                // Different tokenizers: relations between words, from per-word means of Q/K/V.
+                let (ss, ts, mask) = match x.words {
+                    Some(w) => (
+                        ss.iter()
+                            .map(|q| loss::pool_words(q, &w.student))
+                            .collect::<Result<Vec<_>>>()?,
+                        ts.iter()
+                            .map(|q| loss::pool_words(q, &w.teacher))
+                            .collect::<Result<Vec<_>>>()?,
+                        &w.mask,
+                    ),
+                    None => (ss, ts, x.mask),
+                };
                 let sr: Vec<&Tensor> = ss.iter().collect();
                 let tr: Vec<&Tensor> = ts.iter().collect();
-                loss::minilm_relations(&sr, &tr, x.mask, *heads)
+                loss::minilm_relations(&sr, &tr, mask, *heads)
             }
         }
     }

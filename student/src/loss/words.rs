@@ -101,6 +101,31 @@ pub fn pool_words(states: &Tensor, pool: &Tensor) -> Result<Tensor> {
     Ok(pool.matmul(&states.contiguous()?)?)
 }
 
+/// Pools attention probabilities to words: `att` [b, heads, s, s] -> [b, heads, w, w], averaging over
+/// a word's query tokens and summing over its key tokens, so each row stays a distribution over words
+/// (minus the mass on special tokens, which belong to no word). `pool` [b, w, s] from [`word_pools`].
+pub fn pool_attention(att: &Tensor, pool: &Tensor) -> Result<Tensor> {
+    let (b, _, s, s2) = att.dims4()?;
+    let (pb, _, ps) = pool.dims3()?;
+    if (b, s, s) != (pb, ps, s2) {
+        return Err(Error::Msg(format!(
+            "word pooling: attention is {:?} but the pooling matrix is {:?}",
+            att.dims(),
+            pool.dims()
+        )));
+    }
+    let queries = pool.unsqueeze(1)?.contiguous()?; // [b, 1, w, s]
+    let keys = pool
+        .gt(0.0)?
+        .to_dtype(att.dtype())?
+        .unsqueeze(1)?
+        .transpose(2, 3)?
+        .contiguous()?; // [b, 1, s, w]
+    Ok(queries
+        .broadcast_matmul(&att.contiguous()?)?
+        .broadcast_matmul(&keys)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +176,30 @@ mod tests {
         let t2 = Tensor::new(&[[[7f32], [2.0], [4.0], [5.0], [9.0], [8.0]]], &dev).unwrap();
         let tw2 = pool_words(&t2, &p.teacher).unwrap();
         assert!(hidden_mse(&sw, &tw2, &p.mask).unwrap().to_scalar::<f32>().unwrap() > 0.0);
+    }
+
+    #[test]
+    fn attention_pools_to_word_distributions() {
+        // One head, tokens [CLS] w0 w0 w1; word 0's rows average, its keys add.
+        let dev = Device::Cpu;
+        let words = [None, Some(0), Some(0), Some(1)];
+        let p = word_pools(&[&words], &[&words], 4, 4, &dev).unwrap();
+        let att = Tensor::new(
+            &[[[
+                [0.4f32, 0.2, 0.2, 0.2],
+                [0.1, 0.5, 0.2, 0.2],
+                [0.0, 0.3, 0.3, 0.4],
+                [0.2, 0.2, 0.2, 0.4],
+            ]]],
+            &dev,
+        )
+        .unwrap();
+        let w = pool_attention(&att, &p.student).unwrap();
+        // Word 0 queries: mean of rows 1, 2 = [0.05, 0.4, 0.25, 0.3] -> keys [0.4 + 0.25, 0.3].
+        // Word 1 query: row 3 -> [0.2 + 0.2, 0.4]; the [CLS] key's mass is left out.
+        let got = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for (g, want) in got.iter().zip([0.65f32, 0.3, 0.4, 0.4]) {
+            assert!((g - want).abs() < 1e-6, "{got:?}");
+        }
     }
 }
