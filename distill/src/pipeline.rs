@@ -667,7 +667,10 @@ impl Plan {
             m.insert("online_teacher".into(), o.weights.clone().into());
             // Only aligned runs carry it, so the stamps of same-tokenizer runs stay as they were.
             if let Some(a) = &o.align {
-                m.insert("online_teacher_tokenizer".into(), a.tokenizer.clone().into());
+                m.insert(
+                    "online_teacher_tokenizer".into(),
+                    a.tokenizer.clone().into(),
+                );
             }
         }
         // A student started from a local folder (another run's export, an earlier stage) is stale when

@@ -362,14 +362,10 @@ fn train_step(
                 let t_items: Vec<&Encoded> = idx.iter().map(|&i| &a.teacher[i]).collect();
                 let t_batch = make_batch(&t_items, a.teacher_pad_id, dev)?;
                 let (tl, out) = t.forward_with(&t_batch, false, want)?;
-                let sw: Vec<&[Option<u32>]> = idx
-                    .iter()
-                    .map(|&i| a.student_words[i].as_slice())
-                    .collect();
-                let tw: Vec<&[Option<u32>]> = idx
-                    .iter()
-                    .map(|&i| a.teacher_words[i].as_slice())
-                    .collect();
+                let sw: Vec<&[Option<u32>]> =
+                    idx.iter().map(|&i| a.student_words[i].as_slice()).collect();
+                let tw: Vec<&[Option<u32>]> =
+                    idx.iter().map(|&i| a.teacher_words[i].as_slice()).collect();
                 let pools = crate::loss::word_pools(
                     &sw,
                     &tw,

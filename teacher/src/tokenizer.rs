@@ -176,8 +176,11 @@ impl TextTokenizer {
         let wb = b.map(words).unwrap_or_default();
         let special = enc.get_special_tokens_mask();
         let seq = enc.get_sequence_ids();
+        // Spans are sorted and disjoint: the first word ending after the token's start, if it begins
+        // before the token's end (a binary search, so long texts stay cheap).
         let word_of = |spans: &[(usize, usize)], (s, e): (usize, usize)| {
-            spans.iter().position(|&(ws, we)| ws < e && s < we)
+            let i = spans.partition_point(|&(_, we)| we <= s);
+            spans.get(i).filter(|&&(ws, _)| ws < e).map(|_| i)
         };
         let words: Vec<Option<u32>> = enc
             .get_offsets()
@@ -406,7 +409,10 @@ mod tests {
         let vocab = dir.path().join("vocab.txt");
         crate::testutil::write_vocab(&vocab).unwrap();
         let uncased = TextTokenizer::from_file(&vocab, 128, true).unwrap();
-        (dir, vec![fixture("bert_cls"), uncased, fixture("roberta_cls")])
+        (
+            dir,
+            vec![fixture("bert_cls"), uncased, fixture("roberta_cls")],
+        )
     }
 
     const TEXTS: &[(&str, Option<&str>)] = &[
@@ -415,7 +421,10 @@ mod tests {
             "The quick brown fox, surprisingly, jumped over 12 lazy dogs in Zürich yesterday.",
             None,
         ),
-        ("How are you doing today?", Some("I am fine, thanks for asking.")),
+        (
+            "How are you doing today?",
+            Some("I am fine, thanks for asking."),
+        ),
         ("It's a GREAT film -- isn't it?", Some("Terrible acting...")),
     ];
 

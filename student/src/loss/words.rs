@@ -175,7 +175,13 @@ mod tests {
         // And not zero once a word state differs.
         let t2 = Tensor::new(&[[[7f32], [2.0], [4.0], [5.0], [9.0], [8.0]]], &dev).unwrap();
         let tw2 = pool_words(&t2, &p.teacher).unwrap();
-        assert!(hidden_mse(&sw, &tw2, &p.mask).unwrap().to_scalar::<f32>().unwrap() > 0.0);
+        assert!(
+            hidden_mse(&sw, &tw2, &p.mask)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.0
+        );
     }
 
     #[test]
