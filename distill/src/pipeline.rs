@@ -192,6 +192,7 @@ impl Plan {
                     dev_labels: &dv.labels,
                     teacher_logits: None,
                     teacher: None,
+                    align: None,
                     pad_id: tok.pad_id(),
                     metric: self.spec.metric,
                     label_names: &labels,
@@ -664,6 +665,13 @@ impl Plan {
         });
         if let (Some(o), Some(m)) = (&online, stamp.as_object_mut()) {
             m.insert("online_teacher".into(), o.weights.clone().into());
+            // Only aligned runs carry it, so the stamps of same-tokenizer runs stay as they were.
+            if let Some(a) = &o.align {
+                m.insert(
+                    "online_teacher_tokenizer".into(),
+                    a.tokenizer.clone().into(),
+                );
+            }
         }
         // A student started from a local folder (another run's export, an earlier stage) is stale when
         // those weights change, not only when the path does.
@@ -712,6 +720,10 @@ impl Plan {
             dev_labels: &dv.labels,
             teacher_logits: targets.as_ref().map(|t| &t.logits),
             teacher: online.as_ref().map(|o| &o.model),
+            align: online
+                .as_ref()
+                .and_then(|o| o.align.as_ref())
+                .map(|a| a.view()),
             pad_id: tok.pad_id(),
             metric: self.spec.metric,
             label_names: &labels,

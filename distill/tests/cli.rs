@@ -319,6 +319,55 @@ fn token_level_terms_run_end_to_end() {
     );
 }
 
+/// A student whose tokenizer differs from the teacher's (lower-cased, and without `movie` / `film`, so
+/// those split into characters): every token-level term aligns by words and the run trains (it was
+/// refused).
+#[test]
+fn token_terms_align_different_tokenizers_by_words() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let vocab = std::fs::read_to_string(root().join("configs/tiny/vocab.txt")).unwrap();
+    let other: Vec<&str> = vocab
+        .lines()
+        .filter(|l| *l != "movie" && *l != "film")
+        .collect();
+    let path = tmp.path().join("vocab.txt");
+    std::fs::write(&path, other.join("\n") + "\n").unwrap();
+    let tok = format!("student.tokenizer={}", path.display());
+    let args = [
+        "--set",
+        TOKEN_TERMS,
+        "--set",
+        &tok,
+        "--set",
+        "student.lowercase=true",
+        "--set",
+        "preflight.allow_casing_mismatch=true",
+        "--set",
+        "student.hidden_size=16",
+        "--set",
+        "student.intermediate_size=32",
+    ];
+    let o = run_tiny(&out, &args);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("compare word means"), "{t}");
+    let log = std::fs::read_to_string(out.join("student/metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    for name in [
+        "hidden_mse",
+        "hidden_cosine",
+        "attention_mse",
+        "minilm_relations",
+    ] {
+        let raw = first["terms"][name]["raw"].as_f64().unwrap();
+        assert!(raw.is_finite() && raw > 0.0, "{name}: {first}");
+    }
+    // The teacher's tokenizer is part of the stamp.
+    let stamp = std::fs::read_to_string(out.join("student/stamp.json")).unwrap();
+    assert!(stamp.contains("online_teacher_tokenizer"), "{stamp}");
+}
+
 #[test]
 fn config_errors_name_the_key() {
     let tmp = tempfile::tempdir().unwrap();

@@ -24,7 +24,7 @@ pub mod trainer;
 
 pub use error::{Error, Result};
 pub use metrics::Scores;
-pub use train::{train, train_until, TrainConfig, TrainData, TrainReport};
+pub use train::{train, train_until, TrainConfig, TrainData, TrainReport, WordAlign};
 
 /// A progress bar on stderr (indicatif hides it when stderr is not a terminal).
 pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {

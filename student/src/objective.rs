@@ -62,6 +62,9 @@ pub struct StepInputs<'a> {
     pub teacher: Option<&'a EncoderOutput>,
     /// [b, s] f32, 1 for real tokens.
     pub mask: &'a Tensor,
+    /// Word pooling when the teacher reads its own tokenization (different tokenizers): hidden-state
+    /// terms then compare per-word means under the word mask instead of positions.
+    pub words: Option<&'a loss::WordPools>,
     /// Training progress `step / total_steps`, for weight schedules.
     pub progress: f64,
 }
@@ -272,10 +275,18 @@ impl Objective {
                         None => s.clone(),
                     };
                     let th = layer(&t.hidden_states, lt, "teacher hidden states")?;
+                    let (s, th, mask) = match x.words {
+                        Some(w) => (
+                            loss::pool_words(&s, &w.student)?, // [b, words, h_t]
+                            loss::pool_words(th, &w.teacher)?,
+                            &w.mask,
+                        ),
+                        None => (s, th.clone(), x.mask),
+                    };
                     let v = if *cosine {
-                        loss::hidden_cosine(&s, th, x.mask)?
+                        loss::hidden_cosine(&s, &th, mask)?
                     } else {
-                        loss::hidden_mse(&s, th, x.mask)?
+                        loss::hidden_mse(&s, &th, mask)?
                     };
                     sum = Some(match sum {
                         Some(a) => (a + v)?,
@@ -290,7 +301,15 @@ impl Objective {
                 for &(ls, lt) in pairs {
                     let s = layer(&x.student.attentions, ls - 1, "student attentions")?;
                     let ta = layer(&t.attentions, lt - 1, "teacher attentions")?;
-                    let v = loss::attention_mse(s, ta, x.mask)?;
+                    let v = match x.words {
+                        // [b, heads, words, words]: query tokens averaged, key tokens summed.
+                        Some(w) => loss::attention_mse(
+                            &loss::pool_attention(s, &w.student)?,
+                            &loss::pool_attention(ta, &w.teacher)?,
+                            &w.mask,
+                        )?,
+                        None => loss::attention_mse(s, ta, x.mask)?,
+                    };
                     sum = Some(match sum {
                         Some(a) => (a + v)?,
                         None => v,
@@ -314,9 +333,22 @@ impl Objective {
                 };
                 let ss: Vec<Tensor> = relations.iter().map(|&r| pick(s, r)).collect();
                 let ts: Vec<Tensor> = relations.iter().map(|&r| pick(tq, r)).collect();
+                // Different tokenizers: relations between words, from per-word means of Q/K/V.
+                let (ss, ts, mask) = match x.words {
+                    Some(w) => (
+                        ss.iter()
+                            .map(|q| loss::pool_words(q, &w.student))
+                            .collect::<Result<Vec<_>>>()?,
+                        ts.iter()
+                            .map(|q| loss::pool_words(q, &w.teacher))
+                            .collect::<Result<Vec<_>>>()?,
+                        &w.mask,
+                    ),
+                    None => (ss, ts, x.mask),
+                };
                 let sr: Vec<&Tensor> = ss.iter().collect();
                 let tr: Vec<&Tensor> = ts.iter().collect();
-                loss::minilm_relations(&sr, &tr, x.mask, *heads)
+                loss::minilm_relations(&sr, &tr, mask, *heads)
             }
         }
     }

@@ -277,6 +277,7 @@ impl Task for Mlm<'_> {
                 teacher_logits: None,
                 teacher: Some(&t),
                 mask: &mb.batch.attention_mask,
+                words: None,
                 progress,
             })?;
             terms.extend(step_loss.values.iter().map(|v| LoggedTerm {

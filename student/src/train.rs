@@ -75,10 +75,23 @@ pub struct TrainData<'a> {
     /// The teacher itself, on the student's device, for token-level terms (run without gradients
     /// inside each step); also the source of teacher logits when `teacher_logits` is absent.
     pub teacher: Option<&'a Classifier>,
+    /// The teacher's own tokenization of the training set, when its tokenizer differs from the
+    /// student's: the teacher then runs on it and hidden-state terms compare per-word means.
+    pub align: Option<WordAlign<'a>>,
     pub pad_id: u32,
     pub metric: Metric,
     /// Label names in index order (empty for regression), written into saved configs.
     pub label_names: &'a [String],
+}
+
+/// Both tokenizations of the training set with each token's word (`TextTokenizer::encode_words`),
+/// indexed like `TrainData::train`.
+#[derive(Clone, Copy)]
+pub struct WordAlign<'a> {
+    pub student_words: &'a [Vec<Option<u32>>],
+    pub teacher: &'a [Encoded],
+    pub teacher_words: &'a [Vec<Option<u32>>],
+    pub teacher_pad_id: u32,
 }
 
 /// Trains `model` in place. Checkpoints go to `out/best` and `out/last`, the metrics log to
@@ -248,6 +261,17 @@ fn validate(model: &Classifier, data: &TrainData, objective: &Objective) -> Resu
     if data.train.len() != data.train_labels.len() || data.dev.len() != data.dev_labels.len() {
         return Err(Error::Msg("examples and labels differ in number".into()));
     }
+    if let Some(a) = &data.align {
+        let n = data.train.len();
+        if a.student_words.len() != n || a.teacher.len() != n || a.teacher_words.len() != n {
+            return Err(Error::Msg(format!(
+                "word alignment covers {} / {} / {} examples but the training set has {n}",
+                a.student_words.len(),
+                a.teacher.len(),
+                a.teacher_words.len()
+            )));
+        }
+    }
     if objective.needs_teacher_logits() {
         match (data.teacher_logits, data.teacher) {
             (Some(t), _) => {
@@ -330,12 +354,33 @@ fn train_step(
     };
     // The online teacher: eval mode (no dropout), detached so no gradient flows into it.
     let online_logits = objective.needs_teacher_logits() && cached.is_none();
-    let teacher = match data.teacher {
-        Some(t) if objective.needs_teacher_states() || online_logits => {
-            let (tl, out) = t.forward_with(&batch, false, want)?;
-            Some((tl.detach(), detach(out)))
-        }
-        _ => None,
+    // With different tokenizers the teacher reads its own tokens of the same examples, and the
+    // word pooling matrices pair the two sides word by word.
+    let (teacher, words) = match data.teacher {
+        Some(t) if objective.needs_teacher_states() || online_logits => match &data.align {
+            Some(a) => {
+                let t_items: Vec<&Encoded> = idx.iter().map(|&i| &a.teacher[i]).collect();
+                let t_batch = make_batch(&t_items, a.teacher_pad_id, dev)?;
+                let (tl, out) = t.forward_with(&t_batch, false, want)?;
+                let sw: Vec<&[Option<u32>]> =
+                    idx.iter().map(|&i| a.student_words[i].as_slice()).collect();
+                let tw: Vec<&[Option<u32>]> =
+                    idx.iter().map(|&i| a.teacher_words[i].as_slice()).collect();
+                let pools = crate::loss::word_pools(
+                    &sw,
+                    &tw,
+                    batch.input_ids.dim(1)?,
+                    t_batch.input_ids.dim(1)?,
+                    dev,
+                )?;
+                (Some((tl.detach(), detach(out))), Some(pools))
+            }
+            None => {
+                let (tl, out) = t.forward_with(&batch, false, want)?;
+                (Some((tl.detach(), detach(out))), None)
+            }
+        },
+        _ => (None, None),
     };
     let teacher_logits = cached.as_ref().or(teacher.as_ref().map(|(l, _)| l));
     let inputs = StepInputs {
@@ -345,6 +390,7 @@ fn train_step(
         teacher_logits,
         teacher: teacher.as_ref().map(|(_, o)| o),
         mask: &batch.attention_mask,
+        words: words.as_ref(),
         progress,
     };
     let out = objective.loss(&inputs)?;

@@ -179,6 +179,7 @@ fn step_inputs<'a>(
         teacher_logits: t_logits,
         teacher: Some(t),
         mask,
+        words: None,
         progress: 0.0,
     }
 }
@@ -226,6 +227,23 @@ fn every_teacher_term_is_zero_when_the_student_is_the_teacher() {
     assert_eq!(l.values.len(), 6);
     for v in &l.values {
         assert!(v.raw.abs() < 1e-5, "{}: {}", v.name, v.raw);
+    }
+
+    // Word-aligned (as with different tokenizers): the same states pooled per word still give 0.
+    let spec = teacher::TaskSpec::glue("sst2").unwrap();
+    let ex = spec.read(&f.root.join("train.tsv")).unwrap();
+    let words: Vec<Vec<Option<u32>>> = ex
+        .iter()
+        .map(|e| f.tok.encode_words(&e.text_a, None).unwrap().words)
+        .collect();
+    let rows: Vec<&[Option<u32>]> = words.iter().map(Vec::as_slice).collect();
+    let s = batch.input_ids.dim(1).unwrap();
+    let pools = student::loss::word_pools(&rows, &rows, s, s, &Device::Cpu).unwrap();
+    let mut x = x;
+    x.words = Some(&pools);
+    let l = obj.loss(&x).unwrap();
+    for v in &l.values {
+        assert!(v.raw.abs() < 1e-5, "words: {}: {}", v.name, v.raw);
     }
 }
 

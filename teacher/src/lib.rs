@@ -36,7 +36,7 @@ pub use hub::{ModelFiles, ModelSource};
 pub use mlm::{mlm_loss, MaskedLm};
 pub use model::{Classifier, LoadReport};
 pub use targets::{Fingerprint, Targets};
-pub use tokenizer::{Encoded, SpecialTokens, TextTokenizer};
+pub use tokenizer::{Encoded, SpecialTokens, TextTokenizer, WordEncoded};
 
 use std::io::Write;
 use std::path::Path;

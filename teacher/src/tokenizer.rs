@@ -19,6 +19,42 @@ pub struct Encoded {
     pub type_ids: Vec<u32>,
 }
 
+/// One tokenised example with the word each token belongs to (see [`TextTokenizer::encode_words`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WordEncoded {
+    pub enc: Encoded,
+    /// Per token: the index of its word among the words of `text_a` then `text_b` ([`words`]), or None
+    /// for special tokens.
+    pub words: Vec<Option<u32>>,
+    /// Words of both texts together (some may have no token after truncation).
+    pub n_words: usize,
+}
+
+/// Words of a raw text as byte spans: a maximal run of alphanumeric characters, or one other
+/// non-whitespace character (punctuation). Defined on the raw text, not on either tokenizer's
+/// normalised form, so that two tokenizers (cased and uncased, WordPiece and byte-level BPE) agree on
+/// what word `i` is; this is BERT's pre-tokenisation (whitespace, then each punctuation mark alone).
+pub fn words(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut run: Option<usize> = None;
+    for (i, c) in text.char_indices() {
+        if c.is_alphanumeric() {
+            run.get_or_insert(i);
+            continue;
+        }
+        if let Some(start) = run.take() {
+            out.push((start, i));
+        }
+        if !c.is_whitespace() {
+            out.push((i, i + c.len_utf8()));
+        }
+    }
+    if let Some(start) = run {
+        out.push((start, text.len()));
+    }
+    out
+}
+
 #[derive(Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
@@ -119,6 +155,56 @@ impl TextTokenizer {
         Ok(Encoded {
             ids: enc.get_ids().to_vec(),
             type_ids: enc.get_type_ids().to_vec(),
+        })
+    }
+
+    /// As [`encode`](Self::encode), plus each token's word on the raw text ([`words`]): a token belongs to
+    /// the first word its byte offsets overlap, so a byte-level BPE token `'s` counts for the word `'`
+    /// and leaves `s` without a token on that side (callers keep the words both sides have). Kept apart
+    /// from `encode` because offsets and the word split cost time the position-by-position path never
+    /// needs.
+    pub fn encode_words(&self, a: &str, b: Option<&str>) -> Result<WordEncoded> {
+        let enc = match b {
+            None => self.inner.encode(a, true),
+            Some(b) => self.inner.encode((a, b), true),
+        }
+        .map_err(|e| Error::Tokenizer {
+            path: self.path.clone(),
+            msg: e.to_string(),
+        })?;
+        let wa = words(a);
+        let wb = b.map(words).unwrap_or_default();
+        let special = enc.get_special_tokens_mask();
+        let seq = enc.get_sequence_ids();
+        // Spans are sorted and disjoint: the first word ending after the token's start, if it begins
+        // before the token's end (a binary search, so long texts stay cheap).
+        let word_of = |spans: &[(usize, usize)], (s, e): (usize, usize)| {
+            let i = spans.partition_point(|&(_, we)| we <= s);
+            spans.get(i).filter(|&&(ws, _)| ws < e).map(|_| i)
+        };
+        let words: Vec<Option<u32>> = enc
+            .get_offsets()
+            .iter()
+            .enumerate()
+            .map(|(i, &off)| {
+                if special.get(i).copied().unwrap_or(1) == 1 || off.0 >= off.1 {
+                    return None;
+                }
+                let w = match seq.get(i).copied().flatten() {
+                    Some(0) => word_of(&wa, off),
+                    Some(_) => word_of(&wb, off).map(|w| w + wa.len()),
+                    None => None,
+                };
+                w.map(|w| w as u32)
+            })
+            .collect();
+        Ok(WordEncoded {
+            enc: Encoded {
+                ids: enc.get_ids().to_vec(),
+                type_ids: enc.get_type_ids().to_vec(),
+            },
+            words,
+            n_words: wa.len() + wb.len(),
         })
     }
 
@@ -302,4 +388,95 @@ fn wordpiece_from_vocab(path: &Path, lowercase: bool) -> std::result::Result<Tok
 fn wp_id(wp: &WordPiece, token: &str) -> Option<u32> {
     use tokenizers::Model;
     wp.token_to_id(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> TextTokenizer {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/parity")
+            .join(name)
+            .join("tokenizer.json");
+        TextTokenizer::from_file(&p, 128, false).unwrap()
+    }
+
+    /// Cased WordPiece (bert_cls), uncased WordPiece (testutil vocab, lower-cased) and byte-level BPE
+    /// (roberta_cls).
+    fn three() -> (tempfile::TempDir, Vec<TextTokenizer>) {
+        let dir = tempfile::tempdir().unwrap();
+        let vocab = dir.path().join("vocab.txt");
+        crate::testutil::write_vocab(&vocab).unwrap();
+        let uncased = TextTokenizer::from_file(&vocab, 128, true).unwrap();
+        (
+            dir,
+            vec![fixture("bert_cls"), uncased, fixture("roberta_cls")],
+        )
+    }
+
+    const TEXTS: &[(&str, Option<&str>)] = &[
+        ("Hello world!", None),
+        (
+            "The quick brown fox, surprisingly, jumped over 12 lazy dogs in Zürich yesterday.",
+            None,
+        ),
+        (
+            "How are you doing today?",
+            Some("I am fine, thanks for asking."),
+        ),
+        ("It's a GREAT film -- isn't it?", Some("Terrible acting...")),
+    ];
+
+    #[test]
+    fn words_split_on_whitespace_and_punctuation() {
+        let t = "It's  Zürich, 12!";
+        let got: Vec<&str> = words(t).iter().map(|&(s, e)| &t[s..e]).collect();
+        assert_eq!(got, ["It", "'", "s", "Zürich", ",", "12", "!"]);
+    }
+
+    #[test]
+    fn hand_checked_word_indices() {
+        let (_d, toks) = three();
+        for t in &toks {
+            let w = t.encode_words("Hello world!", None).unwrap();
+            assert_eq!(w.n_words, 3);
+            assert_eq!(w.words.first(), Some(&None), "{t:?}");
+            assert_eq!(w.words.last(), Some(&None), "{t:?}");
+            let inner: Vec<u32> = w.words.iter().flatten().copied().collect();
+            let mut distinct = inner.clone();
+            distinct.dedup();
+            assert_eq!(distinct, [0, 1, 2], "{t:?}: {:?}", w.words);
+        }
+        // A pair numbers text_b's words after text_a's.
+        let w = toks[0].encode_words("a b", Some("c")).unwrap();
+        assert_eq!(w.words, [None, Some(0), Some(1), None, Some(2), None]);
+    }
+
+    #[test]
+    fn cased_uncased_and_bpe_agree_on_words() {
+        let (_d, toks) = three();
+        for &(a, b) in TEXTS {
+            let n = words(a).len() + b.map_or(0, |b| words(b).len());
+            let mut seen = Vec::new();
+            for t in &toks {
+                let w = t.encode_words(a, b).unwrap();
+                assert_eq!(w.n_words, n);
+                assert_eq!(w.words.len(), w.enc.ids.len());
+                assert_eq!(w.enc, t.encode(a, b).unwrap(), "encode_words changes no id");
+                let inner: Vec<u32> = w.words.iter().flatten().copied().collect();
+                assert!(inner.windows(2).all(|p| p[0] <= p[1]), "{t:?}: {inner:?}");
+                let mut distinct = inner;
+                distinct.dedup();
+                seen.push(distinct);
+            }
+            // Both WordPiece tokenizers give every word a token: same word split, cased or not.
+            let all: Vec<u32> = (0..n as u32).collect();
+            assert_eq!(seen[0], all, "{a}");
+            assert_eq!(seen[1], all, "{a}");
+            // BPE may fold a punctuation mark into the next token (`'s`): a subset, in order.
+            assert!(seen[2].iter().all(|w| all.contains(w)), "{a}");
+            assert!(seen[2].len() + 3 >= n, "{a}: {:?}", seen[2]);
+        }
+    }
 }

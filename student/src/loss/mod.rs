@@ -5,9 +5,11 @@
 
 mod relations;
 mod token;
+mod words;
 
 pub use relations::minilm_relations;
 pub use token::{attention_mse, hidden_cosine, hidden_mse};
+pub use words::{pool_attention, pool_words, word_pools, WordPools};
 
 use candle_core::{Tensor, D};
 use candle_nn::ops::log_softmax;

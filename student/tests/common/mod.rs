@@ -56,6 +56,7 @@ pub fn data<'a>(
         dev_labels: &f.dev_labels,
         teacher_logits: teacher,
         teacher: None,
+        align: None,
         pad_id: f.tok.pad_id(),
         metric: Metric::Accuracy,
         label_names: labels,
