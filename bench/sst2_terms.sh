@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # bench/sst2_terms.sh: the loss-term ablation of issue #4 on real SST-2, every row with the same budget
 # (student shape, training subset, epochs, seed): labels only, logit KD, + hidden-state MSE, + MiniLMv2
-# relations. The teacher is a fine-tuned all-MiniLM-L6-v2 (TEACHER, default: the one `distill run
-# configs/sst2.yaml` fine-tunes); token-level terms need the student on the teacher's tokenizer, so every
-# row uses it. Prints a markdown table of dev accuracy; each row's run is under OUT/<row>/.
+# relations, all with the student on the teacher's tokenizer; then row 4 again with the student on its own
+# cased vocabulary, the token-level terms aligned by words across the two tokenizers. The teacher is a
+# fine-tuned all-MiniLM-L6-v2 (TEACHER, default: the one `distill run configs/sst2.yaml` fine-tunes).
+# Prints a markdown table of dev accuracy; each row's run is under OUT/<row>/ (ROWS="..." picks rows).
 #   bash bench/sst2_terms.sh [N_TRAIN] [EPOCHS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,11 +20,17 @@ declare -A rows=(
   [2-kd]='{temperature: 2.0, terms: [{kind: kd, weight: 0.5}, {kind: ce, weight: 0.5}]}'
   [3-kd-hidden]='{temperature: 2.0, balance: true, terms: [{kind: kd, weight: 0.5}, {kind: ce, weight: 0.5}, {kind: hidden_mse, weight: 1.0}]}'
   [4-kd-hidden-relations]='{temperature: 2.0, balance: true, terms: [{kind: kd, weight: 0.5}, {kind: ce, weight: 0.5}, {kind: hidden_mse, weight: 1.0}, {kind: minilm_relations, weight: 1.0, relation_heads: 16}]}'
+  [5-cased-student-kd-hidden-relations]='{temperature: 2.0, balance: true, terms: [{kind: kd, weight: 0.5}, {kind: ce, weight: 0.5}, {kind: hidden_mse, weight: 1.0}, {kind: minilm_relations, weight: 1.0, relation_heads: 16}]}'
+)
+# Row 5 is row 4 with the student on its own cased vocabulary: token-level terms align words across tokenizers.
+declare -A extra=(
+  [5-cased-student-kd-hidden-relations]="student.tokenizer=${VOCAB:-../shared/vocab/bert-base-cased-vocab.txt}"
 )
 for row in $(printf '%s\n' "${!rows[@]}" | sort); do
   [[ -n "${ROWS:-}" && ! " $ROWS " =~ " $row " ]] && continue
   start=$(date +%s)
-  "$BIN" run configs/sst2.yaml "${common[@]}" --set "output_dir=$OUT/$row" --set "distill=${rows[$row]}" \
+  more=(); [[ -n "${extra[$row]:-}" ]] && more=(--set "${extra[$row]}")
+  "$BIN" run configs/sst2.yaml "${common[@]}" "${more[@]}" --set "output_dir=$OUT/$row" --set "distill=${rows[$row]}" \
     > "$OUT.$row.log" 2>&1 || { echo "$row failed: see $OUT.$row.log"; exit 1; }
   echo "$row $(( $(date +%s) - start )) s" >> "$OUT.times"
 done
