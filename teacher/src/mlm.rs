@@ -168,23 +168,7 @@ impl MaskedLm {
             var.set(&t.to_dtype(DType::F32)?.to_device(&self.device)?)?;
             head_found += usize::from(is_head);
         }
-        if !missing.is_empty() {
-            let shown: Vec<_> = missing.iter().take(5).cloned().collect();
-            return Err(Error::checkpoint(
-                source,
-                format!(
-                    "{} tensor(s) missing, e.g. {}",
-                    missing.len(),
-                    shown.join(", ")
-                ),
-            ));
-        }
-        if head_found != 0 && head_found != head_names.len() {
-            return Err(Error::checkpoint(
-                source,
-                "the masked-LM head is only partly present",
-            ));
-        }
+        crate::model::check_complete(source, &missing, head_found, head_names.len(), "masked-LM")?;
         Ok(LoadReport {
             has_head: head_found == head_names.len(),
             unused: by_name

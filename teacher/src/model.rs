@@ -197,23 +197,13 @@ impl Classifier {
                 head_found += 1;
             }
         }
-        if !missing.is_empty() {
-            let shown: Vec<_> = missing.iter().take(5).cloned().collect();
-            return Err(Error::checkpoint(
-                source,
-                format!(
-                    "{} tensor(s) missing, e.g. {}",
-                    missing.len(),
-                    shown.join(", ")
-                ),
-            ));
-        }
-        if head_found != 0 && head_found != head_names.len() {
-            return Err(Error::checkpoint(
-                source,
-                "the classification head is only partly present",
-            ));
-        }
+        check_complete(
+            source,
+            &missing,
+            head_found,
+            head_names.len(),
+            "classification",
+        )?;
         let unused = by_name
             .keys()
             .filter(|k| !used.contains(*k))
@@ -363,6 +353,35 @@ pub(crate) fn init_weights(
             }
         }
         var.set(&Tensor::from_vec(data, shape, device)?)?;
+    }
+    Ok(())
+}
+
+/// After assigning a checkpoint: every encoder tensor must have been found, and the head (`head_len`
+/// tensors, `head_found` of them present) entirely or not at all.
+pub(crate) fn check_complete(
+    source: &Path,
+    missing: &[String],
+    head_found: usize,
+    head_len: usize,
+    head: &str,
+) -> Result<()> {
+    if !missing.is_empty() {
+        let shown: Vec<_> = missing.iter().take(5).cloned().collect();
+        return Err(Error::checkpoint(
+            source,
+            format!(
+                "{} tensor(s) missing, e.g. {}",
+                missing.len(),
+                shown.join(", ")
+            ),
+        ));
+    }
+    if head_found != 0 && head_found != head_len {
+        return Err(Error::checkpoint(
+            source,
+            format!("the {head} head is only partly present"),
+        ));
     }
     Ok(())
 }
