@@ -106,7 +106,14 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Pre-train the student as a masked LM on a plain-text corpus (its own config; see README
     /// "Pre-training"); writes OUTPUT_DIR/export for task configs' `student.init`.
-    Pretrain(ConfigArgs),
+    Pretrain {
+        #[command(flatten)]
+        args: ConfigArgs,
+        /// Stop after this optimizer step (its evaluation and `last/` checkpoint) and export `best/`; the
+        /// learning-rate schedule stays the config's, so a later run without the flag resumes the same path.
+        #[arg(long, value_name = "STEP")]
+        stop_after: Option<usize>,
+    },
     /// Fill the [MASK] / <mask> tokens of texts with a masked-LM folder; one JSON object per mask.
     FillMask(fill_mask::FillMaskArgs),
     /// Serve an exported model over HTTP (JSON, dynamic batching); see README "Serving".
@@ -224,8 +231,8 @@ fn dispatch(cmd: Command) -> Result<()> {
             Ok(())
         }
         Command::Predict(a) => predict::run(&a),
-        Command::Pretrain(a) => {
-            pretrain::run(&pretrain_config::load(&a.config, &a.set)?).map(|_| ())
+        Command::Pretrain { args, stop_after } => {
+            pretrain::run(&pretrain_config::load(&args.config, &args.set)?, stop_after).map(|_| ())
         }
         Command::FillMask(a) => fill_mask::run(&a),
         Command::Serve(a) => serve::run(&a),

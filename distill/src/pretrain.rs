@@ -12,9 +12,10 @@ use teacher::{MaskedLm, ModelSource, TextTokenizer};
 
 use crate::pretrain_config::{PretrainConfig, PretrainDistill};
 
-/// Builds (or reuses) the token cache, pre-trains, evaluates and exports `OUTPUT_DIR/export` (the
-/// checkpoint with the lowest held-out loss).
-pub fn run(cfg: &PretrainConfig) -> Result<student::TrainReport> {
+/// Builds (or reuses) the token cache, pre-trains (until `stop_after` optimizer steps when set, a
+/// budget cut that a later run resumes past), evaluates and exports `OUTPUT_DIR/export` (the checkpoint
+/// with the lowest held-out loss).
+pub fn run(cfg: &PretrainConfig, stop_after: Option<usize>) -> Result<student::TrainReport> {
     let device = crate::device::select_device(&cfg.device)?;
     let s = &cfg.student;
     // The tokenizer's own limit only truncates corpus lines; packing cuts inputs at max_seq_len.
@@ -118,7 +119,7 @@ pub fn run(cfg: &PretrainConfig) -> Result<student::TrainReport> {
         &eval,
         &tc,
         &cfg.output_dir,
-        &|_| false,
+        &|step| stop_after.is_some_and(|n| step >= n),
     )?;
     if let Some(b) = &report.best {
         eprintln!(

@@ -1,6 +1,6 @@
 //! `distill pretrain` through the real binary on configs/tiny-pretrain.yaml: the held-out loss goes
 //! down and the export fills masks; k accumulated micro-batches equal one batch k times larger; a run
-//! killed with SIGKILL resumes to identical weights; config errors name the key.
+//! killed with SIGKILL, or cut with `--stop-after`, resumes to identical weights; config errors name the key.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -186,6 +186,35 @@ fn sigkilled_pretraining_resumes_to_identical_weights() {
             "{f} differs after resuming (killed at {frac:.2} of {full:?}):\n{log}"
         );
     }
+}
+
+#[test]
+fn stop_after_cuts_the_run_and_a_later_run_finishes_the_same_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let sets = ["train.max_steps=8"];
+    ok(&mut cmd(&a, &sets));
+    let report = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("train_report.json")).unwrap())
+            .unwrap()
+    };
+    ok(cmd(&b, &sets).args(["--stop-after", "3"]));
+    assert_eq!(report(&b)["steps"], 3);
+    assert!(b.join("export/model.safetensors").exists());
+    let n = lines(&b.join("metrics.jsonl")).len();
+    // Already at its stop point: resumes, trains nothing, exports again.
+    let log = ok(cmd(&b, &sets).args(["--stop-after", "3"]));
+    assert!(log.contains("resuming from"), "{log}");
+    assert_eq!(report(&b)["steps"], 3);
+    assert_eq!(lines(&b.join("metrics.jsonl")).len(), n);
+    // Without the flag the run goes on to the config's end, on the uninterrupted run's path.
+    ok(&mut cmd(&b, &sets));
+    assert_eq!(report(&b)["steps"], 8);
+    let (x, y) = (
+        std::fs::read(a.join("last/model.safetensors")).unwrap(),
+        std::fs::read(b.join("last/model.safetensors")).unwrap(),
+    );
+    assert!(x == y, "the resumed run's weights differ");
 }
 
 #[test]

@@ -184,7 +184,9 @@ pub fn run<T: Task>(
     let t0 = Instant::now();
     let mut tokens = 0usize;
     let mut step = start;
-    'epochs: for epoch in 0..cfg.epochs {
+    // A resumed run that is already at its stop point trains nothing (not even one more step).
+    let epochs = if start > 0 && stop(start) { 0 } else { cfg.epochs };
+    'epochs: for epoch in 0..epochs {
         let micro = task.epoch_batches(epoch)?;
         let groups: Vec<&[Vec<usize>]> = micro.chunks(k).collect();
         for (i, group) in groups.iter().enumerate() {
