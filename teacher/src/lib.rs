@@ -62,7 +62,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Makes a finished temporary file durable (fsync) and moves it over `path` in one rename; on failure the
 /// temporary file is removed and `path` keeps its old contents.
 pub fn commit_file(tmp: &Path, path: &Path) -> Result<()> {
-    let synced = std::fs::File::open(tmp).and_then(|f| f.sync_all());
+    let synced = usual_mode(tmp)
+        .and_then(|_| std::fs::File::open(tmp))
+        .and_then(|f| f.sync_all());
     let result = synced
         .map_err(|e| Error::io(tmp, e))
         .and_then(|_| std::fs::rename(tmp, path).map_err(|e| Error::io(path, e)));
@@ -70,4 +72,47 @@ pub fn commit_file(tmp: &Path, path: &Path) -> Result<()> {
         let _ = std::fs::remove_file(tmp);
     }
     result
+}
+
+/// Gives `path` the mode a plain `File::create` would (0666 less the umask). safetensors writes through a
+/// private 0600 temporary file, which would leave an export unreadable to a server running as another user.
+#[cfg(unix)]
+fn usual_mode(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // Linux reports the umask in /proc (reading it with umask(2) would change it); else the common 022.
+    let umask = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022);
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666 & !umask))
+}
+
+#[cfg(not(unix))]
+fn usual_mode(_: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn committed_files_get_the_usual_mode_not_the_temporary_files_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"y").unwrap();
+        let usual = mode(&plain);
+        // The temporary file starts with another mode than the usual one, whatever the umask.
+        let private = if usual == 0o600 { 0o640 } else { 0o600 };
+        let (tmp, path) = (dir.path().join(".x.tmp"), dir.path().join("x"));
+        std::fs::write(&tmp, b"x").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(private)).unwrap();
+        super::commit_file(&tmp, &path).unwrap();
+        assert_eq!(mode(&path), usual);
+    }
 }
