@@ -367,12 +367,7 @@ impl Objective {
             .collect();
         let ema: Vec<f64> = self.ema.iter().map(|e| e.unwrap_or(f64::NAN)).collect();
         t.insert("balance_ema".into(), Tensor::new(ema, &Device::Cpu)?);
-        let tmp = path.with_extension("tmp");
-        if let Err(e) = candle_core::safetensors::save(&t, &tmp) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::file(&tmp, format!("cannot write: {e}")));
-        }
-        Ok(teacher::commit_file(&tmp, path)?)
+        Ok(teacher::save_tensors(&t, path)?)
     }
 
     /// Restores what `save` wrote; every projection must be present with its shape.

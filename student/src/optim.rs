@@ -220,12 +220,7 @@ impl AdamW {
             "step".into(),
             Tensor::new(&[self.step as u32], &Device::Cpu)?,
         );
-        let tmp = path.with_extension("tmp");
-        if let Err(e) = candle_core::safetensors::save(&t, &tmp) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::file(&tmp, format!("cannot write: {e}")));
-        }
-        Ok(teacher::commit_file(&tmp, path)?)
+        Ok(teacher::save_tensors(&t, path)?)
     }
 
     /// Restores moments and step saved by `save`; every parameter must be present with its shape.

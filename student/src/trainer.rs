@@ -185,7 +185,11 @@ pub fn run<T: Task>(
     let mut tokens = 0usize;
     let mut step = start;
     // A resumed run that is already at its stop point trains nothing (not even one more step).
-    let epochs = if start > 0 && stop(start) { 0 } else { cfg.epochs };
+    let epochs = if start > 0 && stop(start) {
+        0
+    } else {
+        cfg.epochs
+    };
     'epochs: for epoch in 0..epochs {
         let micro = task.epoch_batches(epoch)?;
         let groups: Vec<&[Vec<usize>]> = micro.chunks(k).collect();

@@ -48,15 +48,34 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(d) = dir {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
     }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let tmp = tmp_path(path);
     let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
     drop(f);
     commit_file(&tmp, path)
+}
+
+/// Writes `tensors` to `path` as safetensors through a temporary file, synced and renamed like
+/// `write_atomic`, so a checkpoint is either the old one or the new one, never half of each.
+pub fn save_tensors(
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+    path: &Path,
+) -> Result<()> {
+    let tmp = tmp_path(path);
+    if let Err(e) = candle_core::safetensors::save(tensors, &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::file(&tmp, format!("cannot write: {e}")));
+    }
+    commit_file(&tmp, path)
+}
+
+/// The hidden sibling `.NAME.tmp` that a file is written to before it is renamed over `path`.
+fn tmp_path(path: &Path) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
 }
 
 /// Makes a finished temporary file durable (fsync) and moves it over `path` in one rename; on failure the

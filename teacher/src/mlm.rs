@@ -216,13 +216,7 @@ impl MaskedLm {
             .into_iter()
             .map(|(k, v)| (k, v.as_tensor().clone()))
             .collect();
-        let weights = dir.join("model.safetensors");
-        let tmp = dir.join(".model.safetensors.tmp");
-        if let Err(e) = candle_core::safetensors::save(&tensors, &tmp) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::file(&tmp, format!("cannot write: {e}")));
-        }
-        crate::commit_file(&tmp, &weights)?;
+        crate::save_tensors(&tensors, &dir.join("model.safetensors"))?;
         let mut cfg = self.config.clone();
         cfg.architectures = vec![mlm_architecture(cfg.kind()).into()];
         let mut json = serde_json::to_value(&cfg).map_err(|e| Error::Msg(e.to_string()))?;
