@@ -26,9 +26,11 @@ declare -A rows=(
 # Row 6 is row 3 with the hidden term phased out over the run (linear_decay) so that the task terms own the end
 # of it; row 7 is TinyBERT's two stages in the same 3-epoch budget (intermediate terms for 1 epoch, then the
 # prediction terms for 2); row 8 is row 4 with TinyBERT augmentation (2 variants of each sentence, labelled by
-# the teacher's soft targets only) in the same number of optimizer steps (1 epoch over 3x the examples).
+# the teacher's soft targets only) in the same number of optimizer steps (1 epoch over 3x the examples);
+# row 9 is row 3 without `balance` (each term at its raw scale).
 rows[6-kd-hidden-decay]='{temperature: 2.0, balance: true, terms: [{kind: kd, weight: 0.5}, {kind: ce, weight: 0.5}, {kind: hidden_mse, weight: 1.0, schedule: linear_decay}]}'
 rows[7-two-stage]="${rows[2-kd]}"
+rows[9-kd-hidden-unbalanced]='{temperature: 2.0, terms: [{kind: kd, weight: 0.5}, {kind: ce, weight: 0.5}, {kind: hidden_mse, weight: 1.0}]}'
 rows[8-kd-hidden-relations-augment]="${rows[4-kd-hidden-relations]}"
 # Extra settings of a row, separated by ';'. Row 5 is row 4 with the student on its own cased vocabulary:
 # token-level terms align words across tokenizers.

@@ -75,8 +75,7 @@ pub fn run(a: &EncodeArgs) -> Result<()> {
     for (k, parts) in states.iter().enumerate() {
         tensors.insert(format!("hidden_states.{k}"), Tensor::cat(parts, 0)?);
     }
-    candle_core::safetensors::save(&tensors, &a.out)
-        .with_context(|| format!("{}", a.out.display()))?;
+    teacher::save_tensors(&tensors, &a.out).with_context(|| format!("{}", a.out.display()))?;
     eprintln!(
         "encode: wrote {} ({} inputs, {n_states} hidden states)",
         a.out.display(),
