@@ -82,6 +82,30 @@ def latency(model, s, runs):
     return dict(seq=s, p50_ms=pick(0.5), p99_ms=pick(0.99))
 
 
+@torch.inference_mode()
+def ceilings(steps):
+    """The matrix-product rate at 4096 x 512 -> 2048 and the student's 24 dense layers on 16 tokens
+    (every weight read once: the memory-bandwidth bound of batch-1 latency), as `distill bench` measures."""
+    x, w = torch.randn(4096, 512), torch.randn(2048, 512)
+    best = float("inf")
+    for _ in range(max(steps, 2) + 1):
+        t0 = time.perf_counter()
+        torch.nn.functional.linear(x, w)
+        best = min(best, time.perf_counter() - t0)
+    layers = [(torch.randn(o, i) * 0.02, torch.zeros(o))
+              for _ in range(4) for i, o in [(512, 512)] * 4 + [(512, 2048), (2048, 512)]]
+    xs = {512: torch.randn(16, 512), 2048: torch.randn(16, 2048)}
+    times = []
+    for r in range(23):
+        t0 = time.perf_counter()
+        for w, b in layers:
+            torch.nn.functional.linear(xs[w.shape[1]], w, b)
+        if r >= 3:
+            times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return dict(matmul_gflops=2 * 4096 * 512 * 2048 / best / 1e9, dense_s16_ms=times[len(times) // 2])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
@@ -105,6 +129,7 @@ def main():
         teacher = BertForSequenceClassification(config(hidden_size=768, num_hidden_layers=12,
                                                        num_attention_heads=12, intermediate_size=3072))
         out["teacher_inference"] = inference(teacher, 32, 128, a.steps)
+    out["ceilings"] = ceilings(a.steps)
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out, indent=2))
     if a.json:

@@ -27,6 +27,9 @@ pub struct BenchArgs {
     /// Skip the BERT-base inference measurement (the slowest).
     #[arg(long)]
     pub skip_teacher: bool,
+    /// Skip the training steps (to time or profile inference alone).
+    #[arg(long)]
+    pub skip_train: bool,
 }
 
 fn random_batch(b: usize, s: usize, vocab: usize, rng: &mut StdRng) -> Result<Batch> {
@@ -136,7 +139,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let mut results = serde_json::Map::new();
     results.insert("threads".into(), rayon_threads().into());
     let mut train = Vec::new();
-    for s in [128, 64] {
+    for s in [128, 64].into_iter().filter(|_| !a.skip_train) {
         let r = train_steps(&student, 32, s, a.steps)?;
         eprintln!(
             "student train b32 s{s}: {:.0} tokens/s ({r})",
@@ -145,9 +148,12 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         train.push(r);
     }
     results.insert("student_train".into(), train.into());
+    // Inference runs as `predict` and `serve` load models: dense weights packed once (`packed`).
+    let mut packed = student.clone();
+    packed.pack_f32()?;
     let mut lat = Vec::new();
     for s in [16, 32, 64] {
-        let r = latency(&student, s, a.latency_runs)?;
+        let r = latency(&packed, s, a.latency_runs)?;
         eprintln!("student latency b1 s{s}: {r}");
         lat.push(r);
     }
@@ -163,7 +169,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
     results.insert("student_int8_latency".into(), lat8.into());
     for (name, m) in [
-        ("student_inference", &student),
+        ("student_inference", &packed),
         ("student_int8_inference", &int8),
     ] {
         let r = inference(m, 32, 128, a.steps)?;
@@ -178,11 +184,15 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             intermediate_size: 3072,
             ..EncoderConfig::roberta_tiny_cased()
         };
-        let teacher = Classifier::new(&base, 2, 0, &dev)?;
+        let mut teacher = Classifier::new(&base, 2, 0, &dev)?;
+        teacher.pack_f32()?;
         let r = inference(&teacher, 32, 128, a.steps)?;
         eprintln!("teacher (BERT-base) inference b32 s128: {r}");
         results.insert("teacher_inference".into(), r);
     }
+    let c = ceilings(a.steps)?;
+    eprintln!("ceilings: {c}");
+    results.insert("ceilings".into(), c);
     results.insert("peak_rss_mib".into(), peak_rss_mib().into());
     let v = serde_json::Value::Object(results);
     println!("{}", serde_json::to_string_pretty(&v)?);
@@ -190,6 +200,51 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         teacher::write_atomic(p, serde_json::to_string_pretty(&v)?.as_bytes())?;
     }
     Ok(())
+}
+
+/// The machine's ceilings, measured with our own kernels: the matrix-product rate at a training shape
+/// (4,096 tokens × 512 → 2,048, the student's FFN) and the time the student's 24 dense layers take on 16
+/// tokens, where every weight is read once per pass (50 MB), so memory bandwidth bounds batch-1 latency.
+fn ceilings(steps: usize) -> Result<serde_json::Value> {
+    let dev = Device::Cpu;
+    let (m, k, n) = (4096, 512, 2048);
+    let x = Tensor::randn(0f32, 1.0, (m, k), &dev)?;
+    let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..=steps.max(2) {
+        let t0 = Instant::now();
+        x.matmul(&w.t()?)?;
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    let gflops = 2.0 * (m * k * n) as f64 / best / 1e9;
+    let cfg = EncoderConfig::roberta_tiny_cased();
+    let (h, f) = (cfg.hidden_size, cfg.intermediate_size);
+    let mut layers = Vec::new();
+    for _ in 0..cfg.num_hidden_layers {
+        for (i, o) in [(h, h), (h, h), (h, h), (h, h), (h, f), (f, h)] {
+            let w = Tensor::randn(0f32, 0.02, (o, i), &dev)?;
+            let b = Tensor::zeros(o, candle_core::DType::F32, &dev)?;
+            layers.push(teacher::packed::PackedLinear::from_linear(
+                &candle_nn::Linear::new(w, Some(b)),
+            )?);
+        }
+    }
+    let xs = [
+        Tensor::randn(0f32, 1.0, (16, h), &dev)?,
+        Tensor::randn(0f32, 1.0, (16, f), &dev)?,
+    ];
+    let mut times = Vec::new();
+    for i in 0..23 {
+        let t0 = Instant::now();
+        for (j, l) in layers.iter().enumerate() {
+            l.forward(&xs[usize::from(j % 6 == 5)])?;
+        }
+        if i >= 3 {
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(json!({"matmul_gflops": gflops, "dense_s16_ms": percentile(&times, 0.5)}))
 }
 
 fn rayon_threads() -> usize {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use candle_core::{DType, Tensor, D};
 use candle_nn::{Embedding, Init, VarBuilder};
 
+use crate::attention::FusedAttention;
 use crate::config::{Activation, EncoderConfig, ModelKind};
 use crate::nn::{apply, linear, softmax_t, Dense, DropoutRng, LayerNorm};
 use crate::quant::QEmbedding;
@@ -146,6 +147,23 @@ impl Encoder {
         &self.cfg
     }
 
+    /// Switches every dense layer of every block to the packed f32 inference kernel (see `packed`).
+    pub fn pack_f32(&mut self) -> Result<()> {
+        for l in &mut self.layers {
+            for d in [
+                &mut l.query,
+                &mut l.key,
+                &mut l.value,
+                &mut l.attn_out,
+                &mut l.intermediate,
+                &mut l.output,
+            ] {
+                d.pack_f32()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Switches the word embeddings and every dense layer of every block to int8 inference (see
     /// `quant`); returns those tensors' (f32 bytes, int8 bytes).
     pub fn quantize_int8(&mut self) -> Result<(usize, usize)> {
@@ -227,15 +245,27 @@ impl Encoder {
         // Additive mask: 0 for tokens, the most negative float for padding, as transformers does.
         let (b, s) = batch.attention_mask.dims2()?;
         let bias = ((1.0 - &batch.attention_mask)? * f32::MIN as f64)?.reshape((b, 1, 1, s))?;
+        // Inference on few tokens takes the fused attention kernel (`attention`); it has no
+        // backward pass and does not return the probabilities.
+        let fused = !train
+            && !want.attentions
+            && bias.device().is_cpu()
+            && b * s <= crate::packed::MAX_ROWS;
+        let fused_mask = if fused {
+            Some(bias.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+        } else {
+            None
+        };
 
         let mut hidden_states = Vec::with_capacity(self.layers.len() + 1);
         let mut probs_out = Vec::new();
         let mut qkv_out = Vec::new();
         hidden_states.push(x.clone());
         for layer in &self.layers {
-            let (y, probs, qkv) = self.layer_forward(layer, &x, &bias, train)?;
-            if want.attentions {
-                probs_out.push(probs);
+            let (y, probs, qkv) =
+                self.layer_forward(layer, &x, &bias, fused_mask.as_ref(), train)?;
+            if let (true, Some(p)) = (want.attentions, probs) {
+                probs_out.push(p);
             }
             if want.qkv {
                 qkv_out.push(qkv);
@@ -255,8 +285,9 @@ impl Encoder {
         l: &Layer,
         x: &Tensor,
         bias: &Tensor,
+        fused_mask: Option<&Vec<f32>>,
         train: bool,
-    ) -> Result<(Tensor, Tensor, Qkv)> {
+    ) -> Result<(Tensor, Option<Tensor>, Qkv)> {
         let cfg = &self.cfg;
         let (b, s, h) = x.dims3()?;
         let (nh, hd) = (cfg.num_attention_heads, cfg.head_dim());
@@ -269,20 +300,34 @@ impl Encoder {
             k: apply(&l.key, x)?,
             v: apply(&l.value, x)?,
         };
-        let q = heads(&qkv.q)?;
-        let k = heads(&qkv.k)?;
-        let v = heads(&qkv.v)?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?; // [b, nh, s, s]
-        let scores = scores.broadcast_add(bias)?;
-        let probs = softmax_t(&scores, train)?;
-        let dropped = self
-            .dropout
-            .apply(&probs, cfg.attention_probs_dropout_prob, train)?;
-        let ctx = dropped
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, s, h))?; // [b, s, h]
+        let (ctx, probs) = if let Some(mask) = fused_mask {
+            let op = FusedAttention {
+                heads: nh,
+                mask: mask.clone(),
+            };
+            let (q, k, v) = (
+                qkv.q.contiguous()?,
+                qkv.k.contiguous()?,
+                qkv.v.contiguous()?,
+            );
+            (q.apply_op3_no_bwd(&k, &v, &op)?, None)
+        } else {
+            let q = heads(&qkv.q)?;
+            let k = heads(&qkv.k)?;
+            let v = heads(&qkv.v)?;
+            let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?; // [b, nh, s, s]
+            let scores = scores.broadcast_add(bias)?;
+            let probs = softmax_t(&scores, train)?;
+            let dropped = self
+                .dropout
+                .apply(&probs, cfg.attention_probs_dropout_prob, train)?;
+            let ctx = dropped
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b, s, h))?; // [b, s, h]
+            (ctx, Some(probs))
+        };
         let a = apply(&l.attn_out, &ctx)?;
         let a = self.dropout.apply(&a, cfg.hidden_dropout_prob, train)?;
         let a = l.attn_norm.forward_t(&(a + x)?, train)?;

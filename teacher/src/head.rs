@@ -47,6 +47,16 @@ impl Head {
         }
     }
 
+    /// Switches the head's dense layers to the packed f32 inference kernel.
+    pub fn pack_f32(&mut self) -> Result<()> {
+        let (a, b) = match self {
+            Head::Bert { pooler, classifier } => (pooler, classifier),
+            Head::Roberta { dense, out_proj } => (dense, out_proj),
+        };
+        a.pack_f32()?;
+        b.pack_f32()
+    }
+
     /// Switches the head's dense layers to int8 inference; returns their (f32 bytes, int8 bytes).
     pub fn quantize_int8(&mut self) -> Result<(usize, usize)> {
         let (a, b) = match self {

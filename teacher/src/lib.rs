@@ -6,6 +6,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod attention;
 pub mod augment;
 pub mod batch;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod mlm;
 pub mod mlm_head;
 pub mod model;
 pub mod nn;
+pub mod packed;
 pub mod pretrain;
 pub mod quant;
 pub mod targets;

@@ -223,6 +223,13 @@ impl Classifier {
         self.config.classifier_dropout = None;
     }
 
+    /// Switches CPU inference to dense layers packed once for the f32 kernel of `packed` (for
+    /// inference-only copies: the packed weights are a snapshot that training would not update).
+    pub fn pack_f32(&mut self) -> Result<()> {
+        self.encoder.pack_f32()?;
+        self.head.pack_f32()
+    }
+
     /// Switches inference to int8: dynamic quantization of every dense layer of the blocks and the head,
     /// and int8 word embeddings (position and type embeddings and LayerNorms stay f32; training still
     /// uses the f32 weights). Returns the model's weight bytes after.

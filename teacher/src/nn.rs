@@ -4,11 +4,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{Module, Tensor, D};
+use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{Init, Linear, VarBuilder};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::packed::{self, PackedLinear};
 use crate::quant::QLinear;
 use crate::Result;
 
@@ -18,31 +19,54 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Dense> {
     let b = vb.get_with_hints(out_dim, "bias", Init::Const(0.))?;
     Ok(Dense {
         linear: Linear::new(w, Some(b)),
-        int8: None,
+        fast: None,
     })
 }
 
-/// A dense layer: the f32 `Linear` that trains and exports, and, once `quantize_int8` ran, an int8
-/// copy that inference uses instead.
+/// A dense layer: the f32 `Linear` that trains and exports, and, once `pack_f32` or `quantize_int8`
+/// ran, an inference-only copy used instead (both are snapshots: training must not follow them).
 #[derive(Debug, Clone)]
 pub struct Dense {
     pub linear: Linear,
-    int8: Option<Arc<QLinear>>,
+    fast: Option<Fast>,
+}
+
+#[derive(Debug, Clone)]
+enum Fast {
+    Packed(Arc<PackedLinear>),
+    Int8(Arc<QLinear>),
 }
 
 impl Dense {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match &self.int8 {
-            Some(q) => q.forward(x),
-            None => Ok(self.linear.forward(x)?),
+        match &self.fast {
+            Some(Fast::Packed(p))
+                if x.device().is_cpu()
+                    && x.dtype() == DType::F32
+                    && x.elem_count() <= packed::MAX_ROWS * x.dim(D::Minus1)? =>
+            {
+                p.forward(x)
+            }
+            Some(Fast::Int8(q)) => q.forward(x),
+            _ => Ok(self.linear.forward(x)?),
         }
+    }
+
+    /// Switches CPU inference to the packed f32 kernel (`packed`), unless the layer is int8 already.
+    pub fn pack_f32(&mut self) -> Result<()> {
+        if self.fast.is_none() && self.linear.weight().device().is_cpu() {
+            self.fast = Some(Fast::Packed(Arc::new(PackedLinear::from_linear(
+                &self.linear,
+            )?)));
+        }
+        Ok(())
     }
 
     /// Switches inference to int8; returns (f32 bytes, int8 bytes) of the layer.
     pub fn quantize_int8(&mut self) -> Result<(usize, usize)> {
         let q = QLinear::from_linear(&self.linear)?;
         let sizes = (q.f32_bytes(), q.bytes());
-        self.int8 = Some(Arc::new(q));
+        self.fast = Some(Fast::Int8(Arc::new(q)));
         Ok(sizes)
     }
 }

@@ -324,3 +324,34 @@ fn int8_inference_stays_close_to_f32_and_shrinks_the_weights() {
         "int8 error {err} vs logit range {range}"
     );
 }
+
+/// The inference fast path (dense layers packed once, fused attention on few tokens) against the
+/// composed path, which returning the attention probabilities forces, on a padded batch; also the
+/// hidden states, and with the RoBERTa layout.
+#[test]
+fn packed_inference_matches_the_composed_path() {
+    for roberta in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = tiny_config();
+        if roberta {
+            cfg.model_type = "roberta".into();
+            cfg.pad_token_id = 0;
+            cfg.type_vocab_size = 1;
+        }
+        tiny_checkpoint(dir.path(), &cfg, Some(3), 5).unwrap();
+        let files = ModelSource::Local(dir.path().into())
+            .resolve(false)
+            .unwrap();
+        let (plain, _) = Classifier::load(&files, None, 0, &Device::Cpu).unwrap();
+        let mut packed = plain.clone();
+        packed.pack_f32().unwrap();
+        let b = batch(&tok(dir.path()));
+        let (want, want_enc) = plain.forward(&b, false, true).unwrap();
+        let (got, got_enc) = packed.forward(&b, false, false).unwrap();
+        assert!(got_enc.attentions.is_empty(), "fused path not taken");
+        assert!(max_diff(&want, &got) < 1e-5, "roberta {roberta}");
+        for (w, g) in want_enc.hidden_states.iter().zip(&got_enc.hidden_states) {
+            assert!(max_diff(w, g) < 1e-5, "roberta {roberta}");
+        }
+    }
+}
