@@ -342,6 +342,9 @@ impl Encoder {
 
 pub(crate) fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
     Ok(match act {
+        Activation::Gelu if x.device().is_cpu() && x.dtype() == DType::F32 => {
+            x.contiguous()?.apply_op1(crate::kernels::Gelu)?
+        }
         Activation::Gelu => x.gelu_erf()?,
         Activation::GeluTanh => x.gelu()?,
         Activation::Relu => x.relu()?,

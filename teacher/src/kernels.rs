@@ -1,4 +1,4 @@
-//! Fused CPU kernels with their backward passes, for training: softmax over the last dimension,
+//! Fused CPU kernels with their backward passes, for training: softmax over the last dimension, GELU,
 //! LayerNorm, and dropout whose mask is a hash of (seed, element index) — recomputed in the backward
 //! pass instead of stored. Each replaces a chain of allocating tensor ops (candle's composed softmax
 //! and LayerNorm, a materialised random mask); `tests` check them against those plain forms.
@@ -281,6 +281,87 @@ impl CustomOp1 for Dropout {
     }
 }
 
+/// GELU with the exact (erf) form, in one pass forward and one backward; candle's backward for it is a
+/// chain of about a dozen elementwise ops over the FFN activations, the largest tensors of a block.
+/// erf is Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7), whose exp(-x²/2) is also the
+/// Gaussian density the gradient needs.
+pub struct Gelu;
+
+/// (Φ(x), φ(x)): the standard normal CDF and density.
+#[inline(always)]
+fn normal_cdf_pdf(x: f32) -> (f32, f32) {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [
+        0.254_829_6,
+        -0.284_496_74,
+        1.421_413_8,
+        -1.453_152_1,
+        1.061_405_4,
+    ];
+    let e = (-0.5 * x * x).exp();
+    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+    let t = 1.0 / (1.0 + P * z);
+    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+    let erf = 1.0 - poly * e; // erf(|x|/√2)
+    let cdf = 0.5 * (1.0 + erf.copysign(x));
+    (cdf, e * 0.398_942_3) // 1/√(2π)
+}
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "fused-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, self.name())?;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(4096)
+            .zip(x.par_chunks(4096))
+            .for_each(|(y, x)| {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = x * normal_cdf_pdf(x).0;
+                }
+            });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(&dy.contiguous()?, &GeluBwd)?))
+    }
+}
+
+/// dx = dy · (Φ(x) + x φ(x)).
+struct GeluBwd;
+
+impl CustomOp2 for GeluBwd {
+    fn name(&self) -> &'static str {
+        "fused-gelu-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, dy) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
+        if x.len() != dy.len() {
+            candle_core::bail!("{}: {} inputs, {} gradients", self.name(), x.len(), dy.len());
+        }
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(4096)
+            .zip(x.par_chunks(4096).zip(dy.par_chunks(4096)))
+            .for_each(|(dx, (x, dy))| {
+                for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                    let (cdf, pdf) = normal_cdf_pdf(x);
+                    *dx = dy * (cdf + x * pdf);
+                }
+            });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,5 +529,20 @@ mod tests {
             .apply_op1(Dropout { seed: 43, p: 0.25 })
             .unwrap();
         assert!(max_diff(&z, &x.as_tensor().apply_op1(op).unwrap()) > 0.0);
+    }
+
+    #[test]
+    fn gelu_and_its_gradient_match_candle_gelu_erf() {
+        let x = randn(&[4, 9, 37], 11);
+        let w = randn(&[4, 9, 37], 12);
+        let fused = x.as_tensor().apply_op1(Gelu).unwrap();
+        let plain = x.as_tensor().gelu_erf().unwrap();
+        assert!(max_diff(&fused, &plain) < 1e-6);
+        let grad = |y: Tensor| {
+            let g = (y * w.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+            g.get(x.as_tensor()).unwrap().clone()
+        };
+        let d = max_diff(&grad(fused), &grad(plain));
+        assert!(d < 1e-5, "{d}");
     }
 }

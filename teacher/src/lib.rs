@@ -17,6 +17,7 @@ pub mod head;
 pub mod hub;
 pub mod infer;
 pub mod kernels;
+pub mod linear_op;
 pub mod mlm;
 pub mod mlm_head;
 pub mod model;

@@ -9,6 +9,7 @@ use candle_nn::{Init, Linear, VarBuilder};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::linear_op::LinearOp;
 use crate::packed::{self, PackedLinear};
 use crate::quant::QLinear;
 use crate::Result;
@@ -48,7 +49,13 @@ impl Dense {
                 p.forward(x)
             }
             Some(Fast::Int8(q)) => q.forward(x),
-            _ => Ok(self.linear.forward(x)?),
+            _ => match self.linear.bias() {
+                // On the CPU, one product over all tokens with its own backward (`linear_op`).
+                Some(b) if x.device().is_cpu() && x.dtype() == DType::F32 => Ok(x
+                    .contiguous()?
+                    .apply_op3(self.linear.weight(), b, LinearOp)?),
+                _ => Ok(self.linear.forward(x)?),
+            },
         }
     }
 
