@@ -1,20 +1,155 @@
-//! Scaled dot-product attention in one CPU pass, for inference on few tokens (batch-1 latency).
-//! The composed form splits q, k and v into heads (three transposed copies), runs two batched matrix
-//! products whose per-head matrices are too small for the general product to pay off, and scales, masks
-//! and normalises in three more ops. Here one task per query row reads its head's slice of q, k and v
-//! in place from the [batch, seq, hidden] projections and writes its row of the context. The test
-//! checks it against the composed form.
+//! Scaled dot-product attention as one CPU op with its own backward pass. The composed form splits q, k
+//! and v into heads (three transposed copies), then scales, masks, normalises, drops out, multiplies and
+//! transposes back: about fifteen graph nodes a layer, each a full pass over its tensor forward and
+//! backward (candle's backward also zero-fills and adds a gradient buffer per node). Here one task per
+//! (sequence, head) reads its head's columns of the [batch, seq, hidden] projections in place through
+//! the matrix product's strides and writes its columns of the context. The backward pass recomputes the
+//! probabilities (and the hashed dropout mask) instead of storing them. The probabilities are not
+//! returned: callers that need them (attention distillation) take the composed form. `tests` check the
+//! output and the gradients against the composed form, with padding and dropout.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::kernels::slice;
+use crate::kernels::{slice, Dropout};
 
 /// Attention over q, k, v [batch, seq, hidden] → context [batch, seq, hidden].
 pub struct FusedAttention {
     pub heads: usize,
     /// Additive mask [batch, seq]: 0 for tokens, a large negative number for padding.
     pub mask: Vec<f32>,
+    /// Dropout on the probabilities [batch, heads, seq, seq] (indexed as that contiguous tensor, as
+    /// the composed form's dropout is, so both draw the same mask).
+    pub dropout: Option<Dropout>,
+}
+
+/// The shapes of one call.
+#[derive(Clone, Copy)]
+struct Dims {
+    s: usize,
+    h: usize,
+    hd: usize,
+    heads: usize,
+}
+
+/// A pointer the tasks share; each writes only its own (sequence, head) columns.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: tasks write disjoint elements (see `Out`), and the buffer outlives the parallel loop.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl FusedAttention {
+    fn dims(&self, l1: &Layout, l2: &Layout, l3: &Layout) -> candle_core::Result<(usize, Dims)> {
+        let (b, s, h) = l1.shape().dims3()?;
+        if l2.dims() != l1.dims() || l3.dims() != l1.dims() || self.mask.len() != b * s {
+            candle_core::bail!("fused-attention: q, k, v and the mask disagree in shape");
+        }
+        if self.heads == 0 || h % self.heads != 0 {
+            candle_core::bail!(
+                "fused-attention: {h} is not divisible into {} heads",
+                self.heads
+            );
+        }
+        let hd = h / self.heads;
+        Ok((
+            b,
+            Dims {
+                s,
+                h,
+                hd,
+                heads: self.heads,
+            },
+        ))
+    }
+
+    /// The probabilities of sequence `bi`, head `hh` into `p` [s, s] (before dropout).
+    fn probs(&self, q: &[f32], k: &[f32], d: Dims, bi: usize, hh: usize, p: &mut [f32]) {
+        let Dims { s, h, hd, .. } = d;
+        let off = bi * s * h + hh * hd;
+        let scale = 1.0 / (hd as f32).sqrt();
+        // SAFETY: q and k hold [b, s, h]; the head's block starts at `off` with row stride h; p is
+        // [s, s] row-major.
+        unsafe {
+            gemm::gemm(
+                s,
+                s,
+                hd,
+                p.as_mut_ptr(),
+                1,
+                s as isize,
+                false,
+                q.as_ptr().add(off),
+                1,
+                h as isize,
+                k.as_ptr().add(off),
+                h as isize,
+                1,
+                0.0,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        };
+        let mask = &self.mask[bi * s..(bi + 1) * s];
+        for row in p.chunks_mut(s) {
+            let mut max = f32::NEG_INFINITY;
+            for (x, &m) in row.iter_mut().zip(mask) {
+                *x += m;
+                max = max.max(*x);
+            }
+            let mut sum = 0f32;
+            for x in row.iter_mut() {
+                *x = (*x - max).exp();
+                sum += *x;
+            }
+            let inv = 1.0 / sum;
+            row.iter_mut().for_each(|x| *x *= inv);
+        }
+    }
+
+    /// Index of element (i, j) of sequence `bi`, head `hh` in the [b, heads, s, s] probabilities.
+    fn index(d: Dims, bi: usize, hh: usize) -> usize {
+        (bi * d.heads + hh) * d.s * d.s
+    }
+}
+
+/// `dst` [m, n] (row stride `dst_rs`) = `lhs` [m, k] · `rhs` [k, n], each given as (pointer, column
+/// stride, row stride), single-threaded (the caller runs tasks in parallel).
+///
+/// # Safety
+/// Every pointer must address its matrix with the given strides.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        false,
+        lhs.0,
+        lhs.1 as isize,
+        lhs.2 as isize,
+        rhs.0,
+        rhs.1 as isize,
+        rhs.2 as isize,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
 }
 
 impl CustomOp3 for FusedAttention {
@@ -37,160 +172,254 @@ impl CustomOp3 for FusedAttention {
             slice(s2, l2, name)?,
             slice(s3, l3, name)?,
         );
-        let (b, s, h) = l1.shape().dims3()?;
-        if l2.dims() != l1.dims() || l3.dims() != l1.dims() || self.mask.len() != b * s {
-            candle_core::bail!("{name}: q, k, v and the mask disagree in shape");
-        }
-        if self.heads == 0 || h % self.heads != 0 {
-            candle_core::bail!("{name}: {h} is not divisible into {} heads", self.heads);
-        }
-        let hd = h / self.heads;
+        let (b, d) = self.dims(l1, l2, l3)?;
+        let Dims { s, h, hd, heads } = d;
         let mut out = vec![0f32; q.len()];
-        out.par_chunks_mut(h).enumerate().for_each(|(row, o)| {
-            let bi = row / s;
-            let base = bi * s * h;
-            let keys = &k[base..base + s * h];
-            let values = &v[base..base + s * h];
-            let mask = &self.mask[bi * s..(bi + 1) * s];
-            query_row(&q[row * h..(row + 1) * h], keys, values, mask, hd, o);
+        let dst = Out(out.as_mut_ptr());
+        (0..b * heads).into_par_iter().for_each(|t| {
+            let (bi, hh) = (t / heads, t % heads);
+            let mut p = vec![0f32; s * s];
+            self.probs(q, k, d, bi, hh, &mut p);
+            if let Some(drop) = &self.dropout {
+                let (base, scale) = (Self::index(d, bi, hh), 1.0 / (1.0 - drop.p));
+                for (i, x) in p.iter_mut().enumerate() {
+                    *x = if drop.keep(base + i) { *x * scale } else { 0.0 };
+                }
+            }
+            let off = bi * s * h + hh * hd;
+            let dst = dst;
+            // SAFETY: this task's context block [s, hd] at `off` (row stride h) is written by no
+            // other task; p is [s, s], v holds [b, s, h].
+            unsafe {
+                product(
+                    (s, hd, s),
+                    dst.0.add(off),
+                    h,
+                    (p.as_ptr(), 1, s),
+                    (v.as_ptr().add(off), 1, h),
+                )
+            };
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
-}
 
-/// One query row, every head: the AVX2 build of `query_row_body` where the CPU has it.
-fn query_row(q: &[f32], k: &[f32], v: &[f32], mask: &[f32], hd: usize, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { query_row_avx2(q, k, v, mask, hd, out) };
-        }
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _ctx: &Tensor,
+        dctx: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let op = AttentionBwd {
+            fwd: self,
+            dctx: dctx.contiguous()?.flatten_all()?.to_vec1()?,
+        };
+        let grads = q.apply_op3_no_bwd(k, v, &op)?; // [3, b, s, h]
+        Ok((
+            Some(grads.get(0)?),
+            Some(grads.get(1)?),
+            Some(grads.get(2)?),
+        ))
     }
-    query_row_body(q, k, v, mask, hd, out)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn query_row_avx2(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    mask: &[f32],
-    hd: usize,
-    out: &mut [f32],
-) {
-    query_row_body(q, k, v, mask, hd, out)
+/// dq, dk, dv stacked as [3, batch, seq, hidden], from q, k, v and the context's gradient.
+struct AttentionBwd<'a> {
+    fwd: &'a FusedAttention,
+    dctx: Vec<f32>,
 }
 
-/// Softmax(q·kᵀ/√d + mask)·v for each head of one query row; `k` and `v` are the sequence's
-/// [seq, hidden] rows.
-#[inline(always)]
-fn query_row_body(q: &[f32], k: &[f32], v: &[f32], mask: &[f32], hd: usize, out: &mut [f32]) {
-    let h = q.len();
-    let scale = 1.0 / (hd as f32).sqrt();
-    let mut p = vec![0f32; mask.len()];
-    for head in 0..h / hd {
-        let cols = head * hd..(head + 1) * hd;
-        let qh = &q[cols.clone()];
-        let mut max = f32::NEG_INFINITY;
-        for (j, pj) in p.iter_mut().enumerate() {
-            *pj = dot(qh, &k[j * h + cols.start..j * h + cols.end]) * scale + mask[j];
-            max = max.max(*pj);
+impl CustomOp3 for AttentionBwd<'_> {
+    fn name(&self) -> &'static str {
+        "fused-attention-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (q, k, v) = (
+            slice(s1, l1, name)?,
+            slice(s2, l2, name)?,
+            slice(s3, l3, name)?,
+        );
+        let (b, d) = self.fwd.dims(l1, l2, l3)?;
+        let Dims { s, h, hd, heads } = d;
+        let n = q.len();
+        if self.dctx.len() != n {
+            candle_core::bail!(
+                "{name}: the context gradient has {} elements, not {n}",
+                self.dctx.len()
+            );
         }
-        let mut sum = 0f32;
-        for pj in p.iter_mut() {
-            *pj = (*pj - max).exp();
-            sum += *pj;
-        }
-        let inv = 1.0 / sum;
-        let o = &mut out[cols.clone()];
-        o.fill(0.0);
-        for (j, &pj) in p.iter().enumerate() {
-            let w = pj * inv;
-            for (o, &x) in o.iter_mut().zip(&v[j * h + cols.start..j * h + cols.end]) {
-                *o += w * x;
+        let mut out = vec![0f32; 3 * n];
+        let dst = Out(out.as_mut_ptr());
+        let dctx = &self.dctx;
+        let scale = 1.0 / (hd as f32).sqrt();
+        (0..b * heads).into_par_iter().for_each(|t| {
+            let (bi, hh) = (t / heads, t % heads);
+            let off = bi * s * h + hh * hd;
+            let dst = dst;
+            let mut p = vec![0f32; s * s];
+            self.fwd.probs(q, k, d, bi, hh, &mut p);
+            // The dropped-out probabilities, for dv.
+            let mut pd = p.clone();
+            let drop = self.fwd.dropout.as_ref();
+            let base = FusedAttention::index(d, bi, hh);
+            if let Some(drop) = drop {
+                let sc = 1.0 / (1.0 - drop.p);
+                for (i, x) in pd.iter_mut().enumerate() {
+                    *x = if drop.keep(base + i) { *x * sc } else { 0.0 };
+                }
             }
-        }
+            let mut dp = vec![0f32; s * s];
+            // SAFETY (all products): the head blocks at `off` have row stride h inside [b, s, h]
+            // buffers; this task alone writes its blocks of dq, dk, dv; p, pd, dp are [s, s].
+            unsafe {
+                // dv = pdᵀ · dctx
+                product(
+                    (s, hd, s),
+                    dst.0.add(2 * n + off),
+                    h,
+                    (pd.as_ptr(), s, 1),
+                    (dctx.as_ptr().add(off), 1, h),
+                );
+                // dpd = dctx · vᵀ
+                product(
+                    (s, s, hd),
+                    dp.as_mut_ptr(),
+                    s,
+                    (dctx.as_ptr().add(off), 1, h),
+                    (v.as_ptr().add(off), h, 1),
+                );
+            }
+            // Through dropout, then softmax: ds = p ∘ (dp − Σ dp ∘ p), times the score scale.
+            if let Some(drop) = drop {
+                let sc = 1.0 / (1.0 - drop.p);
+                for (i, x) in dp.iter_mut().enumerate() {
+                    *x = if drop.keep(base + i) { *x * sc } else { 0.0 };
+                }
+            }
+            for (dp, p) in dp.chunks_mut(s).zip(p.chunks(s)) {
+                let dot: f32 = dp.iter().zip(p).map(|(a, b)| a * b).sum();
+                for (x, &p) in dp.iter_mut().zip(p) {
+                    *x = p * (*x - dot) * scale;
+                }
+            }
+            unsafe {
+                // dq = ds · k
+                product(
+                    (s, hd, s),
+                    dst.0.add(off),
+                    h,
+                    (dp.as_ptr(), 1, s),
+                    (k.as_ptr().add(off), 1, h),
+                );
+                // dk = dsᵀ · q
+                product(
+                    (s, hd, s),
+                    dst.0.add(n + off),
+                    h,
+                    (dp.as_ptr(), s, 1),
+                    (q.as_ptr().add(off), 1, h),
+                );
+            }
+        });
+        let mut dims = vec![3];
+        dims.extend_from_slice(l1.dims());
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
-}
-
-/// A dot product in eight independent lanes, so that it vectorises (sequential float sums do not).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Tensor};
+    use candle_core::{Device, Var};
 
-    /// Against the composed form (the encoder's training path): random q, k, v, 3 heads of 12 (not a
-    /// multiple of 8, for the dot product's tail), a padded second sequence.
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        crate::testutil::max_abs_diff(a, b).unwrap()
+    }
+
+    /// Output and the three gradients against the composed form (the encoder's other path): 3 heads
+    /// of 12, a padded second sequence, with and without dropout (same hashed mask in both forms).
     #[test]
     fn fused_attention_matches_the_composed_form() {
         let dev = Device::Cpu;
-        let (b, s, nh, hd) = (2usize, 5usize, 3usize, 12usize);
+        let (b, s, nh, hd) = (2usize, 7usize, 3usize, 12usize);
         let h = nh * hd;
-        let q = Tensor::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
-        let k = Tensor::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
-        let v = Tensor::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
+        let var = |_: u8| Var::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
+        let (q, k, v) = (var(0), var(1), var(2));
+        let weights = Tensor::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
         let mut mask = vec![0f32; b * s];
         mask[b * s - 2..].fill(f32::MIN);
-        let heads = |t: &Tensor| {
-            t.reshape((b, s, nh, hd))
+        for dropout in [None, Some(Dropout { seed: 9, p: 0.3 })] {
+            let heads = |t: &Tensor| {
+                t.reshape((b, s, nh, hd))
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap()
+            };
+            let bias = Tensor::from_vec(mask.clone(), (b, 1, 1, s), &dev).unwrap();
+            let scores = (heads(&q).matmul(&heads(&k).t().unwrap()).unwrap()
+                * (1.0 / (hd as f64).sqrt()))
+            .unwrap()
+            .broadcast_add(&bias)
+            .unwrap();
+            let mut probs = scores.apply_op1(crate::kernels::Softmax).unwrap();
+            if let Some(drop) = dropout {
+                probs = probs.apply_op1(drop).unwrap();
+            }
+            let want = probs
+                .matmul(&heads(&v))
                 .unwrap()
                 .transpose(1, 2)
                 .unwrap()
                 .contiguous()
                 .unwrap()
-        };
-        let bias = Tensor::from_vec(mask.clone(), (b, 1, 1, s), &dev).unwrap();
-        let scores = (heads(&q).matmul(&heads(&k).t().unwrap()).unwrap()
-            * (1.0 / (hd as f64).sqrt()))
-        .unwrap()
-        .broadcast_add(&bias)
-        .unwrap();
-        let probs = candle_nn::ops::softmax_last_dim(&scores).unwrap();
-        let want = probs
-            .matmul(&heads(&v))
-            .unwrap()
-            .transpose(1, 2)
-            .unwrap()
-            .contiguous()
-            .unwrap()
-            .reshape((b, s, h))
-            .unwrap();
-        let got = q
-            .apply_op3_no_bwd(&k, &v, &FusedAttention { heads: nh, mask })
-            .unwrap();
-        let err: f32 = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        assert!(err < 1e-5, "max error {err}");
+                .reshape((b, s, h))
+                .unwrap();
+            let op = FusedAttention {
+                heads: nh,
+                mask: mask.clone(),
+                dropout,
+            };
+            let got = q.apply_op3(&k, &v, op).unwrap();
+            assert!(
+                max_diff(&got, &want) < 1e-5,
+                "dropout {}",
+                dropout.is_some()
+            );
+            let grads = |y: &Tensor| {
+                let g = (y * &weights)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                [&q, &k, &v].map(|t| g.get(t.as_tensor()).unwrap().clone())
+            };
+            for (g, w) in grads(&got).iter().zip(grads(&want).iter()) {
+                assert!(
+                    max_diff(g, w) < 1e-4,
+                    "dropout {}: {}",
+                    dropout.is_some(),
+                    max_diff(g, w)
+                );
+            }
+        }
         let bad = FusedAttention {
             heads: 5,
             mask: vec![0.0; b * s],
+            dropout: None,
         };
         assert!(q.apply_op3_no_bwd(&k, &v, &bad).is_err());
     }

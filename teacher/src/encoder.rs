@@ -245,12 +245,8 @@ impl Encoder {
         // Additive mask: 0 for tokens, the most negative float for padding, as transformers does.
         let (b, s) = batch.attention_mask.dims2()?;
         let bias = ((1.0 - &batch.attention_mask)? * f32::MIN as f64)?.reshape((b, 1, 1, s))?;
-        // Inference on few tokens takes the fused attention kernel (`attention`); it has no
-        // backward pass and does not return the probabilities.
-        let fused = !train
-            && !want.attentions
-            && bias.device().is_cpu()
-            && b * s <= crate::packed::MAX_ROWS;
+        // On the CPU, attention is one fused op (`attention`) unless the probabilities are wanted.
+        let fused = !want.attentions && bias.device().is_cpu() && x.dtype() == DType::F32;
         let fused_mask = if fused {
             Some(bias.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
         } else {
@@ -304,13 +300,14 @@ impl Encoder {
             let op = FusedAttention {
                 heads: nh,
                 mask: mask.clone(),
+                dropout: self.dropout.op(cfg.attention_probs_dropout_prob, train)?,
             };
             let (q, k, v) = (
                 qkv.q.contiguous()?,
                 qkv.k.contiguous()?,
                 qkv.v.contiguous()?,
             );
-            (q.apply_op3_no_bwd(&k, &v, &op)?, None)
+            (q.apply_op3(&k, &v, op)?, None)
         } else {
             let q = heads(&qkv.q)?;
             let k = heads(&qkv.k)?;

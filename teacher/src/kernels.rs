@@ -347,7 +347,12 @@ impl CustomOp2 for GeluBwd {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, dy) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
         if x.len() != dy.len() {
-            candle_core::bail!("{}: {} inputs, {} gradients", self.name(), x.len(), dy.len());
+            candle_core::bail!(
+                "{}: {} inputs, {} gradients",
+                self.name(),
+                x.len(),
+                dy.len()
+            );
         }
         let mut dx = vec![0f32; x.len()];
         dx.par_chunks_mut(4096)
@@ -539,7 +544,12 @@ mod tests {
         let plain = x.as_tensor().gelu_erf().unwrap();
         assert!(max_diff(&fused, &plain) < 1e-6);
         let grad = |y: Tensor| {
-            let g = (y * w.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+            let g = (y * w.as_tensor())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
             g.get(x.as_tensor()).unwrap().clone()
         };
         let d = max_diff(&grad(fused), &grad(plain));

@@ -5,7 +5,8 @@
 //! dx = dy W, dW = dyᵀ x (already [out, in]), db = the column sums of dy. `tests` check the output and
 //! the three gradients against candle's `Linear`.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 use crate::kernels::slice;
 
@@ -27,7 +28,11 @@ impl CustomOp3 for LinearOp {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let name = self.name();
-        let (x, w, b) = (slice(s1, l1, name)?, slice(s2, l2, name)?, slice(s3, l3, name)?);
+        let (x, w, b) = (
+            slice(s1, l1, name)?,
+            slice(s2, l2, name)?,
+            slice(s3, l3, name)?,
+        );
         let (n, k) = l2.shape().dims2()?;
         let mut dims = l1.dims().to_vec();
         if dims.last() != Some(&k) || b.len() != n {
@@ -88,8 +93,41 @@ impl CustomOp3 for LinearOp {
         let x2 = x.reshape(((), k))?;
         let dx = dy.matmul(w)?.reshape(x.shape())?;
         let dw = dy.t()?.matmul(&x2)?;
-        let db = dy.sum(0)?;
+        let db = dy.apply_op1_no_bwd(&ColumnSums)?;
         Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// Column sums of a [rows, cols] matrix: the bias gradient. candle's `sum(0)` reduces along the strided
+/// dimension one column at a time; here each task adds whole rows into a partial sum.
+struct ColumnSums;
+
+impl CustomOp1 for ColumnSums {
+    fn name(&self) -> &'static str {
+        "column-sums"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, self.name())?;
+        let (rows, n) = l.shape().dims2()?;
+        let per_task = rows.div_ceil(4 * rayon::current_num_threads()).max(1);
+        let sums = x
+            .par_chunks(per_task * n.max(1))
+            .map(|chunk| {
+                let mut acc = vec![0f32; n];
+                for row in chunk.chunks_exact(n.max(1)) {
+                    acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+                }
+                acc
+            })
+            .reduce(
+                || vec![0f32; n],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(a, &b)| *a += b);
+                    a
+                },
+            );
+        Ok((CpuStorage::F32(sums), Shape::from(n)))
     }
 }
 
@@ -130,7 +168,12 @@ mod tests {
                     .forward(x.as_tensor())
                     .unwrap()
             };
-            let grads = (&y * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+            let grads = (&y * &weights)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
             let g = |v: &Var| grads.get(v.as_tensor()).unwrap().clone();
             (y, g(&x), g(&w), g(&b))
         };

@@ -151,6 +151,22 @@ impl DropoutRng {
         }
     }
 
+    /// The hashed dropout of the next `apply` on the CPU, for a fused kernel that applies it itself
+    /// (draws its seed as `apply` would, so the RNG sequence is the same either way).
+    pub fn op(&self, p: f64, train: bool) -> Result<Option<crate::kernels::Dropout>> {
+        if !train || p <= 0.0 {
+            return Ok(None);
+        }
+        let mut rng = self
+            .0
+            .lock()
+            .map_err(|_| crate::Error::Msg("dropout RNG poisoned".into()))?;
+        Ok(Some(crate::kernels::Dropout {
+            seed: rng.random::<u64>(),
+            p: p as f32,
+        }))
+    }
+
     /// Inverted dropout: zeroes each element with probability `p` and scales the rest by 1/(1-p).
     pub fn apply(&self, x: &Tensor, p: f64, train: bool) -> Result<Tensor> {
         if !train || p <= 0.0 {
