@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, Device, InplaceOp2, Layout, Tensor, Var};
+use candle_core::{CpuStorage, Device, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
+use rayon::prelude::*;
 use teacher::kernels::{slice, slice_mut};
 
 use crate::{Error, Result};
@@ -128,11 +129,17 @@ impl AdamW {
         let mut sq = 0f64;
         for s in &self.slots {
             if let Some(g) = grads.get(s.var.as_tensor()) {
-                sq += g
-                    .sqr()?
-                    .sum_all()?
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_scalar::<f64>()?;
+                sq += if g.device().is_cpu() && g.dtype() == candle_core::DType::F32 {
+                    // One pass, no squared copy of every gradient.
+                    g.contiguous()?
+                        .apply_op1_no_bwd(&SumSquares)?
+                        .to_scalar::<f64>()?
+                } else {
+                    g.sqr()?
+                        .sum_all()?
+                        .to_dtype(candle_core::DType::F64)?
+                        .to_scalar::<f64>()?
+                };
             }
         }
         let norm = sq.sqrt();
@@ -179,9 +186,9 @@ impl AdamW {
                         square: true,
                     },
                 )?;
-                let mv = Tensor::stack(&[&s.m, &s.v], 0)?;
-                p.inplace_op2(
-                    &mv,
+                p.inplace_op3(
+                    &s.m,
+                    &s.v,
                     &Update {
                         lr,
                         wd,
@@ -284,20 +291,52 @@ impl InplaceOp2 for Moment {
             (1.0 - self.beta) as f32,
             self.scale as f32,
         );
-        if self.square {
-            m.iter_mut()
-                .zip(g)
-                .for_each(|(m, &g)| *m = b * *m + c * (g * sc) * (g * sc));
-        } else {
-            m.iter_mut()
-                .zip(g)
-                .for_each(|(m, &g)| *m = b * *m + c * g * sc);
-        }
+        let square = self.square;
+        m.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(m, g)| {
+                if square {
+                    m.iter_mut()
+                        .zip(g)
+                        .for_each(|(m, &g)| *m = b * *m + c * (g * sc) * (g * sc));
+                } else {
+                    m.iter_mut()
+                        .zip(g)
+                        .for_each(|(m, &g)| *m = b * *m + c * g * sc);
+                }
+            });
         Ok(())
     }
 }
 
-/// In place: `p = p (1 - lr wd) - lr (m / bc1) / (sqrt(v / bc2) + eps)`, with `mv = stack([m, v])`.
+/// Elements per parallel task of the optimizer's passes.
+const CHUNK: usize = 1 << 14;
+
+/// The sum of squares of an f32 tensor, accumulated in f64, as a scalar f64 tensor.
+struct SumSquares;
+
+impl candle_core::CustomOp1 for SumSquares {
+    fn name(&self) -> &'static str {
+        "sum-squares"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &CpuStorage,
+        l: &Layout,
+    ) -> candle_core::Result<(CpuStorage, candle_core::Shape)> {
+        let x = slice(s, l, self.name())?;
+        // Partial sums in chunk order, added in that order: the same result on every run.
+        let partial: Vec<f64> = x
+            .par_chunks(CHUNK)
+            .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
+            .collect();
+        let sum: f64 = partial.iter().sum();
+        Ok((CpuStorage::F64(vec![sum]), candle_core::Shape::from(())))
+    }
+}
+
+/// In place: `p = p (1 - lr wd) - lr (m / bc1) / (sqrt(v / bc2) + eps)`.
 struct Update {
     lr: f64,
     wd: f64,
@@ -306,7 +345,7 @@ struct Update {
     eps: f64,
 }
 
-impl InplaceOp2 for Update {
+impl InplaceOp3 for Update {
     fn name(&self) -> &'static str {
         "adamw-update"
     }
@@ -317,23 +356,29 @@ impl InplaceOp2 for Update {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> candle_core::Result<()> {
-        let mv = slice(s2, l2, self.name())?;
+        let (m, v) = (slice(s2, l2, self.name())?, slice(s3, l3, self.name())?);
         let p = slice_mut(s1, l1, self.name())?;
-        if mv.len() != 2 * p.len() {
+        if m.len() != p.len() || v.len() != p.len() {
             candle_core::bail!(
-                "adamw-update: {} moments for {} parameters",
-                mv.len(),
+                "adamw-update: {} and {} moments for {} parameters",
+                m.len(),
+                v.len(),
                 p.len()
             );
         }
-        let (m, v) = mv.split_at(p.len());
         let decay = (1.0 - self.lr * self.wd) as f32;
         let (lr, eps) = (self.lr as f32, self.eps as f32);
         let (ibc1, ibc2) = ((1.0 / self.bc1) as f32, (1.0 / self.bc2) as f32);
-        for ((p, &m), &v) in p.iter_mut().zip(m).zip(v) {
-            *p = *p * decay - lr * (m * ibc1) / ((v * ibc2).sqrt() + eps);
-        }
+        p.par_chunks_mut(CHUNK)
+            .zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)))
+            .for_each(|(p, (m, v))| {
+                for ((p, &m), &v) in p.iter_mut().zip(m).zip(v) {
+                    *p = *p * decay - lr * (m * ibc1) / ((v * ibc2).sqrt() + eps);
+                }
+            });
         Ok(())
     }
 }

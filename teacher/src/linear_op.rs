@@ -109,10 +109,12 @@ impl CustomOp1 for ColumnSums {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = slice(s, l, self.name())?;
-        let (rows, n) = l.shape().dims2()?;
-        let per_task = rows.div_ceil(4 * rayon::current_num_threads()).max(1);
-        let sums = x
-            .par_chunks(per_task * n.max(1))
+        let (_, n) = l.shape().dims2()?;
+        // Partial sums over fixed blocks of rows, added in block order: the same result on every
+        // run and thread count.
+        const ROWS: usize = 256;
+        let partial: Vec<Vec<f32>> = x
+            .par_chunks(ROWS * n.max(1))
             .map(|chunk| {
                 let mut acc = vec![0f32; n];
                 for row in chunk.chunks_exact(n.max(1)) {
@@ -120,13 +122,11 @@ impl CustomOp1 for ColumnSums {
                 }
                 acc
             })
-            .reduce(
-                || vec![0f32; n],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(a, &b)| *a += b);
-                    a
-                },
-            );
+            .collect();
+        let mut sums = vec![0f32; n];
+        for p in &partial {
+            sums.iter_mut().zip(p).for_each(|(a, &b)| *a += b);
+        }
         Ok((CpuStorage::F32(sums), Shape::from(n)))
     }
 }
