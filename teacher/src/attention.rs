@@ -39,6 +39,13 @@ struct Out(*mut f32);
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
+impl Out {
+    /// The element `i` places on (a method, so that closures capture the whole `Send` wrapper).
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
 impl FusedAttention {
     fn dims(&self, l1: &Layout, l2: &Layout, l3: &Layout) -> candle_core::Result<(usize, Dims)> {
         let (b, s, h) = l1.shape().dims3()?;
@@ -187,13 +194,12 @@ impl CustomOp3 for FusedAttention {
                 }
             }
             let off = bi * s * h + hh * hd;
-            let dst = dst;
             // SAFETY: this task's context block [s, hd] at `off` (row stride h) is written by no
             // other task; p is [s, s], v holds [b, s, h].
             unsafe {
                 product(
                     (s, hd, s),
-                    dst.0.add(off),
+                    dst.at(off),
                     h,
                     (p.as_ptr(), 1, s),
                     (v.as_ptr().add(off), 1, h),
@@ -266,7 +272,6 @@ impl CustomOp3 for AttentionBwd<'_> {
         (0..b * heads).into_par_iter().for_each(|t| {
             let (bi, hh) = (t / heads, t % heads);
             let off = bi * s * h + hh * hd;
-            let dst = dst;
             let mut p = vec![0f32; s * s];
             self.fwd.probs(q, k, d, bi, hh, &mut p);
             // The dropped-out probabilities, for dv.
@@ -286,7 +291,7 @@ impl CustomOp3 for AttentionBwd<'_> {
                 // dv = pdᵀ · dctx
                 product(
                     (s, hd, s),
-                    dst.0.add(2 * n + off),
+                    dst.at(2 * n + off),
                     h,
                     (pd.as_ptr(), s, 1),
                     (dctx.as_ptr().add(off), 1, h),
@@ -317,7 +322,7 @@ impl CustomOp3 for AttentionBwd<'_> {
                 // dq = ds · k
                 product(
                     (s, hd, s),
-                    dst.0.add(off),
+                    dst.at(off),
                     h,
                     (dp.as_ptr(), 1, s),
                     (k.as_ptr().add(off), 1, h),
@@ -325,7 +330,7 @@ impl CustomOp3 for AttentionBwd<'_> {
                 // dk = dsᵀ · q
                 product(
                     (s, hd, s),
-                    dst.0.add(n + off),
+                    dst.at(n + off),
                     h,
                     (dp.as_ptr(), s, 1),
                     (q.as_ptr().add(off), 1, h),
