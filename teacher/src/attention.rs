@@ -11,7 +11,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::kernels::{slice, Dropout};
+use crate::kernels::{exp, simd_dispatch, slice, Dropout};
 
 /// Attention over q, k, v [batch, seq, hidden] → context [batch, seq, hidden].
 pub struct FusedAttention {
@@ -101,25 +101,33 @@ impl FusedAttention {
             )
         };
         let mask = &self.mask[bi * s..(bi + 1) * s];
-        for row in p.chunks_mut(s) {
-            let mut max = f32::NEG_INFINITY;
-            for (x, &m) in row.iter_mut().zip(mask) {
-                *x += m;
-                max = max.max(*x);
-            }
-            let mut sum = 0f32;
-            for x in row.iter_mut() {
-                *x = (*x - max).exp();
-                sum += *x;
-            }
-            let inv = 1.0 / sum;
-            row.iter_mut().for_each(|x| *x *= inv);
-        }
+        simd_dispatch!(softmax_rows(p, mask, ()));
     }
 
     /// Index of element (i, j) of sequence `bi`, head `hh` in the [b, heads, s, s] probabilities.
     fn index(d: Dims, bi: usize, hh: usize) -> usize {
         (bi * d.heads + hh) * d.s * d.s
+    }
+}
+
+/// Adds the mask to each row of `p` and normalises it (softmax); 16 lanes at a time.
+#[inline(always)]
+fn softmax_rows(p: &mut [f32], mask: &[f32], _: ()) {
+    for row in p.chunks_mut(mask.len().max(1)) {
+        let mut max = f32::NEG_INFINITY;
+        for (x, &m) in row.iter_mut().zip(mask) {
+            *x += m;
+            max = max.max(*x);
+        }
+        row.iter_mut().for_each(|x| *x = exp(*x - max));
+        let mut lanes = [0f32; 16];
+        let chunks = row.chunks_exact(16);
+        let tail: f32 = chunks.remainder().iter().sum();
+        for c in chunks {
+            lanes.iter_mut().zip(c).for_each(|(l, &x)| *l += x);
+        }
+        let inv = 1.0 / (lanes.iter().sum::<f32>() + tail);
+        row.iter_mut().for_each(|x| *x *= inv);
     }
 }
 

@@ -42,11 +42,10 @@ impl CustomOp3 for LinearOp {
             );
         }
         let m = x.len() / k.max(1);
-        // The bias rows start the output; the product is added onto them.
-        let mut y: Vec<f32> = Vec::with_capacity(m * n);
-        for _ in 0..m {
-            y.extend_from_slice(b);
-        }
+        // The bias rows start the output (written in parallel); the product is added onto them.
+        let mut y = vec![0f32; m * n];
+        y.par_chunks_mut(n.max(1))
+            .for_each(|row| row.copy_from_slice(b));
         if m > 0 && n > 0 && k > 0 {
             // SAFETY: y is [m, n] row-major, x [m, k] row-major, w [n, k] row-major read as Wᵀ
             // [k, n] (column stride k, row stride 1); all three slices have exactly these sizes.
