@@ -27,6 +27,7 @@ pub mod pretrain;
 pub mod quant;
 pub mod targets;
 pub mod tokenizer;
+pub mod vnni;
 
 #[cfg(any(test, feature = "testutil"))]
 pub mod testutil;

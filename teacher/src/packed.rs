@@ -113,37 +113,10 @@ impl PackedLinear {
 
     /// Rows of `in_dim` floats → rows of `out_dim` floats.
     fn forward_rows(&self, x: &[f32]) -> Vec<f32> {
-        let (k, n) = (self.in_dim, self.out_dim);
-        let m = x.len() / k;
-        let n_panels = n.div_ceil(NR);
-        let mc = MC.min(m.max(1));
-        let chunks = m.div_ceil(mc);
-        // Each task writes one (row chunk, panel) tile, contiguous here, so tasks share no memory; the
-        // tiles are then copied into row-major order. Tasks run chunk-major: a thread keeps its rows.
-        let mut tiles = vec![0f32; chunks * n_panels * mc * NR];
-        tiles
-            .par_chunks_mut(mc * NR)
-            .enumerate()
-            .for_each(|(t, tile)| {
-                let (c, p) = (t / n_panels, t % n_panels);
-                let rows = mc.min(m - c * mc);
-                let xs = &x[c * mc * k..(c * mc + rows) * k];
-                self.tile(xs, p, &mut tile[..rows * NR]);
-            });
-        let mut y = vec![0f32; m * n];
-        y.par_chunks_mut(mc * n)
-            .zip(tiles.par_chunks(n_panels * mc * NR))
-            .for_each(|(out, chunk)| {
-                let rows = out.len() / n;
-                for (p, tile) in chunk.chunks(mc * NR).enumerate() {
-                    let w = NR.min(n - p * NR);
-                    for r in 0..rows {
-                        out[r * n + p * NR..r * n + p * NR + w]
-                            .copy_from_slice(&tile[r * NR..r * NR + w]);
-                    }
-                }
-            });
-        y
+        let k = self.in_dim;
+        tiled(x.len() / k, self.out_dim, NR, |row0, rows, p, out| {
+            self.tile(&x[row0 * k..(row0 + rows) * k], p, out)
+        })
     }
 
     /// The rows of `xs` times panel `p` into `out` [rows, NR].
@@ -190,6 +163,47 @@ impl CustomOp1 for PackedLinear {
         }
         Ok((CpuStorage::F32(self.forward_rows(x)), Shape::from(dims)))
     }
+}
+
+/// An [m, n] row-major result computed in tiles of (up to `MC` rows) × (a panel of `nr` columns):
+/// `tile(first row, rows, panel, out [rows, nr])` runs for every tile in parallel, each writing memory
+/// of its own; the tiles are then copied into place. Tasks run chunk-major, so a thread keeps its rows
+/// in cache while the panels stream past.
+pub(crate) fn tiled<T>(
+    m: usize,
+    n: usize,
+    nr: usize,
+    tile: impl Fn(usize, usize, usize, &mut [T]) + Sync,
+) -> Vec<T>
+where
+    T: Copy + Default + Send + Sync,
+{
+    let n_panels = n.div_ceil(nr);
+    let mc = MC.min(m.max(1));
+    let chunks = m.div_ceil(mc);
+    let mut tiles = vec![T::default(); chunks * n_panels * mc * nr];
+    tiles
+        .par_chunks_mut(mc * nr)
+        .enumerate()
+        .for_each(|(t, out)| {
+            let (c, p) = (t / n_panels, t % n_panels);
+            let rows = mc.min(m - c * mc);
+            tile(c * mc, rows, p, &mut out[..rows * nr]);
+        });
+    let mut y = vec![T::default(); m * n];
+    y.par_chunks_mut(mc * n.max(1))
+        .zip(tiles.par_chunks(n_panels * mc * nr))
+        .for_each(|(out, chunk)| {
+            let rows = out.len() / n.max(1);
+            for (p, tile) in chunk.chunks(mc * nr).enumerate() {
+                let w = nr.min(n - p * nr);
+                for r in 0..rows {
+                    out[r * n + p * nr..r * n + p * nr + w]
+                        .copy_from_slice(&tile[r * nr..r * nr + w]);
+                }
+            }
+        });
+    y
 }
 
 /// The portable kernel: `out[r] = bias + x[r] · panel`.

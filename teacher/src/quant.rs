@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::Linear;
 use rayon::prelude::*;
 
+use crate::vnni::VnniWeights;
 use crate::Result;
 
 /// An int8 copy of a `Linear` (`y = x W^T + b`).
@@ -19,6 +20,8 @@ pub struct QLinear {
     bias: Vec<f32>,
     in_dim: usize,
     out_dim: usize,
+    /// The same weights packed for the AVX-512 VNNI kernel, where the CPU has it (same exact sums).
+    vnni: Option<VnniWeights>,
 }
 
 /// Symmetric int8 quantization of one row: returns the scale (0 for an all-zero row).
@@ -29,10 +32,17 @@ fn quantize_row(row: &[f32], out: &mut [i8]) -> f32 {
         return if max.is_finite() { 0.0 } else { f32::NAN };
     }
     let inv = 127.0 / max;
+    crate::kernels::simd_dispatch!(quantize_body(row, out, inv));
+    max / 127.0
+}
+
+/// `round(v · inv)` clamped to ±127, for each element (a loop that vectorises: `round` becomes an
+/// instruction sequence instead of a library call).
+#[inline(always)]
+fn quantize_body(row: &[f32], out: &mut [i8], inv: f32) {
     for (q, v) in out.iter_mut().zip(row) {
         *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
     }
-    max / 127.0
 }
 
 impl QLinear {
@@ -51,6 +61,7 @@ impl QLinear {
             .map(|(row, q)| quantize_row(row, q))
             .collect();
         Ok(Self {
+            vnni: VnniWeights::new(&weight, in_dim, out_dim),
             weight,
             scale,
             bias,
@@ -101,6 +112,17 @@ impl QLinear {
             .map(|(row, q)| quantize_row(row, q))
             .collect();
         let mut y = vec![0f32; m * n];
+        if let Some(v) = &self.vnni {
+            let sums = v.products(&xq, k);
+            y.par_chunks_mut(n)
+                .zip(sums.par_chunks(n).zip(xscale.par_iter()))
+                .for_each(|(out, (acc, &xs))| {
+                    for (o, y) in out.iter_mut().enumerate() {
+                        *y = acc[o] as f32 * xs * self.scale[o] + self.bias[o];
+                    }
+                });
+            return y;
+        }
         // Few rows (batch-1 latency): split the output channels across threads; many rows: split rows.
         if m >= 2 * rayon::current_num_threads() {
             y.par_chunks_mut(n)
