@@ -31,6 +31,31 @@ fn last_dim(l: &Layout) -> usize {
     l.dims().last().copied().unwrap_or(1).max(1)
 }
 
+/// Runs `f(args)` from a function compiled for AVX-512 where the CPU has it, so that the loops of an
+/// `#[inline(always)]` body vectorise 16 lanes wide; elsewhere as compiled.
+macro_rules! simd_dispatch {
+    ($body:ident($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f")]
+            unsafe fn wide<A, B, C>(f: fn(A, B, C), a: A, b: B, c: C) {
+                f(a, b, c)
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has the feature `wide` is compiled for.
+                unsafe { wide($body, $($arg),*) }
+            } else {
+                $body($($arg),*)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $body($($arg),*)
+        }
+    }};
+}
+pub(crate) use simd_dispatch;
+
 /// Softmax over the last dimension.
 pub struct Softmax;
 
@@ -96,11 +121,59 @@ pub struct LayerNormOp {
     pub eps: f32,
 }
 
+/// Mean and 1/std of a row; the sums run in 16 lanes (they vectorise, and the order is fixed, so
+/// results stay the same run to run).
+#[inline(always)]
 fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = lane_sum(x, |v| v) / n;
+    let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
     (mean, 1.0 / (var + eps).sqrt())
+}
+
+/// Σ f(x) accumulated in 16 independent lanes, then the lanes and the tail in order.
+#[inline(always)]
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += f(v);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn layer_norm_rows(x: &[f32], y: &mut [f32], (w, b, eps): (&[f32], &[f32], f32)) {
+    for (y, x) in y.chunks_mut(w.len()).zip(x.chunks(w.len())) {
+        let (mean, rstd) = row_stats(x, eps);
+        for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
+            *y = (x - mean) * rstd * w + b;
+        }
+    }
+}
+
+/// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * w, row by row.
+#[inline(always)]
+fn layer_norm_bwd_rows(x: &[f32], dx: &mut [f32], (dy, w, eps): (&[f32], &[f32], f32)) {
+    let d = w.len();
+    for ((dx, x), dy) in dx.chunks_mut(d).zip(x.chunks(d)).zip(dy.chunks(d)) {
+        let (mean, rstd) = row_stats(x, eps);
+        let (mut mg, mut mgx) = ([0f32; 16], [0f32; 16]);
+        for (i, ((&x, &dy), &w)) in x.iter().zip(dy).zip(w).enumerate() {
+            let g = dy * w;
+            mg[i % 16] += g;
+            mgx[i % 16] += g * (x - mean) * rstd;
+        }
+        let n = d as f32;
+        let (mg, mgx) = (mg.iter().sum::<f32>() / n, mgx.iter().sum::<f32>() / n);
+        for (((dx, &x), &dy), &w) in dx.iter_mut().zip(x).zip(dy).zip(w) {
+            let xhat = (x - mean) * rstd;
+            *dx = rstd * (dy * w - mg - xhat * mgx);
+        }
+    }
 }
 
 impl CustomOp3 for LayerNormOp {
@@ -127,12 +200,10 @@ impl CustomOp3 for LayerNormOp {
             );
         }
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(y, x)| {
-            let (mean, rstd) = row_stats(x, self.eps);
-            for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
-                *y = (x - mean) * rstd * w + b;
-            }
-        });
+        let rows = (4096 / d).max(1) * d;
+        y.par_chunks_mut(rows)
+            .zip(x.par_chunks(rows))
+            .for_each(|(y, x)| simd_dispatch!(layer_norm_rows(x, y, (w, b, self.eps))));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -180,23 +251,11 @@ impl CustomOp3 for LayerNormBwd {
         let rows = x.len() / d;
         let mut out = vec![0f32; (rows + 2) * d];
         let (dx, sums) = out.split_at_mut(rows * d);
-        // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * w.
-        dx.par_chunks_mut(d)
-            .zip(x.par_chunks(d).zip(dy.par_chunks(d)))
+        let block = (4096 / d).max(1) * d;
+        dx.par_chunks_mut(block)
+            .zip(x.par_chunks(block).zip(dy.par_chunks(block)))
             .for_each(|(dx, (x, dy))| {
-                let (mean, rstd) = row_stats(x, self.eps);
-                let (mut mg, mut mgx) = (0f32, 0f32);
-                for ((&x, &dy), &w) in x.iter().zip(dy).zip(w) {
-                    let g = dy * w;
-                    mg += g;
-                    mgx += g * (x - mean) * rstd;
-                }
-                let n = d as f32;
-                let (mg, mgx) = (mg / n, mgx / n);
-                for (((dx, &x), &dy), &w) in dx.iter_mut().zip(x).zip(dy).zip(w) {
-                    let xhat = (x - mean) * rstd;
-                    *dx = rstd * (dy * w - mg - xhat * mgx);
-                }
+                simd_dispatch!(layer_norm_bwd_rows(x, dx, (dy, w, self.eps)))
             });
         // dw = sum_rows dy * xhat, db = sum_rows dy. Partial sums over fixed blocks of rows, added in
         // block order: the result does not depend on how threads split the work (runs stay bit-exact).
@@ -308,31 +367,6 @@ pub fn exp(x: f32) -> f32 {
         p * scale
     }
 }
-
-/// Runs `f(args)` from a function compiled for AVX-512 where the CPU has it, so that the loops of an
-/// `#[inline(always)]` body vectorise 16 lanes wide; elsewhere as compiled.
-macro_rules! simd_dispatch {
-    ($body:ident($($arg:expr),*)) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx512f")]
-            unsafe fn wide<A, B, C>(f: fn(A, B, C), a: A, b: B, c: C) {
-                f(a, b, c)
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has the feature `wide` is compiled for.
-                unsafe { wide($body, $($arg),*) }
-            } else {
-                $body($($arg),*)
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            $body($($arg),*)
-        }
-    }};
-}
-pub(crate) use simd_dispatch;
 
 #[inline(always)]
 fn gelu_fwd_body(x: &[f32], y: &mut [f32], _: ()) {

@@ -96,9 +96,20 @@ impl LayerNorm {
     }
 
     /// Normalises over the last dimension. In training a form with a backward pass is needed: candle's
-    /// fused `ops::layer_norm` has none and would silently stop every gradient here. On the CPU that is
-    /// our fused kernel; elsewhere the composed tensor ops.
+    /// fused `ops::layer_norm` has none and would silently stop every gradient here. On the CPU our
+    /// fused kernel serves both; elsewhere candle's fused op for inference, the composed ops for training.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            let op = crate::kernels::LayerNormOp {
+                eps: self.eps as f32,
+            };
+            let x = x.contiguous()?;
+            return Ok(if train {
+                x.apply_op3(&self.weight, &self.bias, op)?
+            } else {
+                x.apply_op3_no_bwd(&self.weight, &self.bias, &op)?
+            });
+        }
         if !train {
             let x = x.contiguous()?;
             return Ok(candle_nn::ops::layer_norm(
@@ -107,12 +118,6 @@ impl LayerNorm {
                 &self.bias,
                 self.eps as f32,
             )?);
-        }
-        if x.device().is_cpu() {
-            let op = crate::kernels::LayerNormOp {
-                eps: self.eps as f32,
-            };
-            return Ok(x.contiguous()?.apply_op3(&self.weight, &self.bias, op)?);
         }
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
