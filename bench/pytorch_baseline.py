@@ -23,27 +23,38 @@ def config(**kw):
     return BertConfig(**base)
 
 
+DEVICE = torch.device("cpu")
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def batch(b, s, vocab, seed):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1000, vocab, (b, s), generator=g)
-    return ids, torch.ones(b, s, dtype=torch.long)
+    return ids.to(DEVICE), torch.ones(b, s, dtype=torch.long, device=DEVICE)
 
 
 def train_steps(model, b, s, steps):
     ids, mask = batch(b, s, model.config.vocab_size, 1)
-    labels = torch.arange(b) % 2
+    labels = (torch.arange(b) % 2).to(DEVICE)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     model.train()
     fwd, bwd, upd = [], [], []
     for i in range(steps + 1):
         t0 = time.perf_counter()
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.item()
         t1 = time.perf_counter()
         loss.backward()
+        sync()
         t2 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        sync()
         t3 = time.perf_counter()
         if i > 0:
             fwd.append(t1 - t0); bwd.append(t2 - t1); upd.append(t3 - t2)
@@ -112,24 +123,30 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--latency-runs", type=int, default=50)
     ap.add_argument("--skip-teacher", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (int8 rows and ceilings are CPU-only)")
     ap.add_argument("--json")
     a = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(a.device)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     out = {"threads": a.threads, "torch": torch.__version__}
-    student = BertForSequenceClassification(config())
+    student = BertForSequenceClassification(config()).to(DEVICE)
     out["student_train"] = [train_steps(student, 32, s, a.steps) for s in (128, 64)]
     out["student_latency"] = [latency(student, s, a.latency_runs) for s in (16, 32, 64)]
-    # The same student in PyTorch's dynamic int8 (nn.Linear layers), beside `distill bench`'s int8 rows.
-    int8 = torch.ao.quantization.quantize_dynamic(student.eval(), {torch.nn.Linear}, dtype=torch.qint8)
-    out["student_int8_latency"] = [latency(int8, s, a.latency_runs) for s in (16, 32, 64)]
     out["student_inference"] = inference(student, 32, 128, a.steps)
-    out["student_int8_inference"] = inference(int8, 32, 128, a.steps)
+    if DEVICE.type == "cpu":
+        # The same student in PyTorch's dynamic int8 (nn.Linear layers), beside `distill bench`'s int8 rows.
+        int8 = torch.ao.quantization.quantize_dynamic(student.eval(), {torch.nn.Linear}, dtype=torch.qint8)
+        out["student_int8_latency"] = [latency(int8, s, a.latency_runs) for s in (16, 32, 64)]
+        out["student_int8_inference"] = inference(int8, 32, 128, a.steps)
     if not a.skip_teacher:
         teacher = BertForSequenceClassification(config(hidden_size=768, num_hidden_layers=12,
-                                                       num_attention_heads=12, intermediate_size=3072))
+                                                       num_attention_heads=12, intermediate_size=3072)).to(DEVICE)
         out["teacher_inference"] = inference(teacher, 32, 128, a.steps)
-    out["ceilings"] = ceilings(a.steps)
+    if DEVICE.type == "cpu":
+        out["ceilings"] = ceilings(a.steps)
+    out["device"] = str(DEVICE)
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out, indent=2))
     if a.json:

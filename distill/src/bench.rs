@@ -30,16 +30,19 @@ pub struct BenchArgs {
     /// Skip the training steps (to time or profile inference alone).
     #[arg(long)]
     pub skip_train: bool,
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (a CUDA build: see tools/cuda/build.sh and bench/gpu.sh).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
-fn random_batch(b: usize, s: usize, vocab: usize, rng: &mut StdRng) -> Result<Batch> {
+fn random_batch(b: usize, s: usize, vocab: usize, rng: &mut StdRng, dev: &Device) -> Result<Batch> {
     let ids: Vec<u32> = (0..b * s)
         .map(|_| rng.random_range(1000..vocab as u32))
         .collect();
     Ok(Batch {
-        input_ids: Tensor::from_vec(ids, (b, s), &Device::Cpu)?,
-        token_type_ids: Tensor::zeros((b, s), candle_core::DType::U32, &Device::Cpu)?,
-        attention_mask: Tensor::ones((b, s), candle_core::DType::F32, &Device::Cpu)?,
+        input_ids: Tensor::from_vec(ids, (b, s), dev)?,
+        token_type_ids: Tensor::zeros((b, s), candle_core::DType::U32, dev)?,
+        attention_mask: Tensor::ones((b, s), candle_core::DType::F32, dev)?,
     })
 }
 
@@ -62,14 +65,16 @@ pub fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn train_steps(model: &Classifier, b: usize, s: usize, steps: usize) -> Result<serde_json::Value> {
+fn train_steps(
+    model: &Classifier,
+    b: usize,
+    s: usize,
+    steps: usize,
+    dev: &Device,
+) -> Result<serde_json::Value> {
     let mut rng = StdRng::seed_from_u64(1);
-    let batch = random_batch(b, s, model.config.vocab_size, &mut rng)?;
-    let labels = Tensor::from_vec(
-        (0..b as u32).map(|i| i % 2).collect::<Vec<_>>(),
-        b,
-        &Device::Cpu,
-    )?;
+    let batch = random_batch(b, s, model.config.vocab_size, &mut rng, dev)?;
+    let labels = Tensor::from_vec((0..b as u32).map(|i| i % 2).collect::<Vec<_>>(), b, dev)?;
     let cfg = student::optim::AdamWConfig {
         total_steps: 1000,
         ..Default::default()
@@ -83,8 +88,10 @@ fn train_steps(model: &Classifier, b: usize, s: usize, steps: usize) -> Result<s
         loss.to_scalar::<f32>()?;
         let t1 = Instant::now();
         let grads = loss.backward()?;
+        dev.synchronize()?;
         let t2 = Instant::now();
         opt.step(&grads)?;
+        dev.synchronize()?;
         let t3 = Instant::now();
         if i > 0 {
             fwd.push((t1 - t0).as_secs_f64());
@@ -100,9 +107,15 @@ fn train_steps(model: &Classifier, b: usize, s: usize, steps: usize) -> Result<s
     }))
 }
 
-fn inference(model: &Classifier, b: usize, s: usize, steps: usize) -> Result<serde_json::Value> {
+fn inference(
+    model: &Classifier,
+    b: usize,
+    s: usize,
+    steps: usize,
+    dev: &Device,
+) -> Result<serde_json::Value> {
     let mut rng = StdRng::seed_from_u64(2);
-    let batch = random_batch(b, s, model.config.vocab_size, &mut rng)?;
+    let batch = random_batch(b, s, model.config.vocab_size, &mut rng, dev)?;
     let mut times = Vec::new();
     for i in 0..=steps {
         let t0 = Instant::now();
@@ -116,9 +129,9 @@ fn inference(model: &Classifier, b: usize, s: usize, steps: usize) -> Result<ser
     Ok(json!({"batch": b, "seq": s, "tokens_per_s": (b * s) as f64 / mean, "batch_s": mean}))
 }
 
-fn latency(model: &Classifier, s: usize, runs: usize) -> Result<serde_json::Value> {
+fn latency(model: &Classifier, s: usize, runs: usize, dev: &Device) -> Result<serde_json::Value> {
     let mut rng = StdRng::seed_from_u64(3);
-    let batch = random_batch(1, s, model.config.vocab_size, &mut rng)?;
+    let batch = random_batch(1, s, model.config.vocab_size, &mut rng, dev)?;
     let mut times = Vec::new();
     for i in 0..runs + 3 {
         let t0 = Instant::now();
@@ -133,14 +146,42 @@ fn latency(model: &Classifier, s: usize, runs: usize) -> Result<serde_json::Valu
 }
 
 pub fn run(a: &BenchArgs) -> Result<()> {
-    let dev = Device::Cpu;
+    let dev = crate::device::select_device(&a.device)?;
     let student_cfg = EncoderConfig::roberta_tiny_cased();
-    let student = Classifier::new(&student_cfg, 2, 0, &dev)?;
     let mut results = serde_json::Map::new();
+    let student = if dev.is_cpu() {
+        Classifier::new(&student_cfg, 2, 0, &dev)?
+    } else {
+        // The same weights on the CPU and the device (saved and loaded): the device's logits are
+        // checked against the CPU's before anything is timed.
+        let cpu = Classifier::new(&student_cfg, 2, 0, &Device::Cpu)?;
+        let dir = tempfile::tempdir()?;
+        cpu.save(dir.path(), &[])?;
+        let files = teacher::ModelSource::Local(dir.path().into()).resolve(false)?;
+        let (on_dev, _) = Classifier::load(&files, None, 0, &dev)?;
+        let mut rng = StdRng::seed_from_u64(4);
+        let batch = random_batch(4, 32, student_cfg.vocab_size, &mut rng, &Device::Cpu)?;
+        let want = cpu.forward(&batch, false, false)?.0;
+        let batch = random_batch(
+            4,
+            32,
+            student_cfg.vocab_size,
+            &mut StdRng::seed_from_u64(4),
+            &dev,
+        )?;
+        let got = on_dev
+            .forward(&batch, false, false)?
+            .0
+            .to_device(&Device::Cpu)?;
+        let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        eprintln!("{dev:?} vs CPU logits: max abs difference {diff:.2e}");
+        results.insert("device_vs_cpu_max_abs_diff".into(), (diff as f64).into());
+        on_dev
+    };
     results.insert("threads".into(), rayon_threads().into());
     let mut train = Vec::new();
     for s in [128, 64].into_iter().filter(|_| !a.skip_train) {
-        let r = train_steps(&student, 32, s, a.steps)?;
+        let r = train_steps(&student, 32, s, a.steps, &dev)?;
         eprintln!(
             "student train b32 s{s}: {:.0} tokens/s ({r})",
             r["tokens_per_s"].as_f64().unwrap_or(0.0)
@@ -153,17 +194,22 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     packed.pack_f32()?;
     let mut lat = Vec::new();
     for s in [16, 32, 64] {
-        let r = latency(&packed, s, a.latency_runs)?;
+        let r = latency(&packed, s, a.latency_runs, &dev)?;
         eprintln!("student latency b1 s{s}: {r}");
         lat.push(r);
     }
     results.insert("student_latency".into(), lat.into());
+    results.insert("device".into(), format!("{dev:?}").into());
     // The same student in f32 and in dynamic int8 (`predict --int8`): batch-1 latency and b32 throughput.
+    // int8 is a CPU path; on a GPU both rows are the f32 model.
     let mut int8 = student.clone();
+    if dev.is_cpu() {
+        int8.quantize_int8()?;
+    }
     int8.quantize_int8()?;
     let mut lat8 = Vec::new();
     for s in [16, 32, 64] {
-        let r = latency(&int8, s, a.latency_runs)?;
+        let r = latency(&int8, s, a.latency_runs, &dev)?;
         eprintln!("student int8 latency b1 s{s}: {r}");
         lat8.push(r);
     }
@@ -172,7 +218,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         ("student_inference", &packed),
         ("student_int8_inference", &int8),
     ] {
-        let r = inference(m, 32, 128, a.steps)?;
+        let r = inference(m, 32, 128, a.steps, &dev)?;
         eprintln!("{name} b32 s128: {r}");
         results.insert(name.into(), r);
     }
@@ -186,13 +232,15 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         };
         let mut teacher = Classifier::new(&base, 2, 0, &dev)?;
         teacher.pack_f32()?;
-        let r = inference(&teacher, 32, 128, a.steps)?;
+        let r = inference(&teacher, 32, 128, a.steps, &dev)?;
         eprintln!("teacher (BERT-base) inference b32 s128: {r}");
         results.insert("teacher_inference".into(), r);
     }
-    let c = ceilings(a.steps)?;
-    eprintln!("ceilings: {c}");
-    results.insert("ceilings".into(), c);
+    if dev.is_cpu() {
+        let c = ceilings(a.steps)?;
+        eprintln!("ceilings: {c}");
+        results.insert("ceilings".into(), c);
+    }
     results.insert("peak_rss_mib".into(), peak_rss_mib().into());
     let v = serde_json::Value::Object(results);
     println!("{}", serde_json::to_string_pretty(&v)?);

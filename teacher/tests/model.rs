@@ -78,7 +78,9 @@ fn qkv_on_request_reproduce_the_attention_probabilities() {
         qkv: true,
     };
     let (logits, out) = model.forward_with(&b, false, want).unwrap();
-    assert_eq!(max_diff(&plain, &logits), 0.0);
+    // Asking for the probabilities takes the composed attention instead of the fused op: the same
+    // numbers up to float rounding.
+    assert!(max_diff(&plain, &logits) < 1e-5);
     let cfg = &model.config;
     assert_eq!(out.qkv.len(), cfg.num_hidden_layers);
     let (bs, s) = b.input_ids.dims2().unwrap();
