@@ -701,7 +701,9 @@ pub fn compare(p: &Plan, runs: &[PathBuf]) -> Result<Report> {
         level: 0.95,
         seed: p.cfg.seed,
     };
-    let (t_model, t_tok, t_files) = p.teacher_model()?;
+    // Both models run as `predict` and `serve` load them: dense weights packed for few-token batches.
+    let (mut t_model, t_tok, t_files) = p.teacher_model()?;
+    t_model.pack_f32()?;
     let (t_sum, t_out) = summarise(
         p,
         format!("teacher ({})", p.cfg.teacher.model),
@@ -717,8 +719,9 @@ pub fn compare(p: &Plan, runs: &[PathBuf]) -> Result<Report> {
     let s_files = teacher::ModelSource::Local(best.clone())
         .resolve(false)
         .with_context(|| "no trained student: run `distill train` first".to_string())?;
-    let (s_model, _) =
+    let (mut s_model, _) =
         Classifier::load(&s_files, Some(p.spec.num_outputs()), p.cfg.seed, &p.device)?;
+    s_model.pack_f32()?;
     let s_tok = p.student_tokenizer()?;
     let (s_sum, s_out) = summarise(
         p,

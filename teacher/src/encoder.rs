@@ -103,6 +103,18 @@ struct Layer {
 }
 
 impl Layer {
+    /// The block's six dense layers.
+    fn dense_mut(&mut self) -> [&mut Dense; 6] {
+        [
+            &mut self.query,
+            &mut self.key,
+            &mut self.value,
+            &mut self.attn_out,
+            &mut self.intermediate,
+            &mut self.output,
+        ]
+    }
+
     fn new(cfg: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
         let h = cfg.hidden_size;
         let att = vb.pp("attention");
@@ -149,17 +161,8 @@ impl Encoder {
 
     /// Switches every dense layer of every block to the packed f32 inference kernel (see `packed`).
     pub fn pack_f32(&mut self) -> Result<()> {
-        for l in &mut self.layers {
-            for d in [
-                &mut l.query,
-                &mut l.key,
-                &mut l.value,
-                &mut l.attn_out,
-                &mut l.intermediate,
-                &mut l.output,
-            ] {
-                d.pack_f32()?;
-            }
+        for d in self.layers.iter_mut().flat_map(Layer::dense_mut) {
+            d.pack_f32()?;
         }
         Ok(())
     }
@@ -170,18 +173,9 @@ impl Encoder {
         let words = QEmbedding::from_table(self.embeddings.word.embeddings())?;
         let mut total = (words.f32_bytes(), words.bytes());
         self.embeddings.word_int8 = Some(Arc::new(words));
-        for l in &mut self.layers {
-            for d in [
-                &mut l.query,
-                &mut l.key,
-                &mut l.value,
-                &mut l.attn_out,
-                &mut l.intermediate,
-                &mut l.output,
-            ] {
-                let (f, q) = d.quantize_int8()?;
-                total = (total.0 + f, total.1 + q);
-            }
+        for d in self.layers.iter_mut().flat_map(Layer::dense_mut) {
+            let (f, q) = d.quantize_int8()?;
+            total = (total.0 + f, total.1 + q);
         }
         Ok(total)
     }

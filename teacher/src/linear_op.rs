@@ -137,14 +137,7 @@ mod tests {
     use candle_nn::Linear;
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap()
+        crate::testutil::max_abs_diff(a, b).unwrap()
     }
 
     /// Output and gradients of x, W and b against candle's `Linear`, through a loss that weights

@@ -411,14 +411,7 @@ mod tests {
         let want = candle_core::Module::forward(&l, &x).unwrap();
         let got = PackedLinear::from_linear(&l).unwrap().forward(&x).unwrap();
         assert_eq!(got.dims(), &[3, 5, n]);
-        let err: f32 = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let err = crate::testutil::max_abs_diff(&got, &want).unwrap();
         assert!(err < 1e-4, "max error {err}");
         let bad = Tensor::zeros((2, k + 1), candle_core::DType::F32, &dev).unwrap();
         assert!(PackedLinear::from_linear(&l)
