@@ -3,7 +3,10 @@
 //! sequence and materialises a [batch, out, in] weight gradient before summing it. Here every product
 //! is one matrix product over all tokens, in the layout its result is wanted in:
 //! dx = dy W, dW = dyᵀ x (already [out, in]), db = the column sums of dy. `tests` check the output and
-//! the three gradients against candle's `Linear`.
+//! the three gradients against candle's `Linear`. Up to `packed::MAX_ROWS` rows the forward reads the
+//! weight in place (`small_rows`) instead: the general product's AVX-512 path packs the whole weight
+//! first, which at batch 1 costs more than the arithmetic (models loaded for inference pack it once
+//! instead, see `packed`).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -42,6 +45,14 @@ impl CustomOp3 for LinearOp {
             );
         }
         let m = x.len() / k.max(1);
+        if m <= crate::packed::MAX_ROWS {
+            if let Some(y) = small_rows(x, w, b, k) {
+                if let Some(d) = dims.last_mut() {
+                    *d = n;
+                }
+                return Ok((CpuStorage::F32(y), Shape::from(dims)));
+            }
+        }
         // The bias rows start the output (written in parallel); the product is added onto them.
         let mut y = vec![0f32; m * n];
         y.par_chunks_mut(n.max(1))
@@ -130,6 +141,93 @@ impl CustomOp1 for ColumnSums {
     }
 }
 
+/// Few-row products reading the weight in place (no packing), AVX-512: `out[r][j] = x[r] · w[j]` for
+/// the 4 weight rows of `w` and up to 4 rows of `x`, in 16 accumulators reduced at the end.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn rows4_avx512(x: &[f32], rows: usize, w: &[f32], k: usize, out: &mut [[f32; 4]]) {
+    use std::arch::x86_64::*;
+    assert!(rows <= 4 && x.len() >= rows * k && w.len() >= 4 * k);
+    let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+    let full = k / 16 * 16;
+    let tail = (1u32 << (k - full)) as u16 - 1;
+    let (xp, wp) = (x.as_ptr(), w.as_ptr());
+    let mut kk = 0;
+    while kk <= k {
+        let mask = if kk < full { u16::MAX } else { tail };
+        if mask == 0 {
+            break;
+        }
+        let wv = [0, 1, 2, 3].map(|j| _mm512_maskz_loadu_ps(mask, wp.add(j * k + kk)));
+        for (r, a) in acc.iter_mut().enumerate().take(rows) {
+            let xv = _mm512_maskz_loadu_ps(mask, xp.add(r * k + kk));
+            for j in 0..4 {
+                a[j] = _mm512_fmadd_ps(xv, wv[j], a[j]);
+            }
+        }
+        kk += 16;
+    }
+    for (o, a) in out.iter_mut().zip(acc.iter()).take(rows) {
+        for j in 0..4 {
+            o[j] = _mm512_reduce_add_ps(a[j]);
+        }
+    }
+}
+
+/// `y = x Wᵀ + b` for few rows (x [m, k], w [n, k]), reading the weight in place: at batch 1 the general
+/// product's packing of the whole weight costs more than the arithmetic. `None` without AVX-512.
+pub fn small_rows(x: &[f32], w: &[f32], b: &[f32], k: usize) -> Option<Vec<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !std::arch::is_x86_feature_detected!("avx512f") || k == 0 {
+            return None;
+        }
+        let (m, n) = (x.len() / k, b.len());
+        Some(crate::packed::tiled(m, n, 64, |row0, rows, p, out| {
+            let o0 = p * 64;
+            let width = 64.min(n - o0);
+            for g in (0..width).step_by(4) {
+                let ch = 4.min(width - g);
+                for r0 in (0..rows).step_by(4) {
+                    let rr = 4.min(rows - r0);
+                    let xs = &x[(row0 + r0) * k..(row0 + r0 + rr) * k];
+                    let mut sums = [[0f32; 4]; 4];
+                    if ch == 4 {
+                        // SAFETY: AVX-512F is present; xs holds rr rows of k, w 4 rows of k from o0 + g.
+                        unsafe {
+                            rows4_avx512(xs, rr, &w[(o0 + g) * k..(o0 + g + 4) * k], k, &mut sums)
+                        };
+                    } else {
+                        for (r, s) in sums.iter_mut().enumerate().take(rr) {
+                            for (c, v) in s.iter_mut().enumerate().take(ch) {
+                                let wr = &w[(o0 + g + c) * k..(o0 + g + c + 1) * k];
+                                *v = xs[r * k..(r + 1) * k]
+                                    .iter()
+                                    .zip(wr)
+                                    .map(|(a, b)| a * b)
+                                    .sum();
+                            }
+                        }
+                    }
+                    for (r, s) in sums.iter().enumerate().take(rr) {
+                        for c in 0..ch {
+                            out[(r0 + r) * 64 + g + c] = s[c] + b[o0 + g + c];
+                        }
+                    }
+                }
+            }
+        }))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, w, b, k);
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +276,32 @@ mod tests {
         assert!(bad
             .apply_op3(w.as_tensor(), b.as_tensor(), LinearOp)
             .is_err());
+    }
+
+    /// The few-row kernel on shapes with a partial last group of channels and a k tail, against
+    /// f64-accumulated sums.
+    #[test]
+    fn small_rows_match_plain_sums() {
+        let (m, k, n) = (9, 21, 37);
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
+            .collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 7.0)
+            .collect();
+        let b: Vec<f32> = (0..n).map(|i| i as f32 / 10.0).collect();
+        let Some(got) = small_rows(&x, &w, &b, k) else {
+            eprintln!("no AVX-512 on this CPU: the general product serves instead");
+            return;
+        };
+        for r in 0..m {
+            for o in 0..n {
+                let want: f64 = (0..k)
+                    .map(|i| x[r * k + i] as f64 * w[o * k + i] as f64)
+                    .sum::<f64>()
+                    + b[o] as f64;
+                assert!((got[r * n + o] as f64 - want).abs() < 1e-4, "({r}, {o})");
+            }
+        }
     }
 }
