@@ -30,6 +30,10 @@ pub struct BenchArgs {
     /// Skip the training steps (to time or profile inference alone).
     #[arg(long)]
     pub skip_train: bool,
+    /// Time inference on the model as loaded, without packing its dense weights (as `eval` and
+    /// fill-mask run it).
+    #[arg(long)]
+    pub no_pack: bool,
     /// `cpu`, `cuda`, `cuda:N` or `auto` (a CUDA build: see tools/cuda/build.sh and bench/gpu.sh).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -191,7 +195,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     results.insert("student_train".into(), train.into());
     // Inference runs as `predict` and `serve` load models: dense weights packed once (`packed`).
     let mut packed = student.clone();
-    packed.pack_f32()?;
+    if !a.no_pack {
+        packed.pack_f32()?;
+    }
     let mut lat = Vec::new();
     for s in [16, 32, 64] {
         let r = latency(&packed, s, a.latency_runs, &dev)?;
