@@ -6,7 +6,9 @@ import sys
 ours, base = (json.load(open(p)) for p in sys.argv[1:3])
 rows = []
 for o, b in zip(ours["student_train"], base["student_train"]):
-    rows.append((f"student train step b{o['batch']} s{o['seq']} (tokens/s)", o["tokens_per_s"], b["tokens_per_s"], "higher"))
+    prec = o.get("precision", "fp32")
+    assert prec == b.get("precision", "fp32"), f"training precisions differ: {prec} vs {b.get('precision')}"
+    rows.append((f"student train step b{o['batch']} s{o['seq']} {prec} (tokens/s)", o["tokens_per_s"], b["tokens_per_s"], "higher"))
 if "teacher_inference" in ours and "teacher_inference" in base:
     o, b = ours["teacher_inference"], base["teacher_inference"]
     rows.append(("teacher (BERT-base) inference b32 s128 (tokens/s)", o["tokens_per_s"], b["tokens_per_s"], "higher"))

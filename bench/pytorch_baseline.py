@@ -2,7 +2,8 @@
 
 Student (RoBERTa-tiny-cased shape: 4 layers, hidden 512, 8 heads, FFN 2048, vocab 28996) training steps
 (forward + backward + AdamW) at batch 32 x 128 and x 64 tokens, student batch-1 latency at 16/32/64 tokens,
-teacher (BERT-base shape) inference at 32 x 128. Random weights and ids, fp32, dropout as configured (0.1).
+teacher (BERT-base shape) inference at 32 x 128. Random weights and ids, fp32 (the training steps optionally
+in autocast bf16, or f16 with a GradScaler: `--precision`), dropout as configured (0.1).
 Usage: tools/.venv/bin/python bench/pytorch_baseline.py [--threads 2] [--steps 3] [--json out.json]
 """
 
@@ -37,22 +38,31 @@ def batch(b, s, vocab, seed):
     return ids.to(DEVICE), torch.ones(b, s, dtype=torch.long, device=DEVICE)
 
 
-def train_steps(model, b, s, steps):
+PRECISION = {"fp32": None, "bf16": torch.bfloat16, "f16": torch.float16}
+
+
+def train_steps(model, b, s, steps, precision="fp32"):
+    """fp32, or autocast mixed precision (bf16, or f16 with a GradScaler) over fp32 weights."""
     ids, mask = batch(b, s, model.config.vocab_size, 1)
     labels = (torch.arange(b) % 2).to(DEVICE)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    dtype = PRECISION[precision]
+    scaler = torch.amp.GradScaler(DEVICE.type, enabled=dtype == torch.float16)
     model.train()
     fwd, bwd, upd = [], [], []
     for i in range(steps + 1):
         t0 = time.perf_counter()
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        with torch.autocast(DEVICE.type, dtype=dtype, enabled=dtype is not None):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.item()
         t1 = time.perf_counter()
-        loss.backward()
+        scaler.scale(loss).backward()
         sync()
         t2 = time.perf_counter()
+        scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         opt.zero_grad(set_to_none=True)
         sync()
         t3 = time.perf_counter()
@@ -60,7 +70,7 @@ def train_steps(model, b, s, steps):
             fwd.append(t1 - t0); bwd.append(t2 - t1); upd.append(t3 - t2)
     mean = lambda v: sum(v) / len(v)
     step = mean(fwd) + mean(bwd) + mean(upd)
-    return dict(batch=b, seq=s, tokens_per_s=b * s / step, step_s=step, forward_s=mean(fwd),
+    return dict(batch=b, seq=s, precision=precision, tokens_per_s=b * s / step, step_s=step, forward_s=mean(fwd),
                 backward_s=mean(bwd), optimizer_s=mean(upd))
 
 
@@ -124,6 +134,8 @@ def main():
     ap.add_argument("--latency-runs", type=int, default=50)
     ap.add_argument("--skip-teacher", action="store_true")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (int8 rows and ceilings are CPU-only)")
+    ap.add_argument("--precision", default="fp32", choices=sorted(PRECISION),
+                    help="the training steps' precision (autocast over fp32 weights); inference is fp32")
     ap.add_argument("--json")
     a = ap.parse_args()
     global DEVICE
@@ -132,7 +144,7 @@ def main():
     torch.manual_seed(0)
     out = {"threads": a.threads, "torch": torch.__version__}
     student = BertForSequenceClassification(config()).to(DEVICE)
-    out["student_train"] = [train_steps(student, 32, s, a.steps) for s in (128, 64)]
+    out["student_train"] = [train_steps(student, 32, s, a.steps, a.precision) for s in (128, 64)]
     out["student_latency"] = [latency(student, s, a.latency_runs) for s in (16, 32, 64)]
     out["student_inference"] = inference(student, 32, 128, a.steps)
     if DEVICE.type == "cpu":

@@ -37,6 +37,14 @@ pub struct BenchArgs {
     /// `cpu`, `cuda`, `cuda:N` or `auto` (a CUDA build: see tools/cuda/build.sh and bench/gpu.sh).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// The training steps' precision: `fp32`, or `bf16` / `f16` mixed precision (f32 master weights;
+    /// f16 with a loss scale), as `train.precision` sets it. Inference is timed in f32.
+    #[arg(long, default_value = "fp32", value_parser = parse_precision)]
+    pub precision: student::Precision,
+}
+
+fn parse_precision(s: &str) -> std::result::Result<student::Precision, String> {
+    serde_json::from_value(json!(s)).map_err(|e| e.to_string())
 }
 
 fn random_batch(b: usize, s: usize, vocab: usize, rng: &mut StdRng, dev: &Device) -> Result<Batch> {
@@ -74,8 +82,13 @@ fn train_steps(
     b: usize,
     s: usize,
     steps: usize,
-    dev: &Device,
+    precision: student::Precision,
 ) -> Result<serde_json::Value> {
+    let dev = &model.device;
+    // As the trainer runs it: a clone in the compute dtype shares the f32 weights the optimizer updates.
+    let mut mixed = model.clone();
+    mixed.set_compute_dtype(precision.dtype())?;
+    let scale = student::precision::LossScale::new(precision);
     let mut rng = StdRng::seed_from_u64(1);
     let batch = random_batch(b, s, model.config.vocab_size, &mut rng, dev)?;
     let labels = Tensor::from_vec((0..b as u32).map(|i| i % 2).collect::<Vec<_>>(), b, dev)?;
@@ -87,14 +100,18 @@ fn train_steps(
     let (mut fwd, mut bwd, mut upd) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..=steps {
         let t0 = Instant::now();
-        let (logits, _) = model.forward(&batch, true, false)?;
+        let (logits, _) = mixed.forward(&batch, true, false)?;
         let loss = student::loss::ce(&logits, &labels)?;
         loss.to_scalar::<f32>()?;
         let t1 = Instant::now();
-        let grads = loss.backward()?;
+        let grads = if scale.dynamic {
+            (loss * scale.scale)?.backward()?
+        } else {
+            loss.backward()?
+        };
         dev.synchronize()?;
         let t2 = Instant::now();
-        opt.step(&grads)?;
+        opt.step_scaled(&grads, &scale)?;
         dev.synchronize()?;
         let t3 = Instant::now();
         if i > 0 {
@@ -106,7 +123,7 @@ fn train_steps(
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let step = mean(&fwd) + mean(&bwd) + mean(&upd);
     Ok(json!({
-        "batch": b, "seq": s, "tokens_per_s": (b * s) as f64 / step,
+        "batch": b, "seq": s, "precision": precision.name(), "tokens_per_s": (b * s) as f64 / step,
         "step_s": step, "forward_s": mean(&fwd), "backward_s": mean(&bwd), "optimizer_s": mean(&upd),
     }))
 }
@@ -185,7 +202,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     results.insert("threads".into(), rayon_threads().into());
     let mut train = Vec::new();
     for s in [128, 64].into_iter().filter(|_| !a.skip_train) {
-        let r = train_steps(&student, 32, s, a.steps, &dev)?;
+        let r = train_steps(&student, 32, s, a.steps, a.precision)?;
         eprintln!(
             "student train b32 s{s}: {:.0} tokens/s ({r})",
             r["tokens_per_s"].as_f64().unwrap_or(0.0)
@@ -212,7 +229,6 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if dev.is_cpu() {
         int8.quantize_int8()?;
     }
-    int8.quantize_int8()?;
     let mut lat8 = Vec::new();
     for s in [16, 32, 64] {
         let r = latency(&int8, s, a.latency_runs, &dev)?;

@@ -386,6 +386,8 @@ pub struct TrainSection {
     pub eval_every: usize,
     /// Stop after N updates (0: no limit).
     pub max_steps: usize,
+    /// The dtype of the matrix products: fp32, bf16 or f16 (weights and optimizer stay f32).
+    pub precision: student::Precision,
 }
 
 impl Default for TrainSection {
@@ -399,6 +401,7 @@ impl Default for TrainSection {
             max_grad_norm: 1.0,
             eval_every: 0,
             max_steps: 0,
+            precision: student::Precision::Fp32,
         }
     }
 }
@@ -779,6 +782,7 @@ impl TrainSection {
             temperature,
             eval_batch_size: eval_batch,
             objective: Default::default(),
+            precision: self.precision,
         }
     }
 }

@@ -111,6 +111,7 @@ pub fn run(cfg: &PretrainConfig, stop_after: Option<usize>) -> Result<student::T
             .as_ref()
             .map(|d| d.objective())
             .unwrap_or_default(),
+        precision: t.precision,
     };
     let report = student::pretrain::pretrain(
         &model,

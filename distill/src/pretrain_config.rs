@@ -99,6 +99,8 @@ pub struct PretrainTrain {
     /// Stop after N optimizer steps (0: no limit).
     pub max_steps: usize,
     pub eval_batch_size: usize,
+    /// The dtype of the matrix products: fp32, bf16 or f16 (weights and optimizer stay f32).
+    pub precision: student::Precision,
 }
 
 impl Default for PretrainTrain {
@@ -114,6 +116,7 @@ impl Default for PretrainTrain {
             eval_every: 0,
             max_steps: 0,
             eval_batch_size: 64,
+            precision: student::Precision::Fp32,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod objective;
 pub mod onnx;
 mod onnx_proto;
 pub mod optim;
+pub mod precision;
 pub mod pretrain;
 pub mod terms;
 pub mod train;
@@ -24,6 +25,7 @@ pub mod trainer;
 
 pub use error::{Error, Result};
 pub use metrics::Scores;
+pub use precision::Precision;
 pub use train::{train, train_until, TrainConfig, TrainData, TrainReport, WordAlign};
 
 /// A progress bar on stderr (indicatif hides it when stderr is not a terminal).

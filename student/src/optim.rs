@@ -10,6 +10,7 @@ use candle_core::{CpuStorage, Device, InplaceOp2, InplaceOp3, Layout, Tensor, Va
 use rayon::prelude::*;
 use teacher::kernels::{slice, slice_mut};
 
+use crate::precision::{LossScale, Precision};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,6 +77,8 @@ pub struct AdamW {
 pub struct StepInfo {
     pub lr: f64,
     pub grad_norm: f64,
+    /// The gradients overflowed under an f16 loss scale and the update was skipped.
+    pub skipped: bool,
 }
 
 impl AdamW {
@@ -126,6 +129,13 @@ impl AdamW {
 
     /// Applies one update from `grads`. Parameters without a gradient are left alone.
     pub fn step(&mut self, grads: &GradStore) -> Result<StepInfo> {
+        self.step_scaled(grads, &LossScale::new(Precision::Fp32))
+    }
+
+    /// `step` for the gradients of a loss multiplied by `ls.scale`, divided by it in the update (one
+    /// factor with the clipping, so no unscaled copy is made). Non-finite gradients skip the update
+    /// while `ls.may_skip()` (an f16 overflow) and stop training otherwise.
+    pub fn step_scaled(&mut self, grads: &GradStore, ls: &LossScale) -> Result<StepInfo> {
         let mut sq = 0f64;
         for s in &self.slots {
             if let Some(g) = grads.get(s.var.as_tensor()) {
@@ -142,7 +152,14 @@ impl AdamW {
                 };
             }
         }
-        let norm = sq.sqrt();
+        let norm = sq.sqrt() / ls.scale;
+        if !norm.is_finite() && ls.may_skip() {
+            return Ok(StepInfo {
+                lr: self.cfg.lr_at(self.step),
+                grad_norm: norm,
+                skipped: true,
+            });
+        }
         if !norm.is_finite() {
             return Err(Error::NonFinite {
                 step: self.step,
@@ -154,6 +171,8 @@ impl AdamW {
         } else {
             1.0
         };
+        // Exactly `clip` when the loss is not scaled.
+        let factor = clip / ls.scale;
         let base_lr = self.cfg.lr_at(self.step);
         self.step += 1;
         let t = self.step as i32;
@@ -174,7 +193,7 @@ impl AdamW {
                     &g,
                     &Moment {
                         beta: b1,
-                        scale: clip,
+                        scale: factor,
                         square: false,
                     },
                 )?;
@@ -182,7 +201,7 @@ impl AdamW {
                     &g,
                     &Moment {
                         beta: b2,
-                        scale: clip,
+                        scale: factor,
                         square: true,
                     },
                 )?;
@@ -199,7 +218,7 @@ impl AdamW {
                 )?;
                 continue;
             }
-            let g = (g * clip)?;
+            let g = (g * factor)?;
             s.m = ((&s.m * b1)? + (&g * (1.0 - b1))?)?;
             s.v = ((&s.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let mut p = p.clone();
@@ -213,6 +232,7 @@ impl AdamW {
         Ok(StepInfo {
             lr: base_lr,
             grad_norm: norm,
+            skipped: false,
         })
     }
 
@@ -437,6 +457,53 @@ mod tests {
         let (a, b) = (run(true), run(false));
         for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
             assert!((x - y).abs() < 1e-6, "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn a_scaled_loss_gives_the_same_update_and_an_overflow_is_skipped() {
+        let cfg = AdamWConfig {
+            learning_rate: 0.1,
+            max_grad_norm: 0.5,
+            total_steps: 100,
+            ..Default::default()
+        };
+        let mut ls = LossScale::new(Precision::F16);
+        for fused in [true, false] {
+            let a = Var::new(&[1f32, -2.0, 3.0], &Device::Cpu).unwrap();
+            let b = Var::new(&[1f32, -2.0, 3.0], &Device::Cpu).unwrap();
+            let mut oa = AdamW::new(vec![("a".into(), a.clone())], cfg).unwrap();
+            let mut ob = AdamW::new(vec![("b".into(), b.clone())], cfg).unwrap();
+            (oa.fused, ob.fused) = (fused, fused);
+            for _ in 0..3 {
+                let la = a.as_tensor().sqr().unwrap().sum_all().unwrap();
+                let lb = b.as_tensor().sqr().unwrap().sum_all().unwrap();
+                let ia = oa.step(&la.backward().unwrap()).unwrap();
+                let scaled = (lb * ls.scale).unwrap();
+                let ib = ob.step_scaled(&scaled.backward().unwrap(), &ls).unwrap();
+                assert!(!ib.skipped);
+                assert!(
+                    (ia.grad_norm - ib.grad_norm).abs() < 1e-9,
+                    "clipping sees the true norm"
+                );
+            }
+            let (x, y) = (
+                a.as_tensor().to_vec1::<f32>().unwrap(),
+                b.as_tensor().to_vec1::<f32>().unwrap(),
+            );
+            for (x, y) in x.iter().zip(&y) {
+                assert!((x - y).abs() < 1e-6, "{x} vs {y}");
+            }
+            // Gradients that overflowed: no update, no optimizer step; at a scale of 1 they are an error.
+            let inf = (b.as_tensor() * f64::INFINITY).unwrap().sum_all().unwrap();
+            let info = ob.step_scaled(&inf.backward().unwrap(), &ls).unwrap();
+            assert!(info.skipped);
+            assert_eq!(ob.step_count(), 3);
+            assert_eq!(b.as_tensor().to_vec1::<f32>().unwrap(), y);
+            ls.scale = 1.0;
+            let inf = (b.as_tensor() * f64::INFINITY).unwrap().sum_all().unwrap();
+            assert!(ob.step_scaled(&inf.backward().unwrap(), &ls).is_err());
+            ls = LossScale::new(Precision::F16);
         }
     }
 

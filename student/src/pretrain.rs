@@ -18,6 +18,7 @@ use teacher::MaskedLm;
 
 use crate::metrics::Scores;
 use crate::objective::{Objective, StepInputs};
+use crate::precision::Precision;
 use crate::terms::ObjectiveConfig;
 use crate::trainer::{self, LoggedTerm, LoopConfig, MicroStep, Task, TrainReport};
 use crate::{Error, Result};
@@ -44,6 +45,9 @@ pub struct MlmTrainConfig {
     pub mlm_weight: f64,
     /// Token-level distillation terms against the online teacher (none: MLM only).
     pub objective: ObjectiveConfig,
+    /// The dtype of the student's and the teacher's matrix products; weights stay f32.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl MlmTrainConfig {
@@ -58,6 +62,7 @@ impl MlmTrainConfig {
             eval_every: self.eval_every,
             max_steps: self.max_steps,
             seed: self.seed,
+            precision: self.precision,
         }
     }
 }
@@ -85,12 +90,20 @@ pub fn pretrain(
             "mlm_weight is 0 and there are no distillation terms: nothing to train".into(),
         ));
     }
+    // Clones share the weights: the mixed-precision student trains `model`, which evaluates in f32.
+    let mixed = |m: &MaskedLm| -> Result<MaskedLm> {
+        let mut m = m.clone();
+        m.set_compute_dtype(cfg.precision.dtype())?;
+        Ok(m)
+    };
+    cfg.precision.note_for(&model.device);
     let mut task = Mlm {
         model,
+        mixed: mixed(model)?,
         train,
         eval,
         cfg,
-        distill: objective.zip(teacher),
+        distill: objective.zip(teacher.map(mixed).transpose()?),
     };
     trainer::run(&mut task, &cfg.loop_config(), out, stop)
 }
@@ -169,11 +182,15 @@ fn distillation(
 }
 
 struct Mlm<'a> {
+    /// The model as given: f32, for evaluation and checkpoints.
     model: &'a MaskedLm,
+    /// The same weights computing in the configured precision, for the training steps.
+    mixed: MaskedLm,
     train: &'a MlmDataset,
     eval: &'a MlmDataset,
     cfg: &'a MlmTrainConfig,
-    distill: Option<(Objective, &'a MaskedLm)>,
+    /// The objective and the online teacher, in the configured precision.
+    distill: Option<(Objective, MaskedLm)>,
 }
 
 impl Task for Mlm<'_> {
@@ -238,7 +255,7 @@ impl Task for Mlm<'_> {
             .as_ref()
             .map(|(o, _)| o.want())
             .unwrap_or_default();
-        let out = self.model.encoder.forward_with(&mb.batch, true, want)?;
+        let out = self.mixed.encoder.forward_with(&mb.batch, true, want)?;
         let mut terms = Vec::new();
         let mut extra = Vec::new();
         let mut total: Option<Tensor> = None;
@@ -247,7 +264,7 @@ impl Task for Mlm<'_> {
             let last = out.last()?; // [b, s, h]
             let (b, s, h) = last.dims3()?;
             let picked = last.reshape((b * s, h))?.index_select(&mb.positions, 0)?; // [n, h]
-            let logits = self.model.head.forward(&picked, true)?; // [n, vocab]
+            let logits = self.mixed.head.forward(&picked, true)?; // [n, vocab]
             let mlm = candle_nn::loss::cross_entropy(&logits, &mb.targets)?;
             let v = mlm.to_scalar::<f32>()?;
             extra.push(("mlm", v));

@@ -17,6 +17,7 @@ use teacher::{Classifier, Encoded, Label, Metric};
 
 use crate::metrics::Scores;
 use crate::objective::{Objective, StepInputs};
+use crate::precision::Precision;
 use crate::terms::{ObjectiveConfig, TermKind};
 use crate::trainer::{self, LoggedTerm, LoopConfig, MicroStep, Task};
 use crate::{eval, Error, Result};
@@ -42,6 +43,9 @@ pub struct TrainConfig {
     /// The loss terms and their schedules (default: the `alpha_kd` / `temperature` shorthand).
     #[serde(default)]
     pub objective: ObjectiveConfig,
+    /// The dtype of the student's (and an online teacher's) matrix products; weights stay f32.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -60,6 +64,7 @@ impl Default for TrainConfig {
             temperature: 2.0,
             eval_batch_size: 64,
             objective: ObjectiveConfig::default(),
+            precision: Precision::Fp32,
         }
     }
 }
@@ -121,8 +126,17 @@ pub fn train_until(
         &model.device,
     )?;
     validate(model, data, &objective)?;
+    cfg.precision.note_for(&model.device);
+    // Clones share the weights: the mixed-precision ones train `model`, which evaluates in f32.
+    let mixed = |m: &Classifier| -> Result<Classifier> {
+        let mut m = m.clone();
+        m.set_compute_dtype(cfg.precision.dtype())?;
+        Ok(m)
+    };
     let mut task = Classify {
         model,
+        mixed: mixed(model)?,
+        teacher: data.teacher.map(mixed).transpose()?,
         data,
         cfg,
         objective,
@@ -144,13 +158,19 @@ impl TrainConfig {
             eval_every: self.eval_every,
             max_steps: self.max_steps,
             seed: self.seed,
+            precision: self.precision,
         }
     }
 }
 
 /// Classification / regression with the configured objective, as a task of the shared loop.
 struct Classify<'a> {
+    /// The model as given: f32, for evaluation and checkpoints.
     model: &'a Classifier,
+    /// The same weights computing in the configured precision, for the training steps.
+    mixed: Classifier,
+    /// The online teacher (if any), in the same precision.
+    teacher: Option<Classifier>,
     data: &'a TrainData<'a>,
     cfg: &'a TrainConfig,
     objective: Objective,
@@ -200,7 +220,8 @@ impl Task for Classify<'_> {
         progress: f64,
     ) -> Result<MicroStep> {
         let mut m = train_step(
-            self.model,
+            &self.mixed,
+            self.teacher.as_ref(),
             self.data,
             &mut self.objective,
             batch,
@@ -309,8 +330,10 @@ fn validate(model: &Classifier, data: &TrainData, objective: &Objective) -> Resu
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn train_step(
     model: &Classifier,
+    teacher: Option<&Classifier>,
     data: &TrainData,
     objective: &mut Objective,
     idx: &[usize],
@@ -356,7 +379,7 @@ fn train_step(
     let online_logits = objective.needs_teacher_logits() && cached.is_none();
     // With different tokenizers the teacher reads its own tokens of the same examples, and the
     // word pooling matrices pair the two sides word by word.
-    let (teacher, words) = match data.teacher {
+    let (teacher, words) = match teacher {
         Some(t) if objective.needs_teacher_states() || online_logits => match &data.align {
             Some(a) => {
                 let t_items: Vec<&Encoded> = idx.iter().map(|&i| &a.teacher[i]).collect();

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::Scores;
 use crate::optim::{AdamW, AdamWConfig};
+use crate::precision::{LossScale, Precision};
 use crate::{Error, Result};
 
 /// The loop's own settings; each task's config maps onto them.
@@ -36,6 +37,8 @@ pub struct LoopConfig {
     /// Stop after this many optimizer steps (0: no limit).
     pub max_steps: usize,
     pub seed: u64,
+    /// The dtype of the matrix products; the task sets it on its model, the loop scales the loss.
+    pub precision: Precision,
 }
 
 /// One logged loss term of a step (averaged over its micro-batches).
@@ -128,6 +131,9 @@ struct TrainerState<C> {
     /// The configuration and data size the checkpoint belongs to.
     config: C,
     n_train: usize,
+    /// The f16 loss scale (absent in checkpoints written before mixed precision).
+    #[serde(default)]
+    loss_scale: Option<LossScale>,
 }
 
 /// Seed of the dropout masks of micro-batch `micro` (= step with no accumulation).
@@ -176,6 +182,10 @@ pub fn run<T: Task>(
         .as_ref()
         .map(|s| s.history.clone())
         .unwrap_or_default();
+    let mut scale = state
+        .as_ref()
+        .and_then(|s| s.loss_scale)
+        .unwrap_or_else(|| LossScale::new(cfg.precision));
     let mut best = state.and_then(|s| s.best);
     let mut log = MetricsLog::open(&out.join("metrics.jsonl"), start > 0)?;
 
@@ -203,7 +213,7 @@ pub fn run<T: Task>(
             }
             let progress = step as f64 / total.max(1) as f64;
             let (info_loss, line) = optimizer_step(
-                task, &mut opt, &vars, group, epoch, step, k, progress, cfg.seed,
+                task, &mut opt, &mut scale, &vars, group, epoch, step, k, progress, cfg.seed,
             )?;
             tokens += line.tokens;
             step += 1;
@@ -244,6 +254,7 @@ pub fn run<T: Task>(
                     best: best.clone(),
                     config: task.config().clone(),
                     n_train: task.train_len(),
+                    loss_scale: Some(scale),
                 };
                 save_last(task, &opt, &last_dir, &state)?;
                 if halt {
@@ -275,6 +286,8 @@ struct StepLine {
     lr: f64,
     grad_norm: f64,
     tokens: usize,
+    /// With f16: the loss scale the step used, and whether its update was skipped (an overflow).
+    loss_scale: Option<(f64, bool)>,
 }
 
 impl StepLine {
@@ -297,6 +310,10 @@ impl StepLine {
             for (k, v) in &self.extra {
                 obj.insert((*k).into(), (*v).into());
             }
+            if let Some((scale, skipped)) = self.loss_scale {
+                obj.insert("loss_scale".into(), scale.into());
+                obj.insert("skipped".into(), skipped.into());
+            }
         }
         line
     }
@@ -308,6 +325,7 @@ impl StepLine {
 fn optimizer_step<T: Task>(
     task: &mut T,
     opt: &mut AdamW,
+    ls: &mut LossScale,
     vars: &[Var],
     group: &[Vec<usize>],
     epoch: usize,
@@ -333,6 +351,7 @@ fn optimizer_step<T: Task>(
         lr: 0.0,
         grad_norm: 0.0,
         tokens: 0,
+        loss_scale: None,
     };
     for (j, (batch, &u)) in group.iter().zip(&units).enumerate() {
         task.reseed_dropout(dropout_seed(seed, step * k + j));
@@ -342,7 +361,8 @@ fn optimizer_step<T: Task>(
         } else {
             u as f64 / sum
         };
-        let m = task.micro_step(batch, epoch, scale, step, progress)?;
+        // The loss scale multiplies the backward pass only: `m.loss` is the unscaled loss.
+        let m = task.micro_step(batch, epoch, scale * ls.scale, step, progress)?;
         let w = scale as f32;
         if j == 0 {
             line.loss = m.loss * w;
@@ -378,7 +398,11 @@ fn optimizer_step<T: Task>(
         });
     }
     let grads = acc.ok_or_else(|| Error::Msg("an optimizer step without micro-batches".into()))?;
-    let info = opt.step(&grads)?;
+    let info = opt.step_scaled(&grads, ls)?;
+    if ls.dynamic {
+        line.loss_scale = Some((ls.scale, info.skipped));
+    }
+    ls.update(info.skipped);
     line.lr = info.lr;
     line.grad_norm = info.grad_norm;
     Ok((line.loss, line))

@@ -183,3 +183,57 @@ fn nan_loss_stops_training_with_the_step_named() {
         "{err}"
     );
 }
+
+#[test]
+fn bf16_and_f16_train_the_f32_weights_and_f16_resumes_with_its_loss_scale() {
+    use student::Precision;
+    let f = fixture(240);
+    let labels = vec!["0".to_string(), "1".to_string()];
+    for precision in [Precision::Bf16, Precision::F16] {
+        let model = Classifier::new(&tiny_config(), 2, 1, &Device::Cpu).unwrap();
+        let out = f.root.join(precision.name());
+        let c = TrainConfig {
+            epochs: 8,
+            precision,
+            ..cfg()
+        };
+        let report = train(&model, &data(&f, None, &labels), &c, &out).unwrap();
+        let best = report.best.unwrap().scores.main;
+        assert!(best > 0.7, "{precision:?}: dev accuracy {best}");
+        assert!(model
+            .named_vars()
+            .iter()
+            .all(|(_, v)| v.dtype() == candle_core::DType::F32));
+        let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+        let scale = first.get("loss_scale").and_then(|s| s.as_f64());
+        assert_eq!(scale, (precision == Precision::F16).then_some(65536.0));
+    }
+
+    // An f16 run interrupted and resumed ends where the uninterrupted one does, loss scale included.
+    let f = fixture(64);
+    let c = TrainConfig {
+        epochs: 2,
+        eval_every: 3,
+        precision: Precision::F16,
+        ..cfg()
+    };
+    let full = Classifier::new(&tiny_config(), 2, 5, &Device::Cpu).unwrap();
+    train(&full, &data(&f, None, &labels), &c, &f.root.join("full")).unwrap();
+    let part = Classifier::new(&tiny_config(), 2, 5, &Device::Cpu).unwrap();
+    let stop = |s| s == 5;
+    train_until(
+        &part,
+        &data(&f, None, &labels),
+        &c,
+        &f.root.join("part"),
+        &stop,
+    )
+    .unwrap();
+    let state = std::fs::read_to_string(f.root.join("part/last/trainer_state.json")).unwrap();
+    assert!(state.contains("\"loss_scale\""), "{state}");
+    let resumed = Classifier::new(&tiny_config(), 2, 99, &Device::Cpu).unwrap();
+    let report = train(&resumed, &data(&f, None, &labels), &c, &f.root.join("part")).unwrap();
+    assert_eq!(report.resumed_from, 5);
+    assert!(weights(&full) == weights(&resumed));
+}

@@ -138,6 +138,8 @@ pub struct Encoder {
     embeddings: Embeddings,
     layers: Vec<Layer>,
     dropout: DropoutRng,
+    /// The dtype of the matrix products (see `set_compute_dtype`).
+    compute: DType,
 }
 
 impl Encoder {
@@ -152,11 +154,31 @@ impl Encoder {
             embeddings,
             layers,
             dropout,
+            compute: DType::F32,
         })
     }
 
     pub fn config(&self) -> &EncoderConfig {
         &self.cfg
+    }
+
+    /// Mixed precision, as PyTorch's autocast does it: with BF16 or F16 the blocks' matrix products
+    /// (the dense layers and the two attention products) run in that dtype on copies of the f32
+    /// weights made at each forward pass, so gradients reach the f32 master weights through the casts.
+    /// Embeddings, the attention softmax, LayerNorms, the residual stream and everything returned
+    /// (hidden states, probabilities, Q/K/V) stay f32: they are where half precision loses accuracy.
+    pub fn set_compute_dtype(&mut self, dtype: DType) -> Result<()> {
+        if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+            return Err(crate::Error::Msg(format!(
+                "compute dtype must be f32, bf16 or f16 (got {dtype:?})"
+            )));
+        }
+        self.compute = dtype;
+        Ok(())
+    }
+
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
     }
 
     /// Switches every dense layer of every block to the packed f32 inference kernel (see `packed`).
@@ -240,7 +262,7 @@ impl Encoder {
         let (b, s) = batch.attention_mask.dims2()?;
         let bias = ((1.0 - &batch.attention_mask)? * f32::MIN as f64)?.reshape((b, 1, 1, s))?;
         // On the CPU, attention is one fused op (`attention`) unless the probabilities are wanted.
-        let fused = !want.attentions && bias.device().is_cpu() && x.dtype() == DType::F32;
+        let fused = !want.attentions && bias.device().is_cpu() && self.compute == DType::F32;
         let fused_mask = if fused {
             Some(bias.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
         } else {
@@ -258,7 +280,12 @@ impl Encoder {
                 probs_out.push(p);
             }
             if want.qkv {
-                qkv_out.push(qkv);
+                let f32 = |t: &Tensor| t.to_dtype(DType::F32);
+                qkv_out.push(Qkv {
+                    q: f32(&qkv.q)?,
+                    k: f32(&qkv.k)?,
+                    v: f32(&qkv.v)?,
+                });
             }
             hidden_states.push(y.clone());
             x = y;
@@ -284,11 +311,14 @@ impl Encoder {
         let heads = |t: &Tensor| -> Result<Tensor> {
             Ok(t.reshape((b, s, nh, hd))?.transpose(1, 2)?.contiguous()?) // [b, nh, s, hd]
         };
+        // The dense layers' inputs in the compute dtype (a no-op in f32); `x` stays the f32 residual.
+        let c = self.compute;
+        let xc = x.to_dtype(c)?;
         // [b, s, h] each; kept (cheap clones of the same storage) for relation distillation.
         let qkv = Qkv {
-            q: apply(&l.query, x)?,
-            k: apply(&l.key, x)?,
-            v: apply(&l.value, x)?,
+            q: apply(&l.query, &xc)?,
+            k: apply(&l.key, &xc)?,
+            v: apply(&l.value, &xc)?,
         };
         let (ctx, probs) = if let Some(mask) = fused_mask {
             let op = FusedAttention {
@@ -307,11 +337,12 @@ impl Encoder {
             let k = heads(&qkv.k)?;
             let v = heads(&qkv.v)?;
             let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?; // [b, nh, s, s]
-            let scores = scores.broadcast_add(bias)?;
+                                                                             // Mask and softmax in f32: the mask's f32::MIN is -inf in bf16 and f16.
+            let scores = scores.to_dtype(DType::F32)?.broadcast_add(bias)?;
             let probs = softmax_t(&scores, train)?;
-            let dropped = self
-                .dropout
-                .apply(&probs, cfg.attention_probs_dropout_prob, train)?;
+            let dropped =
+                self.dropout
+                    .apply(&probs.to_dtype(c)?, cfg.attention_probs_dropout_prob, train)?;
             let ctx = dropped
                 .matmul(&v)?
                 .transpose(1, 2)?
@@ -321,12 +352,16 @@ impl Encoder {
         };
         let a = apply(&l.attn_out, &ctx)?;
         let a = self.dropout.apply(&a, cfg.hidden_dropout_prob, train)?;
-        let a = l.attn_norm.forward_t(&(a + x)?, train)?;
+        let a = l
+            .attn_norm
+            .forward_t(&(a.to_dtype(DType::F32)? + x)?, train)?;
 
-        let i = activation(&apply(&l.intermediate, &a)?, cfg.hidden_act)?; // [b, s, ffn]
+        let i = activation(&apply(&l.intermediate, &a.to_dtype(c)?)?, cfg.hidden_act)?; // [b, s, ffn]
         let o = apply(&l.output, &i)?;
         let o = self.dropout.apply(&o, cfg.hidden_dropout_prob, train)?;
-        let o = l.out_norm.forward_t(&(o + &a)?, train)?;
+        let o = l
+            .out_norm
+            .forward_t(&(o.to_dtype(DType::F32)? + &a)?, train)?;
         Ok((o, probs, qkv))
     }
 }

@@ -83,6 +83,12 @@ impl MaskedLm {
         self.config.attention_probs_dropout_prob = p;
     }
 
+    /// Mixed precision for the encoder's matrix products (see `Encoder::set_compute_dtype`); the
+    /// masked-LM head stays f32.
+    pub fn set_compute_dtype(&mut self, dtype: DType) -> Result<()> {
+        self.encoder.set_compute_dtype(dtype)
+    }
+
     /// Loads a checkpoint folder: a masked-LM checkpoint, or any encoder checkpoint (bare or with a
     /// classification head, which is ignored) with a fresh masked-LM head drawn from `seed`;
     /// `LoadReport::has_head` says which.

@@ -223,6 +223,12 @@ impl Classifier {
         self.config.classifier_dropout = None;
     }
 
+    /// Mixed precision for the encoder's matrix products (see `Encoder::set_compute_dtype`); the head
+    /// and the logits stay f32. A clone shares the weights, so a mixed-precision clone trains them.
+    pub fn set_compute_dtype(&mut self, dtype: DType) -> Result<()> {
+        self.encoder.set_compute_dtype(dtype)
+    }
+
     /// Switches CPU inference to dense layers packed once for the f32 kernel of `packed` (for
     /// inference-only copies: the packed weights are a snapshot that training would not update).
     pub fn pack_f32(&mut self) -> Result<()> {

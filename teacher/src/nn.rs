@@ -40,6 +40,14 @@ enum Fast {
 
 impl Dense {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let w = self.linear.weight();
+        if x.dtype() != w.dtype() {
+            // Mixed precision: the product in the input's dtype, on a copy of the master weight
+            // (the cast is differentiable, so the f32 weight gets an f32 gradient).
+            let dt = x.dtype();
+            let b = self.linear.bias().map(|b| b.to_dtype(dt)).transpose()?;
+            return Ok(Linear::new(w.to_dtype(dt)?, b).forward(x)?);
+        }
         match &self.fast {
             Some(Fast::Packed(p))
                 if x.device().is_cpu()
@@ -187,7 +195,13 @@ impl DropoutRng {
                 seed: rng.random::<u64>(),
                 p: p as f32,
             };
-            return Ok(x.contiguous()?.apply_op1(op)?);
+            // The kernel is f32: half-precision activations go through it (the same mask either way).
+            let dt = x.dtype();
+            return Ok(x
+                .to_dtype(DType::F32)?
+                .contiguous()?
+                .apply_op1(op)?
+                .to_dtype(dt)?);
         }
         let n = x.elem_count();
         let scale = (1.0 / (1.0 - p)) as f32;

@@ -357,3 +357,67 @@ fn packed_inference_matches_the_composed_path() {
         }
     }
 }
+
+#[test]
+fn mixed_precision_stays_close_to_f32_and_trains_the_f32_weights() {
+    use candle_core::DType;
+    // Weights large enough for activations of order 1, where rounding shows.
+    let mut cfg = tiny_config();
+    cfg.initializer_range = 0.2;
+    let mut model = Classifier::new(&cfg, 2, 3, &Device::Cpu).unwrap();
+    // Training-mode kernels without dropout: f32 takes the fused attention, whose dropout mask is
+    // laid out differently from the composed path's.
+    model.set_dropout(0.0);
+    let dir = tempfile::tempdir().unwrap();
+    write_vocab(&dir.path().join("vocab.txt")).unwrap();
+    let b = batch(&tok(dir.path()));
+    let y = Tensor::new(&[1u32, 0], &Device::Cpu).unwrap();
+    let want = teacher::Want {
+        attentions: true,
+        qkv: true,
+    };
+    let run = |m: &Classifier| {
+        let (logits, out) = m.forward_with(&b, true, want).unwrap();
+        let loss = candle_nn::loss::cross_entropy(&logits, &y).unwrap();
+        (logits, out, loss.backward().unwrap())
+    };
+    let (l32, o32, g32) = run(&model);
+    // (dtype, tolerance on logits and hidden states, least gradient cosine): bf16 keeps 8 bits of
+    // mantissa, f16 11.
+    for (dt, tol, cos_min) in [(DType::BF16, 3e-2, 0.999), (DType::F16, 4e-3, 0.99995)] {
+        let mut mixed = model.clone();
+        mixed.set_compute_dtype(dt).unwrap();
+        let (l, out, grads) = run(&mixed);
+        assert_eq!(l.dtype(), DType::F32);
+        let d = max_diff(&l32, &l);
+        assert!(d > 0.0 && d < tol, "{dt:?}: logits differ by {d}");
+        for (a, h) in o32.hidden_states.iter().zip(&out.hidden_states) {
+            assert_eq!(h.dtype(), DType::F32);
+            assert!(max_diff(a, h) < 10.0 * tol, "{dt:?} hidden states");
+        }
+        let returned = out.attentions.iter().chain(out.qkv.iter().map(|q| &q.q));
+        assert!(returned.into_iter().all(|t| t.dtype() == DType::F32));
+        // The key bias's true gradient is 0 (softmax ignores a shift shared by a row's scores): its
+        // computed one is rounding noise in any precision.
+        let vars = model.named_vars().into_iter();
+        for (name, var) in vars.filter(|(n, _)| !n.ends_with("key.bias")) {
+            let (a, g) = (
+                g32.get(var.as_tensor()).unwrap(),
+                grads.get(var.as_tensor()),
+            );
+            let g = g.unwrap_or_else(|| panic!("{dt:?}: no gradient for {name}"));
+            assert_eq!(g.dtype(), DType::F32, "{name}");
+            let dot: f32 = (a * g).unwrap().sum_all().unwrap().to_scalar().unwrap();
+            let na: f32 = a.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
+            let ng: f32 = g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
+            let cos = dot / (na * ng).sqrt();
+            assert!(cos > cos_min, "{dt:?}: {name} gradient cosine {cos}");
+        }
+    }
+    assert!(model
+        .clone()
+        .set_compute_dtype(DType::U32)
+        .unwrap_err()
+        .to_string()
+        .contains("bf16"));
+}
