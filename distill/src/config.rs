@@ -377,7 +377,10 @@ fn validate_augment(a: &teacher::augment::AugmentConfig) -> Result<()> {
 #[serde(deny_unknown_fields, default)]
 pub struct TrainSection {
     pub epochs: usize,
+    /// Examples per micro-batch (per process in data-parallel training).
     pub batch_size: usize,
+    /// Micro-batches per update (1: none).
+    pub gradient_accumulation: usize,
     pub learning_rate: f64,
     pub warmup_ratio: f64,
     pub weight_decay: f64,
@@ -395,6 +398,7 @@ impl Default for TrainSection {
         Self {
             epochs: 4,
             batch_size: 32,
+            gradient_accumulation: 1,
             learning_rate: 1e-4,
             warmup_ratio: 0.1,
             weight_decay: 0.01,
@@ -740,6 +744,11 @@ impl TrainSection {
             "must be positive",
         )?;
         check(
+            self.gradient_accumulation > 0,
+            &format!("{key}.gradient_accumulation"),
+            "must be positive (1: no accumulation)",
+        )?;
+        check(
             self.learning_rate > 0.0 && self.learning_rate < 1.0,
             &format!("{key}.learning_rate"),
             format!("must be within (0, 1) (got {})", self.learning_rate),
@@ -771,6 +780,7 @@ impl TrainSection {
         student::TrainConfig {
             epochs: self.epochs,
             batch_size: self.batch_size,
+            gradient_accumulation: self.gradient_accumulation,
             learning_rate: self.learning_rate,
             warmup_ratio: self.warmup_ratio,
             weight_decay: self.weight_decay,

@@ -12,6 +12,7 @@ pub mod device;
 pub mod encode;
 pub mod fill_mask;
 pub mod glue;
+pub mod launch;
 pub mod online;
 pub mod pipeline;
 pub mod plots;

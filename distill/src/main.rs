@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use distill::launch::Launch;
 use distill::pipeline::Plan;
 use distill::{
     bench, config, encode, fill_mask, glue, predict, pretrain, pretrain_config, report, serve,
@@ -62,7 +63,14 @@ enum Command {
         finetune_only: bool,
     },
     /// Train the student against the cached targets and the task labels.
-    Train(ConfigArgs),
+    Train {
+        #[command(flatten)]
+        args: ConfigArgs,
+        /// Data-parallel training in N local processes (each takes `train.batch_size` examples of
+        /// every update and a share of the cores; see README "Data-parallel training").
+        #[arg(long, value_name = "N")]
+        nproc: Option<usize>,
+    },
     /// Evaluate teacher and student on the dev set; write report.json, report.md and plots/*.png.
     Compare {
         #[command(flatten)]
@@ -113,6 +121,10 @@ enum Command {
         /// learning-rate schedule stays the config's, so a later run without the flag resumes the same path.
         #[arg(long, value_name = "STEP")]
         stop_after: Option<usize>,
+        /// Data-parallel pre-training in N local processes (each takes `train.batch_size` inputs of
+        /// every micro-batch step and a share of the cores).
+        #[arg(long, value_name = "N")]
+        nproc: Option<usize>,
     },
     /// Fill the [MASK] / <mask> tokens of texts with a masked-LM folder; one JSON object per mask.
     FillMask(fill_mask::FillMaskArgs),
@@ -196,7 +208,15 @@ fn dispatch(cmd: Command) -> Result<()> {
         }
         Command::Sweep(a) => sweep::run(&plan(&a)?).map(|_| ()),
         Command::Glue(a) => glue::run(&a).map(|_| ()),
-        Command::Train(a) => plan(&a)?.train().map(|_| ()),
+        Command::Train { args, nproc } => {
+            let launch = Launch::new(nproc)?;
+            let result = plan(&args).and_then(|mut p| {
+                p.device = launch.device(&p.cfg.device, p.device.clone())?;
+                p.group = launch.group.clone();
+                p.train()
+            });
+            launch.finish(result).map(|_| ())
+        }
         Command::Compare { args, runs } => {
             let report = report::compare(&plan(&args)?, &runs)?;
             println!("{}", report.markdown());
@@ -231,8 +251,15 @@ fn dispatch(cmd: Command) -> Result<()> {
             Ok(())
         }
         Command::Predict(a) => predict::run(&a),
-        Command::Pretrain { args, stop_after } => {
-            pretrain::run(&pretrain_config::load(&args.config, &args.set)?, stop_after).map(|_| ())
+        Command::Pretrain {
+            args,
+            stop_after,
+            nproc,
+        } => {
+            let launch = Launch::new(nproc)?;
+            let result = pretrain_config::load(&args.config, &args.set)
+                .and_then(|cfg| pretrain::run(&cfg, stop_after, &launch));
+            launch.finish(result).map(|_| ())
         }
         Command::FillMask(a) => fill_mask::run(&a),
         Command::Serve(a) => serve::run(&a),

@@ -22,6 +22,8 @@ use crate::config::RunConfig;
 pub use crate::device::select_device;
 use crate::preflight;
 use crate::stamp::{check_stamp, write_stamp, write_stamp_as, Freshness};
+use std::sync::Arc;
+use student::dist::Group;
 
 pub struct Plan {
     pub cfg: RunConfig,
@@ -36,6 +38,8 @@ pub struct Plan {
     pub student_seed: u64,
     /// For a stage of `stages:` before the last, its folder name under `student/stages/`.
     pub stage: Option<String>,
+    /// The data-parallel group student training runs in (a group of one unless `DISTILL_WORLD_SIZE`).
+    pub group: Arc<Group>,
 }
 
 /// Tokenised examples and their labels.
@@ -58,6 +62,7 @@ impl Plan {
             teacher_out: out.clone(),
             out,
             stage: None,
+            group: Arc::new(Group::single()),
         })
     }
 
@@ -196,6 +201,7 @@ impl Plan {
                     pad_id: tok.pad_id(),
                     metric: self.spec.metric,
                     label_names: &labels,
+                    group: None,
                 };
                 let rep = student::train(&model, &data, &tc, &stage.join("finetune"))?;
                 if let Some(b) = &rep.best {
@@ -546,7 +552,8 @@ impl Plan {
     /// Updates a full run of this config makes.
     pub fn planned_steps(&self, n_train: usize) -> usize {
         let t = &self.cfg.train;
-        let total = n_train.div_ceil(t.batch_size) * t.epochs;
+        let per_step = t.gradient_accumulation.max(1) * self.group.world();
+        let total = n_train.div_ceil(t.batch_size).div_ceil(per_step) * t.epochs;
         if t.max_steps > 0 {
             total.min(t.max_steps)
         } else {
@@ -595,6 +602,7 @@ impl Plan {
                 teacher_out: self.teacher_out.clone(),
                 student_seed: self.student_seed,
                 stage: (i + 1 < n).then(|| format!("{i}-{}", st.name)),
+                group: self.group.clone(),
             };
             eprintln!("stage {}/{n}: {}", i + 1, st.name);
             // A sweep's early stopping applies to the last stage.
@@ -691,19 +699,25 @@ impl Plan {
             .and_then(|_| std::fs::read_to_string(&report_path).ok())
             .and_then(|t| serde_json::from_str::<student::TrainReport>(&t).ok())
             .filter(|r| r.steps >= self.planned_steps(train.len()) && dir.join("best").is_dir());
-        match check_stamp(&dir, &stamp) {
+        let freshness = check_stamp(&dir, &stamp);
+        // Every rank has read the stamps before rank 0 changes them.
+        self.group.barrier()?;
+        let main = self.group.is_main();
+        match freshness {
             Freshness::Fresh if finished.is_some() => {
                 eprintln!("student: {} is fresh", dir.display());
                 return finished.context("train report");
             }
-            Freshness::Stale(why) => {
+            Freshness::Stale(why) if main => {
                 eprintln!("student: retraining from scratch ({why})");
                 let _ = std::fs::remove_dir_all(dir.join("last"));
             }
             _ => {}
         }
-        let _ = std::fs::remove_file(&done);
-        write_stamp(&dir, &stamp)?;
+        if main {
+            let _ = std::fs::remove_file(&done);
+            write_stamp(&dir, &stamp)?;
+        }
         eprintln!(
             "student: {} parameters, {} layers, hidden {}",
             model.num_parameters(),
@@ -727,6 +741,7 @@ impl Plan {
             pad_id: tok.pad_id(),
             metric: self.spec.metric,
             label_names: &labels,
+            group: Some(&self.group),
         };
         let mut tc = self.cfg.train.to_train_config(
             self.student_seed,
@@ -736,7 +751,7 @@ impl Plan {
         );
         tc.objective = d.objective();
         let report = student::train_until(&model, &data, &tc, &dir, stop)?;
-        if report.steps >= self.planned_steps(train.len()) {
+        if main && report.steps >= self.planned_steps(train.len()) {
             write_stamp_as(&done, &stamp)?;
         }
         if let Some(b) = &report.best {

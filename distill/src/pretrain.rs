@@ -10,13 +10,19 @@ use anyhow::{anyhow, bail, Context, Result};
 use teacher::pretrain::{BuildOptions, CacheStatus, Masker, MlmDataset, TokenCache};
 use teacher::{MaskedLm, ModelSource, TextTokenizer};
 
+use crate::launch::Launch;
 use crate::pretrain_config::{PretrainConfig, PretrainDistill};
 
 /// Builds (or reuses) the token cache, pre-trains (until `stop_after` optimizer steps when set, a
 /// budget cut that a later run resumes past), evaluates and exports `OUTPUT_DIR/export` (the checkpoint
-/// with the lowest held-out loss).
-pub fn run(cfg: &PretrainConfig, stop_after: Option<usize>) -> Result<student::TrainReport> {
-    let device = crate::device::select_device(&cfg.device)?;
+/// with the lowest held-out loss). In a data-parallel group rank 0 builds the cache and exports.
+pub fn run(
+    cfg: &PretrainConfig,
+    stop_after: Option<usize>,
+    launch: &Launch,
+) -> Result<student::TrainReport> {
+    let group = &launch.group;
+    let device = launch.device(&cfg.device, crate::device::select_device(&cfg.device)?)?;
     let s = &cfg.student;
     // The tokenizer's own limit only truncates corpus lines; packing cuts inputs at max_seq_len.
     let tok_len = cfg.max_seq_len.max(512);
@@ -34,9 +40,16 @@ pub fn run(cfg: &PretrainConfig, stop_after: Option<usize>) -> Result<student::T
     std::fs::create_dir_all(&cfg.output_dir)
         .with_context(|| format!("output_dir {}", cfg.output_dir.display()))?;
     let cache_dir = cfg.cache_dir();
-    let (cache, status) =
-        TokenCache::open_or_build(&cfg.corpus, &tok, &cache_dir, &BuildOptions::default())
-            .context("corpus")?;
+    // Rank 0 builds the cache while the others wait, then they find it fresh.
+    if !group.is_main() {
+        group.barrier()?;
+    }
+    let built = TokenCache::open_or_build(&cfg.corpus, &tok, &cache_dir, &BuildOptions::default())
+        .context("corpus");
+    if group.is_main() {
+        group.barrier()?;
+    }
+    let (cache, status) = built?;
     match status {
         CacheStatus::Fresh => eprintln!("cache {}: fresh, reused", cache_dir.display()),
         CacheStatus::Built(why) => eprintln!(
@@ -121,7 +134,11 @@ pub fn run(cfg: &PretrainConfig, stop_after: Option<usize>) -> Result<student::T
         &tc,
         &cfg.output_dir,
         &|step| stop_after.is_some_and(|n| step >= n),
+        group,
     )?;
+    if !group.is_main() {
+        return Ok(report);
+    }
     if let Some(b) = &report.best {
         eprintln!(
             "pretrain: {} steps, {:.0} tokens/s; best held-out at step {}: {}",

@@ -8,6 +8,7 @@
 
 pub mod bootstrap;
 pub mod calibration;
+pub mod dist;
 mod error;
 pub mod eval;
 pub mod export;

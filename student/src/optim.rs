@@ -186,7 +186,7 @@ impl AdamW {
             let wd = if s.decay { self.cfg.weight_decay } else { 0.0 };
             let lr = base_lr * s.lr_scale;
             let p = s.var.as_tensor();
-            if self.fused && p.device().is_cpu() && p.is_contiguous() && g.is_contiguous() {
+            if self.fused && p.device().is_cpu() && p.is_contiguous() {
                 // One fused pass over each buffer instead of a dozen allocating tensor ops.
                 let g = g.contiguous()?;
                 s.m.inplace_op2(

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use teacher::pretrain::MlmDataset;
 use teacher::MaskedLm;
 
+use crate::dist::Group;
 use crate::metrics::Scores;
 use crate::objective::{Objective, StepInputs};
 use crate::precision::Precision;
@@ -69,7 +70,9 @@ impl MlmTrainConfig {
 
 /// Pre-trains `model` in place on `train`, evaluating on `eval`; checkpoints, log and report in `out`
 /// as for task training (`best/` is the lowest held-out loss).
-/// `teacher` runs the token-level terms of `cfg.objective` (its MLM head is not used).
+/// `teacher` runs the token-level terms of `cfg.objective` (its MLM head is not used). `group` is the
+/// data-parallel group (`Group::single()` alone).
+#[allow(clippy::too_many_arguments)]
 pub fn pretrain(
     model: &MaskedLm,
     teacher: Option<&MaskedLm>,
@@ -78,6 +81,7 @@ pub fn pretrain(
     cfg: &MlmTrainConfig,
     out: &Path,
     stop: &dyn Fn(usize) -> bool,
+    group: &Group,
 ) -> Result<TrainReport> {
     if train.is_empty() || eval.is_empty() {
         return Err(Error::Msg(
@@ -105,7 +109,7 @@ pub fn pretrain(
         cfg,
         distill: objective.zip(teacher.map(mixed).transpose()?),
     };
-    trainer::run(&mut task, &cfg.loop_config(), out, stop)
+    trainer::run(&mut task, &cfg.loop_config(), out, stop, group)
 }
 
 /// Held-out scores of `model` on `data`, masked as for epoch 0 (the same masks at every evaluation).

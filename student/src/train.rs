@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use teacher::batch::{bucketed_batches, make_batch};
 use teacher::{Classifier, Encoded, Label, Metric};
 
+use crate::dist::Group;
 use crate::metrics::Scores;
 use crate::objective::{Objective, StepInputs};
 use crate::precision::Precision;
@@ -27,7 +28,12 @@ pub use crate::trainer::{EvalRecord, TrainReport};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub epochs: usize,
+    /// Examples per micro-batch (per process when data-parallel).
     pub batch_size: usize,
+    /// Micro-batches per update: the update sees `batch_size · gradient_accumulation` examples
+    /// (times the data-parallel processes).
+    #[serde(default = "one")]
+    pub gradient_accumulation: usize,
     pub learning_rate: f64,
     pub warmup_ratio: f64,
     pub weight_decay: f64,
@@ -48,11 +54,16 @@ pub struct TrainConfig {
     pub precision: Precision,
 }
 
+fn one() -> usize {
+    1
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             epochs: 4,
             batch_size: 32,
+            gradient_accumulation: 1,
             learning_rate: 1e-4,
             warmup_ratio: 0.1,
             weight_decay: 0.01,
@@ -87,6 +98,8 @@ pub struct TrainData<'a> {
     pub metric: Metric,
     /// Label names in index order (empty for regression), written into saved configs.
     pub label_names: &'a [String],
+    /// The data-parallel group this process trains in (`None`: alone).
+    pub group: Option<&'a Group>,
 }
 
 /// Both tokenizations of the training set with each token's word (`TextTokenizer::encode_words`),
@@ -142,7 +155,9 @@ pub fn train_until(
         objective,
         lengths: data.train.iter().map(|e| e.ids.len()).collect(),
     };
-    trainer::run(&mut task, &cfg.loop_config(), out, stop)
+    let single = Group::single();
+    let group = data.group.unwrap_or(&single);
+    trainer::run(&mut task, &cfg.loop_config(), out, stop, group)
 }
 
 impl TrainConfig {
@@ -150,7 +165,7 @@ impl TrainConfig {
     pub fn loop_config(&self) -> LoopConfig {
         LoopConfig {
             epochs: self.epochs,
-            gradient_accumulation: 1,
+            gradient_accumulation: self.gradient_accumulation,
             learning_rate: self.learning_rate,
             warmup_ratio: self.warmup_ratio,
             weight_decay: self.weight_decay,

@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
-use candle_core::Var;
+use candle_core::{DType, Tensor, Var};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::dist::Group;
 use crate::metrics::Scores;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::precision::{LossScale, Precision};
@@ -134,6 +135,13 @@ struct TrainerState<C> {
     /// The f16 loss scale (absent in checkpoints written before mixed precision).
     #[serde(default)]
     loss_scale: Option<LossScale>,
+    /// Data-parallel processes: the global batch, and so the schedule, depends on it.
+    #[serde(default = "one")]
+    world: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Seed of the dropout masks of micro-batch `micro` (= step with no accumulation).
@@ -144,19 +152,25 @@ fn dropout_seed(seed: u64, micro: usize) -> u64 {
 /// Trains `task` until its epochs (or `max_steps`) are done, or `stop(step)` says so after an
 /// evaluation and a `last/` checkpoint (a graceful interruption a later call resumes from).
 /// Checkpoints go to `out/best` and `out/last`, the log to `out/metrics.jsonl`.
+///
+/// In a data-parallel `group` of n processes, an optimizer step takes n · k micro-batches: rank r
+/// computes the r-th k of them, the gradients are summed over the group, and every rank applies the
+/// same update. Rank 0 alone evaluates, logs and writes files; the others read `last/` to resume.
 pub fn run<T: Task>(
     task: &mut T,
     cfg: &LoopConfig,
     out: &Path,
     stop: &dyn Fn(usize) -> bool,
+    group: &Group,
 ) -> Result<TrainReport> {
     if task.train_len() == 0 {
         return Err(Error::Msg("the training set is empty".into()));
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let k = cfg.gradient_accumulation.max(1);
+    let world = group.world();
     // Every epoch has the same number of micro-batches (a function of the data size only).
-    let steps_per_epoch = task.epoch_batches(0)?.len().div_ceil(k);
+    let steps_per_epoch = task.epoch_batches(0)?.len().div_ceil(k * world);
     let mut total = steps_per_epoch * cfg.epochs;
     if cfg.max_steps > 0 {
         total = total.min(cfg.max_steps);
@@ -176,7 +190,8 @@ pub fn run<T: Task>(
         .collect();
     let mut opt = AdamW::with_groups(groups, opt_cfg)?;
     let last_dir = out.join("last");
-    let state = resume(task, &mut opt, &last_dir)?;
+    let state = resume(task, &mut opt, &last_dir, group)?;
+    same_start(&vars, group)?;
     let start = state.as_ref().map_or(0, |s| s.step);
     let mut history = state
         .as_ref()
@@ -187,9 +202,16 @@ pub fn run<T: Task>(
         .and_then(|s| s.loss_scale)
         .unwrap_or_else(|| LossScale::new(cfg.precision));
     let mut best = state.and_then(|s| s.best);
-    let mut log = MetricsLog::open(&out.join("metrics.jsonl"), start > 0)?;
+    let mut log = if group.is_main() {
+        Some(MetricsLog::open(&out.join("metrics.jsonl"), start > 0)?)
+    } else {
+        None
+    };
 
     let bar = crate::progress_bar(total as u64, "train");
+    if !group.is_main() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
     bar.set_position(start as u64);
     let t0 = Instant::now();
     let mut tokens = 0usize;
@@ -202,8 +224,8 @@ pub fn run<T: Task>(
     };
     'epochs: for epoch in 0..epochs {
         let micro = task.epoch_batches(epoch)?;
-        let groups: Vec<&[Vec<usize>]> = micro.chunks(k).collect();
-        for (i, group) in groups.iter().enumerate() {
+        let groups: Vec<&[Vec<usize>]> = micro.chunks(k * world).collect();
+        for (i, batches) in groups.iter().enumerate() {
             let global = epoch * steps_per_epoch + i;
             if global < start {
                 continue;
@@ -213,20 +235,25 @@ pub fn run<T: Task>(
             }
             let progress = step as f64 / total.max(1) as f64;
             let (info_loss, line) = optimizer_step(
-                task, &mut opt, &mut scale, &vars, group, epoch, step, k, progress, cfg.seed,
+                task, &mut opt, &mut scale, &vars, batches, epoch, step, k, progress, cfg.seed,
+                group,
             )?;
             tokens += line.tokens;
             step += 1;
             bar.inc(1);
             bar.set_message(format!("loss {info_loss:.4}"));
             let epoch_f = epoch as f64 + (i + 1) as f64 / groups.len() as f64;
-            if step % 10 == 0 || step == 1 {
+            if let (Some(log), true) = (&mut log, step % 10 == 0 || step == 1) {
                 log.write(&line.json(step, epoch_f))?;
             }
             let end_of_epoch = i + 1 == groups.len();
             let periodic = cfg.eval_every > 0 && step % cfg.eval_every == 0;
             let halt = stop(step);
-            if end_of_epoch || periodic || step == total || halt {
+            if !group.is_main() && halt {
+                break 'epochs;
+            }
+            if let (Some(log), true) = (&mut log, end_of_epoch || periodic || step == total || halt)
+            {
                 let scores = task.evaluate()?;
                 let rec = EvalRecord {
                     step,
@@ -255,6 +282,7 @@ pub fn run<T: Task>(
                     config: task.config().clone(),
                     n_train: task.train_len(),
                     loss_scale: Some(scale),
+                    world,
                 };
                 save_last(task, &opt, &last_dir, &state)?;
                 if halt {
@@ -273,8 +301,10 @@ pub fn run<T: Task>(
         resumed_from: start,
         tokens_per_second: tokens as f64 / seconds.max(1e-9),
     };
-    let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Msg(e.to_string()))?;
-    teacher::write_atomic(&out.join("train_report.json"), json.as_bytes())?;
+    if group.is_main() {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Msg(e.to_string()))?;
+        teacher::write_atomic(&out.join("train_report.json"), json.as_bytes())?;
+    }
     Ok(report)
 }
 
@@ -319,30 +349,38 @@ impl StepLine {
     }
 }
 
-/// One AdamW update from the micro-batches of `group`, each loss weighted by its share of the group's
-/// loss units so that the summed gradients are those of the group as one batch.
+/// One AdamW update from the micro-batches of `batches` (the step's, over the whole group), each loss
+/// weighted by its share of their loss units so that the summed gradients are those of one batch.
+/// This rank computes its contiguous share of them; the group sums gradients and log values.
 #[allow(clippy::too_many_arguments)]
 fn optimizer_step<T: Task>(
     task: &mut T,
     opt: &mut AdamW,
     ls: &mut LossScale,
     vars: &[Var],
-    group: &[Vec<usize>],
+    batches: &[Vec<usize>],
     epoch: usize,
     step: usize,
     k: usize,
     progress: f64,
     seed: u64,
+    group: &Group,
 ) -> Result<(f32, StepLine)> {
-    let units = if group.len() == 1 {
+    let n = batches.len();
+    let units = if n == 1 {
         vec![1usize]
     } else {
-        group
+        batches
             .iter()
             .map(|b| task.loss_units(b, epoch))
             .collect::<Result<Vec<_>>>()?
     };
     let sum = units.iter().sum::<usize>().max(1) as f64;
+    // Rank r takes micro-batches [r·k, (r+1)·k); in an epoch's last, shorter step the last ranks may
+    // have none. Dropout seeds count micro-batches as if every step had all of them.
+    let r = group.rank();
+    let mine = (r * k).min(n)..((r + 1) * k).min(n);
+    let per_step = k * group.world();
     let mut acc: Option<GradStore> = None;
     let mut line = StepLine {
         loss: 0.0,
@@ -353,18 +391,15 @@ fn optimizer_step<T: Task>(
         tokens: 0,
         loss_scale: None,
     };
-    for (j, (batch, &u)) in group.iter().zip(&units).enumerate() {
-        task.reseed_dropout(dropout_seed(seed, step * k + j));
+    for j in mine.clone() {
+        let (batch, u) = (&batches[j], units[j]);
+        task.reseed_dropout(dropout_seed(seed, step * per_step + j));
         // A lone micro-batch keeps its loss unscaled: bit-identical to training without accumulation.
-        let scale = if group.len() == 1 {
-            1.0
-        } else {
-            u as f64 / sum
-        };
+        let scale = if n == 1 { 1.0 } else { u as f64 / sum };
         // The loss scale multiplies the backward pass only: `m.loss` is the unscaled loss.
         let m = task.micro_step(batch, epoch, scale * ls.scale, step, progress)?;
         let w = scale as f32;
-        if j == 0 {
+        if j == mine.start {
             line.loss = m.loss * w;
             line.terms = m.terms.iter().map(|t| scaled(t, w)).collect();
             line.extra = m.extra.iter().map(|(n, v)| (*n, v * w)).collect();
@@ -380,7 +415,7 @@ fn optimizer_step<T: Task>(
         }
         line.tokens += m.tokens;
         acc = Some(match acc {
-            None if group.len() == 1 => m.grads,
+            None if n == 1 => m.grads,
             None => keep_vars(m.grads, vars),
             Some(mut a) => {
                 let mut g = m.grads;
@@ -397,7 +432,12 @@ fn optimizer_step<T: Task>(
             }
         });
     }
-    let grads = acc.ok_or_else(|| Error::Msg("an optimizer step without micro-batches".into()))?;
+    let grads = if group.world() > 1 {
+        line = merge_lines(line, group)?;
+        all_reduce(acc.unwrap_or_default(), vars, group)?
+    } else {
+        acc.ok_or_else(|| Error::Msg("an optimizer step without micro-batches".into()))?
+    };
     let info = opt.step_scaled(&grads, ls)?;
     if ls.dynamic {
         line.loss_scale = Some((ls.scale, info.skipped));
@@ -406,6 +446,119 @@ fn optimizer_step<T: Task>(
     line.lr = info.lr;
     line.grad_norm = info.grad_norm;
     Ok((line.loss, line))
+}
+
+/// The gradients summed over the group, in `vars` order through one flat buffer. A parameter that no
+/// rank has a gradient for stays without one (AdamW leaves it alone, as in one process).
+fn all_reduce(mut grads: GradStore, vars: &[Var], group: &Group) -> Result<GradStore> {
+    let total: usize = vars.iter().map(|v| v.elem_count()).sum();
+    // The values, then one presence flag per parameter.
+    let mut buf = Vec::with_capacity(total + vars.len());
+    let mut present = Vec::with_capacity(vars.len());
+    for v in vars {
+        match grads.remove(v.as_tensor()) {
+            Some(g) => {
+                buf.extend(g.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?);
+                present.push(1f32);
+            }
+            None => {
+                buf.extend(std::iter::repeat_n(0f32, v.elem_count()));
+                present.push(0f32);
+            }
+        }
+    }
+    buf.extend(present);
+    group.all_reduce_sum(&mut buf)?;
+    let mut out = GradStore::default();
+    let mut at = 0;
+    for (i, v) in vars.iter().enumerate() {
+        let n = v.elem_count();
+        if buf[total + i] > 0.0 {
+            let g =
+                Tensor::from_slice(&buf[at..at + n], v.shape(), v.device())?.to_dtype(v.dtype())?;
+            out.insert(v.as_tensor(), g);
+        }
+        at += n;
+    }
+    Ok(out)
+}
+
+/// What a rank logs of its share of a step, for rank 0 to add up.
+#[derive(Serialize, Deserialize)]
+struct Share {
+    loss: f32,
+    tokens: usize,
+    terms: Vec<(String, f32, f32)>,
+    extra: Vec<(String, f32)>,
+}
+
+/// Rank 0's line with every rank's loss, terms and tokens added (others keep their own line).
+fn merge_lines(mut line: StepLine, group: &Group) -> Result<StepLine> {
+    let share = Share {
+        loss: line.loss,
+        tokens: line.tokens,
+        terms: line
+            .terms
+            .iter()
+            .map(|t| (t.name.clone(), t.raw, t.weighted))
+            .collect(),
+        extra: line
+            .extra
+            .iter()
+            .map(|(n, v)| (n.to_string(), *v))
+            .collect(),
+    };
+    let bytes = serde_json::to_vec(&share).map_err(|e| Error::Msg(e.to_string()))?;
+    for other in group.gather(&bytes)?.iter().skip(1) {
+        let s: Share = serde_json::from_slice(other).map_err(|e| Error::Msg(e.to_string()))?;
+        line.loss += s.loss;
+        line.tokens += s.tokens;
+        for (name, raw, weighted) in s.terms {
+            match line.terms.iter_mut().find(|t| t.name == name) {
+                Some(t) => {
+                    t.raw += raw;
+                    t.weighted += weighted;
+                }
+                None => line.terms.push(LoggedTerm {
+                    name,
+                    raw,
+                    weighted,
+                }),
+            }
+        }
+        for (name, v) in s.extra {
+            if let Some(e) = line.extra.iter_mut().find(|(n, _)| *n == name) {
+                e.1 += v;
+            }
+        }
+    }
+    Ok(line)
+}
+
+/// Refuses to train when the ranks start from different weights (another `student.init` or seed):
+/// each rank puts a checksum of its weights in its own slot and the sum shows them all.
+fn same_start(vars: &[Var], group: &Group) -> Result<()> {
+    if group.world() == 1 {
+        return Ok(());
+    }
+    let (mut s1, mut s2) = (0f64, 0f64);
+    for v in vars {
+        for x in v.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()? {
+            s1 += x as f64;
+            s2 += (x as f64) * (x as f64);
+        }
+    }
+    let mut sums = vec![0f32; 2 * group.world()];
+    sums[2 * group.rank()] = s1 as f32;
+    sums[2 * group.rank() + 1] = s2 as f32;
+    group.all_reduce_sum(&mut sums)?;
+    if let Some(r) = (1..group.world()).find(|&r| sums[2 * r..2 * r + 2] != sums[..2]) {
+        return Err(Error::Msg(format!(
+            "data-parallel rank {r} starts from other weights than rank 0 (another student.init, seed \
+             or last/ checkpoint?)"
+        )));
+    }
+    Ok(())
 }
 
 fn scaled(t: &LoggedTerm, w: f32) -> LoggedTerm {
@@ -463,12 +616,15 @@ fn resume<T: Task>(
     task: &mut T,
     opt: &mut AdamW,
     dir: &Path,
+    group: &Group,
 ) -> Result<Option<TrainerState<T::Config>>> {
-    // A crash between the two renames of save_last leaves the good checkpoint at last.old.
+    // A crash between the two renames of save_last leaves the good checkpoint at last.old. Rank 0
+    // puts it back before any rank reads (the sum is a barrier).
     let old = dir.with_file_name("last.old");
-    if !dir.exists() && old.exists() {
+    if group.is_main() && !dir.exists() && old.exists() {
         std::fs::rename(&old, dir).map_err(|e| Error::io(dir, e))?;
     }
+    group.barrier()?;
     let state_path = dir.join("trainer_state.json");
     let Ok(text) = std::fs::read_to_string(&state_path) else {
         return Ok(None);
@@ -476,15 +632,31 @@ fn resume<T: Task>(
     let state: TrainerState<T::Config> = serde_json::from_str(&text)
         .map_err(|e| Error::file(&state_path, format!("corrupt trainer state: {e}")))?;
     if state.config != *task.config() || state.n_train != task.train_len() {
-        eprintln!(
-            "note: {} belongs to a different configuration or dataset; training from the start",
-            dir.display()
-        );
+        if group.is_main() {
+            eprintln!(
+                "note: {} belongs to a different configuration or dataset; training from the start",
+                dir.display()
+            );
+        }
+        return Ok(None);
+    }
+    if state.world != group.world() {
+        if group.is_main() {
+            eprintln!(
+                "note: {} was trained by {} data-parallel processes, this run has {}: the global \
+                 batch differs, training from the start",
+                dir.display(),
+                state.world,
+                group.world()
+            );
+        }
         return Ok(None);
     }
     task.load(dir)?;
     opt.load(&dir.join("optimizer.safetensors"))?;
-    eprintln!("resuming from {} at step {}", dir.display(), state.step);
+    if group.is_main() {
+        eprintln!("resuming from {} at step {}", dir.display(), state.step);
+    }
     Ok(Some(state))
 }
 

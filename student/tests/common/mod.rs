@@ -60,6 +60,7 @@ pub fn data<'a>(
         pad_id: f.tok.pad_id(),
         metric: Metric::Accuracy,
         label_names: labels,
+        group: None,
     }
 }
 
