@@ -181,6 +181,24 @@ where
     let n_panels = n.div_ceil(nr);
     let mc = MC.min(m.max(1));
     let chunks = m.div_ceil(mc);
+    if chunks >= 2 * rayon::current_num_threads() {
+        // Enough row bands for every thread: each band computes its panels into one small tile and
+        // copies them into its own rows of the result, with no result-sized staging buffer.
+        let mut y = vec![T::default(); m * n];
+        y.par_chunks_mut(mc * n).enumerate().for_each(|(c, band)| {
+            let rows = band.len() / n;
+            let mut buf = vec![T::default(); rows * nr];
+            for p in 0..n_panels {
+                tile(c * mc, rows, p, &mut buf);
+                let w = nr.min(n - p * nr);
+                for r in 0..rows {
+                    band[r * n + p * nr..r * n + p * nr + w]
+                        .copy_from_slice(&buf[r * nr..r * nr + w]);
+                }
+            }
+        });
+        return y;
+    }
     let mut tiles = vec![T::default(); chunks * n_panels * mc * nr];
     tiles
         .par_chunks_mut(mc * nr)

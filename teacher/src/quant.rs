@@ -36,6 +36,44 @@ fn quantize_row(row: &[f32], out: &mut [i8]) -> f32 {
     max / 127.0
 }
 
+/// `quantize_row` written as `q + 128` (the VNNI kernel's unsigned input), in one pass.
+fn quantize_row_shifted(row: &[f32], out: &mut [u8]) -> f32 {
+    let max = max_abs(row);
+    if max == 0.0 || !max.is_finite() {
+        out.iter_mut().for_each(|q| *q = 128);
+        return if max.is_finite() { 0.0 } else { f32::NAN };
+    }
+    let inv = 127.0 / max;
+    crate::kernels::simd_dispatch!(shifted_body(row, out, inv));
+    max / 127.0
+}
+
+/// max |v| over a row, in 16 independent lanes so that it vectorises (the same value as a fold:
+/// max is exact in any order).
+fn max_abs(row: &[f32]) -> f32 {
+    #[inline(always)]
+    fn lanes(row: &[f32], out: &mut [f32; 16], _: ()) {
+        let chunks = row.chunks_exact(16);
+        let tail = chunks.remainder().iter().fold(0f32, |m, v| m.max(v.abs()));
+        for c in chunks {
+            for (l, &v) in out.iter_mut().zip(c) {
+                *l = l.max(v.abs());
+            }
+        }
+        out[0] = out[0].max(tail);
+    }
+    let mut out = [0f32; 16];
+    crate::kernels::simd_dispatch!(lanes(row, &mut out, ()));
+    out.iter().fold(0f32, |m, &v| m.max(v))
+}
+
+#[inline(always)]
+fn shifted_body(row: &[f32], out: &mut [u8], inv: f32) {
+    for (q, v) in out.iter_mut().zip(row) {
+        *q = ((v * inv).round().clamp(-127.0, 127.0) + 128.0) as u8;
+    }
+}
+
 /// `round(v · inv)` clamped to ±127, for each element (a loop that vectorises: `round` becomes an
 /// instruction sequence instead of a library call).
 #[inline(always)]
@@ -89,6 +127,10 @@ impl QLinear {
                 self.in_dim, dims
             )));
         }
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            // Reads the input's storage in place (`cpu_fwd`) instead of copying it out.
+            return Ok(x.contiguous()?.apply_op1_no_bwd(self)?);
+        }
         let xs: Vec<f32> = x
             .to_dtype(DType::F32)?
             .to_device(&Device::Cpu)?
@@ -105,6 +147,22 @@ impl QLinear {
     fn forward_rows(&self, xs: &[f32]) -> Vec<f32> {
         let (k, n) = (self.in_dim, self.out_dim);
         let m = xs.len() / k;
+        if let Some(v) = &self.vnni {
+            // Quantized straight into the kernel's shifted, padded rows (padding 128 = zero).
+            let mut xu = vec![128u8; m * v.k4()];
+            let xscale: Vec<f32> = xs
+                .par_chunks(k)
+                .zip(xu.par_chunks_mut(v.k4()))
+                .map(|(row, q)| quantize_row_shifted(row, &mut q[..k]))
+                .collect();
+            return v.run(&xu, |r, o0, sums, out| {
+                let xs = xscale[r];
+                let (scale, bias) = (&self.scale[o0..], &self.bias[o0..]);
+                for (j, (y, &acc)) in out.iter_mut().zip(sums).enumerate() {
+                    *y = acc as f32 * xs * scale[j] + bias[j];
+                }
+            });
+        }
         let mut xq = vec![0i8; m * k];
         let xscale: Vec<f32> = xs
             .par_chunks(k)
@@ -112,17 +170,6 @@ impl QLinear {
             .map(|(row, q)| quantize_row(row, q))
             .collect();
         let mut y = vec![0f32; m * n];
-        if let Some(v) = &self.vnni {
-            let sums = v.products(&xq, k);
-            y.par_chunks_mut(n)
-                .zip(sums.par_chunks(n).zip(xscale.par_iter()))
-                .for_each(|(out, (acc, &xs))| {
-                    for (o, y) in out.iter_mut().enumerate() {
-                        *y = acc[o] as f32 * xs * self.scale[o] + self.bias[o];
-                    }
-                });
-            return y;
-        }
         // Few rows (batch-1 latency): split the output channels across threads; many rows: split rows.
         if m >= 2 * rayon::current_num_threads() {
             y.par_chunks_mut(n)
@@ -175,6 +222,28 @@ impl QLinear {
                 *y = acc[j] as f32 * xscale * self.scale[o + j] + self.bias[o + j];
             }
         }
+    }
+}
+
+impl candle_core::CustomOp1 for QLinear {
+    fn name(&self) -> &'static str {
+        "int8-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let x = crate::kernels::slice(s, l, self.name())?;
+        let mut dims = l.dims().to_vec();
+        if let Some(d) = dims.last_mut() {
+            *d = self.out_dim;
+        }
+        Ok((
+            candle_core::CpuStorage::F32(self.forward_rows(x)),
+            candle_core::Shape::from(dims),
+        ))
     }
 }
 
@@ -370,6 +439,27 @@ mod tests {
                     .unwrap()
             );
         }
+    }
+
+    #[test]
+    fn the_vnni_path_equals_the_portable_one_bit_for_bit() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let (k, n) = (70, 130);
+        let w = Tensor::from_vec(random(n * k, &mut rng), (n, k), &Device::Cpu).unwrap();
+        let b = Tensor::from_vec(random(n, &mut rng), n, &Device::Cpu).unwrap();
+        let q = QLinear::from_linear(&Linear::new(w, Some(b))).unwrap();
+        if q.vnni.is_none() {
+            eprintln!("no AVX-512 VNNI on this CPU: nothing to compare");
+            return;
+        }
+        let portable = QLinear {
+            vnni: None,
+            ..q.clone()
+        };
+        // 400 rows: enough row bands for the band-parallel path of `tiled`.
+        let mut x = random(400 * k, &mut rng);
+        x[k..2 * k].iter_mut().for_each(|v| *v = 0.0); // an all-zero row
+        assert_eq!(q.forward_rows(&x), portable.forward_rows(&x));
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! (|sum| ≤ 255 · 127 · in_dim, far inside i32 for any BERT width), so results are bit-identical to the
 //! AVX2 path. `tests` check that against plain sums.
 
+use rayon::prelude::*;
+
 use crate::packed::tiled;
 
 /// Output channels per panel: four registers of 16 i32 lanes.
@@ -63,32 +65,71 @@ impl VnniWeights {
         }
     }
 
+    /// Inputs rounded up to whole groups of four: the row stride of `run`'s input.
+    pub fn k4(&self) -> usize {
+        self.k4
+    }
+
     /// Σ_k x[r, k] · w[o, k] for rows of `x` [m, in] (int8, row-major): [m, out] row-major.
     pub fn products(&self, x: &[i8], in_dim: usize) -> Vec<i32> {
+        let xu = self.shifted(x, in_dim);
+        self.run(&xu, |_, _, sums, out| out.copy_from_slice(sums))
+    }
+
+    /// The rows of `x` [m, in] shifted to unsigned (`x + 128`), each padded to whole groups of four
+    /// (the padding meets zero weights): the kernel's input.
+    pub fn shifted(&self, x: &[i8], in_dim: usize) -> Vec<u8> {
         let m = x.len() / in_dim.max(1);
-        // The activations shifted to unsigned, each row padded to whole groups (the padding meets
-        // zero weights).
         let mut xu = vec![128u8; m * self.k4];
-        for (dst, src) in xu.chunks_mut(self.k4).zip(x.chunks(in_dim.max(1))) {
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d = (s as i16 + 128) as u8;
-            }
-        }
+        xu.par_chunks_mut(self.k4)
+            .zip(x.par_chunks(in_dim.max(1)))
+            .for_each(|(dst, src)| {
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = (s as i16 + 128) as u8;
+                }
+            });
+        xu
+    }
+
+    /// Runs the kernel over the shifted rows `xu` (from `shifted`) and hands each row's exact sums
+    /// to `epilogue(row, first channel, sums, out)`, which writes that row's outputs for those
+    /// channels (a panel's worth, fewer at the right edge): [m, out] row-major. The sums are turned
+    /// into outputs while they are in cache, so no [m, out] i32 buffer is made.
+    pub fn run<T>(
+        &self,
+        xu: &[u8],
+        epilogue: impl Fn(usize, usize, &[i32], &mut [T]) + Sync,
+    ) -> Vec<T>
+    where
+        T: Copy + Default + Send + Sync,
+    {
         let (k4, n) = (self.k4, self.out_dim);
+        let m = xu.len() / k4.max(1);
         tiled(m, n, NR, |row0, rows, p, out| {
             let panel = &self.panels[p * k4 * NR..(p + 1) * k4 * NR];
+            let width = NR.min(n - p * NR);
+            let colsum = &self.colsum[p * NR..p * NR + width];
             let xs = &xu[row0 * k4..(row0 + rows) * k4];
-            for (x, o) in xs.chunks(ROWS * k4).zip(out.chunks_mut(ROWS * NR)) {
+            let mut acc = [0i32; ROWS * NR];
+            for (b, (x, o)) in xs
+                .chunks(ROWS * k4)
+                .zip(out.chunks_mut(ROWS * NR))
+                .enumerate()
+            {
+                let block_rows = x.len() / k4;
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `new` packed these weights only after seeing AVX-512 VNNI; x holds whole
-                // rows of k4 bytes, o as many rows of NR, the panel k4 · NR bytes.
+                // rows of k4 bytes, acc ROWS rows of NR, the panel k4 · NR bytes.
                 unsafe {
-                    x86::block(x, x.len() / k4, k4, panel, o)
+                    x86::block(x, block_rows, k4, panel, &mut acc)
                 };
-            }
-            for row in out.chunks_mut(NR) {
-                for (v, &cs) in row.iter_mut().zip(&self.colsum[p * NR..]) {
-                    *v -= 128 * cs;
+                for r in 0..block_rows {
+                    let sums = &mut acc[r * NR..r * NR + width];
+                    for (v, &cs) in sums.iter_mut().zip(colsum) {
+                        *v -= 128 * cs;
+                    }
+                    let row = row0 + b * ROWS + r;
+                    epilogue(row, p * NR, sums, &mut o[r * NR..r * NR + width]);
                 }
             }
         })
@@ -148,7 +189,13 @@ mod tests {
     #[test]
     fn products_are_exact() {
         let mut rng = StdRng::seed_from_u64(3);
-        for &(m, k, n) in &[(1, 5, 3), (7, 33, 70), (16, 64, 64), (100, 130, 129)] {
+        for &(m, k, n) in &[
+            (1, 5, 3),
+            (7, 33, 70),
+            (16, 64, 64),
+            (100, 130, 129),
+            (500, 36, 70),
+        ] {
             let w: Vec<i8> = (0..n * k).map(|_| rng.random_range(-127..=127)).collect();
             let mut x: Vec<i8> = (0..m * k).map(|_| rng.random_range(-127..=127)).collect();
             x[0] = -127;
