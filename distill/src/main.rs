@@ -138,12 +138,15 @@ enum Command {
 
 /// glibc returns big freed buffers to the kernel at once and page-faults them back on the next
 /// allocation; training allocates tensors of the same sizes every step, so that churn cost about a third
-/// of the run time here. Keep freed memory in the process instead (measured in BENCHMARKS.md).
+/// of the run time here. Keep freed memory in the process instead (measured in BENCHMARKS.md). glibc
+/// caps the mmap threshold at 32 MiB, exactly the size of the student's FFN activations at b32 × s128,
+/// so mmap is turned off altogether for those to be reused too.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_allocator() {
     // SAFETY: mallopt only changes glibc malloc parameters; it is called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_MMAP_MAX, 0);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
         libc::mallopt(libc::M_TOP_PAD, 256 << 20);
     }
