@@ -110,21 +110,47 @@ impl FusedAttention {
     }
 }
 
-/// Adds the mask to each row of `p` and normalises it (softmax); 16 lanes at a time.
+/// Each element's dropout factor: 1 / (1 − p) where element `base + i` of the [b, heads, s, s]
+/// probabilities is kept, 0 where it is dropped (a loop the vector unit runs).
+#[inline(always)]
+fn dropout_factors(out: &mut [f32], drop: &Dropout, base: usize) {
+    let scale = 1.0 / (1.0 - drop.p);
+    for (i, f) in out.iter_mut().enumerate() {
+        *f = if drop.keep(base + i) { scale } else { 0.0 };
+    }
+}
+
+/// Adds the mask to each row of `p` and normalises it (softmax). The maximum and the sum run in 16
+/// independent lanes so that they vectorise, and the exponentials are summed as they are written.
 #[inline(always)]
 fn softmax_rows(p: &mut [f32], mask: &[f32], _: ()) {
     for row in p.chunks_mut(mask.len().max(1)) {
-        let mut max = f32::NEG_INFINITY;
-        for (x, &m) in row.iter_mut().zip(mask) {
-            *x += m;
-            max = max.max(*x);
+        let mut top = [f32::NEG_INFINITY; 16];
+        let mut chunks = row.chunks_exact_mut(16);
+        let mut masks = mask.chunks_exact(16);
+        for (c, m) in (&mut chunks).zip(&mut masks) {
+            for ((x, &m), t) in c.iter_mut().zip(m).zip(top.iter_mut()) {
+                *x += m;
+                *t = t.max(*x);
+            }
         }
-        row.iter_mut().for_each(|x| *x = exp(*x - max));
+        for (x, &m) in chunks.into_remainder().iter_mut().zip(masks.remainder()) {
+            *x += m;
+            top[0] = top[0].max(*x);
+        }
+        let max = top.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
         let mut lanes = [0f32; 16];
-        let chunks = row.chunks_exact(16);
-        let tail: f32 = chunks.remainder().iter().sum();
-        for c in chunks {
-            lanes.iter_mut().zip(c).for_each(|(l, &x)| *l += x);
+        let mut chunks = row.chunks_exact_mut(16);
+        for c in &mut chunks {
+            for (x, l) in c.iter_mut().zip(lanes.iter_mut()) {
+                *x = exp(*x - max);
+                *l += *x;
+            }
+        }
+        let mut tail = 0f32;
+        for x in chunks.into_remainder() {
+            *x = exp(*x - max);
+            tail += *x;
         }
         let inv = 1.0 / (lanes.iter().sum::<f32>() + tail);
         row.iter_mut().for_each(|x| *x *= inv);
@@ -196,10 +222,9 @@ impl CustomOp3 for FusedAttention {
             let mut p = vec![0f32; s * s];
             self.probs(q, k, d, bi, hh, &mut p);
             if let Some(drop) = &self.dropout {
-                let (base, scale) = (Self::index(d, bi, hh), 1.0 / (1.0 - drop.p));
-                for (i, x) in p.iter_mut().enumerate() {
-                    *x = if drop.keep(base + i) { *x * scale } else { 0.0 };
-                }
+                let mut f = vec![0f32; s * s];
+                simd_dispatch!(dropout_factors(&mut f, drop, Self::index(d, bi, hh)));
+                p.iter_mut().zip(&f).for_each(|(x, f)| *x *= f);
             }
             let off = bi * s * h + hh * hd;
             // SAFETY: this task's context block [s, hd] at `off` (row stride h) is written by no
@@ -284,13 +309,15 @@ impl CustomOp3 for AttentionBwd<'_> {
             self.fwd.probs(q, k, d, bi, hh, &mut p);
             // The dropped-out probabilities, for dv.
             let mut pd = p.clone();
-            let drop = self.fwd.dropout.as_ref();
-            let base = FusedAttention::index(d, bi, hh);
-            if let Some(drop) = drop {
-                let sc = 1.0 / (1.0 - drop.p);
-                for (i, x) in pd.iter_mut().enumerate() {
-                    *x = if drop.keep(base + i) { *x * sc } else { 0.0 };
-                }
+            // The dropout factors, drawn once for both uses.
+            let factors = self.fwd.dropout.as_ref().map(|drop| {
+                let mut f = vec![0f32; s * s];
+                let base = FusedAttention::index(d, bi, hh);
+                simd_dispatch!(dropout_factors(&mut f, drop, base));
+                f
+            });
+            if let Some(f) = &factors {
+                pd.iter_mut().zip(f).for_each(|(x, f)| *x *= f);
             }
             let mut dp = vec![0f32; s * s];
             // SAFETY (all products): the head blocks at `off` have row stride h inside [b, s, h]
@@ -314,14 +341,11 @@ impl CustomOp3 for AttentionBwd<'_> {
                 );
             }
             // Through dropout, then softmax: ds = p ∘ (dp − Σ dp ∘ p), times the score scale.
-            if let Some(drop) = drop {
-                let sc = 1.0 / (1.0 - drop.p);
-                for (i, x) in dp.iter_mut().enumerate() {
-                    *x = if drop.keep(base + i) { *x * sc } else { 0.0 };
-                }
+            if let Some(f) = &factors {
+                dp.iter_mut().zip(f).for_each(|(x, f)| *x *= f);
             }
             for (dp, p) in dp.chunks_mut(s).zip(p.chunks(s)) {
-                let dot: f32 = dp.iter().zip(p).map(|(a, b)| a * b).sum();
+                let dot = crate::kernels::dot(dp, p);
                 for (x, &p) in dp.iter_mut().zip(p) {
                     *x = p * (*x - dot) * scale;
                 }
@@ -364,8 +388,14 @@ mod tests {
     /// of 12, a padded second sequence, with and without dropout (same hashed mask in both forms).
     #[test]
     fn fused_attention_matches_the_composed_form() {
+        // Sequences shorter and longer than the 16 lanes of the softmax and dot loops.
+        for (b, s, nh, hd) in [(2usize, 7usize, 3usize, 12usize), (2, 37, 2, 8)] {
+            check_against_composed(b, s, nh, hd);
+        }
+    }
+
+    fn check_against_composed(b: usize, s: usize, nh: usize, hd: usize) {
         let dev = Device::Cpu;
-        let (b, s, nh, hd) = (2usize, 7usize, 3usize, 12usize);
         let h = nh * hd;
         let var = |_: u8| Var::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
         let (q, k, v) = (var(0), var(1), var(2));
