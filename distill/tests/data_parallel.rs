@@ -2,37 +2,27 @@
 //! update) ends with exactly the weights and the log of one process accumulating the same two
 //! micro-batches per update; a rank that never shows up is named.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use common::{fails, ok};
 
+/// `distill ARGS --set output_dir=OUT --set train.epochs=2` from the repository root, with `env` set
+/// (and no group inherited from the environment the tests run in).
 fn distill(args: &[&str], out: &Path, env: &[(&str, &str)]) -> Output {
     let o = format!("output_dir={}", out.display());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_distill"));
     c.args(args)
         .args(["--set", &o, "--set", "train.epochs=2"])
-        .current_dir(root())
+        .current_dir(root)
         .env_remove("DISTILL_WORLD_SIZE");
     for (k, v) in env {
         c.env(k, v);
     }
     c.output().unwrap()
-}
-
-fn ok(o: Output) -> String {
-    let t = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{t}");
-    t
 }
 
 #[test]
@@ -41,14 +31,14 @@ fn two_processes_equal_one_accumulating_two_micro_batches() {
     let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
     let cfg = "configs/tiny.yaml";
     for d in [&one, &two] {
-        ok(distill(&["teacher", cfg], d, &[]));
+        ok(&distill(&["teacher", cfg], d, &[]));
     }
-    ok(distill(
+    ok(&distill(
         &["train", cfg, "--set", "train.gradient_accumulation=2"],
         &one,
         &[],
     ));
-    let log = ok(distill(&["train", cfg, "--nproc", "2"], &two, &[]));
+    let log = ok(&distill(&["train", cfg, "--nproc", "2"], &two, &[]));
     assert!(log.contains("data-parallel: 2 processes"), "{log}");
     let read = |d: &Path, f: &str| std::fs::read(d.join("student").join(f)).unwrap();
     assert!(
@@ -63,7 +53,7 @@ fn two_processes_equal_one_accumulating_two_micro_batches() {
     assert!(state.contains("\"world\": 2"), "{state}");
 
     // Run again as one process: the checkpoint of two is not resumed (another global batch).
-    let again = ok(distill(&["train", cfg], &two, &[]));
+    let again = ok(&distill(&["train", cfg], &two, &[]));
     assert!(
         again.contains("retraining from scratch") || again.contains("data-parallel processes"),
         "{again}"
@@ -86,12 +76,9 @@ fn a_rank_that_never_connects_is_named_and_nproc_inside_a_group_is_refused() {
         ("DISTILL_CONNECT_TIMEOUT", "1"),
     ];
     let o = distill(&["train", "configs/tiny.yaml"], &out, &env);
-    let t = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
-    assert!(t.contains("ranks 1 did not connect"), "{t}");
+    fails(&o, &["ranks 1 did not connect"]);
     let o = distill(&["train", "configs/tiny.yaml", "--nproc", "2"], &out, &env);
-    let t = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && t.contains("already a rank"), "{t}");
+    fails(&o, &["already a rank"]);
 }
 
 #[test]
@@ -99,12 +86,9 @@ fn data_parallel_pre_training_equals_accumulation_too() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |dir: &Path, extra: &[&str]| {
         let o = format!("output_dir={}", dir.display());
-        let mut c = Command::new(env!("CARGO_BIN_EXE_distill"));
-        c.args(["pretrain", "configs/tiny-pretrain.yaml", "--set", &o])
-            .args(extra)
-            .current_dir(root())
-            .env_remove("DISTILL_WORLD_SIZE");
-        ok(c.output().unwrap())
+        let mut args = vec!["pretrain", "configs/tiny-pretrain.yaml", "--set", &o];
+        args.extend_from_slice(extra);
+        ok(&common::distill(&args))
     };
     let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
     run(&one, &["--set", "train.gradient_accumulation=2"]);

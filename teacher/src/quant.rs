@@ -24,28 +24,51 @@ pub struct QLinear {
     vnni: Option<VnniWeights>,
 }
 
+/// 127 / max|v| and max|v| / 127 for a row; `Err(scale)` for a row that is all zero (scale 0, every value
+/// quantized to 0) or not finite (scale NaN).
+fn row_scales(row: &[f32]) -> std::result::Result<(f32, f32), f32> {
+    let max = max_abs(row);
+    if max == 0.0 || !max.is_finite() {
+        return Err(if max.is_finite() { 0.0 } else { f32::NAN });
+    }
+    Ok((127.0 / max, max / 127.0))
+}
+
 /// Symmetric int8 quantization of one row: returns the scale (0 for an all-zero row).
 fn quantize_row(row: &[f32], out: &mut [i8]) -> f32 {
-    let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-    if max == 0.0 || !max.is_finite() {
-        out.iter_mut().for_each(|q| *q = 0);
-        return if max.is_finite() { 0.0 } else { f32::NAN };
+    match row_scales(row) {
+        Ok((inv, scale)) => {
+            crate::kernels::simd_dispatch!(quantize_body(row, out, inv));
+            scale
+        }
+        Err(scale) => {
+            out.fill(0);
+            scale
+        }
     }
-    let inv = 127.0 / max;
-    crate::kernels::simd_dispatch!(quantize_body(row, out, inv));
-    max / 127.0
+}
+
+/// `round(v · inv)` clamped to ±127, for each element (a loop that vectorises: `round` becomes an
+/// instruction sequence instead of a library call).
+#[inline(always)]
+fn quantize_body(row: &[f32], out: &mut [i8], inv: f32) {
+    for (q, v) in out.iter_mut().zip(row) {
+        *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+    }
 }
 
 /// `quantize_row` written as `q + 128` (the VNNI kernel's unsigned input), in one pass.
 fn quantize_row_shifted(row: &[f32], out: &mut [u8]) -> f32 {
-    let max = max_abs(row);
-    if max == 0.0 || !max.is_finite() {
-        out.iter_mut().for_each(|q| *q = 128);
-        return if max.is_finite() { 0.0 } else { f32::NAN };
+    match row_scales(row) {
+        Ok((inv, scale)) => {
+            crate::kernels::simd_dispatch!(shifted_body(row, out, inv));
+            scale
+        }
+        Err(scale) => {
+            out.fill(128);
+            scale
+        }
     }
-    let inv = 127.0 / max;
-    crate::kernels::simd_dispatch!(shifted_body(row, out, inv));
-    max / 127.0
 }
 
 /// max |v| over a row, in 16 independent lanes so that it vectorises (the same value as a fold:
@@ -71,15 +94,6 @@ fn max_abs(row: &[f32]) -> f32 {
 fn shifted_body(row: &[f32], out: &mut [u8], inv: f32) {
     for (q, v) in out.iter_mut().zip(row) {
         *q = ((v * inv).round().clamp(-127.0, 127.0) + 128.0) as u8;
-    }
-}
-
-/// `round(v · inv)` clamped to ±127, for each element (a loop that vectorises: `round` becomes an
-/// instruction sequence instead of a library call).
-#[inline(always)]
-fn quantize_body(row: &[f32], out: &mut [i8], inv: f32) {
-    for (q, v) in out.iter_mut().zip(row) {
-        *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
     }
 }
 
