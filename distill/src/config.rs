@@ -379,7 +379,9 @@ pub struct TrainSection {
     pub epochs: usize,
     /// Examples per micro-batch (per process in data-parallel training).
     pub batch_size: usize,
-    /// Micro-batches per update (1: none).
+    /// Micro-batches per update (1: none). Left out of stamps at its default, as `precision` is, so
+    /// outputs made before these settings existed stay fresh.
+    #[serde(skip_serializing_if = "is_one_step")]
     pub gradient_accumulation: usize,
     pub learning_rate: f64,
     pub warmup_ratio: f64,
@@ -390,7 +392,12 @@ pub struct TrainSection {
     /// Stop after N updates (0: no limit).
     pub max_steps: usize,
     /// The dtype of the matrix products: fp32, bf16 or f16 (weights and optimizer stay f32).
+    #[serde(skip_serializing_if = "student::Precision::is_fp32")]
     pub precision: student::Precision,
+}
+
+fn is_one_step(n: &usize) -> bool {
+    *n == 1
 }
 
 impl Default for TrainSection {

@@ -53,3 +53,31 @@ fn overrides_and_environment_expansion() {
     assert_eq!(c.teacher.hidden_layers, vec![1, 3]);
     assert_eq!(c.distill.alpha_kd, 0.0);
 }
+
+/// Settings added later stay out of the run stamps at their defaults, so a run made before they existed
+/// is still fresh (not retrained) after an upgrade; set, they are part of the stamp.
+#[test]
+fn default_training_settings_leave_stamps_unchanged() {
+    let mut t = distill::config::TrainSection::default();
+    let keys = |t: &distill::config::TrainSection| {
+        let v = serde_json::to_value(t).unwrap();
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let before = [
+        "batch_size",
+        "epochs",
+        "eval_every",
+        "learning_rate",
+        "max_grad_norm",
+        "max_steps",
+        "warmup_ratio",
+        "weight_decay",
+    ];
+    assert_eq!(keys(&t), before);
+    t.precision = student::Precision::Bf16;
+    t.gradient_accumulation = 2;
+    assert!(keys(&t).contains(&"precision".to_string()));
+    assert!(keys(&t).contains(&"gradient_accumulation".to_string()));
+}

@@ -31,6 +31,11 @@ impl Precision {
         }
     }
 
+    /// The default (for `skip_serializing_if`: a default setting leaves stamps as they were).
+    pub fn is_fp32(&self) -> bool {
+        *self == Precision::Fp32
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Precision::Fp32 => "fp32",
