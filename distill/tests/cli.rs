@@ -317,6 +317,31 @@ fn token_level_terms_run_end_to_end() {
         t.contains("retraining from scratch") && t.contains("distill"),
         "{t}"
     );
+
+    // Every term in mixed precision, the online teacher included: finite, and f16 scales the loss.
+    for p in ["bf16", "f16"] {
+        let mut mixed = narrow.to_vec();
+        let set = format!("train.precision={p}");
+        mixed.extend(["--set", &set]);
+        let dir = tmp.path().join(p);
+        let o = run_tiny(&dir, &mixed);
+        assert!(o.status.success(), "{}", text(&o));
+        let log = std::fs::read_to_string(dir.join("student/metrics.jsonl")).unwrap();
+        let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+        let terms = first["terms"].as_object().unwrap();
+        assert_eq!(terms.len(), 6, "{first}");
+        assert!(
+            terms
+                .values()
+                .all(|t| t["raw"].as_f64().unwrap().is_finite()),
+            "{first}"
+        );
+        assert_eq!(
+            first["loss_scale"].as_f64(),
+            (p == "f16").then_some(65536.0),
+            "{first}"
+        );
+    }
 }
 
 /// A student whose tokenizer differs from the teacher's (lower-cased, and without `movie` / `film`, so

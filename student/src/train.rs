@@ -439,9 +439,15 @@ fn train_step(
             .iter()
             .map(|v| format!("{} {}", v.name, v.raw))
             .collect();
+        // f16's range ends at 65,504: activations beyond it are infinite, which bf16 would survive.
+        let hint = if model.encoder.compute_dtype() == candle_core::DType::F16 {
+            "; under precision f16 an activation may have overflowed, bf16 has f32's range"
+        } else {
+            ""
+        };
         return Err(Error::NonFinite {
             step: step + 1,
-            what: format!("the loss ({})", parts.join(", ")),
+            what: format!("the loss ({}){hint}", parts.join(", ")),
         });
     }
     // Scaled only under gradient accumulation (1.0 keeps the graph, and the result, unchanged).
