@@ -48,12 +48,26 @@ fn quantize_row(row: &[f32], out: &mut [i8]) -> f32 {
     }
 }
 
+/// `round(x)` clamped to ±127 (0 for NaN). Written so that loops over it vectorise: Rust's saturating
+/// float-to-integer casts do not (they went one element at a time, as slow as the product itself).
+#[inline(always)]
+fn quantize_one(x: f32) -> i32 {
+    let y = x.round();
+    let y = if y.is_nan() {
+        0.0
+    } else {
+        y.clamp(-127.0, 127.0)
+    };
+    // SAFETY: y is finite and within ±127, so it fits an i32.
+    unsafe { y.to_int_unchecked::<i32>() }
+}
+
 /// `round(v · inv)` clamped to ±127, for each element (a loop that vectorises: `round` becomes an
 /// instruction sequence instead of a library call).
 #[inline(always)]
 fn quantize_body(row: &[f32], out: &mut [i8], inv: f32) {
     for (q, v) in out.iter_mut().zip(row) {
-        *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+        *q = quantize_one(v * inv) as i8;
     }
 }
 
@@ -93,7 +107,7 @@ fn max_abs(row: &[f32]) -> f32 {
 #[inline(always)]
 fn shifted_body(row: &[f32], out: &mut [u8], inv: f32) {
     for (q, v) in out.iter_mut().zip(row) {
-        *q = ((v * inv).round().clamp(-127.0, 127.0) + 128.0) as u8;
+        *q = (quantize_one(v * inv) + 128) as u8;
     }
 }
 
