@@ -186,40 +186,51 @@ pub fn small_rows(x: &[f32], w: &[f32], b: &[f32], k: usize) -> Option<Vec<f32>>
             return None;
         }
         let (m, n) = (x.len() / k, b.len());
-        Some(crate::packed::tiled(m, n, 64, |row0, rows, p, out| {
-            let o0 = p * 64;
-            let width = 64.min(n - o0);
-            for g in (0..width).step_by(4) {
-                let ch = 4.min(width - g);
-                for r0 in (0..rows).step_by(4) {
-                    let rr = 4.min(rows - r0);
-                    let xs = &x[(row0 + r0) * k..(row0 + r0 + rr) * k];
-                    let mut sums = [[0f32; 4]; 4];
-                    if ch == 4 {
-                        // SAFETY: AVX-512F is present; xs holds rr rows of k, w 4 rows of k from o0 + g.
-                        unsafe {
-                            rows4_avx512(xs, rr, &w[(o0 + g) * k..(o0 + g + 4) * k], k, &mut sums)
-                        };
-                    } else {
-                        for (r, s) in sums.iter_mut().enumerate().take(rr) {
-                            for (c, v) in s.iter_mut().enumerate().take(ch) {
-                                let wr = &w[(o0 + g + c) * k..(o0 + g + c + 1) * k];
-                                *v = xs[r * k..(r + 1) * k]
-                                    .iter()
-                                    .zip(wr)
-                                    .map(|(a, b)| a * b)
-                                    .sum();
+        Some(crate::packed::tiled(
+            m,
+            n,
+            64,
+            |row0, rows, p, out, stride| {
+                let o0 = p * 64;
+                let width = 64.min(n - o0);
+                for g in (0..width).step_by(4) {
+                    let ch = 4.min(width - g);
+                    for r0 in (0..rows).step_by(4) {
+                        let rr = 4.min(rows - r0);
+                        let xs = &x[(row0 + r0) * k..(row0 + r0 + rr) * k];
+                        let mut sums = [[0f32; 4]; 4];
+                        if ch == 4 {
+                            // SAFETY: AVX-512F is present; xs holds rr rows of k, w 4 rows of k from o0 + g.
+                            unsafe {
+                                rows4_avx512(
+                                    xs,
+                                    rr,
+                                    &w[(o0 + g) * k..(o0 + g + 4) * k],
+                                    k,
+                                    &mut sums,
+                                )
+                            };
+                        } else {
+                            for (r, s) in sums.iter_mut().enumerate().take(rr) {
+                                for (c, v) in s.iter_mut().enumerate().take(ch) {
+                                    let wr = &w[(o0 + g + c) * k..(o0 + g + c + 1) * k];
+                                    *v = xs[r * k..(r + 1) * k]
+                                        .iter()
+                                        .zip(wr)
+                                        .map(|(a, b)| a * b)
+                                        .sum();
+                                }
+                            }
+                        }
+                        for (r, s) in sums.iter().enumerate().take(rr) {
+                            for c in 0..ch {
+                                out[(r0 + r) * stride + g + c] = s[c] + b[o0 + g + c];
                             }
                         }
                     }
-                    for (r, s) in sums.iter().enumerate().take(rr) {
-                        for c in 0..ch {
-                            out[(r0 + r) * 64 + g + c] = s[c] + b[o0 + g + c];
-                        }
-                    }
                 }
-            }
-        }))
+            },
+        ))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -282,7 +293,13 @@ mod tests {
     /// f64-accumulated sums.
     #[test]
     fn small_rows_match_plain_sums() {
-        let (m, k, n) = (9, 21, 37);
+        // The second shape has enough rows for `tiled`'s band-parallel path.
+        for (m, k, n) in [(9, 21, 37), (500, 21, 70)] {
+            small_rows_case(m, k, n);
+        }
+    }
+
+    fn small_rows_case(m: usize, k: usize, n: usize) {
         let x: Vec<f32> = (0..m * k)
             .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
             .collect();

@@ -114,9 +114,25 @@ impl PackedLinear {
     /// Rows of `in_dim` floats → rows of `out_dim` floats.
     fn forward_rows(&self, x: &[f32]) -> Vec<f32> {
         let k = self.in_dim;
-        tiled(x.len() / k, self.out_dim, NR, |row0, rows, p, out| {
-            self.tile(&x[row0 * k..(row0 + rows) * k], p, out)
-        })
+        tiled(
+            x.len() / k,
+            self.out_dim,
+            NR,
+            |row0, rows, p, out, stride| {
+                let xs = &x[row0 * k..(row0 + rows) * k];
+                if stride == NR {
+                    return self.tile(xs, p, out);
+                }
+                // The kernels write whole NR-wide rows: stage them when the result's rows are wider.
+                let mut buf = vec![0f32; rows * NR];
+                self.tile(xs, p, &mut buf);
+                let width = NR.min(self.out_dim - p * NR);
+                for r in 0..rows {
+                    out[r * stride..r * stride + width]
+                        .copy_from_slice(&buf[r * NR..r * NR + width]);
+                }
+            },
+        )
     }
 
     /// The rows of `xs` times panel `p` into `out` [rows, NR].
@@ -166,14 +182,17 @@ impl CustomOp1 for PackedLinear {
 }
 
 /// An [m, n] row-major result computed in tiles of (up to `MC` rows) × (a panel of `nr` columns):
-/// `tile(first row, rows, panel, out [rows, nr])` runs for every tile in parallel, each writing memory
-/// of its own; the tiles are then copied into place. Tasks run chunk-major, so a thread keeps its rows
-/// in cache while the panels stream past.
+/// `tile(first row, rows, panel, out, stride)` runs for every tile in parallel and writes the tile's
+/// columns (`nr`, fewer at the right edge) at the start of each of its `rows` rows of `out`, which are
+/// `stride` apart; each task writes memory of its own. With enough row bands for every thread, a band's
+/// tiles are written straight into its rows of the result. Otherwise (few rows: batch-1 inference)
+/// the tiles are split across threads too, each into a buffer of its own, and copied into place after.
+/// Tasks run chunk-major, so a thread keeps its rows in cache while the panels stream past.
 pub(crate) fn tiled<T>(
     m: usize,
     n: usize,
     nr: usize,
-    tile: impl Fn(usize, usize, usize, &mut [T]) + Sync,
+    tile: impl Fn(usize, usize, usize, &mut [T], usize) + Sync,
 ) -> Vec<T>
 where
     T: Copy + Default + Send + Sync,
@@ -182,19 +201,11 @@ where
     let mc = MC.min(m.max(1));
     let chunks = m.div_ceil(mc);
     if chunks >= 2 * rayon::current_num_threads() {
-        // Enough row bands for every thread: each band computes its panels into one small tile and
-        // copies them into its own rows of the result, with no result-sized staging buffer.
         let mut y = vec![T::default(); m * n];
         y.par_chunks_mut(mc * n).enumerate().for_each(|(c, band)| {
             let rows = band.len() / n;
-            let mut buf = vec![T::default(); rows * nr];
             for p in 0..n_panels {
-                tile(c * mc, rows, p, &mut buf);
-                let w = nr.min(n - p * nr);
-                for r in 0..rows {
-                    band[r * n + p * nr..r * n + p * nr + w]
-                        .copy_from_slice(&buf[r * nr..r * nr + w]);
-                }
+                tile(c * mc, rows, p, &mut band[p * nr..], n);
             }
         });
         return y;
@@ -206,7 +217,7 @@ where
         .for_each(|(t, out)| {
             let (c, p) = (t / n_panels, t % n_panels);
             let rows = mc.min(m - c * mc);
-            tile(c * mc, rows, p, &mut out[..rows * nr]);
+            tile(c * mc, rows, p, &mut out[..rows * nr], nr);
         });
     let mut y = vec![T::default(); m * n];
     y.par_chunks_mut(mc * n.max(1))
@@ -397,6 +408,8 @@ mod tests {
             (16, 64, 32),
             (200, 48, 100),
             (97, 5, 33),
+            // Enough row bands for the band-parallel path, whose rows are wider than a panel.
+            (500, 20, 130),
         ] {
             let (x, w, b) = (
                 random(m * k, &mut rng),

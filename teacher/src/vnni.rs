@@ -105,17 +105,13 @@ impl VnniWeights {
     {
         let (k4, n) = (self.k4, self.out_dim);
         let m = xu.len() / k4.max(1);
-        tiled(m, n, NR, |row0, rows, p, out| {
+        tiled(m, n, NR, |row0, rows, p, out, stride| {
             let panel = &self.panels[p * k4 * NR..(p + 1) * k4 * NR];
             let width = NR.min(n - p * NR);
             let colsum = &self.colsum[p * NR..p * NR + width];
             let xs = &xu[row0 * k4..(row0 + rows) * k4];
             let mut acc = [0i32; ROWS * NR];
-            for (b, (x, o)) in xs
-                .chunks(ROWS * k4)
-                .zip(out.chunks_mut(ROWS * NR))
-                .enumerate()
-            {
+            for (b, x) in xs.chunks(ROWS * k4).enumerate() {
                 let block_rows = x.len() / k4;
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `new` packed these weights only after seeing AVX-512 VNNI; x holds whole
@@ -128,8 +124,8 @@ impl VnniWeights {
                     for (v, &cs) in sums.iter_mut().zip(colsum) {
                         *v -= 128 * cs;
                     }
-                    let row = row0 + b * ROWS + r;
-                    epilogue(row, p * NR, sums, &mut o[r * NR..r * NR + width]);
+                    let at = (b * ROWS + r) * stride;
+                    epilogue(row0 + b * ROWS + r, p * NR, sums, &mut out[at..at + width]);
                 }
             }
         })
