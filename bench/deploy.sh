@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/deploy.sh: the deployment figures of issue #9 on the SST-2 run (`distill run configs/sst2.yaml`,
+# bench/deploy.sh: the deployment figures (docs/performance.md) on the SST-2 run (`distill run configs/sst2.yaml`,
 # with the same --set overrides passed here as arguments): the comparison report (f32 and int8 students,
 # plots), the ONNX/int8 parity check in onnxruntime, and the server load test in f32 and int8.
 # Writes runs/deploy/; run it on an otherwise idle machine.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/gpu.sh [DISTILL_BINARY]: the GPU check of issue #6, for an NVIDIA machine (H100/H200, driver 580+,
+# bench/gpu.sh [DISTILL_BINARY]: the GPU check (docs/performance.md), for an NVIDIA machine (H100/H200, driver 580+,
 # CUDA 13 libraries in its Python environment, no network). Build the binary here first
 # (`bash tools/cuda/build.sh` -> target/cuda/release/distill) and bring the teacher folder
 # (models/all-MiniLM-L6-v2, from `bash tools/setup_teacher.sh`) and the GLUE data ($GLUE_DIR) along.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/pretrain_init.sh: issue #8's evidence. SST-2, CoLA and MRPC students distilled from the same teacher
+# bench/pretrain_init.sh: does pre-training help? SST-2, CoLA and MRPC students distilled from the same teacher
 # with the same budget (training subset, epochs, seed, terms), once from random weights and once from the
 # masked-LM pre-trained student (`distill pretrain`, its export). Prints a markdown table of dev metrics;
 # each run is under OUT/<task>-<init>/ (TASKS="sst2 cola" and INITS="random" pick rows).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/sst2_epoch.sh [STEPS]: issue #6's SST-2 epoch benchmark. The RoBERTa-tiny-cased student trains on all of
+# bench/sst2_epoch.sh [STEPS]: the SST-2 epoch benchmark. The RoBERTa-tiny-cased student trains on all of
 # SST-2 (67,349 sentences, batch 32, labels only, AdamW lr 1e-4) here with length bucketing, and in PyTorch the way
 # run_glue does by default (every sentence padded to 128 tokens; bench/sst2_epoch_pytorch.py), one after the
 # other with the same thread count. Each side times STEPS updates and extrapolates to the epoch's 2,105 updates:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/sst2_terms.sh: the loss-term ablation of issue #4 on real SST-2, every row with the same budget
+# bench/sst2_terms.sh: the loss-term ablation on real SST-2, every row with the same budget
 # (student shape, training subset, epochs, seed): labels only, logit KD, + hidden-state MSE, + MiniLMv2
 # relations, all with the student on the teacher's tokenizer; then row 4 again with the student on its own
 # cased vocabulary, the token-level terms aligned by words across the two tokenizers; then the hidden term

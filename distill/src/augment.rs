@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
+use data::{Example, Label};
+use modeling::io::hash_files;
+use modeling::{Classifier, MaskedLm, ModelSource, TextTokenizer};
 use teacher::augment::{self, AugmentConfig, MlmMode};
-use teacher::targets::hash_files;
-use teacher::{Classifier, Example, Label, MaskedLm, ModelSource, TextTokenizer};
 
 use crate::pipeline::Plan;
 

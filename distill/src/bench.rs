@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
+use modeling::{Batch, Classifier, EncoderConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use teacher::{Batch, Classifier, EncoderConfig};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -40,10 +40,10 @@ pub struct BenchArgs {
     /// The training steps' precision: `fp32`, or `bf16` / `f16` mixed precision (f32 master weights;
     /// f16 with a loss scale), as `train.precision` sets it. Inference is timed in f32.
     #[arg(long, default_value = "fp32", value_parser = parse_precision)]
-    pub precision: student::Precision,
+    pub precision: train::Precision,
 }
 
-fn parse_precision(s: &str) -> std::result::Result<student::Precision, String> {
+fn parse_precision(s: &str) -> std::result::Result<train::Precision, String> {
     serde_json::from_value(json!(s)).map_err(|e| e.to_string())
 }
 
@@ -82,21 +82,21 @@ fn train_steps(
     b: usize,
     s: usize,
     steps: usize,
-    precision: student::Precision,
+    precision: train::Precision,
 ) -> Result<serde_json::Value> {
     let dev = &model.device;
     // As the trainer runs it: a clone in the compute dtype shares the f32 weights the optimizer updates.
     let mut mixed = model.clone();
     mixed.set_compute_dtype(precision.dtype())?;
-    let scale = student::precision::LossScale::new(precision);
+    let scale = train::precision::LossScale::new(precision);
     let mut rng = StdRng::seed_from_u64(1);
     let batch = random_batch(b, s, model.config.vocab_size, &mut rng, dev)?;
     let labels = Tensor::from_vec((0..b as u32).map(|i| i % 2).collect::<Vec<_>>(), b, dev)?;
-    let cfg = student::optim::AdamWConfig {
+    let cfg = train::optim::AdamWConfig {
         total_steps: 1000,
         ..Default::default()
     };
-    let mut opt = student::optim::AdamW::new(model.named_vars(), cfg)?;
+    let mut opt = train::optim::AdamW::new(model.named_vars(), cfg)?;
     let (mut fwd, mut bwd, mut upd) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..=steps {
         let t0 = Instant::now();
@@ -178,7 +178,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         let cpu = Classifier::new(&student_cfg, 2, 0, &Device::Cpu)?;
         let dir = tempfile::tempdir()?;
         cpu.save(dir.path(), &[])?;
-        let files = teacher::ModelSource::Local(dir.path().into()).resolve(false)?;
+        let files = modeling::ModelSource::Local(dir.path().into()).resolve(false)?;
         let (on_dev, _) = Classifier::load(&files, None, 0, &dev)?;
         let mut rng = StdRng::seed_from_u64(4);
         let batch = random_batch(4, 32, student_cfg.vocab_size, &mut rng, &Device::Cpu)?;
@@ -267,7 +267,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let v = serde_json::Value::Object(results);
     println!("{}", serde_json::to_string_pretty(&v)?);
     if let Some(p) = &a.json {
-        teacher::write_atomic(p, serde_json::to_string_pretty(&v)?.as_bytes())?;
+        modeling::write_atomic(p, serde_json::to_string_pretty(&v)?.as_bytes())?;
     }
     Ok(())
 }
@@ -294,7 +294,7 @@ fn ceilings(steps: usize) -> Result<serde_json::Value> {
         for (i, o) in [(h, h), (h, h), (h, h), (h, h), (h, f), (f, h)] {
             let w = Tensor::randn(0f32, 0.02, (o, i), &dev)?;
             let b = Tensor::zeros(o, candle_core::DType::F32, &dev)?;
-            layers.push(teacher::packed::PackedLinear::from_linear(
+            layers.push(kernels::packed::PackedLinear::from_linear(
                 &candle_nn::Linear::new(w, Some(b)),
             )?);
         }

@@ -4,12 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use data::tasks::{Column, Format};
+use data::{Metric, TaskSpec};
+use modeling::infer::Pooling;
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 use student::terms::{ObjectiveConfig, TemperatureSchedule, TermSpec};
-use teacher::data::{Column, Format};
-use teacher::infer::Pooling;
-use teacher::{Metric, TaskSpec};
+use train::TrainSettings;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,7 +30,7 @@ pub struct RunConfig {
     #[serde(default)]
     pub distill: DistillConfig,
     #[serde(default)]
-    pub train: TrainSection,
+    pub train: TrainSettings,
     /// The grid `distill sweep` searches.
     #[serde(default)]
     pub sweep: SweepConfig,
@@ -159,7 +160,7 @@ pub struct TeacherConfig {
     pub batch_size: usize,
     /// Used when the checkpoint has no task head: fine-tune it on the task first.
     #[serde(default)]
-    pub finetune: TrainSection,
+    pub finetune: TrainSettings,
     /// Layers whose pooled hidden states are cached with the logits (0 = embeddings).
     #[serde(default)]
     pub hidden_layers: Vec<usize>,
@@ -372,51 +373,6 @@ fn validate_augment(a: &teacher::augment::AugmentConfig) -> Result<()> {
     )
 }
 
-/// Optimisation settings, used for the student (`train`) and for teacher fine-tuning (`teacher.finetune`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrainSection {
-    pub epochs: usize,
-    /// Examples per micro-batch (per process in data-parallel training).
-    pub batch_size: usize,
-    /// Micro-batches per update (1: none). Left out of stamps at its default, as `precision` is, so
-    /// outputs made before these settings existed stay fresh.
-    #[serde(skip_serializing_if = "is_one_step")]
-    pub gradient_accumulation: usize,
-    pub learning_rate: f64,
-    pub warmup_ratio: f64,
-    pub weight_decay: f64,
-    pub max_grad_norm: f64,
-    /// Evaluate on dev every N steps as well as every epoch (0: every epoch only).
-    pub eval_every: usize,
-    /// Stop after N updates (0: no limit).
-    pub max_steps: usize,
-    /// The dtype of the matrix products: fp32, bf16 or f16 (weights and optimizer stay f32).
-    #[serde(skip_serializing_if = "student::Precision::is_fp32")]
-    pub precision: student::Precision,
-}
-
-fn is_one_step(n: &usize) -> bool {
-    *n == 1
-}
-
-impl Default for TrainSection {
-    fn default() -> Self {
-        Self {
-            epochs: 4,
-            batch_size: 32,
-            gradient_accumulation: 1,
-            learning_rate: 1e-4,
-            warmup_ratio: 0.1,
-            weight_decay: 0.01,
-            max_grad_norm: 1.0,
-            eval_every: 0,
-            max_steps: 0,
-            precision: student::Precision::Fp32,
-        }
-    }
-}
-
 /// Reads a config file, applies `--set key.path=value` overrides and `${VAR}` expansion, parses and
 /// validates it.
 pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig> {
@@ -583,8 +539,11 @@ impl RunConfig {
             "teacher.batch_size",
             "must be positive",
         )?;
-        self.train.validate("train")?;
-        self.teacher.finetune.validate("teacher.finetune")?;
+        self.train.validate("train").map_err(|e| anyhow!(e))?;
+        self.teacher
+            .finetune
+            .validate("teacher.finetune")
+            .map_err(|e| anyhow!(e))?;
         let weights = std::iter::once(("teacher.weight".to_string(), self.teacher.weight)).chain(
             self.teacher
                 .ensemble
@@ -735,71 +694,5 @@ impl RunConfig {
                 TaskSpec::glue_names().join(", ")
             )
         })
-    }
-}
-
-impl TrainSection {
-    fn validate(&self, key: &str) -> Result<()> {
-        check(
-            self.epochs > 0,
-            &format!("{key}.epochs"),
-            "must be positive",
-        )?;
-        check(
-            self.batch_size > 0,
-            &format!("{key}.batch_size"),
-            "must be positive",
-        )?;
-        check(
-            self.gradient_accumulation > 0,
-            &format!("{key}.gradient_accumulation"),
-            "must be positive (1: no accumulation)",
-        )?;
-        check(
-            self.learning_rate > 0.0 && self.learning_rate < 1.0,
-            &format!("{key}.learning_rate"),
-            format!("must be within (0, 1) (got {})", self.learning_rate),
-        )?;
-        check(
-            (0.0..1.0).contains(&self.warmup_ratio),
-            &format!("{key}.warmup_ratio"),
-            format!("must be within [0, 1) (got {})", self.warmup_ratio),
-        )?;
-        check(
-            self.weight_decay >= 0.0,
-            &format!("{key}.weight_decay"),
-            "must not be negative",
-        )?;
-        check(
-            self.max_grad_norm >= 0.0,
-            &format!("{key}.max_grad_norm"),
-            "must not be negative (0 disables clipping)",
-        )
-    }
-
-    pub fn to_train_config(
-        &self,
-        seed: u64,
-        alpha_kd: f64,
-        temperature: f64,
-        eval_batch: usize,
-    ) -> student::TrainConfig {
-        student::TrainConfig {
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            gradient_accumulation: self.gradient_accumulation,
-            learning_rate: self.learning_rate,
-            warmup_ratio: self.warmup_ratio,
-            weight_decay: self.weight_decay,
-            max_grad_norm: self.max_grad_norm,
-            eval_every: self.eval_every,
-            max_steps: self.max_steps,
-            seed,
-            alpha_kd,
-            temperature,
-            eval_batch_size: eval_batch,
-            objective: Default::default(),
-            precision: self.precision,
-        }
     }
 }

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use teacher::batch::make_batch;
-use teacher::{Classifier, ModelSource};
+use modeling::batch::make_batch;
+use modeling::{Classifier, ModelSource};
 
 use crate::pipeline::model_tokenizer;
 
@@ -49,12 +49,12 @@ pub fn run(a: &EncodeArgs) -> Result<()> {
             Some((x, y)) => tok.encode(x, Some(y)),
             None => tok.encode(l, None),
         })
-        .collect::<teacher::Result<Vec<_>>>()?;
+        .collect::<modeling::Result<Vec<_>>>()?;
     let s_max = enc.iter().map(|e| e.ids.len()).max().unwrap_or(1);
     let n_states = model.config.num_hidden_layers + 1;
     let mut states: Vec<Vec<Tensor>> = vec![Vec::new(); n_states];
     let (mut ids, mut masks) = (Vec::new(), Vec::new());
-    let bar = student::progress_bar(enc.len() as u64, "encode");
+    let bar = train::progress_bar(enc.len() as u64, "encode");
     for chunk in enc.chunks(a.batch_size.max(1)) {
         let items: Vec<_> = chunk.iter().collect();
         let batch = make_batch(&items, tok.pad_id(), &Device::Cpu)?;
@@ -75,7 +75,7 @@ pub fn run(a: &EncodeArgs) -> Result<()> {
     for (k, parts) in states.iter().enumerate() {
         tensors.insert(format!("hidden_states.{k}"), Tensor::cat(parts, 0)?);
     }
-    teacher::save_tensors(&tensors, &a.out).with_context(|| format!("{}", a.out.display()))?;
+    modeling::save_tensors(&tensors, &a.out).with_context(|| format!("{}", a.out.display()))?;
     eprintln!(
         "encode: wrote {} ({} inputs, {n_states} hidden states)",
         a.out.display(),

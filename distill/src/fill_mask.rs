@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, D};
-use teacher::{Batch, MaskedLm, ModelSource, SpecialTokens, TextTokenizer};
+use modeling::{Batch, MaskedLm, ModelSource, SpecialTokens, TextTokenizer};
 
 use crate::pipeline::model_tokenizer;
 

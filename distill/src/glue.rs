@@ -7,9 +7,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use data::tasks::read_test;
+use modeling::{Classifier, ModelSource};
 use serde::Serialize;
-use teacher::data::read_test;
-use teacher::{Classifier, ModelSource};
 
 use crate::config;
 use crate::pipeline::Plan;
@@ -74,8 +74,8 @@ pub fn run(a: &GlueArgs) -> Result<Vec<Row>> {
         });
     }
     let md = markdown(&rows);
-    teacher::write_atomic(&a.out.join("glue.md"), md.as_bytes())?;
-    teacher::write_atomic(
+    modeling::write_atomic(&a.out.join("glue.md"), md.as_bytes())?;
+    modeling::write_atomic(
         &a.out.join("glue.json"),
         serde_json::to_string_pretty(&rows)?.as_bytes(),
     )?;
@@ -98,22 +98,22 @@ fn predict_test(plan: &Plan, a: &GlueArgs) -> Result<Option<PathBuf>> {
         let enc = rows
             .iter()
             .map(|r| tok.encode(&r.text_a, r.text_b.as_deref()))
-            .collect::<teacher::Result<Vec<_>>>()?;
+            .collect::<modeling::Result<Vec<_>>>()?;
         let logits: Vec<Vec<f32>> =
-            student::eval::logits(&model, &enc, tok.pad_id(), plan.cfg.teacher.batch_size)?
+            train::eval::logits(&model, &enc, tok.pad_id(), plan.cfg.teacher.batch_size)?
                 .to_vec2()?;
         let mut out = String::from("index\tprediction\n");
         for (r, l) in rows.iter().zip(&logits) {
             let pred = if plan.spec.is_regression() {
                 format!("{:.3}", l[0].clamp(0.0, 5.0))
             } else {
-                let k = student::metrics::argmax_rows(std::slice::from_ref(l))[0];
+                let k = train::metrics::argmax_rows(std::slice::from_ref(l))[0];
                 plan.spec.labels[k].clone()
             };
             out.push_str(&format!("{}\t{pred}\n", r.index));
         }
         let dest = a.out.join(format!("{name}.tsv"));
-        teacher::write_atomic(&dest, out.as_bytes())?;
+        modeling::write_atomic(&dest, out.as_bytes())?;
         eprintln!(
             "glue: wrote {} ({} predictions)",
             dest.display(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use student::dist::Group;
+use train::dist::Group;
 
 /// This process's group, and the local ranks it started (to wait for with `finish`).
 pub struct Launch {

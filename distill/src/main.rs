@@ -249,7 +249,7 @@ fn dispatch(cmd: Command) -> Result<()> {
                 "model.onnx"
             };
             let out = out.unwrap_or_else(|| model_dir.join(name));
-            student::onnx::write(&model_dir, &out, int8)?;
+            modeling::onnx::write(&model_dir, &out, int8)?;
             eprintln!("onnx: wrote {}", out.display());
             Ok(())
         }

@@ -10,8 +10,9 @@
 //! minilm_relations relations between per-word means of Q/K/V.
 
 use anyhow::{anyhow, Result};
-use teacher::targets::hash_files;
-use teacher::{Classifier, Encoded, EncoderConfig, Example, TextTokenizer};
+use data::Example;
+use modeling::io::hash_files;
+use modeling::{Classifier, Encoded, EncoderConfig, TextTokenizer};
 
 use crate::config::DistillConfig;
 use crate::pipeline::Plan;

@@ -7,23 +7,23 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
+use data::hash_examples;
+use data::{Example, Label, TaskSpec};
+use modeling::infer;
+use modeling::io::hash_files;
+use modeling::{Classifier, EncoderConfig, ModelFiles, ModelKind, ModelSource, TextTokenizer};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde_json::json;
-use teacher::infer;
-use teacher::targets::{hash_examples, hash_files};
-use teacher::{
-    Classifier, EncoderConfig, Example, Fingerprint, Label, ModelFiles, ModelKind, ModelSource,
-    Targets, TaskSpec, TextTokenizer,
-};
+use teacher::{Fingerprint, Targets};
 
 use crate::config::RunConfig;
 pub use crate::device::select_device;
 use crate::preflight;
 use crate::stamp::{check_stamp, write_stamp, write_stamp_as, Freshness};
 use std::sync::Arc;
-use student::dist::Group;
+use train::dist::Group;
 
 pub struct Plan {
     pub cfg: RunConfig,
@@ -44,7 +44,7 @@ pub struct Plan {
 
 /// Tokenised examples and their labels.
 pub struct Tokenised {
-    pub ids: Vec<teacher::Encoded>,
+    pub ids: Vec<modeling::Encoded>,
     pub labels: Vec<Label>,
 }
 
@@ -87,13 +87,13 @@ impl Plan {
         self.export(None, false, false)?;
         timed("export", t0);
         let text = serde_json::to_string_pretty(&times)?;
-        teacher::write_atomic(&self.out.join("timings.json"), text.as_bytes())?;
+        modeling::write_atomic(&self.out.join("timings.json"), text.as_bytes())?;
         Ok(report)
     }
 
     /// Training examples (a seeded subset when `data.max_train_examples` is set) and dev examples.
     pub fn read_data(&self) -> Result<(Vec<Example>, Vec<Example>)> {
-        let (train_path, dev_path) = teacher::data::split_paths(&self.spec, &self.cfg.data.dir);
+        let (train_path, dev_path) = data::tasks::split_paths(&self.spec, &self.cfg.data.dir);
         let mut train = self.spec.read(&train_path).context("data.dir")?;
         let mut dev = self.spec.read(&dev_path).context("data.dir")?;
         let n = self.cfg.data.max_train_examples;
@@ -187,23 +187,23 @@ impl Plan {
                 let (train, dev) = self.read_data()?;
                 let tr = tokenise(&tok, &train)?;
                 let dv = tokenise(&tok, &dev)?;
-                let ft = &self.cfg.teacher.finetune;
-                let tc = ft.to_train_config(self.cfg.seed, 0.0, 1.0, self.cfg.teacher.batch_size);
                 let labels = self.labels();
-                let data = student::TrainData {
+                let data = train::classify::ClassifyData {
                     train: &tr.ids,
                     train_labels: &tr.labels,
                     dev: &dv.ids,
                     dev_labels: &dv.labels,
-                    teacher_logits: None,
-                    teacher: None,
-                    align: None,
                     pad_id: tok.pad_id(),
                     metric: self.spec.metric,
                     label_names: &labels,
                     group: None,
                 };
-                let rep = student::train(&model, &data, &tc, &stage.join("finetune"))?;
+                let ft = teacher::finetune::FinetuneConfig {
+                    settings: self.cfg.teacher.finetune.clone(),
+                    seed: self.cfg.seed,
+                    eval_batch_size: self.cfg.teacher.batch_size,
+                };
+                let rep = teacher::finetune::finetune(&model, &data, &ft, &stage.join("finetune"))?;
                 if let Some(b) = &rep.best {
                     eprintln!(
                         "teacher: best dev {} at step {}",
@@ -212,7 +212,7 @@ impl Plan {
                     );
                 }
                 let lower = tokenizer_lowercase(&files);
-                student::export::export(
+                modeling::export::export(
                     &stage.join("finetune").join("best"),
                     &tok,
                     model.config.kind(),
@@ -272,8 +272,8 @@ impl Plan {
         let (_, dev) = self.read_data()?;
         let enc = tokenise(tok, &dev)?;
         let logits =
-            student::eval::logits(model, &enc.ids, tok.pad_id(), self.cfg.teacher.batch_size)?;
-        let scores = student::eval::score(&logits, &enc.labels, self.spec.metric)?;
+            train::eval::logits(model, &enc.ids, tok.pad_id(), self.cfg.teacher.batch_size)?;
+        let scores = train::eval::score(&logits, &enc.labels, self.spec.metric)?;
         let name = scores.values.keys().next().cloned().unwrap_or_default();
         preflight::teacher_dev(pf, &logits.to_vec2()?, &enc.labels, scores.main, &name)?;
         eprintln!("preflight: teacher dev {}", scores.summary());
@@ -422,7 +422,7 @@ impl Plan {
             let tok = model_tokenizer(&files, self.cfg.data.max_seq_len).context(key.clone())?;
             self.preflight_teacher(&model, &tok).context(key)?;
             let enc = tokenise(&tok, examples)?;
-            let bar = student::progress_bar(enc.ids.len() as u64, &format!("member {i}"));
+            let bar = train::progress_bar(enc.ids.len() as u64, &format!("member {i}"));
             let out = infer::run(
                 &model,
                 &enc.ids,
@@ -451,7 +451,7 @@ impl Plan {
     ) -> Result<Targets> {
         let t = &self.cfg.teacher;
         let ids = tokenise(tok, examples)?.ids;
-        let bar = student::progress_bar(ids.len() as u64, "targets");
+        let bar = train::progress_bar(ids.len() as u64, "targets");
         let out = infer::run(
             model,
             &ids,
@@ -545,7 +545,7 @@ impl Plan {
     }
 
     /// Stage 2: trains the student on the task loss and the teacher's targets.
-    pub fn train(&self) -> Result<student::TrainReport> {
+    pub fn train(&self) -> Result<train::TrainReport> {
         self.train_until(&|_| false)
     }
 
@@ -574,7 +574,7 @@ impl Plan {
     }
 
     /// `train`, pausing (resumably) once `stop(step)` is true.
-    pub fn train_until(&self, stop: &dyn Fn(usize) -> bool) -> Result<student::TrainReport> {
+    pub fn train_until(&self, stop: &dyn Fn(usize) -> bool) -> Result<train::TrainReport> {
         if self.cfg.stages.is_empty() {
             return self.train_stage(stop);
         }
@@ -618,7 +618,7 @@ impl Plan {
     }
 
     /// One training stage: the run's `distill` and `train` sections (a stage's, under `stages:`).
-    fn train_stage(&self, stop: &dyn Fn(usize) -> bool) -> Result<student::TrainReport> {
+    fn train_stage(&self, stop: &dyn Fn(usize) -> bool) -> Result<train::TrainReport> {
         let d = &self.cfg.distill;
         // Cached logits feed kd / logits_mse; token-level terms need the teacher itself (`online`).
         let needs_logits = d
@@ -697,7 +697,7 @@ impl Plan {
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
             .filter(|d| *d == stamp)
             .and_then(|_| std::fs::read_to_string(&report_path).ok())
-            .and_then(|t| serde_json::from_str::<student::TrainReport>(&t).ok())
+            .and_then(|t| serde_json::from_str::<train::TrainReport>(&t).ok())
             .filter(|r| r.steps >= self.planned_steps(train.len()) && dir.join("best").is_dir());
         let freshness = check_stamp(&dir, &stamp);
         // Every rank has read the stamps before rank 0 changes them.
@@ -743,13 +743,14 @@ impl Plan {
             label_names: &labels,
             group: Some(&self.group),
         };
-        let mut tc = self.cfg.train.to_train_config(
-            self.student_seed,
-            d.alpha_kd,
-            d.temperature,
-            self.cfg.teacher.batch_size,
-        );
-        tc.objective = d.objective();
+        let tc = student::TrainConfig {
+            train: self.cfg.train.clone(),
+            seed: self.student_seed,
+            alpha_kd: d.alpha_kd,
+            temperature: d.temperature,
+            eval_batch_size: self.cfg.train.eval_batch(self.cfg.teacher.batch_size),
+            objective: d.objective(),
+        };
         let report = student::train_until(&model, &data, &tc, &dir, stop)?;
         if main && report.steps >= self.planned_steps(train.len()) {
             write_stamp_as(&done, &stamp)?;
@@ -773,11 +774,11 @@ impl Plan {
         let tok = self.student_tokenizer()?;
         let kind = match self.cfg.student.model_type.as_deref() {
             Some("roberta") => ModelKind::Roberta,
-            _ => teacher::EncoderConfig::from_file(&best.join("config.json"))
+            _ => modeling::EncoderConfig::from_file(&best.join("config.json"))
                 .map(|c| c.kind())
                 .unwrap_or(ModelKind::Bert),
         };
-        student::export::export(&best, &tok, kind, self.cfg.student.lowercase, &dest)?;
+        modeling::export::export(&best, &tok, kind, self.cfg.student.lowercase, &dest)?;
         eprintln!("export: wrote {}", dest.display());
         let mut variants = Vec::new();
         if onnx {
@@ -787,7 +788,7 @@ impl Plan {
             variants.push(("model.int8.onnx", true));
         }
         for (name, q) in variants {
-            student::onnx::write(&dest, &dest.join(name), q)?;
+            modeling::onnx::write(&dest, &dest.join(name), q)?;
             eprintln!("export: wrote {}", dest.join(name).display());
         }
         Ok(dest)
@@ -851,7 +852,7 @@ pub fn tokenise(tok: &TextTokenizer, examples: &[Example]) -> Result<Tokenised> 
     let ids = examples
         .iter()
         .map(|e| tok.encode(&e.text_a, e.text_b.as_deref()))
-        .collect::<teacher::Result<Vec<_>>>()?;
+        .collect::<modeling::Result<Vec<_>>>()?;
     Ok(Tokenised {
         ids,
         labels: examples.iter().map(|e| e.label).collect(),
@@ -861,12 +862,12 @@ pub fn tokenise(tok: &TextTokenizer, examples: &[Example]) -> Result<Tokenised> 
 /// Times a dev-set pass of `model`; returns logits and examples per second.
 pub fn timed_logits(
     model: &Classifier,
-    data: &[teacher::Encoded],
+    data: &[modeling::Encoded],
     pad: u32,
     batch: usize,
 ) -> Result<(Tensor, f64)> {
     let t0 = Instant::now();
-    let logits = student::eval::logits(model, data, pad, batch)?;
+    let logits = train::eval::logits(model, data, pad, batch)?;
     let secs = t0.elapsed().as_secs_f64();
     Ok((logits, data.len() as f64 / secs.max(1e-9)))
 }

@@ -10,7 +10,7 @@ use anyhow::{anyhow, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use student::calibration::Calibration;
+use train::calibration::Calibration;
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
@@ -580,7 +580,7 @@ pub fn bar_panels(panels: &[BarPanel]) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use student::calibration::calibration;
+    use train::calibration::calibration;
 
     /// Decodes a PNG and returns its size, failing on anything that is not one.
     fn png_size(bytes: &[u8]) -> (u32, u32) {

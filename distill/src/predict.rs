@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use teacher::infer::{self, Pooling};
-use teacher::{Classifier, Encoded, ModelSource, TextTokenizer};
+use modeling::infer::{self, Pooling};
+use modeling::{Classifier, Encoded, ModelSource, TextTokenizer};
 
 use crate::pipeline::model_tokenizer;
 
@@ -42,7 +42,7 @@ pub struct Predictor {
 impl Predictor {
     /// Loads `model_dir`; inputs longer than `max_len` (or the model's positions) are truncated.
     /// `int8` switches inference to dynamic int8 (`Classifier::quantize_int8`); otherwise the dense
-    /// layers are packed for the f32 kernel of `teacher::packed`.
+    /// layers are packed for the f32 kernel of `kernels::packed`.
     pub fn load(model_dir: &Path, max_len: usize, int8: bool) -> Result<Self> {
         if max_len < 8 {
             bail!("--max-len {max_len} leaves no room for text besides the special tokens (use at least 8)");
@@ -72,7 +72,7 @@ impl Predictor {
     }
 
     /// Logit rows [n][c] in input order, `batch_size` examples per forward. The same path as
-    /// `student::eval::logits` without its progress bar (a server would draw one per batch).
+    /// `train::eval::logits` without its progress bar (a server would draw one per batch).
     pub fn logits(&self, enc: &[Encoded], batch_size: usize) -> Result<Vec<Vec<f32>>> {
         if enc.is_empty() {
             return Ok(Vec::new());
@@ -104,7 +104,7 @@ pub fn prediction(row: &[f32], labels: &[String]) -> serde_json::Value {
     let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     let exp: Vec<f32> = row.iter().map(|x| (x - max).exp()).collect();
     let sum: f32 = exp.iter().sum();
-    let k = student::metrics::argmax_rows(&[row.to_vec()])[0];
+    let k = train::metrics::argmax_rows(&[row.to_vec()])[0];
     let label = labels.get(k).cloned().unwrap_or_else(|| k.to_string());
     serde_json::json!({"label": label, "label_id": k, "score": exp[k] / sum, "logits": row})
 }
@@ -129,7 +129,7 @@ pub fn run(a: &PredictArgs) -> Result<()> {
             None => p.encode(t, None),
         })
         .collect::<Result<Vec<_>>>()?;
-    let logits = student::eval::logits(&p.model, &enc, p.tok.pad_id(), a.batch_size)?;
+    let logits = train::eval::logits(&p.model, &enc, p.tok.pad_id(), a.batch_size)?;
     let rows: Vec<Vec<f32>> = logits.to_vec2()?;
     let mut out = std::io::stdout().lock();
     for row in rows {

@@ -4,8 +4,9 @@
 //! casing does not match the data. Each refusal names the `preflight.*` key that overrides it.
 
 use anyhow::{bail, Result};
+use data::Label;
+use modeling::TextTokenizer;
 use serde::{Deserialize, Serialize};
-use teacher::{Label, TextTokenizer};
 
 /// `preflight:` overrides; each `true` turns one refusal into a warning.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -72,7 +73,7 @@ pub fn teacher_dev(
         return Ok(());
     }
     let classes = logits.first().map_or(0, Vec::len);
-    let pred = student::metrics::argmax_rows(logits);
+    let pred = train::metrics::argmax_rows(logits);
     let gold: Vec<usize> = gold
         .iter()
         .map(|l| match l {

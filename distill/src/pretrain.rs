@@ -1,14 +1,14 @@
 //! `distill pretrain CONFIG`: masked-LM pre-training of the student on a plain-text corpus (the
 //! RoBERTa-tiny-cased model card's recipe: MLM only, packed inputs of up to 256 tokens, dynamic
-//! masking), on the one training loop (`student::trainer`), then a Hugging Face masked-LM export that
+//! masking), on the one training loop (`train::trainer`), then a Hugging Face masked-LM export that
 //! task configs start from with `student.init: OUTPUT_DIR/export`.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use teacher::pretrain::{BuildOptions, CacheStatus, Masker, MlmDataset, TokenCache};
-use teacher::{MaskedLm, ModelSource, TextTokenizer};
+use data::corpus::{BuildOptions, CacheStatus, Masker, MlmDataset, TokenCache};
+use modeling::{MaskedLm, ModelSource, TextTokenizer};
 
 use crate::launch::Launch;
 use crate::pretrain_config::{PretrainConfig, PretrainDistill};
@@ -20,7 +20,7 @@ pub fn run(
     cfg: &PretrainConfig,
     stop_after: Option<usize>,
     launch: &Launch,
-) -> Result<student::TrainReport> {
+) -> Result<train::TrainReport> {
     let group = &launch.group;
     let device = launch.device(&cfg.device, crate::device::select_device(&cfg.device)?)?;
     let s = &cfg.student;
@@ -96,24 +96,14 @@ pub fn run(
     };
     eprintln!(
         "student: {} ({} layers, hidden {}), {} parameters",
-        teacher::mlm::mlm_architecture(model.config.kind()),
+        modeling::mlm::mlm_architecture(model.config.kind()),
         model.config.num_hidden_layers,
         model.config.hidden_size,
         model.num_parameters()
     );
-    let t = &cfg.train;
     let tc = student::pretrain::MlmTrainConfig {
-        epochs: t.epochs,
-        batch_size: t.batch_size,
-        gradient_accumulation: t.gradient_accumulation,
-        learning_rate: t.learning_rate,
-        warmup_ratio: t.warmup_ratio,
-        weight_decay: t.weight_decay,
-        max_grad_norm: t.max_grad_norm,
-        eval_every: t.eval_every,
-        max_steps: t.max_steps,
+        train: cfg.train.clone(),
         seed: cfg.seed,
-        eval_batch_size: t.eval_batch_size,
         data: format!(
             "{fingerprint} max_seq_len={} held_out={} masking={:?} teacher={teacher_id}",
             cfg.max_seq_len, cfg.held_out, cfg.masking
@@ -124,7 +114,6 @@ pub fn run(
             .as_ref()
             .map(|d| d.objective())
             .unwrap_or_default(),
-        precision: t.precision,
     };
     let report = student::pretrain::pretrain(
         &model,
@@ -244,7 +233,7 @@ fn online_teacher(
         }
     }
     let weights: Vec<&Path> = files.weights.iter().map(|p| p.as_path()).collect();
-    let id = teacher::targets::hash_files(&weights)?;
+    let id = modeling::io::hash_files(&weights)?;
     eprintln!(
         "distill: teacher {} ({} layers, hidden {}), mlm_weight {}",
         d.teacher, teacher.config.num_hidden_layers, teacher.config.hidden_size, d.mlm_weight
@@ -260,7 +249,7 @@ fn export_best(out: &Path, tok: &TextTokenizer, device: &candle_core::Device) ->
         .with_context(|| format!("{}", best.display()))?;
     let (model, _) = MaskedLm::load(&files, 0, device)?;
     let dest = out.join("export");
-    student::export::export_mlm(&model, tok, &dest)?;
+    modeling::export::export_mlm(&model, tok, &dest)?;
     eprintln!("pretrain: exported {}", dest.display());
     Ok(())
 }

@@ -5,9 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
+use data::corpus::MaskingConfig;
 use serde::{Deserialize, Serialize};
 use student::terms::{ObjectiveConfig, TermSpec};
-use teacher::pretrain::MaskingConfig;
+use train::TrainSettings;
 
 use crate::config::{check, parse, StudentConfig};
 
@@ -38,8 +39,12 @@ pub struct PretrainConfig {
     /// Share of the documents held out for evaluation.
     #[serde(default = "default_held_out")]
     pub held_out: f64,
-    #[serde(default)]
-    pub train: PretrainTrain,
+    /// The optimisation settings, with pre-training's defaults (an effective batch of 512 inputs).
+    #[serde(
+        default = "TrainSettings::for_pretraining",
+        deserialize_with = "TrainSettings::pretraining"
+    )]
+    pub train: TrainSettings,
     /// General distillation from a teacher run on the same masked batches (none: MLM only).
     #[serde(default)]
     pub distill: Option<PretrainDistill>,
@@ -79,46 +84,6 @@ fn default_revision() -> String {
 }
 fn default_one() -> f64 {
     1.0
-}
-
-/// Optimisation settings of pre-training (the model card's recipe by default).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PretrainTrain {
-    pub epochs: usize,
-    /// Inputs per micro-batch.
-    pub batch_size: usize,
-    /// Micro-batches per optimizer step: the effective batch is `batch_size · gradient_accumulation`.
-    pub gradient_accumulation: usize,
-    pub learning_rate: f64,
-    pub warmup_ratio: f64,
-    pub weight_decay: f64,
-    pub max_grad_norm: f64,
-    /// Evaluate on the held-out split every N optimizer steps as well as every epoch (0: epochs only).
-    pub eval_every: usize,
-    /// Stop after N optimizer steps (0: no limit).
-    pub max_steps: usize,
-    pub eval_batch_size: usize,
-    /// The dtype of the matrix products: fp32, bf16 or f16 (weights and optimizer stay f32).
-    pub precision: student::Precision,
-}
-
-impl Default for PretrainTrain {
-    fn default() -> Self {
-        Self {
-            epochs: 20,
-            batch_size: 32,
-            gradient_accumulation: 16,
-            learning_rate: 1e-4,
-            warmup_ratio: 0.06,
-            weight_decay: 0.01,
-            max_grad_norm: 1.0,
-            eval_every: 0,
-            max_steps: 0,
-            eval_batch_size: 64,
-            precision: student::Precision::Fp32,
-        }
-    }
 }
 
 fn default_seed() -> u64 {
@@ -220,39 +185,7 @@ impl PretrainConfig {
                 .validate()
                 .map_err(|e| anyhow!("distill.{e}"))?;
         }
-        let t = &self.train;
-        check(t.epochs > 0, "train.epochs", "must be positive")?;
-        check(t.batch_size > 0, "train.batch_size", "must be positive")?;
-        check(
-            t.gradient_accumulation > 0,
-            "train.gradient_accumulation",
-            "must be positive (1: no accumulation)",
-        )?;
-        check(
-            t.learning_rate > 0.0 && t.learning_rate < 1.0,
-            "train.learning_rate",
-            format!("must be within (0, 1) (got {})", t.learning_rate),
-        )?;
-        check(
-            (0.0..1.0).contains(&t.warmup_ratio),
-            "train.warmup_ratio",
-            format!("must be within [0, 1) (got {})", t.warmup_ratio),
-        )?;
-        check(
-            t.weight_decay >= 0.0,
-            "train.weight_decay",
-            "must not be negative",
-        )?;
-        check(
-            t.max_grad_norm >= 0.0,
-            "train.max_grad_norm",
-            "must not be negative (0 disables clipping)",
-        )?;
-        check(
-            t.eval_batch_size > 0,
-            "train.eval_batch_size",
-            "must be positive",
-        )
+        self.train.validate("train").map_err(|e| anyhow!(e))
     }
 
     /// The token cache folder.

@@ -11,12 +11,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
+use data::Example;
+use modeling::{Classifier, Encoded, TextTokenizer};
 use serde::{Deserialize, Serialize};
-use student::bootstrap::{bootstrap, percentile, score_intervals, BootstrapConfig, Interval};
-use student::calibration::{calibration, Calibration, ECE_BINS};
-use student::eval::{score_dev_sets, Predictions};
-use student::Scores;
-use teacher::{Classifier, Encoded, Example, TextTokenizer};
+use train::bootstrap::{bootstrap, percentile, score_intervals, BootstrapConfig, Interval};
+use train::calibration::{calibration, Calibration, ECE_BINS};
+use train::eval::{score_dev_sets, Predictions};
+use train::Scores;
 
 use crate::pipeline::{timed_logits, tokenise, Plan, Tokenised};
 use crate::plots::{self, BarPanel, Series};
@@ -148,14 +149,14 @@ impl Report {
 
     pub fn write(&self, dir: &Path, figures: &[(String, Vec<u8>)]) -> Result<()> {
         let json = serde_json::to_string_pretty(self)?;
-        teacher::write_atomic(&dir.join("report.json"), json.as_bytes())?;
-        teacher::write_atomic(&dir.join("report.md"), self.markdown().as_bytes())?;
+        modeling::write_atomic(&dir.join("report.json"), json.as_bytes())?;
+        modeling::write_atomic(&dir.join("report.md"), self.markdown().as_bytes())?;
         for (file, png) in figures {
             let path = dir.join(file);
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).with_context(|| format!("{}", parent.display()))?;
             }
-            teacher::write_atomic(&path, png)?;
+            modeling::write_atomic(&path, png)?;
         }
         Ok(())
     }
@@ -374,7 +375,7 @@ fn batch1_latency(model: &Classifier, data: &[Encoded], pad: u32) -> Result<Late
         .enumerate()
     {
         let t0 = Instant::now();
-        let batch = teacher::batch::make_batch(&[e], pad, &model.device)?;
+        let batch = modeling::batch::make_batch(&[e], pad, &model.device)?;
         let (logits, _) = model.forward(&batch, false, false)?;
         logits.to_vec2::<f32>()?;
         if i >= warm {
@@ -417,11 +418,7 @@ fn summarise(
     let (calibration, confusion) = match (gold_classes(&out.predictions), &out.predictions[0].1) {
         (Some(gold), Predictions::Classes { pred, .. }) => (
             Some(calibration(&out.rows, gold, ECE_BINS)),
-            Some(student::metrics::confusion(
-                pred,
-                gold,
-                p.spec.num_outputs(),
-            )),
+            Some(train::metrics::confusion(pred, gold, p.spec.num_outputs())),
         ),
         _ => (None, None),
     };
@@ -452,7 +449,7 @@ fn retained(student: f64, teacher: f64) -> f64 {
 fn retained_interval(
     t: &[(String, Predictions)],
     s: &[(String, Predictions)],
-    metric: teacher::Metric,
+    metric: data::Metric,
     cfg: &BootstrapConfig,
 ) -> Option<Interval> {
     let sizes: Vec<usize> = t.iter().map(|(_, p)| p.len()).collect();
@@ -496,8 +493,8 @@ fn seed_run(
             best.join("model.safetensors").display()
         );
     }
-    let hash = teacher::targets::hash_files(&[&best.join("model.safetensors")])?;
-    let files = teacher::ModelSource::Local(best.clone()).resolve(false)?;
+    let hash = modeling::io::hash_files(&[&best.join("model.safetensors")])?;
+    let files = modeling::ModelSource::Local(best.clone()).resolve(false)?;
     let (model, _) = Classifier::load(&files, Some(p.spec.num_outputs()), p.cfg.seed, &p.device)
         .with_context(|| format!("--runs {}", dir.display()))?;
     tok.check_vocab(model.config.vocab_size, &files.config)
@@ -508,7 +505,7 @@ fn seed_run(
     let run = SeedRun {
         output_dir: dir.to_path_buf(),
         retained_percent: retained(dev.main, teacher_main),
-        agreement: student::eval::agreement(teacher_logits, &out.logits)?,
+        agreement: train::eval::agreement(teacher_logits, &out.logits)?,
         dev,
         ece,
     };
@@ -716,7 +713,7 @@ pub fn compare(p: &Plan, runs: &[PathBuf]) -> Result<Report> {
     drop(t_model);
 
     let best = p.student_dir().join("best");
-    let s_files = teacher::ModelSource::Local(best.clone())
+    let s_files = modeling::ModelSource::Local(best.clone())
         .resolve(false)
         .with_context(|| "no trained student: run `distill train` first".to_string())?;
     let (mut s_model, _) =
@@ -732,7 +729,7 @@ pub fn compare(p: &Plan, runs: &[PathBuf]) -> Result<Report> {
         &sets,
         &cfg,
     )?;
-    // int8 inference runs on the CPU (see teacher::quant); on a GPU run it is left out.
+    // int8 inference runs on the CPU (see kernels::quant); on a GPU run it is left out.
     let (student_int8, int8_agreement) = if p.device.is_cpu() {
         let mut q = s_model;
         let bytes = q.quantize_int8()?;
@@ -745,7 +742,7 @@ pub fn compare(p: &Plan, runs: &[PathBuf]) -> Result<Report> {
             &sets,
             &cfg,
         )?;
-        let agree = student::eval::agreement(&s_out.logits, &q_out.logits)?;
+        let agree = train::eval::agreement(&s_out.logits, &q_out.logits)?;
         (Some(q_sum), Some(agree))
     } else {
         drop(s_model);
@@ -753,7 +750,7 @@ pub fn compare(p: &Plan, runs: &[PathBuf]) -> Result<Report> {
     };
 
     let retained_percent = retained(s_sum.dev.main, t_sum.dev.main);
-    let agreement = student::eval::agreement(&t_out.logits, &s_out.logits)?;
+    let agreement = train::eval::agreement(&t_out.logits, &s_out.logits)?;
     let seeds = if runs.is_empty() {
         None
     } else {
@@ -765,9 +762,9 @@ pub fn compare(p: &Plan, runs: &[PathBuf]) -> Result<Report> {
             agreement,
             retained_percent,
         };
-        let mut seen = vec![teacher::targets::hash_files(&[
-            &best.join("model.safetensors")
-        ])?];
+        let mut seen = vec![modeling::io::hash_files(
+            &[&best.join("model.safetensors")],
+        )?];
         let (mut counted, mut duplicates) = (vec![this], Vec::new());
         for dir in runs {
             let (run, hash) = seed_run(p, dir, &s_tok, &enc, &t_out.logits, t_sum.dev.main)?;

@@ -41,6 +41,6 @@ pub fn write_stamp(dir: &Path, stamp: &serde_json::Value) -> Result<()> {
 
 pub fn write_stamp_as(path: &Path, stamp: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(stamp)?;
-    teacher::write_atomic(path, text.as_bytes())?;
+    modeling::write_atomic(path, text.as_bytes())?;
     Ok(())
 }

@@ -160,11 +160,11 @@ pub fn run(parent: &Plan) -> Result<Vec<GridPoint>> {
     )?;
     let all: Vec<&Trial> = trials.iter().map(|(_, t)| t).collect();
     let json = serde_json::json!({"grid": points, "trials": all, "best": best});
-    teacher::write_atomic(
+    modeling::write_atomic(
         &parent.out.join("sweep.json"),
         serde_json::to_string_pretty(&json)?.as_bytes(),
     )?;
-    teacher::write_atomic(
+    modeling::write_atomic(
         &parent.out.join("sweep.md"),
         markdown(&points, &all).as_bytes(),
     )?;

@@ -58,8 +58,8 @@ fn overrides_and_environment_expansion() {
 /// is still fresh (not retrained) after an upgrade; set, they are part of the stamp.
 #[test]
 fn default_training_settings_leave_stamps_unchanged() {
-    let mut t = distill::config::TrainSection::default();
-    let keys = |t: &distill::config::TrainSection| {
+    let mut t = train::TrainSettings::for_tasks();
+    let keys = |t: &train::TrainSettings| {
         let v = serde_json::to_value(t).unwrap();
         let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
         k.sort();
@@ -76,7 +76,7 @@ fn default_training_settings_leave_stamps_unchanged() {
         "weight_decay",
     ];
     assert_eq!(keys(&t), before);
-    t.precision = student::Precision::Bf16;
+    t.precision = train::Precision::Bf16;
     t.gradient_accumulation = 2;
     assert!(keys(&t).contains(&"precision".to_string()));
     assert!(keys(&t).contains(&"gradient_accumulation".to_string()));

@@ -26,7 +26,8 @@ fn logits(o: &Output) -> Vec<Vec<f64>> {
 
 fn tiny_model(dir: &Path) -> PathBuf {
     let m = dir.join("model");
-    teacher::testutil::tiny_checkpoint(&m, &teacher::testutil::tiny_config(), Some(2), 7).unwrap();
+    modeling::testutil::tiny_checkpoint(&m, &modeling::testutil::tiny_config(), Some(2), 7)
+        .unwrap();
     m
 }
 

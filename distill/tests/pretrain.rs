@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use candle_core::{Device, Tensor, D};
-use teacher::{Batch, EncoderConfig, MaskedLm, ModelSource, TextTokenizer};
+use modeling::{Batch, EncoderConfig, MaskedLm, ModelSource, TextTokenizer};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -154,7 +154,7 @@ fn a_task_student_starts_from_a_masked_lm_export() {
     let tok = TextTokenizer::from_file(&root().join("configs/tiny/vocab.txt"), 64, false).unwrap();
     let mlm = MaskedLm::new(&EncoderConfig::tiny(tok.vocab_size()), 11, &Device::Cpu).unwrap();
     let export = tmp.path().join("mlm-export");
-    student::export::export_mlm(&mlm, &tok, &export).unwrap();
+    modeling::export::export_mlm(&mlm, &tok, &export).unwrap();
     for f in [
         "model.safetensors",
         "config.json",

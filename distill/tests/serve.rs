@@ -1,4 +1,4 @@
-//! `distill serve` as a real process on a tiny random model (teacher::testutil::tiny_checkpoint): its
+//! `distill serve` as a real process on a tiny random model (modeling::testutil::tiny_checkpoint): its
 //! answers equal `distill predict`'s, concurrent requests share forwards, every error is JSON with the
 //! right status, and SIGTERM/SIGINT end it with status 0.
 
@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use modeling::testutil::{sentence, tiny_checkpoint, tiny_config};
 use serde_json::{json, Value};
-use teacher::testutil::{sentence, tiny_checkpoint, tiny_config};
 
 const BIN: &str = env!("CARGO_BIN_EXE_distill");
 

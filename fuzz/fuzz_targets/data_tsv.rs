@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use teacher::data::{Column, Format};
-use teacher::{Label, Metric, TaskSpec};
+use data::tasks::{Column, Format};
+use data::{Label, Metric, TaskSpec};
 
 fn path() -> &'static PathBuf {
     static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();

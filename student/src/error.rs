@@ -5,21 +5,16 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Teacher(#[from] teacher::Error),
+    Model(#[from] modeling::Error),
+
+    #[error(transparent)]
+    Train(#[from] train::Error),
 
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
-    // Not `source`: the OS error is part of this message, and a source would print it twice.
-    #[error("{path}: {err}")]
-    Io { path: PathBuf, err: std::io::Error },
-
     #[error("{path}: {msg}")]
     File { path: PathBuf, msg: String },
-
-    /// A NaN or infinite value stopped training; the last good checkpoint is kept.
-    #[error("training stopped at step {step}: {what} is not finite (NaN or Inf); the last good checkpoint is kept. Lower the learning rate or check the data")]
-    NonFinite { step: usize, what: String },
 
     #[error("{0}")]
     Msg(String),
@@ -28,17 +23,20 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            err,
-        }
-    }
-
     pub fn file(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         Error::File {
             path: path.into(),
             msg: msg.into(),
+        }
+    }
+}
+
+/// A failure inside the student's loss, as the training loop reports it.
+impl From<Error> for train::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Train(e) => e,
+            e => train::Error::Loss(Box::new(e)),
         }
     }
 }

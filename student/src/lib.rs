@@ -1,43 +1,14 @@
-//! Everything that trains: loss terms and the objective built from them, AdamW with its schedule, the
-//! one training loop (used for the student and for fine-tuning a head-less teacher), GLUE metrics with
-//! bootstrap intervals, calibration, evaluation and export.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
+//! The student's role: its loss terms (`loss`) and the objective built from them (`terms`,
+//! `objective`), its training against the teacher's targets (`train`), and masked-LM pre-training
+//! with general distillation (`pretrain`). The loop, the optimizer and the metrics it runs on are the
+//! `train` crate's; the model is the `modeling` crate's encoder.
 
-pub mod bootstrap;
-pub mod calibration;
-pub mod dist;
 mod error;
-pub mod eval;
-pub mod export;
 pub mod loss;
-pub mod metrics;
 pub mod objective;
-pub mod onnx;
-mod onnx_proto;
-pub mod optim;
-pub mod precision;
 pub mod pretrain;
 pub mod terms;
 pub mod train;
-pub mod trainer;
 
 pub use error::{Error, Result};
-pub use metrics::Scores;
-pub use precision::Precision;
-pub use train::{train, train_until, TrainConfig, TrainData, TrainReport, WordAlign};
-
-/// A progress bar on stderr (indicatif hides it when stderr is not a terminal).
-pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len);
-    let style = indicatif::ProgressStyle::with_template(
-        "{prefix:>8} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_prefix(what.to_string());
-    bar
-}
+pub use train::{train, train_until, TrainConfig, TrainData, WordAlign};

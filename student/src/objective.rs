@@ -14,9 +14,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Linear, Module, VarBuilder, VarMap};
+use modeling::{EncoderConfig, EncoderOutput, Want};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use teacher::{EncoderConfig, EncoderOutput, Want};
 
 use crate::terms::{self, Bound, Relation, TemperatureSchedule, TermKind, TermSpec};
 use crate::{loss, Error, Result, TrainConfig};
@@ -238,10 +238,10 @@ impl Objective {
             })
         };
         match &term.bound {
-            Bound::Ce if regression => loss::mse_labelled(x.logits, x.labels),
-            Bound::Ce => loss::ce(x.logits, x.labels),
+            Bound::Ce if regression => Ok(loss::mse_labelled(x.logits, x.labels)?),
+            Bound::Ce => Ok(loss::ce(x.logits, x.labels)?),
             Bound::LogitsMse => loss::logits_mse(x.logits, teacher_logits()?),
-            Bound::Kd { .. } if regression => loss::mse(x.logits, teacher_logits()?),
+            Bound::Kd { .. } if regression => Ok(loss::mse(x.logits, teacher_logits()?)?),
             Bound::Kd {
                 temperature,
                 schedule: TemperatureSchedule::Constant,
@@ -326,7 +326,7 @@ impl Objective {
                 let t = teacher()?;
                 let s = layer(&x.student.qkv, student_layer - 1, "student Q/K/V")?;
                 let tq = layer(&t.qkv, teacher_layer - 1, "teacher Q/K/V")?;
-                let pick = |q: &teacher::Qkv, r: Relation| match r {
+                let pick = |q: &modeling::Qkv, r: Relation| match r {
                     Relation::Qq => q.q.clone(),
                     Relation::Kk => q.k.clone(),
                     Relation::Vv => q.v.clone(),
@@ -367,7 +367,7 @@ impl Objective {
             .collect();
         let ema: Vec<f64> = self.ema.iter().map(|e| e.unwrap_or(f64::NAN)).collect();
         t.insert("balance_ema".into(), Tensor::new(ema, &Device::Cpu)?);
-        Ok(teacher::save_tensors(&t, path)?)
+        Ok(modeling::save_tensors(&t, path)?)
     }
 
     /// Restores what `save` wrote; every projection must be present with its shape.

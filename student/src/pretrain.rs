@@ -1,5 +1,5 @@
 //! Masked-language-model pre-training as a `Task` of the shared loop (`trainer`): packed, dynamically
-//! masked inputs (`teacher::pretrain`), the mean cross-entropy over predicted tokens (RoBERTa's MLM
+//! masked inputs (`data::corpus`), the mean cross-entropy over predicted tokens (RoBERTa's MLM
 //! objective), and held-out evaluation: loss, perplexity (exp of the mean loss over predicted tokens)
 //! and accuracy (argmax == original token over predicted tokens). The best checkpoint has the lowest
 //! held-out loss.
@@ -12,33 +12,24 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::{DType, Tensor, Var, D};
+use data::corpus::MlmDataset;
+use modeling::MaskedLm;
 use serde::{Deserialize, Serialize};
-use teacher::pretrain::MlmDataset;
-use teacher::MaskedLm;
 
-use crate::dist::Group;
-use crate::metrics::Scores;
 use crate::objective::{Objective, StepInputs};
-use crate::precision::Precision;
 use crate::terms::ObjectiveConfig;
-use crate::trainer::{self, LoggedTerm, LoopConfig, MicroStep, Task, TrainReport};
-use crate::{Error, Result};
+use train::dist::Group;
+use train::metrics::Scores;
+use train::settings::TrainSettings;
+use train::trainer::{self, LoggedTerm, MicroStep, Task, TrainReport};
+use train::{Error, Result};
 
 /// Optimisation settings of a pre-training run; with `data` it identifies the run a `last/` belongs to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MlmTrainConfig {
-    pub epochs: usize,
-    /// Inputs per micro-batch; an optimizer step sees `batch_size · gradient_accumulation` inputs.
-    pub batch_size: usize,
-    pub gradient_accumulation: usize,
-    pub learning_rate: f64,
-    pub warmup_ratio: f64,
-    pub weight_decay: f64,
-    pub max_grad_norm: f64,
-    pub eval_every: usize,
-    pub max_steps: usize,
+    /// The optimisation settings (the pre-training config's `train:` section).
+    pub train: TrainSettings,
     pub seed: u64,
-    pub eval_batch_size: usize,
     /// Identifies the data (corpus fingerprint, packing, masking) and the teacher: a checkpoint of other
     /// data is not resumed.
     pub data: String,
@@ -46,26 +37,6 @@ pub struct MlmTrainConfig {
     pub mlm_weight: f64,
     /// Token-level distillation terms against the online teacher (none: MLM only).
     pub objective: ObjectiveConfig,
-    /// The dtype of the student's and the teacher's matrix products; weights stay f32.
-    #[serde(default)]
-    pub precision: Precision,
-}
-
-impl MlmTrainConfig {
-    pub fn loop_config(&self) -> LoopConfig {
-        LoopConfig {
-            epochs: self.epochs,
-            gradient_accumulation: self.gradient_accumulation,
-            learning_rate: self.learning_rate,
-            warmup_ratio: self.warmup_ratio,
-            weight_decay: self.weight_decay,
-            max_grad_norm: self.max_grad_norm,
-            eval_every: self.eval_every,
-            max_steps: self.max_steps,
-            seed: self.seed,
-            precision: self.precision,
-        }
-    }
 }
 
 /// Pre-trains `model` in place on `train`, evaluating on `eval`; checkpoints, log and report in `out`
@@ -97,10 +68,10 @@ pub fn pretrain(
     // Clones share the weights: the mixed-precision student trains `model`, which evaluates in f32.
     let mixed = |m: &MaskedLm| -> Result<MaskedLm> {
         let mut m = m.clone();
-        m.set_compute_dtype(cfg.precision.dtype())?;
+        m.set_compute_dtype(cfg.train.precision.dtype())?;
         Ok(m)
     };
-    cfg.precision.note_for(&model.device);
+    cfg.train.precision.note_for(&model.device);
     let mut task = Mlm {
         model,
         mixed: mixed(model)?,
@@ -109,7 +80,7 @@ pub fn pretrain(
         cfg,
         distill: objective.zip(teacher.map(mixed).transpose()?),
     };
-    trainer::run(&mut task, &cfg.loop_config(), out, stop, group)
+    trainer::run(&mut task, &cfg.train, cfg.seed, out, stop, group)
 }
 
 /// Held-out scores of `model` on `data`, masked as for epoch 0 (the same masks at every evaluation).
@@ -173,7 +144,7 @@ fn distillation(
     let tc = crate::TrainConfig {
         alpha_kd: 0.0,
         seed: cfg.seed,
-        learning_rate: cfg.learning_rate,
+        train: cfg.train.clone(),
         objective: cfg.objective.clone(),
         ..Default::default()
     };
@@ -209,7 +180,9 @@ impl Task for Mlm<'_> {
     }
 
     fn epoch_batches(&self, epoch: usize) -> Result<Vec<Vec<usize>>> {
-        Ok(self.train.epoch_batches(self.cfg.batch_size, epoch as u64))
+        Ok(self
+            .train
+            .epoch_batches(self.cfg.train.batch_size, epoch as u64))
     }
 
     fn loss_units(&self, batch: &[usize], epoch: usize) -> Result<usize> {
@@ -221,7 +194,7 @@ impl Task for Mlm<'_> {
             n += m
                 .labels
                 .iter()
-                .filter(|&&l| l != teacher::pretrain::IGNORE)
+                .filter(|&&l| l != data::corpus::IGNORE)
                 .count();
         }
         Ok(n)
@@ -250,7 +223,6 @@ impl Task for Mlm<'_> {
                 grads: Default::default(),
                 loss: 0.0,
                 terms: Vec::new(),
-                extra: Vec::new(),
                 tokens,
             });
         }
@@ -261,7 +233,6 @@ impl Task for Mlm<'_> {
             .unwrap_or_default();
         let out = self.mixed.encoder.forward_with(&mb.batch, true, want)?;
         let mut terms = Vec::new();
-        let mut extra = Vec::new();
         let mut total: Option<Tensor> = None;
         if self.cfg.mlm_weight > 0.0 {
             // The vocabulary logits only at the predicted positions (as MaskedLm::forward_at).
@@ -271,7 +242,6 @@ impl Task for Mlm<'_> {
             let logits = self.mixed.head.forward(&picked, true)?; // [n, vocab]
             let mlm = candle_nn::loss::cross_entropy(&logits, &mb.targets)?;
             let v = mlm.to_scalar::<f32>()?;
-            extra.push(("mlm", v));
             terms.push(LoggedTerm {
                 name: "mlm".into(),
                 raw: v,
@@ -332,13 +302,12 @@ impl Task for Mlm<'_> {
             grads,
             loss: v,
             terms,
-            extra,
             tokens,
         })
     }
 
     fn evaluate(&self) -> Result<Scores> {
-        evaluate(self.model, self.eval, self.cfg.eval_batch_size)
+        evaluate(self.model, self.eval, self.cfg.train.eval_batch(64))
     }
 
     fn better(&self, new: &Scores, old: &Scores) -> bool {
@@ -352,8 +321,8 @@ impl Task for Mlm<'_> {
                 .cfg
                 .objective
                 .projection_lr
-                .unwrap_or(self.cfg.learning_rate)
-                / self.cfg.learning_rate;
+                .unwrap_or(self.cfg.train.learning_rate)
+                / self.cfg.train.learning_rate;
             groups.push((o.named_vars(), scale));
         }
         groups
@@ -361,7 +330,7 @@ impl Task for Mlm<'_> {
 
     fn save_state(&self, dir: &Path) -> Result<()> {
         match &self.distill {
-            Some((o, _)) if o.has_state() => o.save(&dir.join("objective.safetensors")),
+            Some((o, _)) if o.has_state() => Ok(o.save(&dir.join("objective.safetensors"))?),
             _ => Ok(()),
         }
     }
@@ -371,7 +340,7 @@ impl Task for Mlm<'_> {
     }
 
     fn load(&mut self, dir: &Path) -> Result<()> {
-        let files = teacher::ModelSource::Local(dir.to_path_buf()).resolve(false)?;
+        let files = modeling::ModelSource::Local(dir.to_path_buf()).resolve(false)?;
         let (loaded, _) = MaskedLm::load(&files, 0, &self.model.device)?;
         let (dst, src) = (self.model.named_vars(), loaded.named_vars());
         if dst.len() != src.len() {

@@ -6,13 +6,13 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::{data, fixture, weights};
+use modeling::testutil::tiny_config;
+use modeling::{Classifier, EncoderConfig, EncoderOutput, Want};
 use student::objective::{Objective, StepInputs};
 use student::terms::{
     ObjectiveConfig, Relation, TemperatureSchedule, TermKind, TermSpec, WeightSchedule,
 };
 use student::{train, train_until, TrainConfig};
-use teacher::testutil::tiny_config;
-use teacher::{Classifier, EncoderConfig, EncoderOutput, Want};
 
 fn narrow_student() -> EncoderConfig {
     // Half the teacher's width with the same head count: hidden terms need a projection 16 -> 32,
@@ -29,9 +29,12 @@ fn term(kind: TermKind, weight: f64) -> TermSpec {
 
 fn cfg(terms: Vec<TermSpec>) -> TrainConfig {
     TrainConfig {
-        epochs: 5,
-        batch_size: 16,
-        learning_rate: 3e-3,
+        train: ::train::TrainSettings {
+            epochs: 5,
+            batch_size: 16,
+            learning_rate: 3e-3,
+            ..::train::TrainSettings::for_tasks()
+        },
         seed: 11,
         objective: ObjectiveConfig {
             terms,
@@ -71,7 +74,7 @@ fn term_values(
     f: &common::Fixture,
 ) -> Vec<f32> {
     let items: Vec<_> = f.train.iter().take(32).collect();
-    let batch = teacher::batch::make_batch(&items, f.tok.pad_id(), &Device::Cpu).unwrap();
+    let batch = modeling::batch::make_batch(&items, f.tok.pad_id(), &Device::Cpu).unwrap();
     let want = obj.want();
     let (logits, so) = student.forward_with(&batch, false, want).unwrap();
     let (tl, to) = teacher.forward_with(&batch, false, want).unwrap();
@@ -92,8 +95,8 @@ fn hidden_and_attention_terms_go_down_with_an_online_teacher() {
         term(TermKind::AttentionMse, 1.0),
         term(TermKind::Kd, 0.5),
     ]);
-    c.epochs = 10;
-    c.learning_rate = 1e-2;
+    c.train.epochs = 10;
+    c.train.learning_rate = 1e-2;
     let mut obj = Objective::new(&c, &student.config, Some(&teacher.config), &Device::Cpu).unwrap();
     let before = term_values(&mut obj, &student, &teacher, &f);
     let mut d = data(&f, None, &labels);
@@ -139,8 +142,8 @@ fn resumed_run_with_projection_balance_and_schedules_is_identical() {
     rel.relation_heads = Some(2);
     rel.relations = Some(vec![Relation::Vv]);
     let mut c = cfg(vec![kd, hid, rel, term(TermKind::Ce, 1.0)]);
-    c.epochs = 2;
-    c.eval_every = 3;
+    c.train.epochs = 2;
+    c.train.eval_every = 3;
     c.objective.balance = true;
     c.objective.projection_lr = Some(1e-2);
     let run = |seed: u64, dir: &str, stop: Option<usize>| {
@@ -189,7 +192,7 @@ fn every_teacher_term_is_zero_when_the_student_is_the_teacher() {
     let model = Classifier::new(&tiny_config(), 2, 3, &Device::Cpu).unwrap();
     let f = fixture(8);
     let items: Vec<_> = f.train.iter().collect();
-    let batch = teacher::batch::make_batch(&items, f.tok.pad_id(), &Device::Cpu).unwrap();
+    let batch = modeling::batch::make_batch(&items, f.tok.pad_id(), &Device::Cpu).unwrap();
     let mut kd = term(TermKind::Kd, 1.0);
     kd.temperature_schedule = Some(TemperatureSchedule::Cwsm);
     let c = cfg(vec![
@@ -230,7 +233,7 @@ fn every_teacher_term_is_zero_when_the_student_is_the_teacher() {
     }
 
     // Word-aligned (as with different tokenizers): the same states pooled per word still give 0.
-    let spec = teacher::TaskSpec::glue("sst2").unwrap();
+    let spec = data::TaskSpec::glue("sst2").unwrap();
     let ex = spec.read(&f.root.join("train.tsv")).unwrap();
     let words: Vec<Vec<Option<u32>>> = ex
         .iter()
@@ -307,7 +310,7 @@ fn schedules_and_balance_scale_the_weighted_values() {
     let model = Classifier::new(&tiny_config(), 2, 3, &Device::Cpu).unwrap();
     let f = fixture(8);
     let items: Vec<_> = f.train.iter().collect();
-    let batch = teacher::batch::make_batch(&items, f.tok.pad_id(), &Device::Cpu).unwrap();
+    let batch = modeling::batch::make_batch(&items, f.tok.pad_id(), &Device::Cpu).unwrap();
     let (logits, out) = model.forward(&batch, false, false).unwrap();
     let labels = Tensor::new(vec![1u32; f.train.len()], &Device::Cpu).unwrap();
     let t_logits = (&logits * -1.0).unwrap();

@@ -6,11 +6,12 @@ mod common;
 
 use candle_core::{Device, Tensor, Var};
 use common::{data, fixture};
+use data::tasks::NO_CLASS;
+use data::Label;
+use modeling::testutil::tiny_config;
+use modeling::Classifier;
 use student::loss::{ce, mse_labelled, IGNORE_CLASS};
 use student::{train, TrainConfig};
-use teacher::data::NO_CLASS;
-use teacher::testutil::tiny_config;
-use teacher::{Classifier, Label};
 
 fn close(a: &Tensor, b: &Tensor) {
     let (a, b) = (a.to_scalar::<f32>().unwrap(), b.to_scalar::<f32>().unwrap());
@@ -85,9 +86,12 @@ fn training_mixes_gold_and_soft_only_examples() {
     let labels = vec!["0".to_string(), "1".to_string()];
     let model = Classifier::new(&tiny_config(), 2, 1, &Device::Cpu).unwrap();
     let cfg = TrainConfig {
-        epochs: 1,
-        batch_size: 8,
         alpha_kd: 0.5,
+        train: ::train::TrainSettings {
+            epochs: 1,
+            batch_size: 8,
+            ..::train::TrainSettings::for_tasks()
+        },
         ..Default::default()
     };
     let out = tempfile::tempdir().unwrap();

@@ -5,15 +5,19 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::{data, fixture};
+use data::Label;
+use modeling::testutil::tiny_config;
+use modeling::{Classifier, ModelSource, TextTokenizer};
 use student::{train, train_until, TrainConfig};
-use teacher::testutil::tiny_config;
-use teacher::{Classifier, Label, ModelSource, TextTokenizer};
 
 fn cfg() -> TrainConfig {
     TrainConfig {
-        epochs: 4,
-        batch_size: 16,
-        learning_rate: 3e-3,
+        train: ::train::TrainSettings {
+            epochs: 4,
+            batch_size: 16,
+            learning_rate: 3e-3,
+            ..::train::TrainSettings::for_tasks()
+        },
         seed: 11,
         alpha_kd: 0.0,
         ..Default::default()
@@ -28,7 +32,13 @@ fn loss_goes_down_and_dev_accuracy_beats_chance() {
     let labels = vec!["0".to_string(), "1".to_string()];
     let model = Classifier::new(&tiny_config(), 2, 1, &Device::Cpu).unwrap();
     let out = f.root.join("run");
-    let c = TrainConfig { epochs: 8, ..cfg() };
+    let c = TrainConfig {
+        train: ::train::TrainSettings {
+            epochs: 8,
+            ..cfg().train
+        },
+        ..cfg()
+    };
     let report = train(&model, &data(&f, None, &labels), &c, &out).unwrap();
     let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let losses: Vec<f64> = log
@@ -86,8 +96,11 @@ fn same_seed_same_weights_and_resume_continues_the_same_run() {
     let f = fixture(64);
     let labels = vec!["0".to_string(), "1".to_string()];
     let c = TrainConfig {
-        epochs: 2,
-        eval_every: 3,
+        train: ::train::TrainSettings {
+            epochs: 2,
+            eval_every: 3,
+            ..cfg().train
+        },
         ..cfg()
     };
     let full = Classifier::new(&tiny_config(), 2, 5, &Device::Cpu).unwrap();
@@ -125,11 +138,17 @@ fn export_then_reload_gives_identical_logits() {
     let f = fixture(48);
     let labels = vec!["neg".to_string(), "pos".to_string()];
     let model = Classifier::new(&tiny_config(), 2, 3, &Device::Cpu).unwrap();
-    let c = TrainConfig { epochs: 1, ..cfg() };
+    let c = TrainConfig {
+        train: ::train::TrainSettings {
+            epochs: 1,
+            ..cfg().train
+        },
+        ..cfg()
+    };
     train(&model, &data(&f, None, &labels), &c, &f.root.join("run")).unwrap();
     let best = f.root.join("run/best");
     let out = f.root.join("export");
-    student::export::export(&best, &f.tok, teacher::ModelKind::Bert, false, &out).unwrap();
+    modeling::export::export(&best, &f.tok, modeling::ModelKind::Bert, false, &out).unwrap();
     for file in [
         "model.safetensors",
         "config.json",
@@ -155,8 +174,8 @@ fn export_then_reload_gives_identical_logits() {
         tok2.encode("The movie was Brilliant", None).unwrap(),
         f.tok.encode("The movie was Brilliant", None).unwrap()
     );
-    let a = student::eval::logits(&exported, &f.dev, f.tok.pad_id(), 8).unwrap();
-    let b = student::eval::logits(&best_model, &f.dev, f.tok.pad_id(), 8).unwrap();
+    let a = ::train::eval::logits(&exported, &f.dev, f.tok.pad_id(), 8).unwrap();
+    let b = ::train::eval::logits(&best_model, &f.dev, f.tok.pad_id(), 8).unwrap();
     assert_eq!(a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
 }
 
@@ -186,15 +205,18 @@ fn nan_loss_stops_training_with_the_step_named() {
 
 #[test]
 fn bf16_and_f16_train_the_f32_weights_and_f16_resumes_with_its_loss_scale() {
-    use student::Precision;
+    use ::train::Precision;
     let f = fixture(240);
     let labels = vec!["0".to_string(), "1".to_string()];
     for precision in [Precision::Bf16, Precision::F16] {
         let model = Classifier::new(&tiny_config(), 2, 1, &Device::Cpu).unwrap();
         let out = f.root.join(precision.name());
         let c = TrainConfig {
-            epochs: 8,
-            precision,
+            train: ::train::TrainSettings {
+                epochs: 8,
+                precision,
+                ..cfg().train
+            },
             ..cfg()
         };
         let report = train(&model, &data(&f, None, &labels), &c, &out).unwrap();
@@ -213,9 +235,12 @@ fn bf16_and_f16_train_the_f32_weights_and_f16_resumes_with_its_loss_scale() {
     // An f16 run interrupted and resumed ends where the uninterrupted one does, loss scale included.
     let f = fixture(64);
     let c = TrainConfig {
-        epochs: 2,
-        eval_every: 3,
-        precision: Precision::F16,
+        train: ::train::TrainSettings {
+            epochs: 2,
+            eval_every: 3,
+            precision: Precision::F16,
+            ..cfg().train
+        },
         ..cfg()
     };
     let full = Classifier::new(&tiny_config(), 2, 5, &Device::Cpu).unwrap();

@@ -7,10 +7,9 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::data::{Example, Label};
 use crate::{Error, Result};
+use data::tasks::{Example, Label};
 
 /// What the targets were computed from. Each field is compared on its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,38 +55,6 @@ impl Fingerprint {
             })
             .collect()
     }
-}
-
-/// SHA-256 of files' contents, hex.
-pub fn hash_files(paths: &[&Path]) -> Result<String> {
-    let mut h = Sha256::new();
-    for p in paths {
-        let mut f = std::fs::File::open(p).map_err(|e| Error::io(*p, e))?;
-        std::io::copy(&mut f, &mut h).map_err(|e| Error::io(*p, e))?;
-    }
-    Ok(hex(&h.finalize()))
-}
-
-/// SHA-256 of a dataset's texts and labels, hex.
-pub fn hash_examples(examples: &[Example]) -> String {
-    let mut h = Sha256::new();
-    for e in examples {
-        h.update(e.text_a.as_bytes());
-        h.update([0u8]);
-        if let Some(b) = &e.text_b {
-            h.update(b.as_bytes());
-        }
-        h.update([1u8]);
-        match e.label {
-            Label::Class(c) => h.update((c as u64).to_le_bytes()),
-            Label::Score(s) => h.update(s.to_le_bytes()),
-        }
-    }
-    hex(&h.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Debug, Clone)]
@@ -172,7 +139,7 @@ impl Targets {
             let _ = std::fs::remove_file(&tmp);
             return Err(Error::file(&tmp, e.to_string()));
         }
-        crate::commit_file(&tmp, path)
+        Ok(modeling::io::commit_file(&tmp, path)?)
     }
 
     /// Reads a target file written by `save`.

@@ -5,9 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use data::{Example, Label};
+use modeling::testutil;
+use modeling::{Classifier, MaskedLm, ModelSource, TextTokenizer};
 use teacher::augment::{augment, words, AugmentConfig, Augmented, Teacher};
-use teacher::testutil;
-use teacher::{Classifier, Example, Label, MaskedLm, ModelSource, TextTokenizer};
 
 fn examples(n: usize, pairs: bool) -> Vec<Example> {
     (0..n)
@@ -131,7 +132,7 @@ fn replacements_are_whole_vocabulary_words_other_than_the_original() {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/parity/{name}"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../modeling/tests/fixtures/parity/{name}"))
 }
 
 /// The MLM path on a committed masked-LM fixture: single-piece words get MLM candidates.

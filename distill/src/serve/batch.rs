@@ -8,8 +8,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use modeling::Encoded;
 use serde_json::{json, Value};
-use teacher::Encoded;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::predict::Predictor;

@@ -14,18 +14,10 @@ pub use words::{pool_attention, pool_words, word_pools, WordPools};
 use candle_core::{Tensor, D};
 use candle_nn::ops::log_softmax;
 
-use crate::{Error, Result};
+pub(crate) use train::loss::same_shape;
+pub use train::loss::{ce, mse, mse_labelled, IGNORE_CLASS};
 
-pub(crate) fn same_shape(name: &str, a: &Tensor, b: &Tensor) -> Result<()> {
-    if a.dims() != b.dims() {
-        return Err(Error::Msg(format!(
-            "{name}: student shape {:?} differs from target shape {:?}",
-            a.dims(),
-            b.dims()
-        )));
-    }
-    Ok(())
-}
+use crate::{Error, Result};
 
 /// Soft-target distillation: `T^2 * mean_b sum_c p_t (log p_t - log p_s)` with `p = softmax(x / T)`.
 /// The T² factor keeps gradient magnitudes comparable across temperatures.
@@ -54,71 +46,6 @@ pub fn kd_per_example(student: &Tensor, teacher: &Tensor, temperatures: &Tensor)
     let log_pt = log_softmax(&teacher.broadcast_div(&t)?, D::Minus1)?;
     let kl = (log_pt.exp()? * (log_pt - log_ps)?)?.sum(1)?; // [b]
     Ok((kl * temperatures.sqr()?)?.mean_all()?)
-}
-
-/// Cross-entropy of logits [b, c] against class ids [b] (u32).
-pub fn ce(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-    let (b, _) = logits.dims2()?;
-    if labels.dims() != [b] {
-        return Err(Error::Msg(format!(
-            "ce: {b} logits rows but labels shape {:?}",
-            labels.dims()
-        )));
-    }
-    match labelled_rows(labels, |v: u32| v != IGNORE_CLASS)? {
-        None => Ok(candle_nn::loss::cross_entropy(logits, labels)?),
-        Some(rows) if rows.dims() == [0] => zero_like(logits),
-        Some(rows) => Ok(candle_nn::loss::cross_entropy(
-            &logits.index_select(&rows, 0)?,
-            &labels.index_select(&rows, 0)?,
-        )?),
-    }
-}
-
-/// The class id of an example with no gold label (`teacher::data::NO_CLASS` in a u32 tensor): `ce`
-/// skips it, as PyTorch's `ignore_index`, so soft-only (augmented) examples add nothing to it.
-pub const IGNORE_CLASS: u32 = u32::MAX;
-
-/// The regression task loss: `mse` over the rows whose gold score [b, 1] is not NaN (augmented
-/// examples have none).
-pub fn mse_labelled(student: &Tensor, target: &Tensor) -> Result<Tensor> {
-    same_shape("mse", student, target)?;
-    match labelled_rows(&target.flatten_all()?, |v: f32| !v.is_nan())? {
-        None => mse(student, target),
-        Some(rows) if rows.dims() == [0] => zero_like(student),
-        Some(rows) => mse(
-            &student.index_select(&rows, 0)?,
-            &target.index_select(&rows, 0)?,
-        ),
-    }
-}
-
-/// Indices [n] u32 of the rows whose label passes `keep`; None when every row does (the common case,
-/// which then costs nothing more than before).
-fn labelled_rows<T: candle_core::WithDType>(
-    labels: &Tensor,
-    keep: impl Fn(T) -> bool,
-) -> Result<Option<Tensor>> {
-    let v: Vec<T> = labels.to_vec1()?;
-    if v.iter().all(|&x| keep(x)) {
-        return Ok(None);
-    }
-    let rows: Vec<u32> = (0..v.len() as u32)
-        .filter(|&i| keep(v[i as usize]))
-        .collect();
-    let n = rows.len();
-    Ok(Some(Tensor::from_vec(rows, n, labels.device())?))
-}
-
-/// A zero loss still attached to `x`'s graph (a batch of soft-only examples has no task loss).
-fn zero_like(x: &Tensor) -> Result<Tensor> {
-    Ok((x.sum_all()? * 0.0)?)
-}
-
-/// Mean squared error (regression task loss, and logit matching for regression teachers).
-pub fn mse(student: &Tensor, target: &Tensor) -> Result<Tensor> {
-    same_shape("mse", student, target)?;
-    Ok((student - target)?.sqr()?.mean_all()?)
 }
 
 /// Logit matching (Ba & Caruana 2014): the mean squared difference of student and teacher logits [b, c].

@@ -1,7 +1,7 @@
 //! Word-level alignment of two tokenizations of the same text: each side's subword states are
 //! mean-pooled per word ([b, s, h] -> [b, words, h]) so that a teacher and a student with different
 //! tokenizers (cased vs uncased, BPE vs WordPiece) compare word states. Words come from
-//! `teacher::tokenizer::words` on the raw text, so both sides number them alike; a word counts only
+//! `modeling::tokenizer::words` on the raw text, so both sides number them alike; a word counts only
 //! where both sides have a token for it (truncation, or BPE folding a mark into the next token, can
 //! leave one side without). The pooling is a matrix product with a row-normalised assignment matrix,
 //! so gradients reach every subword of the student.

@@ -1,7 +1,7 @@
 //! Ties configured terms to the two models: resolves default layer maps and relation heads, and checks
 //! layer indices, head counts and widths, naming the `distill` key at fault.
 
-use teacher::EncoderConfig;
+use modeling::EncoderConfig;
 
 use super::{err, KeyError, ObjectiveConfig, Relation, TemperatureSchedule, TermKind, TermSpec};
 

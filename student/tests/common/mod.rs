@@ -2,9 +2,10 @@
 #![allow(dead_code)]
 
 use candle_core::Tensor;
+use data::{Label, Metric, TaskSpec};
+use modeling::testutil::{tiny_sst2, write_vocab};
+use modeling::{Classifier, Encoded, TextTokenizer};
 use student::TrainData;
-use teacher::testutil::{tiny_sst2, write_vocab};
-use teacher::{Classifier, Encoded, Label, Metric, TaskSpec, TextTokenizer};
 
 pub struct Fixture {
     pub _dir: tempfile::TempDir,

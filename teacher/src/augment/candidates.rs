@@ -5,10 +5,10 @@
 
 use candle_core::{DType, Device, Tensor, D};
 
-use crate::batch::make_batch;
-use crate::mlm::MaskedLm;
-use crate::tokenizer::{Encoded, TextTokenizer};
 use crate::Result;
+use modeling::batch::make_batch;
+use modeling::mlm::MaskedLm;
+use modeling::tokenizer::{Encoded, TextTokenizer};
 
 /// Which vocabulary entries may replace a word, and the text each one stands for.
 pub struct Vocab {

@@ -19,11 +19,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Example, Label};
-use crate::mlm::MaskedLm;
-use crate::tokenizer::{Encoded, TextTokenizer};
 use crate::Result;
 use candidates::{MlmQuery, Vocab};
+use data::tasks::{Example, Label};
+use modeling::mlm::MaskedLm;
+use modeling::tokenizer::{Encoded, TextTokenizer};
 
 /// When the masked LM proposes the replacements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -1,0 +1,487 @@
+//! Task data: GLUE's TSV layout for every GLUE task, and custom tasks in TSV/CSV/JSONL with columns named
+//! in the config. Rows are read as bytes, so a bad row (wrong column count, unknown label, non-UTF-8) is
+//! reported as `file:line` instead of aborting somewhere deeper.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Label {
+    Class(usize),
+    Score(f32),
+}
+
+/// The class of an example with no gold label (an augmented one): its `Label::Class`; becomes
+/// `u32::MAX` in a label tensor, which the task loss skips (as PyTorch's `ignore_index`).
+pub const NO_CLASS: usize = usize::MAX;
+
+impl Label {
+    /// The label of an example taught by the teacher's soft targets only: `NO_CLASS`, or a NaN score
+    /// for regression. Every loss on gold labels skips it.
+    pub fn soft(regression: bool) -> Self {
+        if regression {
+            Label::Score(f32::NAN)
+        } else {
+            Label::Class(NO_CLASS)
+        }
+    }
+
+    /// Whether this is a gold label (not `Label::soft`).
+    pub fn is_gold(&self) -> bool {
+        match *self {
+            Label::Class(c) => c != NO_CLASS,
+            Label::Score(s) => !s.is_nan(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub text_a: String,
+    pub text_b: Option<String>,
+    pub label: Label,
+}
+
+/// The task's official metric (GLUE's choice per task).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    Accuracy,
+    /// F1 of the positive class and accuracy (MRPC, QQP).
+    F1Accuracy,
+    /// Matthews correlation (CoLA).
+    Matthews,
+    /// Pearson and Spearman correlation (STS-B).
+    PearsonSpearman,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Tsv,
+    Csv,
+    Jsonl,
+}
+
+/// A column by header name, or by 0-based index for files without a header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Column {
+    Index(usize),
+    Name(String),
+}
+
+/// How to read one task: file layout, columns, label set (empty for regression) and metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    pub name: String,
+    pub format: Format,
+    pub header: bool,
+    pub text_a: Column,
+    pub text_b: Option<Column>,
+    pub label: Column,
+    /// Class names in index order; empty for a regression task.
+    pub labels: Vec<String>,
+    pub metric: Metric,
+    pub train_file: String,
+    pub dev_file: String,
+    /// Further labelled dev sets scored by `compare`, as (metric-name suffix, file): MNLI's mismatched
+    /// dev set (`accuracy_mm`). Model selection uses `dev_file` only.
+    pub extra_dev: Vec<(String, String)>,
+}
+
+impl TaskSpec {
+    pub fn is_regression(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Outputs of the model's head: the class count, or 1 for regression.
+    pub fn num_outputs(&self) -> usize {
+        self.labels.len().max(1)
+    }
+
+    /// The GLUE task of that name (`sst2`, `cola`, `mrpc`, `stsb`, `qqp`, `mnli`, `qnli`, `rte`, `wnli`).
+    pub fn glue(name: &str) -> Option<Self> {
+        let n = |s: &str| Column::Name(s.to_string());
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let binary = names(&["0", "1"]);
+        let entail = names(&["entailment", "not_entailment"]);
+        let spec =
+            |a: Column, b: Option<Column>, label: Column, labels: Vec<String>, metric| TaskSpec {
+                name: name.to_string(),
+                format: Format::Tsv,
+                header: true,
+                text_a: a,
+                text_b: b,
+                label,
+                labels,
+                metric,
+                train_file: "train.tsv".into(),
+                dev_file: "dev.tsv".into(),
+                extra_dev: Vec::new(),
+            };
+        Some(match name {
+            "sst2" => spec(n("sentence"), None, n("label"), binary, Metric::Accuracy),
+            "cola" => TaskSpec {
+                header: false,
+                ..spec(
+                    Column::Index(3),
+                    None,
+                    Column::Index(1),
+                    binary,
+                    Metric::Matthews,
+                )
+            },
+            "mrpc" => spec(
+                n("#1 String"),
+                Some(n("#2 String")),
+                n("Quality"),
+                binary,
+                Metric::F1Accuracy,
+            ),
+            "stsb" => spec(
+                n("sentence1"),
+                Some(n("sentence2")),
+                n("score"),
+                Vec::new(),
+                Metric::PearsonSpearman,
+            ),
+            "qqp" => spec(
+                n("question1"),
+                Some(n("question2")),
+                n("is_duplicate"),
+                binary,
+                Metric::F1Accuracy,
+            ),
+            "mnli" => TaskSpec {
+                dev_file: "dev_matched.tsv".into(),
+                extra_dev: vec![("mm".into(), "dev_mismatched.tsv".into())],
+                ..spec(
+                    n("sentence1"),
+                    Some(n("sentence2")),
+                    n("gold_label"),
+                    names(&["contradiction", "entailment", "neutral"]),
+                    Metric::Accuracy,
+                )
+            },
+            "qnli" => spec(
+                n("question"),
+                Some(n("sentence")),
+                n("label"),
+                entail,
+                Metric::Accuracy,
+            ),
+            "rte" => spec(
+                n("sentence1"),
+                Some(n("sentence2")),
+                n("label"),
+                entail,
+                Metric::Accuracy,
+            ),
+            "wnli" => spec(
+                n("sentence1"),
+                Some(n("sentence2")),
+                n("label"),
+                binary,
+                Metric::Accuracy,
+            ),
+            _ => return None,
+        })
+    }
+
+    /// GLUE test files of this task (no labels) and the submission file name of each, with the header
+    /// names of their text columns: `(submission name, file, text_a, text_b)`.
+    pub fn glue_test_files(
+        &self,
+    ) -> Vec<(
+        &'static str,
+        &'static str,
+        &'static str,
+        Option<&'static str>,
+    )> {
+        let (name, a, b) = match self.name.as_str() {
+            "sst2" => ("SST-2", "sentence", None),
+            "cola" => ("CoLA", "sentence", None),
+            "mrpc" => ("MRPC", "#1 String", Some("#2 String")),
+            "stsb" => ("STS-B", "sentence1", Some("sentence2")),
+            "qqp" => ("QQP", "question1", Some("question2")),
+            "qnli" => ("QNLI", "question", Some("sentence")),
+            "rte" => ("RTE", "sentence1", Some("sentence2")),
+            "wnli" => ("WNLI", "sentence1", Some("sentence2")),
+            "mnli" => {
+                // The AX diagnostic set is predicted with the MNLI model; GLUE's download script puts
+                // it in diagnostic/, other mirrors in AX/.
+                return vec![
+                    ("MNLI-m", "test_matched.tsv", "sentence1", Some("sentence2")),
+                    (
+                        "MNLI-mm",
+                        "test_mismatched.tsv",
+                        "sentence1",
+                        Some("sentence2"),
+                    ),
+                    (
+                        "AX",
+                        "../diagnostic/diagnostic.tsv",
+                        "sentence1",
+                        Some("sentence2"),
+                    ),
+                    ("AX", "../AX/test.tsv", "sentence1", Some("sentence2")),
+                ];
+            }
+            _ => return Vec::new(),
+        };
+        vec![(name, "test.tsv", a, b)]
+    }
+
+    pub fn glue_names() -> &'static [&'static str] {
+        &[
+            "sst2", "cola", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli",
+        ]
+    }
+
+    /// Reads a labelled split file.
+    pub fn read(&self, path: &Path) -> Result<Vec<Example>> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(Error::file(path, "empty file: no examples"));
+        }
+        // A UTF-8 byte-order mark (spreadsheet exports) is not part of the first column's name.
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+        let rows = match self.format {
+            Format::Jsonl => self.rows_jsonl(path, bytes)?,
+            Format::Tsv => self.rows_delimited(path, bytes, b'\t')?,
+            Format::Csv => self.rows_delimited(path, bytes, b',')?,
+        };
+        if rows.is_empty() {
+            return Err(Error::file(path, "no examples in file"));
+        }
+        Ok(rows)
+    }
+
+    fn parse_label(&self, raw: &str, path: &Path, line: usize) -> Result<Label> {
+        let raw = raw.trim();
+        let bad = |msg: String| Error::Data {
+            path: path.to_path_buf(),
+            line,
+            msg,
+        };
+        if self.is_regression() {
+            let v: f32 = raw
+                .parse()
+                .map_err(|_| bad(format!("score `{raw}` is not a number")))?;
+            if !v.is_finite() {
+                return Err(bad(format!("score `{raw}` is not finite")));
+            }
+            return Ok(Label::Score(v));
+        }
+        self.labels
+            .iter()
+            .position(|l| l == raw)
+            .map(Label::Class)
+            .ok_or_else(|| bad(format!("label `{raw}` is not one of {:?}", self.labels)))
+    }
+
+    fn rows_delimited(&self, path: &Path, bytes: &[u8], sep: u8) -> Result<Vec<Example>> {
+        let mut lines = bytes.split(|&b| b == b'\n').enumerate();
+        let header: Vec<String> = if self.header {
+            match lines.next() {
+                Some((_, h)) => split_row(path, 1, h, sep)?,
+                None => return Err(Error::file(path, "empty file (a header row was expected)")),
+            }
+        } else {
+            Vec::new()
+        };
+        let index = |c: &Column| -> Result<usize> {
+            match c {
+                Column::Index(i) => Ok(*i),
+                Column::Name(name) => {
+                    header
+                        .iter()
+                        .position(|h| h == name)
+                        .ok_or_else(|| Error::Data {
+                            path: path.to_path_buf(),
+                            line: 1,
+                            msg: format!("no column `{name}` in the header (columns: {header:?})"),
+                        })
+                }
+            }
+        };
+        let (ia, il) = (index(&self.text_a)?, index(&self.label)?);
+        let ib = self.text_b.as_ref().map(index).transpose()?;
+        let need = ia.max(il).max(ib.unwrap_or(0)) + 1;
+        let mut out = Vec::new();
+        for (i, raw) in lines {
+            let line = i + 1;
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            if raw.is_empty() {
+                continue;
+            }
+            let cols = split_row(path, line, raw, sep)?;
+            if cols.len() < need {
+                return Err(Error::Data {
+                    path: path.to_path_buf(),
+                    line,
+                    msg: format!("expected at least {need} columns, found {}", cols.len()),
+                });
+            }
+            out.push(Example {
+                text_a: cols[ia].clone(),
+                text_b: ib.map(|b| cols[b].clone()),
+                label: self.parse_label(&cols[il], path, line)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn rows_jsonl(&self, path: &Path, bytes: &[u8]) -> Result<Vec<Example>> {
+        let mut out = Vec::new();
+        for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+            let line = i + 1;
+            let bad = |msg: String| Error::Data {
+                path: path.to_path_buf(),
+                line,
+                msg,
+            };
+            let text = std::str::from_utf8(raw).map_err(|e| bad(format!("not UTF-8: {e}")))?;
+            if text.trim().is_empty() {
+                continue;
+            }
+            let v: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+            let field = |c: &Column| -> Result<String> {
+                let Column::Name(name) = c else {
+                    return Err(bad("JSONL columns must be named".into()));
+                };
+                match v.get(name) {
+                    Some(serde_json::Value::String(s)) => Ok(s.clone()),
+                    Some(serde_json::Value::Null) | None => {
+                        Err(bad(format!("missing field `{name}`")))
+                    }
+                    Some(other) => Ok(other.to_string()),
+                }
+            };
+            out.push(Example {
+                text_a: field(&self.text_a)?,
+                text_b: self.text_b.as_ref().map(field).transpose()?,
+                label: self.parse_label(&field(&self.label)?, path, line)?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// An unlabelled row of a test file: its `index` (or `id`) and texts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestRow {
+    pub index: String,
+    pub text_a: String,
+    pub text_b: Option<String>,
+}
+
+/// Reads a GLUE test file (header with `index`/`id` and the named text columns).
+pub fn read_test(path: &Path, text_a: &str, text_b: Option<&str>) -> Result<Vec<TestRow>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut lines = bytes.split(|&b| b == b'\n').enumerate();
+    let header = match lines.next() {
+        Some((_, h)) => split_row(path, 1, h, b'\t')?,
+        None => return Err(Error::file(path, "empty file")),
+    };
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| Error::Data {
+                path: path.to_path_buf(),
+                line: 1,
+                msg: format!("no column `{name}` in the header (columns: {header:?})"),
+            })
+    };
+    let ii = col("index").or_else(|_| col("id"))?;
+    let ia = col(text_a)?;
+    let ib = text_b.map(col).transpose()?;
+    let need = ii.max(ia).max(ib.unwrap_or(0)) + 1;
+    let mut out = Vec::new();
+    for (i, raw) in lines {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.is_empty() {
+            continue;
+        }
+        let cols = split_row(path, i + 1, raw, b'\t')?;
+        if cols.len() < need {
+            return Err(Error::Data {
+                path: path.to_path_buf(),
+                line: i + 1,
+                msg: format!("expected at least {need} columns, found {}", cols.len()),
+            });
+        }
+        out.push(TestRow {
+            index: cols[ii].clone(),
+            text_a: cols[ia].clone(),
+            text_b: ib.map(|b| cols[b].clone()),
+        });
+    }
+    Ok(out)
+}
+
+fn split_row(path: &Path, line: usize, raw: &[u8], sep: u8) -> Result<Vec<String>> {
+    let text = std::str::from_utf8(raw).map_err(|e| Error::Data {
+        path: path.to_path_buf(),
+        line,
+        msg: format!("not valid UTF-8 ({e})"),
+    })?;
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    // GLUE's TSVs are not quoted (quotes are part of the text); CSV fields may be.
+    Ok(if sep == b'\t' {
+        text.split('\t').map(str::to_string).collect()
+    } else {
+        split_csv(text)
+    })
+}
+
+/// Splits one CSV line with RFC 4180 quoting ("" is a literal quote).
+fn split_csv(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// The train and dev files of a task under `dir`.
+pub fn split_paths(spec: &TaskSpec, dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join(&spec.train_file), dir.join(&spec.dev_file))
+}
+
+/// SHA-256 of a dataset's texts and labels, hex.
+pub fn hash_examples(examples: &[Example]) -> String {
+    let mut h = Sha256::new();
+    for e in examples {
+        h.update(e.text_a.as_bytes());
+        h.update([0u8]);
+        if let Some(b) = &e.text_b {
+            h.update(b.as_bytes());
+        }
+        h.update([1u8]);
+        match e.label {
+            Label::Class(c) => h.update((c as u64).to_le_bytes()),
+            Label::Score(s) => h.update(s.to_le_bytes()),
+        }
+    }
+    modeling::io::hex(&h.finalize())
+}

@@ -1,0 +1,469 @@
+//! Scaled dot-product attention as one CPU op with its own backward pass. The composed form splits q, k
+//! and v into heads (three transposed copies), then scales, masks, normalises, drops out, multiplies and
+//! transposes back: about fifteen graph nodes a layer, each a full pass over its tensor forward and
+//! backward (candle's backward also zero-fills and adds a gradient buffer per node). Here one task per
+//! (sequence, head) reads its head's columns of the [batch, seq, hidden] projections in place through
+//! the matrix product's strides and writes its columns of the context. The backward pass recomputes the
+//! probabilities (and the hashed dropout mask) instead of storing them. The probabilities are not
+//! returned: callers that need them (attention distillation) take the composed form. `tests` check the
+//! output and the gradients against the composed form, with padding and dropout.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::ops::{exp, simd_dispatch, slice, Dropout};
+
+/// Attention over q, k, v [batch, seq, hidden] → context [batch, seq, hidden].
+pub struct FusedAttention {
+    pub heads: usize,
+    /// Additive mask [batch, seq]: 0 for tokens, a large negative number for padding.
+    pub mask: Vec<f32>,
+    /// Dropout on the probabilities [batch, heads, seq, seq] (indexed as that contiguous tensor, as
+    /// the composed form's dropout is, so both draw the same mask).
+    pub dropout: Option<Dropout>,
+}
+
+/// The shapes of one call.
+#[derive(Clone, Copy)]
+struct Dims {
+    s: usize,
+    h: usize,
+    hd: usize,
+    heads: usize,
+}
+
+/// A pointer the tasks share; each writes only its own (sequence, head) columns.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: tasks write disjoint elements (see `Out`), and the buffer outlives the parallel loop.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// The element `i` places on (a method, so that closures capture the whole `Send` wrapper).
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+impl FusedAttention {
+    fn dims(&self, l1: &Layout, l2: &Layout, l3: &Layout) -> candle_core::Result<(usize, Dims)> {
+        let (b, s, h) = l1.shape().dims3()?;
+        if l2.dims() != l1.dims() || l3.dims() != l1.dims() || self.mask.len() != b * s {
+            candle_core::bail!("fused-attention: q, k, v and the mask disagree in shape");
+        }
+        if self.heads == 0 || h % self.heads != 0 {
+            candle_core::bail!(
+                "fused-attention: {h} is not divisible into {} heads",
+                self.heads
+            );
+        }
+        let hd = h / self.heads;
+        Ok((
+            b,
+            Dims {
+                s,
+                h,
+                hd,
+                heads: self.heads,
+            },
+        ))
+    }
+
+    /// The probabilities of sequence `bi`, head `hh` into `p` [s, s] (before dropout).
+    fn probs(&self, q: &[f32], k: &[f32], d: Dims, bi: usize, hh: usize, p: &mut [f32]) {
+        let Dims { s, h, hd, .. } = d;
+        let off = bi * s * h + hh * hd;
+        let scale = 1.0 / (hd as f32).sqrt();
+        // SAFETY: q and k hold [b, s, h]; the head's block starts at `off` with row stride h; p is
+        // [s, s] row-major.
+        unsafe {
+            gemm::gemm(
+                s,
+                s,
+                hd,
+                p.as_mut_ptr(),
+                1,
+                s as isize,
+                false,
+                q.as_ptr().add(off),
+                1,
+                h as isize,
+                k.as_ptr().add(off),
+                h as isize,
+                1,
+                0.0,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        };
+        let mask = &self.mask[bi * s..(bi + 1) * s];
+        simd_dispatch!(softmax_rows(p, mask, ()));
+    }
+
+    /// Index of element (i, j) of sequence `bi`, head `hh` in the [b, heads, s, s] probabilities.
+    fn index(d: Dims, bi: usize, hh: usize) -> usize {
+        (bi * d.heads + hh) * d.s * d.s
+    }
+}
+
+/// Each element's dropout factor: 1 / (1 − p) where element `base + i` of the [b, heads, s, s]
+/// probabilities is kept, 0 where it is dropped (a loop the vector unit runs).
+#[inline(always)]
+fn dropout_factors(out: &mut [f32], drop: &Dropout, base: usize) {
+    let scale = 1.0 / (1.0 - drop.p);
+    for (i, f) in out.iter_mut().enumerate() {
+        *f = if drop.keep(base + i) { scale } else { 0.0 };
+    }
+}
+
+/// Adds the mask to each row of `p` and normalises it (softmax). The maximum and the sum run in 16
+/// independent lanes so that they vectorise, and the exponentials are summed as they are written.
+#[inline(always)]
+fn softmax_rows(p: &mut [f32], mask: &[f32], _: ()) {
+    for row in p.chunks_mut(mask.len().max(1)) {
+        let mut top = [f32::NEG_INFINITY; 16];
+        let mut chunks = row.chunks_exact_mut(16);
+        let mut masks = mask.chunks_exact(16);
+        for (c, m) in (&mut chunks).zip(&mut masks) {
+            for ((x, &m), t) in c.iter_mut().zip(m).zip(top.iter_mut()) {
+                *x += m;
+                *t = t.max(*x);
+            }
+        }
+        for (x, &m) in chunks.into_remainder().iter_mut().zip(masks.remainder()) {
+            *x += m;
+            top[0] = top[0].max(*x);
+        }
+        let max = top.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let mut lanes = [0f32; 16];
+        let mut chunks = row.chunks_exact_mut(16);
+        for c in &mut chunks {
+            for (x, l) in c.iter_mut().zip(lanes.iter_mut()) {
+                *x = exp(*x - max);
+                *l += *x;
+            }
+        }
+        let mut tail = 0f32;
+        for x in chunks.into_remainder() {
+            *x = exp(*x - max);
+            tail += *x;
+        }
+        let inv = 1.0 / (lanes.iter().sum::<f32>() + tail);
+        row.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+/// `dst` [m, n] (row stride `dst_rs`) = `lhs` [m, k] · `rhs` [k, n], each given as (pointer, column
+/// stride, row stride), single-threaded (the caller runs tasks in parallel).
+///
+/// # Safety
+/// Every pointer must address its matrix with the given strides.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        false,
+        lhs.0,
+        lhs.1 as isize,
+        lhs.2 as isize,
+        rhs.0,
+        rhs.1 as isize,
+        rhs.2 as isize,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
+impl CustomOp3 for FusedAttention {
+    fn name(&self) -> &'static str {
+        "fused-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (q, k, v) = (
+            slice(s1, l1, name)?,
+            slice(s2, l2, name)?,
+            slice(s3, l3, name)?,
+        );
+        let (b, d) = self.dims(l1, l2, l3)?;
+        let Dims { s, h, hd, heads } = d;
+        let mut out = vec![0f32; q.len()];
+        let dst = Out(out.as_mut_ptr());
+        (0..b * heads).into_par_iter().for_each(|t| {
+            let (bi, hh) = (t / heads, t % heads);
+            let mut p = vec![0f32; s * s];
+            self.probs(q, k, d, bi, hh, &mut p);
+            if let Some(drop) = &self.dropout {
+                let mut f = vec![0f32; s * s];
+                simd_dispatch!(dropout_factors(&mut f, drop, Self::index(d, bi, hh)));
+                p.iter_mut().zip(&f).for_each(|(x, f)| *x *= f);
+            }
+            let off = bi * s * h + hh * hd;
+            // SAFETY: this task's context block [s, hd] at `off` (row stride h) is written by no
+            // other task; p is [s, s], v holds [b, s, h].
+            unsafe {
+                product(
+                    (s, hd, s),
+                    dst.at(off),
+                    h,
+                    (p.as_ptr(), 1, s),
+                    (v.as_ptr().add(off), 1, h),
+                )
+            };
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _ctx: &Tensor,
+        dctx: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let op = AttentionBwd {
+            fwd: self,
+            dctx: dctx.contiguous()?.flatten_all()?.to_vec1()?,
+        };
+        let grads = q.apply_op3_no_bwd(k, v, &op)?; // [3, b, s, h]
+        Ok((
+            Some(grads.get(0)?),
+            Some(grads.get(1)?),
+            Some(grads.get(2)?),
+        ))
+    }
+}
+
+/// dq, dk, dv stacked as [3, batch, seq, hidden], from q, k, v and the context's gradient.
+struct AttentionBwd<'a> {
+    fwd: &'a FusedAttention,
+    dctx: Vec<f32>,
+}
+
+impl CustomOp3 for AttentionBwd<'_> {
+    fn name(&self) -> &'static str {
+        "fused-attention-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (q, k, v) = (
+            slice(s1, l1, name)?,
+            slice(s2, l2, name)?,
+            slice(s3, l3, name)?,
+        );
+        let (b, d) = self.fwd.dims(l1, l2, l3)?;
+        let Dims { s, h, hd, heads } = d;
+        let n = q.len();
+        if self.dctx.len() != n {
+            candle_core::bail!(
+                "{name}: the context gradient has {} elements, not {n}",
+                self.dctx.len()
+            );
+        }
+        let mut out = vec![0f32; 3 * n];
+        let dst = Out(out.as_mut_ptr());
+        let dctx = &self.dctx;
+        let scale = 1.0 / (hd as f32).sqrt();
+        (0..b * heads).into_par_iter().for_each(|t| {
+            let (bi, hh) = (t / heads, t % heads);
+            let off = bi * s * h + hh * hd;
+            let mut p = vec![0f32; s * s];
+            self.fwd.probs(q, k, d, bi, hh, &mut p);
+            // The dropped-out probabilities, for dv.
+            let mut pd = p.clone();
+            // The dropout factors, drawn once for both uses.
+            let factors = self.fwd.dropout.as_ref().map(|drop| {
+                let mut f = vec![0f32; s * s];
+                let base = FusedAttention::index(d, bi, hh);
+                simd_dispatch!(dropout_factors(&mut f, drop, base));
+                f
+            });
+            if let Some(f) = &factors {
+                pd.iter_mut().zip(f).for_each(|(x, f)| *x *= f);
+            }
+            let mut dp = vec![0f32; s * s];
+            // SAFETY (all products): the head blocks at `off` have row stride h inside [b, s, h]
+            // buffers; this task alone writes its blocks of dq, dk, dv; p, pd, dp are [s, s].
+            unsafe {
+                // dv = pdᵀ · dctx
+                product(
+                    (s, hd, s),
+                    dst.at(2 * n + off),
+                    h,
+                    (pd.as_ptr(), s, 1),
+                    (dctx.as_ptr().add(off), 1, h),
+                );
+                // dpd = dctx · vᵀ
+                product(
+                    (s, s, hd),
+                    dp.as_mut_ptr(),
+                    s,
+                    (dctx.as_ptr().add(off), 1, h),
+                    (v.as_ptr().add(off), h, 1),
+                );
+            }
+            // Through dropout, then softmax: ds = p ∘ (dp − Σ dp ∘ p), times the score scale.
+            if let Some(f) = &factors {
+                dp.iter_mut().zip(f).for_each(|(x, f)| *x *= f);
+            }
+            for (dp, p) in dp.chunks_mut(s).zip(p.chunks(s)) {
+                let dot = crate::ops::dot(dp, p);
+                for (x, &p) in dp.iter_mut().zip(p) {
+                    *x = p * (*x - dot) * scale;
+                }
+            }
+            unsafe {
+                // dq = ds · k
+                product(
+                    (s, hd, s),
+                    dst.at(off),
+                    h,
+                    (dp.as_ptr(), 1, s),
+                    (k.as_ptr().add(off), 1, h),
+                );
+                // dk = dsᵀ · q
+                product(
+                    (s, hd, s),
+                    dst.at(n + off),
+                    h,
+                    (dp.as_ptr(), s, 1),
+                    (q.as_ptr().add(off), 1, h),
+                );
+            }
+        });
+        let mut dims = vec![3];
+        dims.extend_from_slice(l1.dims());
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        crate::max_abs_diff(a, b).unwrap()
+    }
+
+    /// Output and the three gradients against the composed form (the encoder's other path): 3 heads
+    /// of 12, a padded second sequence, with and without dropout (same hashed mask in both forms).
+    #[test]
+    fn fused_attention_matches_the_composed_form() {
+        // Sequences shorter and longer than the 16 lanes of the softmax and dot loops.
+        for (b, s, nh, hd) in [(2usize, 7usize, 3usize, 12usize), (2, 37, 2, 8)] {
+            check_against_composed(b, s, nh, hd);
+        }
+    }
+
+    fn check_against_composed(b: usize, s: usize, nh: usize, hd: usize) {
+        let dev = Device::Cpu;
+        let h = nh * hd;
+        let var = |_: u8| Var::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
+        let (q, k, v) = (var(0), var(1), var(2));
+        let weights = Tensor::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
+        let mut mask = vec![0f32; b * s];
+        mask[b * s - 2..].fill(f32::MIN);
+        for dropout in [None, Some(Dropout { seed: 9, p: 0.3 })] {
+            let heads = |t: &Tensor| {
+                t.reshape((b, s, nh, hd))
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap()
+            };
+            let bias = Tensor::from_vec(mask.clone(), (b, 1, 1, s), &dev).unwrap();
+            let scores = (heads(&q).matmul(&heads(&k).t().unwrap()).unwrap()
+                * (1.0 / (hd as f64).sqrt()))
+            .unwrap()
+            .broadcast_add(&bias)
+            .unwrap();
+            let mut probs = scores.apply_op1(crate::ops::Softmax).unwrap();
+            if let Some(drop) = dropout {
+                probs = probs.apply_op1(drop).unwrap();
+            }
+            let want = probs
+                .matmul(&heads(&v))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .reshape((b, s, h))
+                .unwrap();
+            let op = FusedAttention {
+                heads: nh,
+                mask: mask.clone(),
+                dropout,
+            };
+            let got = q.apply_op3(&k, &v, op).unwrap();
+            assert!(
+                max_diff(&got, &want) < 1e-5,
+                "dropout {}",
+                dropout.is_some()
+            );
+            let grads = |y: &Tensor| {
+                let g = (y * &weights)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                [&q, &k, &v].map(|t| g.get(t.as_tensor()).unwrap().clone())
+            };
+            for (g, w) in grads(&got).iter().zip(grads(&want).iter()) {
+                assert!(
+                    max_diff(g, w) < 1e-4,
+                    "dropout {}: {}",
+                    dropout.is_some(),
+                    max_diff(g, w)
+                );
+            }
+        }
+        let bad = FusedAttention {
+            heads: 5,
+            mask: vec![0.0; b * s],
+            dropout: None,
+        };
+        assert!(q.apply_op3_no_bwd(&k, &v, &bad).is_err());
+    }
+}

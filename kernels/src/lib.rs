@@ -1,0 +1,29 @@
+//! CPU compute that candle lacks or does slowly, and the only crate with `unsafe`: ops with their own
+//! backward pass for training (`dense`, `attention`, and softmax, LayerNorm, GELU and hashed dropout in
+//! `ops`), f32 products against a weight packed once (`packed`), dynamic int8 products (`quant`, with
+//! the AVX-512 VNNI kernel in `vnni`), and the AdamW update passes (`adamw`). Each fast form is tested
+//! against the plain candle form it replaces. Other devices keep candle's own ops.
+
+pub mod adamw;
+pub mod attention;
+pub mod dense;
+pub mod ops;
+pub mod packed;
+pub mod quant;
+pub mod vnni;
+
+pub use candle_core::{Error, Result};
+
+use candle_core::Tensor;
+
+/// The largest absolute difference of two tensors of one shape (the kernels' tests compare with it).
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    if a.dims() != b.dims() {
+        return Err(Error::Msg(format!(
+            "shapes differ: {:?} vs {:?}",
+            a.dims(),
+            b.dims()
+        )));
+    }
+    (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar()
+}

@@ -1,0 +1,402 @@
+//! One transformer encoder for BERT and RoBERTa checkpoints, with Hugging Face weight names
+//! (`embeddings.word_embeddings.weight`, `encoder.layer.{i}.attention.self.query.weight`, ...).
+//! Mirrors transformers' `modeling_bert.py` / `modeling_roberta.py` (eager attention): post-LayerNorm
+//! blocks, additive attention mask, RoBERTa positions from `pad_token_id + 1`. Used by teacher and student.
+
+use std::sync::Arc;
+
+use candle_core::{DType, Tensor, D};
+use candle_nn::{Embedding, Init, VarBuilder};
+
+use crate::config::{Activation, EncoderConfig, ModelKind};
+use crate::nn::{apply, linear, softmax_t, Dense, DropoutRng, LayerNorm};
+use crate::Result;
+use kernels::attention::FusedAttention;
+use kernels::quant::QEmbedding;
+
+/// A padded batch on the model's device.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// [b, s] u32 token ids.
+    pub input_ids: Tensor,
+    /// [b, s] u32 segment ids (zeros for single sentences and for RoBERTa).
+    pub token_type_ids: Tensor,
+    /// [b, s] f32, 1 for real tokens, 0 for padding.
+    pub attention_mask: Tensor,
+}
+
+/// What a forward pass returns besides hidden states (each costs memory, so each is asked for).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Want {
+    /// Each layer's attention probabilities.
+    pub attentions: bool,
+    /// Each layer's query, key and value projections (MiniLM relation distillation needs them).
+    pub qkv: bool,
+}
+
+/// One layer's query, key and value projections, before the split into heads: each [b, s, h].
+#[derive(Debug, Clone)]
+pub struct Qkv {
+    pub q: Tensor,
+    pub k: Tensor,
+    pub v: Tensor,
+}
+
+/// Every layer's hidden states (index 0 is the embedding output) and, when asked, attention probabilities
+/// and Q/K/V projections.
+#[derive(Debug, Clone)]
+pub struct EncoderOutput {
+    /// `num_layers + 1` tensors of [b, s, h].
+    pub hidden_states: Vec<Tensor>,
+    /// `num_layers` tensors of [b, heads, s, s] (pre-dropout probabilities), empty unless requested.
+    pub attentions: Vec<Tensor>,
+    /// `num_layers` entries (layer 1 first), empty unless requested.
+    pub qkv: Vec<Qkv>,
+}
+
+impl EncoderOutput {
+    pub fn last(&self) -> Result<&Tensor> {
+        self.hidden_states
+            .last()
+            .ok_or_else(|| crate::Error::Msg("encoder produced no hidden states".into()))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Embeddings {
+    word: Embedding,
+    /// Set by `quantize_int8`: word lookups read this int8 table instead.
+    word_int8: Option<Arc<QEmbedding>>,
+    position: Embedding,
+    token_type: Embedding,
+    norm: LayerNorm,
+}
+
+impl Embeddings {
+    fn new(cfg: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
+        let emb = |n: usize, name: &str| -> Result<Embedding> {
+            let w = vb
+                .pp(name)
+                .get_with_hints((n, cfg.hidden_size), "weight", Init::Const(0.))?;
+            Ok(Embedding::new(w, cfg.hidden_size))
+        };
+        Ok(Self {
+            word: emb(cfg.vocab_size, "word_embeddings")?,
+            word_int8: None,
+            position: emb(cfg.max_position_embeddings, "position_embeddings")?,
+            token_type: emb(cfg.type_vocab_size, "token_type_embeddings")?,
+            norm: LayerNorm::new(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("LayerNorm"))?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    query: Dense,
+    key: Dense,
+    value: Dense,
+    attn_out: Dense,
+    attn_norm: LayerNorm,
+    intermediate: Dense,
+    output: Dense,
+    out_norm: LayerNorm,
+}
+
+impl Layer {
+    /// The block's six dense layers.
+    fn dense_mut(&mut self) -> [&mut Dense; 6] {
+        [
+            &mut self.query,
+            &mut self.key,
+            &mut self.value,
+            &mut self.attn_out,
+            &mut self.intermediate,
+            &mut self.output,
+        ]
+    }
+
+    fn new(cfg: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let att = vb.pp("attention");
+        Ok(Self {
+            query: linear(h, h, att.pp("self").pp("query"))?,
+            key: linear(h, h, att.pp("self").pp("key"))?,
+            value: linear(h, h, att.pp("self").pp("value"))?,
+            attn_out: linear(h, h, att.pp("output").pp("dense"))?,
+            attn_norm: LayerNorm::new(h, cfg.layer_norm_eps, att.pp("output").pp("LayerNorm"))?,
+            intermediate: linear(h, cfg.intermediate_size, vb.pp("intermediate").pp("dense"))?,
+            output: linear(cfg.intermediate_size, h, vb.pp("output").pp("dense"))?,
+            out_norm: LayerNorm::new(h, cfg.layer_norm_eps, vb.pp("output").pp("LayerNorm"))?,
+        })
+    }
+}
+
+/// The encoder: embeddings and `num_hidden_layers` post-LN transformer blocks.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    cfg: EncoderConfig,
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    dropout: DropoutRng,
+    /// The dtype of the matrix products (see `set_compute_dtype`).
+    compute: DType,
+}
+
+impl Encoder {
+    /// Builds the encoder under `vb` (for example `vb.pp("bert")`), creating or fetching its tensors.
+    pub fn new(cfg: &EncoderConfig, vb: VarBuilder, dropout: DropoutRng) -> Result<Self> {
+        let embeddings = Embeddings::new(cfg, vb.pp("embeddings"))?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Layer::new(cfg, vb.pp("encoder").pp(format!("layer.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            embeddings,
+            layers,
+            dropout,
+            compute: DType::F32,
+        })
+    }
+
+    pub fn config(&self) -> &EncoderConfig {
+        &self.cfg
+    }
+
+    /// Mixed precision, as PyTorch's autocast does it: with BF16 or F16 the blocks' matrix products
+    /// (the dense layers and the two attention products) run in that dtype on copies of the f32
+    /// weights made at each forward pass, so gradients reach the f32 master weights through the casts.
+    /// Embeddings, the attention softmax, LayerNorms, the residual stream and everything returned
+    /// (hidden states, probabilities, Q/K/V) stay f32: they are where half precision loses accuracy.
+    pub fn set_compute_dtype(&mut self, dtype: DType) -> Result<()> {
+        if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+            return Err(crate::Error::Msg(format!(
+                "compute dtype must be f32, bf16 or f16 (got {dtype:?})"
+            )));
+        }
+        self.compute = dtype;
+        Ok(())
+    }
+
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
+    }
+
+    /// Switches every dense layer of every block to the packed f32 inference kernel (see `packed`).
+    pub fn pack_f32(&mut self) -> Result<()> {
+        for d in self.layers.iter_mut().flat_map(Layer::dense_mut) {
+            d.pack_f32()?;
+        }
+        Ok(())
+    }
+
+    /// Switches the word embeddings and every dense layer of every block to int8 inference (see
+    /// `quant`); returns those tensors' (f32 bytes, int8 bytes).
+    pub fn quantize_int8(&mut self) -> Result<(usize, usize)> {
+        let words = QEmbedding::from_table(self.embeddings.word.embeddings())?;
+        let mut total = (words.f32_bytes(), words.bytes());
+        self.embeddings.word_int8 = Some(Arc::new(words));
+        for d in self.layers.iter_mut().flat_map(Layer::dense_mut) {
+            let (f, q) = d.quantize_int8()?;
+            total = (total.0 + f, total.1 + q);
+        }
+        Ok(total)
+    }
+
+    /// Sets both dropout probabilities (0 makes training-mode forward passes deterministic).
+    pub fn set_dropout(&mut self, p: f64) {
+        self.cfg.hidden_dropout_prob = p;
+        self.cfg.attention_probs_dropout_prob = p;
+    }
+
+    /// Position ids as transformers computes them: 0.. for BERT; for RoBERTa `cumsum(ids != pad)` masked,
+    /// plus `pad_token_id`, so that padding keeps the padding position.
+    fn position_ids(&self, input_ids: &Tensor) -> Result<Tensor> {
+        let (b, s) = input_ids.dims2()?;
+        match self.cfg.kind() {
+            ModelKind::Bert => Ok(Tensor::arange(0u32, s as u32, input_ids.device())?
+                .unsqueeze(0)?
+                .broadcast_as((b, s))?
+                .contiguous()?),
+            ModelKind::Roberta => {
+                let pad = self.cfg.pad_token_id as f64;
+                let real = input_ids.ne(self.cfg.pad_token_id)?.to_dtype(DType::F32)?; // [b, s]
+                let pos = (real.cumsum(1)? * &real)?;
+                Ok((pos + pad)?.to_dtype(DType::U32)?)
+            }
+        }
+    }
+
+    /// Runs the encoder. `train` turns dropout on (and selects differentiable kernels);
+    /// `attentions` returns each layer's attention probabilities.
+    pub fn forward(&self, batch: &Batch, train: bool, attentions: bool) -> Result<EncoderOutput> {
+        let want = Want {
+            attentions,
+            qkv: false,
+        };
+        self.forward_with(batch, train, want)
+    }
+
+    /// `forward`, returning what `want` asks for besides the hidden states.
+    pub fn forward_with(&self, batch: &Batch, train: bool, want: Want) -> Result<EncoderOutput> {
+        let cfg = &self.cfg;
+        let p_hidden = cfg.hidden_dropout_prob;
+        let e = &self.embeddings;
+        let positions = self.position_ids(&batch.input_ids)?;
+        // RoBERTa checkpoints have a single token type: any segment id would index out of range.
+        let types = if cfg.type_vocab_size == 1 {
+            batch.token_type_ids.zeros_like()?
+        } else {
+            batch.token_type_ids.clone()
+        };
+        let words = match &e.word_int8 {
+            Some(q) => q.forward(&batch.input_ids)?,
+            None => e.word.forward_ids(&batch.input_ids)?,
+        };
+        let x = words
+            .add(&e.position.forward_ids(&positions)?)?
+            .add(&e.token_type.forward_ids(&types)?)?; // [b, s, h]
+        let x = e.norm.forward_t(&x, train)?;
+        let mut x = self.dropout.apply(&x, p_hidden, train)?;
+
+        // Additive mask: 0 for tokens, the most negative float for padding, as transformers does.
+        let (b, s) = batch.attention_mask.dims2()?;
+        let bias = ((1.0 - &batch.attention_mask)? * f32::MIN as f64)?.reshape((b, 1, 1, s))?;
+        // On the CPU, attention is one fused op (`attention`) unless the probabilities are wanted.
+        let fused = !want.attentions && bias.device().is_cpu() && self.compute == DType::F32;
+        let fused_mask = if fused {
+            Some(bias.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+        } else {
+            None
+        };
+
+        let mut hidden_states = Vec::with_capacity(self.layers.len() + 1);
+        let mut probs_out = Vec::new();
+        let mut qkv_out = Vec::new();
+        hidden_states.push(x.clone());
+        for layer in &self.layers {
+            let (y, probs, qkv) =
+                self.layer_forward(layer, &x, &bias, fused_mask.as_ref(), train)?;
+            if let (true, Some(p)) = (want.attentions, probs) {
+                probs_out.push(p);
+            }
+            if want.qkv {
+                let f32 = |t: &Tensor| t.to_dtype(DType::F32);
+                qkv_out.push(Qkv {
+                    q: f32(&qkv.q)?,
+                    k: f32(&qkv.k)?,
+                    v: f32(&qkv.v)?,
+                });
+            }
+            hidden_states.push(y.clone());
+            x = y;
+        }
+        Ok(EncoderOutput {
+            hidden_states,
+            attentions: probs_out,
+            qkv: qkv_out,
+        })
+    }
+
+    fn layer_forward(
+        &self,
+        l: &Layer,
+        x: &Tensor,
+        bias: &Tensor,
+        fused_mask: Option<&Vec<f32>>,
+        train: bool,
+    ) -> Result<(Tensor, Option<Tensor>, Qkv)> {
+        let cfg = &self.cfg;
+        let (b, s, h) = x.dims3()?;
+        let (nh, hd) = (cfg.num_attention_heads, cfg.head_dim());
+        let heads = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.reshape((b, s, nh, hd))?.transpose(1, 2)?.contiguous()?) // [b, nh, s, hd]
+        };
+        // The dense layers' inputs in the compute dtype (a no-op in f32); `x` stays the f32 residual.
+        let c = self.compute;
+        let xc = x.to_dtype(c)?;
+        // [b, s, h] each; kept (cheap clones of the same storage) for relation distillation.
+        let qkv = Qkv {
+            q: apply(&l.query, &xc)?,
+            k: apply(&l.key, &xc)?,
+            v: apply(&l.value, &xc)?,
+        };
+        let (ctx, probs) = if let Some(mask) = fused_mask {
+            let op = FusedAttention {
+                heads: nh,
+                mask: mask.clone(),
+                dropout: self.dropout.op(cfg.attention_probs_dropout_prob, train)?,
+            };
+            let (q, k, v) = (
+                qkv.q.contiguous()?,
+                qkv.k.contiguous()?,
+                qkv.v.contiguous()?,
+            );
+            (q.apply_op3(&k, &v, op)?, None)
+        } else {
+            let q = heads(&qkv.q)?;
+            let k = heads(&qkv.k)?;
+            let v = heads(&qkv.v)?;
+            let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?; // [b, nh, s, s]
+                                                                             // Mask and softmax in f32: the mask's f32::MIN is -inf in bf16 and f16.
+            let scores = scores.to_dtype(DType::F32)?.broadcast_add(bias)?;
+            let probs = softmax_t(&scores, train)?;
+            let dropped =
+                self.dropout
+                    .apply(&probs.to_dtype(c)?, cfg.attention_probs_dropout_prob, train)?;
+            let ctx = dropped
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b, s, h))?; // [b, s, h]
+            (ctx, Some(probs))
+        };
+        let a = apply(&l.attn_out, &ctx)?;
+        let a = self.dropout.apply(&a, cfg.hidden_dropout_prob, train)?;
+        let a = l
+            .attn_norm
+            .forward_t(&(a.to_dtype(DType::F32)? + x)?, train)?;
+
+        let i = activation(&apply(&l.intermediate, &a.to_dtype(c)?)?, cfg.hidden_act)?; // [b, s, ffn]
+        let o = apply(&l.output, &i)?;
+        let o = self.dropout.apply(&o, cfg.hidden_dropout_prob, train)?;
+        let o = l
+            .out_norm
+            .forward_t(&(o.to_dtype(DType::F32)? + &a)?, train)?;
+        Ok((o, probs, qkv))
+    }
+}
+
+pub(crate) fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
+    Ok(match act {
+        Activation::Gelu if x.device().is_cpu() && x.dtype() == DType::F32 => {
+            x.contiguous()?.apply_op1(kernels::ops::Gelu)?
+        }
+        Activation::Gelu => x.gelu_erf()?,
+        Activation::GeluTanh => x.gelu()?,
+        Activation::Relu => x.relu()?,
+    })
+}
+
+trait ForwardIds {
+    fn forward_ids(&self, ids: &Tensor) -> Result<Tensor>;
+}
+
+impl ForwardIds for Embedding {
+    fn forward_ids(&self, ids: &Tensor) -> Result<Tensor> {
+        use candle_core::Module;
+        Ok(self.forward(ids)?)
+    }
+}
+
+/// First-token ([CLS] / <s>) vectors of a [b, s, h] tensor: [b, h].
+pub fn first_token(x: &Tensor) -> Result<Tensor> {
+    Ok(x.narrow(1, 0, 1)?.squeeze(1)?)
+}
+
+/// Mean over real tokens of a [b, s, h] tensor, with a [b, s] f32 mask: [b, h].
+pub fn masked_mean(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let m = mask.unsqueeze(D::Minus1)?; // [b, s, 1]
+    let sum = x.broadcast_mul(&m)?.sum(1)?;
+    let count = m.sum(1)?.clamp(1.0, f64::MAX)?;
+    Ok(sum.broadcast_div(&count)?)
+}

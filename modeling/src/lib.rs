@@ -1,0 +1,32 @@
+//! The models: configs, the one encoder (BERT, RoBERTa) with its classification and masked-LM heads,
+//! tokenizers, batching, loading from a folder or the Hugging Face hub (the only network code), and
+//! the exports (a Hugging Face folder, ONNX). Teacher and student are both models of this crate.
+
+pub mod batch;
+pub mod config;
+pub mod encoder;
+mod error;
+pub mod export;
+pub mod head;
+pub mod hub;
+pub mod infer;
+pub mod io;
+pub mod mlm;
+pub mod mlm_head;
+pub mod model;
+pub mod nn;
+pub mod onnx;
+mod onnx_proto;
+pub mod tokenizer;
+
+#[cfg(any(test, feature = "testutil"))]
+pub mod testutil;
+
+pub use config::{EncoderConfig, ModelKind};
+pub use encoder::{Batch, Encoder, EncoderOutput, Qkv, Want};
+pub use error::{Error, Result};
+pub use hub::{ModelFiles, ModelSource};
+pub use io::{save_tensors, write_atomic};
+pub use mlm::{mlm_loss, MaskedLm};
+pub use model::{Classifier, LoadReport};
+pub use tokenizer::{Encoded, SpecialTokens, TextTokenizer, WordEncoded};

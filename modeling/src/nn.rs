@@ -1,0 +1,229 @@
+//! Building blocks with the behaviour training needs and candle 0.11's fused ops lack: a LayerNorm
+//! whose training form has a backward pass, a softmax likewise, and dropout drawn from our own seeded
+//! RNG (candle's CPU RNG cannot be seeded, and candle-transformers' bert.rs dropout is a no-op).
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Module, Tensor, D};
+use candle_nn::{Init, Linear, VarBuilder};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::Result;
+use kernels::dense::LinearOp;
+use kernels::packed::{self, PackedLinear};
+use kernels::quant::QLinear;
+
+/// A dense layer `y = x W^T + b` with HF weight names `weight` [out, in] and `bias` [out].
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Dense> {
+    let w = vb.get_with_hints((out_dim, in_dim), "weight", Init::Const(0.))?;
+    let b = vb.get_with_hints(out_dim, "bias", Init::Const(0.))?;
+    Ok(Dense {
+        linear: Linear::new(w, Some(b)),
+        fast: None,
+    })
+}
+
+/// A dense layer: the f32 `Linear` that trains and exports, and, once `pack_f32` or `quantize_int8`
+/// ran, an inference-only copy used instead (both are snapshots: training must not follow them).
+#[derive(Debug, Clone)]
+pub struct Dense {
+    pub linear: Linear,
+    fast: Option<Fast>,
+}
+
+#[derive(Debug, Clone)]
+enum Fast {
+    Packed(Arc<PackedLinear>),
+    Int8(Arc<QLinear>),
+}
+
+impl Dense {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let w = self.linear.weight();
+        if x.dtype() != w.dtype() {
+            // Mixed precision: the product in the input's dtype, on a copy of the master weight
+            // (the cast is differentiable, so the f32 weight gets an f32 gradient).
+            let dt = x.dtype();
+            let b = self.linear.bias().map(|b| b.to_dtype(dt)).transpose()?;
+            return Ok(Linear::new(w.to_dtype(dt)?, b).forward(x)?);
+        }
+        match &self.fast {
+            Some(Fast::Packed(p))
+                if x.device().is_cpu()
+                    && x.dtype() == DType::F32
+                    && x.elem_count() <= packed::MAX_ROWS * x.dim(D::Minus1)? =>
+            {
+                Ok(p.forward(x)?)
+            }
+            Some(Fast::Int8(q)) => Ok(q.forward(x)?),
+            _ => match self.linear.bias() {
+                // On the CPU, one product over all tokens with its own backward (`linear_op`).
+                Some(b) if x.device().is_cpu() && x.dtype() == DType::F32 => Ok(x
+                    .contiguous()?
+                    .apply_op3(self.linear.weight(), b, LinearOp)?),
+                _ => Ok(self.linear.forward(x)?),
+            },
+        }
+    }
+
+    /// Switches CPU inference to the packed f32 kernel (`packed`), unless the layer is int8 already.
+    pub fn pack_f32(&mut self) -> Result<()> {
+        if self.fast.is_none() && self.linear.weight().device().is_cpu() {
+            self.fast = Some(Fast::Packed(Arc::new(PackedLinear::from_linear(
+                &self.linear,
+            )?)));
+        }
+        Ok(())
+    }
+
+    /// Switches inference to int8; returns (f32 bytes, int8 bytes) of the layer.
+    pub fn quantize_int8(&mut self) -> Result<(usize, usize)> {
+        let q = QLinear::from_linear(&self.linear)?;
+        let sizes = (q.f32_bytes(), q.bytes());
+        self.fast = Some(Fast::Int8(Arc::new(q)));
+        Ok(sizes)
+    }
+}
+
+/// LayerNorm with HF names `weight`/`bias`.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints(dim, "weight", Init::Const(1.))?,
+            bias: vb.get_with_hints(dim, "bias", Init::Const(0.))?,
+            eps,
+        })
+    }
+
+    /// Normalises over the last dimension. In training a form with a backward pass is needed: candle's
+    /// fused `ops::layer_norm` has none and would silently stop every gradient here. On the CPU our
+    /// fused kernel serves both; elsewhere candle's fused op for inference, the composed ops for training.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            let op = kernels::ops::LayerNormOp {
+                eps: self.eps as f32,
+            };
+            let x = x.contiguous()?;
+            return Ok(if train {
+                x.apply_op3(&self.weight, &self.bias, op)?
+            } else {
+                x.apply_op3_no_bwd(&self.weight, &self.bias, &op)?
+            });
+        }
+        if !train {
+            let x = x.contiguous()?;
+            return Ok(candle_nn::ops::layer_norm(
+                &x,
+                &self.weight,
+                &self.bias,
+                self.eps as f32,
+            )?);
+        }
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        Ok(xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
+    }
+}
+
+/// Softmax over the last dimension; the fused kernel for inference, the differentiable one for training.
+pub fn softmax_t(x: &Tensor, train: bool) -> Result<Tensor> {
+    if train && x.device().is_cpu() {
+        Ok(x.contiguous()?.apply_op1(kernels::ops::Softmax)?)
+    } else if train {
+        Ok(candle_nn::ops::softmax(x, D::Minus1)?)
+    } else {
+        Ok(candle_nn::ops::softmax_last_dim(x)?)
+    }
+}
+
+/// Dropout masks from a shared seeded RNG. The trainer reseeds it at every step from (seed, step), so a
+/// run is reproducible and a resumed run draws the same masks as an uninterrupted one.
+#[derive(Debug, Clone)]
+pub struct DropoutRng(Arc<Mutex<StdRng>>);
+
+impl Default for DropoutRng {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new(StdRng::seed_from_u64(0))))
+    }
+}
+
+impl DropoutRng {
+    pub fn reseed(&self, seed: u64) {
+        if let Ok(mut rng) = self.0.lock() {
+            *rng = StdRng::seed_from_u64(seed);
+        }
+    }
+
+    /// The hashed dropout of the next `apply` on the CPU, for a fused kernel that applies it itself
+    /// (draws its seed as `apply` would, so the RNG sequence is the same either way).
+    pub fn op(&self, p: f64, train: bool) -> Result<Option<kernels::ops::Dropout>> {
+        if !train || p <= 0.0 {
+            return Ok(None);
+        }
+        let mut rng = self
+            .0
+            .lock()
+            .map_err(|_| crate::Error::Msg("dropout RNG poisoned".into()))?;
+        Ok(Some(kernels::ops::Dropout {
+            seed: rng.random::<u64>(),
+            p: p as f32,
+        }))
+    }
+
+    /// Inverted dropout: zeroes each element with probability `p` and scales the rest by 1/(1-p).
+    pub fn apply(&self, x: &Tensor, p: f64, train: bool) -> Result<Tensor> {
+        if !train || p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let mut rng = self
+            .0
+            .lock()
+            .map_err(|_| crate::Error::Msg("dropout RNG poisoned".into()))?;
+        if x.device().is_cpu() {
+            // A fresh seed per call; the mask itself is a hash of (seed, index), never stored.
+            let op = kernels::ops::Dropout {
+                seed: rng.random::<u64>(),
+                p: p as f32,
+            };
+            // The kernel is f32: half-precision activations go through it (the same mask either way).
+            let dt = x.dtype();
+            return Ok(x
+                .to_dtype(DType::F32)?
+                .contiguous()?
+                .apply_op1(op)?
+                .to_dtype(dt)?);
+        }
+        let n = x.elem_count();
+        let scale = (1.0 / (1.0 - p)) as f32;
+        // Compare raw u32 draws against a threshold: cheaper than drawing floats.
+        let threshold = (p * u32::MAX as f64) as u32;
+        let mask: Vec<f32> = {
+            (0..n)
+                .map(|_| {
+                    if rng.random::<u32>() < threshold {
+                        0.0
+                    } else {
+                        scale
+                    }
+                })
+                .collect()
+        };
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        Ok((x * mask)?)
+    }
+}
+
+/// Applies a dense layer to a [b, s, in] tensor.
+pub fn apply(l: &Dense, x: &Tensor) -> Result<Tensor> {
+    l.forward(x)
+}

@@ -1,0 +1,38 @@
+//! Trains any model: the loop (`trainer`, driven by a `Task`), AdamW with its schedule (`optim`),
+//! mixed precision and loss scaling (`precision`), checkpoints and exact resume, the data-parallel
+//! process group (`dist`), the metrics log, and evaluation: GLUE metrics (`metrics`), bootstrap
+//! intervals (`bootstrap`), calibration (`calibration`), and batched dev-set logits (`eval`).
+//! The teacher's fine-tuning and the student's distillation are both tasks of this loop.
+
+pub mod bootstrap;
+pub mod calibration;
+pub mod classify;
+pub mod dist;
+mod error;
+pub mod eval;
+pub mod loss;
+pub mod metrics;
+pub mod optim;
+pub mod precision;
+pub mod records;
+pub mod settings;
+pub mod trainer;
+
+pub use error::{Error, Result};
+pub use metrics::Scores;
+pub use precision::Precision;
+pub use settings::TrainSettings;
+pub use trainer::{EvalRecord, TrainReport};
+
+/// A progress bar on stderr (indicatif hides it when stderr is not a terminal).
+pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix:>8} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(what.to_string());
+    bar
+}

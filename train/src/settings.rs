@@ -1,0 +1,222 @@
+//! How a model is optimised: the settings of the loop, AdamW and its schedule. One type for every
+//! purpose (the student's `train:`, the teacher's `teacher.finetune:`, pre-training's `train:`), so a
+//! key means one thing everywhere; only the defaults differ by purpose, and each set is written once
+//! (`for_tasks`, `for_pretraining`). A section read from YAML starts from its purpose's defaults and
+//! takes the keys it names; an unknown key is refused with the expected ones listed.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::precision::Precision;
+
+/// The optimisation settings of one training run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainSettings {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Examples (or pre-training inputs) per micro-batch, per process when data-parallel.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step: a step sees `batch_size · gradient_accumulation` examples
+    /// (times the data-parallel processes). Left out of stamps at 1, so outputs made before the
+    /// setting existed stay fresh.
+    #[serde(skip_serializing_if = "is_one")]
+    pub gradient_accumulation: usize,
+    /// AdamW's peak learning rate, reached after the warmup and decayed linearly to 0.
+    pub learning_rate: f64,
+    /// Share of the optimizer steps spent warming the learning rate up from 0.
+    pub warmup_ratio: f64,
+    /// AdamW's decoupled weight decay (not applied to biases and LayerNorm weights).
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this value (0: no clipping).
+    pub max_grad_norm: f64,
+    /// Evaluate every N optimizer steps as well as after every epoch (0: after epochs only).
+    pub eval_every: usize,
+    /// Stop after N optimizer steps (0: no limit), for quick runs.
+    pub max_steps: usize,
+    /// Examples per evaluation batch (default: `teacher.batch_size` for tasks, 64 for pre-training).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_batch_size: Option<usize>,
+    /// The dtype of the matrix products: fp32, bf16 or f16 (weights, gradients and AdamW stay f32).
+    /// Left out of stamps at fp32.
+    #[serde(skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
+impl TrainSettings {
+    /// Task training (the student, and fine-tuning a head-less teacher).
+    pub fn for_tasks() -> Self {
+        Self {
+            epochs: 4,
+            batch_size: 32,
+            gradient_accumulation: 1,
+            learning_rate: 1e-4,
+            warmup_ratio: 0.1,
+            weight_decay: 0.01,
+            max_grad_norm: 1.0,
+            eval_every: 0,
+            max_steps: 0,
+            eval_batch_size: None,
+            precision: Precision::Fp32,
+        }
+    }
+
+    /// Masked-LM pre-training, RoBERTa-tiny-cased's recipe: an effective batch of 512 inputs.
+    pub fn for_pretraining() -> Self {
+        Self {
+            epochs: 20,
+            gradient_accumulation: 16,
+            warmup_ratio: 0.06,
+            eval_batch_size: Some(64),
+            ..Self::for_tasks()
+        }
+    }
+
+    /// The evaluation batch size, `fallback` when the settings leave it open.
+    pub fn eval_batch(&self, fallback: usize) -> usize {
+        self.eval_batch_size.unwrap_or(fallback)
+    }
+
+    /// The keys present in a YAML section, over `base`.
+    fn overlay(base: Self, p: Partial) -> Self {
+        Self {
+            epochs: p.epochs.unwrap_or(base.epochs),
+            batch_size: p.batch_size.unwrap_or(base.batch_size),
+            gradient_accumulation: p
+                .gradient_accumulation
+                .unwrap_or(base.gradient_accumulation),
+            learning_rate: p.learning_rate.unwrap_or(base.learning_rate),
+            warmup_ratio: p.warmup_ratio.unwrap_or(base.warmup_ratio),
+            weight_decay: p.weight_decay.unwrap_or(base.weight_decay),
+            max_grad_norm: p.max_grad_norm.unwrap_or(base.max_grad_norm),
+            eval_every: p.eval_every.unwrap_or(base.eval_every),
+            max_steps: p.max_steps.unwrap_or(base.max_steps),
+            eval_batch_size: p.eval_batch_size.or(base.eval_batch_size),
+            precision: p.precision.unwrap_or(base.precision),
+        }
+    }
+
+    /// `deserialize_with` for a pre-training section: its keys over `for_pretraining()`.
+    pub fn pretraining<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self::overlay(
+            Self::for_pretraining(),
+            Partial::deserialize(d)?,
+        ))
+    }
+
+    /// Checks the values, naming `key.field` (e.g. `teacher.finetune.epochs`) in the message.
+    pub fn validate(&self, key: &str) -> Result<(), String> {
+        let checks: [(bool, &str, String); 8] = [
+            (self.epochs > 0, "epochs", "must be positive".into()),
+            (self.batch_size > 0, "batch_size", "must be positive".into()),
+            (
+                self.gradient_accumulation > 0,
+                "gradient_accumulation",
+                "must be positive (1: no accumulation)".into(),
+            ),
+            (
+                self.learning_rate > 0.0 && self.learning_rate < 1.0,
+                "learning_rate",
+                format!("must be within (0, 1) (got {})", self.learning_rate),
+            ),
+            (
+                (0.0..1.0).contains(&self.warmup_ratio),
+                "warmup_ratio",
+                format!("must be within [0, 1) (got {})", self.warmup_ratio),
+            ),
+            (
+                self.weight_decay >= 0.0,
+                "weight_decay",
+                "must not be negative".into(),
+            ),
+            (
+                self.max_grad_norm >= 0.0,
+                "max_grad_norm",
+                "must not be negative (0 disables clipping)".into(),
+            ),
+            (
+                self.eval_batch_size != Some(0),
+                "eval_batch_size",
+                "must be positive".into(),
+            ),
+        ];
+        match checks.into_iter().find(|(ok, _, _)| !ok) {
+            Some((_, field, msg)) => Err(format!("{key}.{field}: {msg}")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        Self::for_tasks()
+    }
+}
+
+/// A task section: its keys over `for_tasks()`.
+impl<'de> Deserialize<'de> for TrainSettings {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self::overlay(Self::for_tasks(), Partial::deserialize(d)?))
+    }
+}
+
+/// The keys a YAML section names; the rest come from the purpose's defaults.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Partial {
+    epochs: Option<usize>,
+    batch_size: Option<usize>,
+    gradient_accumulation: Option<usize>,
+    learning_rate: Option<f64>,
+    warmup_ratio: Option<f64>,
+    weight_decay: Option<f64>,
+    max_grad_norm: Option<f64>,
+    eval_every: Option<usize>,
+    max_steps: Option<usize>,
+    eval_batch_size: Option<usize>,
+    precision: Option<Precision>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_purpose_fills_in_its_own_defaults() {
+        let t: TrainSettings = serde_json::from_str(r#"{"epochs": 2}"#).unwrap();
+        assert_eq!(
+            t,
+            TrainSettings {
+                epochs: 2,
+                ..TrainSettings::for_tasks()
+            }
+        );
+        let mut d = serde_json::Deserializer::from_str(r#"{"learning_rate": 0.001}"#);
+        let p = TrainSettings::pretraining(&mut d).unwrap();
+        assert_eq!(p.gradient_accumulation, 16);
+        assert_eq!(p.learning_rate, 0.001);
+        assert_eq!(TrainSettings::for_tasks().gradient_accumulation, 1);
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_the_expected_ones() {
+        let e = serde_json::from_str::<TrainSettings>(r#"{"lr": 0.1}"#).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("unknown field `lr`"), "{msg}");
+        assert!(msg.contains("learning_rate"), "{msg}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let t = TrainSettings {
+            warmup_ratio: 1.5,
+            ..TrainSettings::for_tasks()
+        };
+        assert!(t
+            .validate("teacher.finetune")
+            .unwrap_err()
+            .starts_with("teacher.finetune.warmup_ratio"));
+    }
+}
