@@ -1,4 +1,5 @@
 //! GLUE and custom readers: every GLUE layout, custom CSV and JSONL, bad rows named by file and line.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
 
 use std::path::Path;
 

@@ -10,7 +10,7 @@ use modeling::io::hash_files;
 use modeling::{Classifier, MaskedLm, ModelSource, TextTokenizer};
 use teacher::augment::{self, AugmentConfig, MlmMode};
 
-use crate::pipeline::Plan;
+use crate::plan::Plan;
 
 /// The masked LM of the teacher's checkpoint, when `augment.mlm` asks for it and it has a head, with
 /// the hash of its weights.
@@ -33,26 +33,26 @@ pub fn settings(a: &AugmentConfig, run_seed: u64) -> String {
 
 /// The fingerprint's `augment` field: None without augmentation.
 pub fn fingerprint(plan: &Plan, mlm: Option<&Mlm>) -> Option<String> {
-    let a = &plan.cfg.augment;
+    let a = &plan.cfg().augment;
     (a.copies > 0).then(|| {
         let w = mlm.map_or("none", |m| m.weights.as_str());
-        format!("{} mlm_weights={w}", settings(a, plan.cfg.seed))
+        format!("{} mlm_weights={w}", settings(a, plan.cfg().seed))
     })
 }
 
 /// Loads the masked LM of `teacher.model` (the checkpoint as given, not a fine-tuned copy: a fine-tuned
 /// classifier has no MLM head). `auto` uses it only when the checkpoint has an MLM head; `on` requires one.
 pub fn load_mlm(plan: &Plan) -> Result<Option<Mlm>> {
-    let a = &plan.cfg.augment;
+    let a = &plan.cfg().augment;
     if a.copies == 0 || a.mlm == MlmMode::Off {
         return Ok(None);
     }
-    let t = &plan.cfg.teacher;
+    let t = &plan.cfg().teacher;
     let files = ModelSource::parse(&t.model, &t.revision)
         .resolve(t.allow_pickle)
         .context("teacher.model")?;
     let (model, report) =
-        MaskedLm::load(&files, plan.cfg.seed, &plan.device).context("augment.mlm")?;
+        MaskedLm::load(&files, plan.cfg().seed, plan.device()).context("augment.mlm")?;
     if !report.has_head {
         if a.mlm == MlmMode::On {
             bail!(
@@ -81,7 +81,7 @@ pub fn variants(
     train: &[Example],
     mlm: Option<&Mlm>,
 ) -> Result<Vec<Example>> {
-    let a = &plan.cfg.augment;
+    let a = &plan.cfg().augment;
     let emb = model
         .named_vars()
         .into_iter()
@@ -92,10 +92,10 @@ pub fn variants(
         tok,
         embeddings: &emb,
         mlm: mlm.map(|m| &m.model),
-        batch_size: plan.cfg.teacher.batch_size,
+        batch_size: plan.cfg().teacher.batch_size,
     };
-    let seed = a.seed.unwrap_or(plan.cfg.seed);
-    let out = augment::augment(train, a, seed, plan.spec.is_regression(), &t)?;
+    let seed = a.seed.unwrap_or(plan.cfg().seed);
+    let out = augment::augment(train, a, seed, plan.spec().is_regression(), &t)?;
     eprintln!(
         "augment: {} variants of {} examples (candidates from the MLM for {} words, from embedding neighbours for {}; {} of {} word draws replaced)",
         out.examples.len(),
@@ -115,9 +115,9 @@ pub fn extend_train(
     targets: &teacher::Targets,
     train: &mut Vec<Example>,
 ) -> Result<()> {
-    let a = &plan.cfg.augment;
+    let a = &plan.cfg().augment;
     let cached = targets.fingerprint.augment.as_deref();
-    let want = (a.copies > 0).then(|| settings(a, plan.cfg.seed));
+    let want = (a.copies > 0).then(|| settings(a, plan.cfg().seed));
     let same = match (&want, cached) {
         (None, None) => true,
         (Some(w), Some(c)) => c.starts_with(&format!("{w} ")),
@@ -126,7 +126,7 @@ pub fn extend_train(
     if !same {
         bail!("augment: the teacher targets were computed with other augmentation settings; run `distill teacher` again");
     }
-    let label = Label::soft(plan.spec.is_regression());
+    let label = Label::soft(plan.spec().is_regression());
     train.extend(
         targets
             .augmented

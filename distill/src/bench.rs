@@ -1,5 +1,5 @@
 //! `distill bench`: throughput and latency of our encoder on random weights and synthetic batches, in the
-//! shapes of issue #6: student (RoBERTa-tiny-cased) training steps at b32 × s128 and s64, teacher
+//! shapes of the speed targets (docs/performance.md): student (RoBERTa-tiny-cased) training steps at b32 × s128 and s64, teacher
 //! (BERT-base shape) inference at b32 × s128, and student batch-1 latency at 16/32/64 tokens.
 //! `bench/pytorch_baseline.py` measures the same with transformers; `bench/run.sh` runs both side by side.
 

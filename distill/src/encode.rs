@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use modeling::batch::make_batch;
 use modeling::{Classifier, ModelSource};
 
-use crate::pipeline::model_tokenizer;
+use crate::plan::model_tokenizer;
 
 #[derive(clap::Args)]
 pub struct EncodeArgs {

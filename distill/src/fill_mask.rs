@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, D};
 use modeling::{Batch, MaskedLm, ModelSource, SpecialTokens, TextTokenizer};
 
-use crate::pipeline::model_tokenizer;
+use crate::plan::model_tokenizer;
 
 #[derive(clap::Args)]
 pub struct FillMaskArgs {

@@ -11,8 +11,12 @@ use data::tasks::read_test;
 use modeling::{Classifier, ModelSource};
 use serde::Serialize;
 
+use std::sync::Arc;
+
+use train::dist::Group;
+
 use crate::config;
-use crate::pipeline::Plan;
+use crate::plan::Plan;
 use crate::report::Report;
 
 #[derive(clap::Args)]
@@ -55,8 +59,9 @@ pub fn run(a: &GlueArgs) -> Result<Vec<Row>> {
         let mut cfg = config::load(&path, &a.set)?;
         // Each task's run lives beside the table, so a suite never collides with single-task runs.
         cfg.output_dir = a.out.join(task);
-        let plan = Plan::new(cfg)?;
-        let train_file = plan.cfg.data.dir.join(&plan.spec.train_file);
+        let device = crate::device::select_device(&cfg.device)?;
+        let plan = Plan::new(cfg, device, Arc::new(Group::single()))?;
+        let train_file = plan.cfg().data.dir.join(&plan.spec().train_file);
         if !train_file.is_file() {
             eprintln!(
                 "glue: skipping {task}: no training data at {}",
@@ -65,7 +70,7 @@ pub fn run(a: &GlueArgs) -> Result<Vec<Row>> {
             continue;
         }
         eprintln!("glue: {task}");
-        let report = plan.run_all().with_context(|| format!("task {task}"))?;
+        let report = crate::pipeline::run_all(&plan).with_context(|| format!("task {task}"))?;
         let submission = predict_test(&plan, a)?;
         rows.push(Row {
             task: task.clone(),
@@ -86,11 +91,11 @@ pub fn run(a: &GlueArgs) -> Result<Vec<Row>> {
 /// Writes `<Task>.tsv` submission files for the task's test sets that exist.
 fn predict_test(plan: &Plan, a: &GlueArgs) -> Result<Option<PathBuf>> {
     let files = ModelSource::Local(plan.student_dir().join("best")).resolve(false)?;
-    let (model, _) = Classifier::load(&files, Some(plan.spec.num_outputs()), 0, &plan.device)?;
+    let (model, _) = Classifier::load(&files, Some(plan.spec().num_outputs()), 0, plan.device())?;
     let tok = plan.student_tokenizer()?;
     let mut last = None;
-    for (name, file, ca, cb) in plan.spec.glue_test_files() {
-        let path = plan.cfg.data.dir.join(file);
+    for (name, file, ca, cb) in plan.spec().glue_test_files() {
+        let path = plan.cfg().data.dir.join(file);
         if !path.is_file() {
             continue;
         }
@@ -100,15 +105,15 @@ fn predict_test(plan: &Plan, a: &GlueArgs) -> Result<Option<PathBuf>> {
             .map(|r| tok.encode(&r.text_a, r.text_b.as_deref()))
             .collect::<modeling::Result<Vec<_>>>()?;
         let logits: Vec<Vec<f32>> =
-            train::eval::logits(&model, &enc, tok.pad_id(), plan.cfg.teacher.batch_size)?
+            train::eval::logits(&model, &enc, tok.pad_id(), plan.cfg().teacher.batch_size)?
                 .to_vec2()?;
         let mut out = String::from("index\tprediction\n");
         for (r, l) in rows.iter().zip(&logits) {
-            let pred = if plan.spec.is_regression() {
+            let pred = if plan.spec().is_regression() {
                 format!("{:.3}", l[0].clamp(0.0, 5.0))
             } else {
                 let k = train::metrics::argmax_rows(std::slice::from_ref(l))[0];
-                plan.spec.labels[k].clone()
+                plan.spec().labels[k].clone()
             };
             out.push_str(&format!("{}\t{pred}\n", r.index));
         }

@@ -1,9 +1,5 @@
 //! The library behind the `distill` binary: the run configuration, the stages of a run, the comparison
 //! report and the inference commands. `main.rs` only parses arguments and dispatches.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
 
 pub mod augment;
 pub mod bench;
@@ -15,6 +11,7 @@ pub mod glue;
 pub mod launch;
 pub mod online;
 pub mod pipeline;
+pub mod plan;
 pub mod plots;
 pub mod predict;
 pub mod preflight;
@@ -22,5 +19,6 @@ pub mod pretrain;
 pub mod pretrain_config;
 pub mod report;
 pub mod serve;
+pub mod stages;
 pub mod stamp;
 pub mod sweep;

@@ -1,21 +1,20 @@
 //! `distill`: distils a fine-tuned (or fine-tunable) BERT-family teacher into a small student from a
 //! YAML config. `distill run CONFIG` runs every stage; each stage also has its own command.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use distill::device::select_device;
 use distill::launch::Launch;
-use distill::pipeline::Plan;
+use distill::pipeline;
+use distill::plan::Plan;
 use distill::{
-    bench, config, encode, fill_mask, glue, predict, pretrain, pretrain_config, report, serve,
-    sweep,
+    bench, config, encode, fill_mask, glue, predict, pretrain, pretrain_config, serve, sweep,
 };
+use std::sync::Arc;
+use train::dist::Group;
 
 #[derive(Parser)]
 #[command(
@@ -67,7 +66,7 @@ enum Command {
         #[command(flatten)]
         args: ConfigArgs,
         /// Data-parallel training in N local processes (each takes `train.batch_size` examples of
-        /// every update and a share of the cores; see README "Data-parallel training").
+        /// every update and a share of the cores; see docs/training.md).
         #[arg(long, value_name = "N")]
         nproc: Option<usize>,
     },
@@ -112,8 +111,8 @@ enum Command {
     },
     /// Classify texts with an exported model; prints one JSON object per input.
     Predict(predict::PredictArgs),
-    /// Pre-train the student as a masked LM on a plain-text corpus (its own config; see README
-    /// "Pre-training"); writes OUTPUT_DIR/export for task configs' `student.init`.
+    /// Pre-train the student as a masked LM on a plain-text corpus (its own config; see
+    /// docs/pretraining.md); writes OUTPUT_DIR/export for task configs' `student.init`.
     Pretrain {
         #[command(flatten)]
         args: ConfigArgs,
@@ -128,7 +127,7 @@ enum Command {
     },
     /// Fill the [MASK] / <mask> tokens of texts with a masked-LM folder; one JSON object per mask.
     FillMask(fill_mask::FillMaskArgs),
-    /// Serve an exported model over HTTP (JSON, dynamic batching); see README "Serving".
+    /// Serve an exported model over HTTP (JSON, dynamic batching); see docs/deployment.md.
     Serve(serve::ServeArgs),
     /// Write every layer's hidden states for a list of texts (safetensors).
     Encode(encode::EncodeArgs),
@@ -138,10 +137,12 @@ enum Command {
 
 /// glibc returns big freed buffers to the kernel at once and page-faults them back on the next
 /// allocation; training allocates tensors of the same sizes every step, so that churn cost about a third
-/// of the run time here. Keep freed memory in the process instead (measured in BENCHMARKS.md). glibc
+/// of the run time here. Keep freed memory in the process instead (measured in docs/performance.md). glibc
 /// caps the mmap threshold at 32 MiB, exactly the size of the student's FFN activations at b32 × s128,
 /// so mmap is turned off altogether for those to be reused too.
+/// One of the two places outside the kernels crate allowed `unsafe`.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
 fn tune_allocator() {
     // SAFETY: mallopt only changes glibc malloc parameters; it is called before any other thread exists.
     unsafe {
@@ -177,14 +178,17 @@ fn parse_shard(s: &str) -> Result<(usize, usize)> {
     }
 }
 
+/// The plan of a config command, on the device the config names, alone.
 fn plan(args: &ConfigArgs) -> Result<Plan> {
-    Plan::new(config::load(&args.config, &args.set)?)
+    let cfg = config::load(&args.config, &args.set)?;
+    let device = select_device(&cfg.device)?;
+    Plan::new(cfg, device, Arc::new(Group::single()))
 }
 
 fn dispatch(cmd: Command) -> Result<()> {
     match cmd {
         Command::Run(a) => {
-            let report = plan(&a)?.run_all()?;
+            let report = pipeline::run_all(&plan(&a)?)?;
             println!("{}", report.markdown());
             Ok(())
         }
@@ -213,15 +217,14 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Glue(a) => glue::run(&a).map(|_| ()),
         Command::Train { args, nproc } => {
             let launch = Launch::new(nproc)?;
-            let result = plan(&args).and_then(|mut p| {
-                p.device = launch.device(&p.cfg.device, p.device.clone())?;
-                p.group = launch.group.clone();
-                p.train()
+            let result = config::load(&args.config, &args.set).and_then(|cfg| {
+                let device = launch.device(&cfg.device, select_device(&cfg.device)?)?;
+                Plan::new(cfg, device, launch.group.clone())?.train()
             });
             launch.finish(result).map(|_| ())
         }
         Command::Compare { args, runs } => {
-            let report = report::compare(&plan(&args)?, &runs)?;
+            let report = pipeline::compare(&plan(&args)?, &runs)?;
             println!("{}", report.markdown());
             Ok(())
         }

@@ -15,7 +15,7 @@ use modeling::io::hash_files;
 use modeling::{Classifier, Encoded, EncoderConfig, TextTokenizer};
 
 use crate::config::DistillConfig;
-use crate::pipeline::Plan;
+use crate::plan::Plan;
 
 /// The teacher a token-level objective runs inside each training step.
 pub struct OnlineTeacher {
@@ -63,7 +63,7 @@ pub fn prepare(
     train: &[Example],
 ) -> Result<OnlineTeacher> {
     let (model, tok, files) = plan.teacher_model()?;
-    check_terms(&plan.cfg.distill, student, &model.config)?;
+    check_terms(&plan.cfg().distill, student, &model.config)?;
     let align = if same_tokens(student_tok, &tok, train)? {
         None
     } else {

@@ -10,7 +10,7 @@ use candle_core::Device;
 use modeling::infer::{self, Pooling};
 use modeling::{Classifier, Encoded, ModelSource, TextTokenizer};
 
-use crate::pipeline::model_tokenizer;
+use crate::plan::model_tokenizer;
 
 #[derive(clap::Args)]
 pub struct PredictArgs {

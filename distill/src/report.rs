@@ -1,4 +1,4 @@
-//! The comparison report (issue #9): teacher and student on the dev set with the task's official metric
+//! The comparison report: teacher and student on the dev set with the task's official metric
 //! and its percentile-bootstrap 95% interval, calibration (ECE and reliability bins, Guo et al. 2017),
 //! % of the teacher retained, prediction agreement, parameters, size on disk, batch-1 latency (p50/p99)
 //! and throughput at the config batch size on the run's device; with `--runs`, the mean ± std of the
@@ -12,14 +12,15 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use data::Example;
-use modeling::{Classifier, Encoded, TextTokenizer};
+use modeling::{Classifier, Encoded, ModelFiles, TextTokenizer};
 use serde::{Deserialize, Serialize};
 use train::bootstrap::{bootstrap, percentile, score_intervals, BootstrapConfig, Interval};
 use train::calibration::{calibration, Calibration, ECE_BINS};
 use train::eval::{score_dev_sets, Predictions};
+use train::records::{self, Record};
 use train::Scores;
 
-use crate::pipeline::{timed_logits, tokenise, Plan, Tokenised};
+use crate::plan::{timed_logits, tokenise, Plan, Tokenised};
 use crate::plots::{self, BarPanel, Series};
 
 /// Bootstrap resamples for every interval of the report.
@@ -310,9 +311,9 @@ impl Report {
 fn dev_sets(p: &Plan) -> Result<Vec<(String, Vec<Example>)>> {
     let (_, dev) = p.read_data()?;
     let mut sets = vec![(String::new(), dev)];
-    for (suffix, file) in &p.spec.extra_dev {
-        let path = p.cfg.data.dir.join(file);
-        sets.push((suffix.clone(), p.spec.read(&path).context("data.dir")?));
+    for (suffix, file) in &p.spec().extra_dev {
+        let path = p.cfg().data.dir.join(file);
+        sets.push((suffix.clone(), p.spec().read(&path).context("data.dir")?));
     }
     Ok(sets)
 }
@@ -412,13 +413,17 @@ fn summarise(
     let main = &enc.first().context("no dev set")?.1;
     // Batch-1 first: its warm-up passes also warm the model for the throughput pass.
     let latency = batch1_latency(model, &main.ids, tok.pad_id())?;
-    let out = run_model(model, tok.pad_id(), &enc, p.cfg.teacher.batch_size)?;
-    let dev = score_dev_sets(&out.predictions, p.spec.metric);
-    let dev_interval = score_intervals(&out.predictions, p.spec.metric, cfg);
+    let out = run_model(model, tok.pad_id(), &enc, p.cfg().teacher.batch_size)?;
+    let dev = score_dev_sets(&out.predictions, p.spec().metric);
+    let dev_interval = score_intervals(&out.predictions, p.spec().metric, cfg);
     let (calibration, confusion) = match (gold_classes(&out.predictions), &out.predictions[0].1) {
         (Some(gold), Predictions::Classes { pred, .. }) => (
             Some(calibration(&out.rows, gold, ECE_BINS)),
-            Some(train::metrics::confusion(pred, gold, p.spec.num_outputs())),
+            Some(train::metrics::confusion(
+                pred,
+                gold,
+                p.spec().num_outputs(),
+            )),
         ),
         _ => (None, None),
     };
@@ -495,12 +500,17 @@ fn seed_run(
     }
     let hash = modeling::io::hash_files(&[&best.join("model.safetensors")])?;
     let files = modeling::ModelSource::Local(best.clone()).resolve(false)?;
-    let (model, _) = Classifier::load(&files, Some(p.spec.num_outputs()), p.cfg.seed, &p.device)
-        .with_context(|| format!("--runs {}", dir.display()))?;
+    let (model, _) = Classifier::load(
+        &files,
+        Some(p.spec().num_outputs()),
+        p.cfg().seed,
+        p.device(),
+    )
+    .with_context(|| format!("--runs {}", dir.display()))?;
     tok.check_vocab(model.config.vocab_size, &files.config)
         .with_context(|| format!("--runs {}: not a student of this config", dir.display()))?;
-    let out = run_model(&model, tok.pad_id(), enc, p.cfg.teacher.batch_size)?;
-    let dev = score_dev_sets(&out.predictions, p.spec.metric);
+    let out = run_model(&model, tok.pad_id(), enc, p.cfg().teacher.batch_size)?;
+    let dev = score_dev_sets(&out.predictions, p.spec().metric);
     let ece = gold_classes(&out.predictions).map(|g| calibration(&out.rows, g, ECE_BINS).ece);
     let run = SeedRun {
         output_dir: dir.to_path_buf(),
@@ -542,33 +552,42 @@ fn seed_summary(runs: Vec<SeedRun>, duplicates: Vec<PathBuf>) -> SeedSummary {
     }
 }
 
-/// Loss terms and dev metrics by step from a training log (`metrics.jsonl`, see student/src/train.rs):
-/// every numeric field of a training line other than step, epoch, lr and grad_norm is a loss term.
-/// A resumed run logs some steps twice; the later line wins.
+/// A loss term's name in the figure's legend.
+fn term_label(name: &str) -> String {
+    match name {
+        "kd" => "kd (teacher soft targets)".into(),
+        "ce" => "task (gold labels)".into(),
+        _ => name.into(),
+    }
+}
+
+/// Loss terms and dev metrics by step from a training log (`metrics.jsonl`, `train::records`): the
+/// total loss and each term's raw value, and each dev metric. A resumed run logs some steps twice;
+/// the later line wins.
 pub fn training_series(log: &str) -> (Vec<Series>, Vec<Series>) {
     let mut losses: BTreeMap<String, BTreeMap<u64, f64>> = BTreeMap::new();
     let mut dev: BTreeMap<String, BTreeMap<u64, f64>> = BTreeMap::new();
-    for line in log.lines() {
-        let Ok(serde_json::Value::Object(v)) = serde_json::from_str(line) else {
-            continue;
-        };
-        let Some(step) = v.get("step").and_then(|s| s.as_u64()) else {
-            continue;
-        };
-        if let Some(serde_json::Value::Object(d)) = v.get("dev") {
-            for (k, x) in d {
-                if let Some(x) = x.as_f64() {
-                    dev.entry(k.clone()).or_default().insert(step, x);
+    let finite = |x: f64| x.is_finite().then_some(x);
+    for rec in records::read(log) {
+        match rec {
+            Record::Eval(e) => {
+                for (k, x) in e.dev {
+                    dev.entry(k).or_default().insert(e.step as u64, x);
                 }
             }
-            continue;
-        }
-        for (k, x) in &v {
-            if matches!(k.as_str(), "step" | "epoch" | "lr" | "grad_norm") {
-                continue;
-            }
-            if let Some(x) = x.as_f64().filter(|x| x.is_finite()) {
-                losses.entry(k.clone()).or_default().insert(step, x);
+            Record::Step(s) => {
+                let step = s.step as u64;
+                if let Some(x) = finite(s.loss as f64) {
+                    losses
+                        .entry("total loss".into())
+                        .or_default()
+                        .insert(step, x);
+                }
+                for (k, v) in s.terms {
+                    if let Some(x) = finite(v.raw as f64) {
+                        losses.entry(term_label(&k)).or_default().insert(step, x);
+                    }
+                }
             }
         }
     }
@@ -580,12 +599,7 @@ pub fn training_series(log: &str) -> (Vec<Series>, Vec<Series>) {
             })
             .collect::<Vec<_>>()
     };
-    let mut losses = series(losses, &|k| match k {
-        "loss" => "total loss".into(),
-        "kd" => "kd (teacher soft targets)".into(),
-        "task" => "task (gold labels)".into(),
-        _ => k.into(),
-    });
+    let mut losses = series(losses, &|k| k.into());
     // The total first, so that it keeps the first colour.
     losses.sort_by_key(|s| s.name != "total loss");
     (losses, series(dev, &|k| format!("student {k}")))
@@ -691,19 +705,23 @@ fn figures(report: &Report, log: Option<&str>) -> Result<Vec<(Plot, Vec<u8>)>> {
 
 /// Scores teacher and student on dev with the same metric code and writes the report; `runs` are the
 /// output folders of further runs of this task (other seeds) whose students join a mean ± std row.
-pub fn compare(p: &Plan, runs: &[PathBuf]) -> Result<Report> {
+pub fn compare(
+    p: &Plan,
+    teacher: (Classifier, TextTokenizer, ModelFiles),
+    runs: &[PathBuf],
+) -> Result<Report> {
     let sets = dev_sets(p)?;
     let cfg = BootstrapConfig {
         resamples: BOOTSTRAP_RESAMPLES,
         level: 0.95,
-        seed: p.cfg.seed,
+        seed: p.cfg().seed,
     };
     // Both models run as `predict` and `serve` load them: dense weights packed for few-token batches.
-    let (mut t_model, t_tok, t_files) = p.teacher_model()?;
+    let (mut t_model, t_tok, t_files) = teacher;
     t_model.pack_f32()?;
     let (t_sum, t_out) = summarise(
         p,
-        format!("teacher ({})", p.cfg.teacher.model),
+        format!("teacher ({})", p.cfg().teacher.model),
         &t_model,
         &t_tok,
         t_files.weights_size(),
@@ -716,8 +734,12 @@ pub fn compare(p: &Plan, runs: &[PathBuf]) -> Result<Report> {
     let s_files = modeling::ModelSource::Local(best.clone())
         .resolve(false)
         .with_context(|| "no trained student: run `distill train` first".to_string())?;
-    let (mut s_model, _) =
-        Classifier::load(&s_files, Some(p.spec.num_outputs()), p.cfg.seed, &p.device)?;
+    let (mut s_model, _) = Classifier::load(
+        &s_files,
+        Some(p.spec().num_outputs()),
+        p.cfg().seed,
+        p.device(),
+    )?;
     s_model.pack_f32()?;
     let s_tok = p.student_tokenizer()?;
     let (s_sum, s_out) = summarise(
@@ -730,7 +752,7 @@ pub fn compare(p: &Plan, runs: &[PathBuf]) -> Result<Report> {
         &cfg,
     )?;
     // int8 inference runs on the CPU (see kernels::quant); on a GPU run it is left out.
-    let (student_int8, int8_agreement) = if p.device.is_cpu() {
+    let (student_int8, int8_agreement) = if p.device().is_cpu() {
         let mut q = s_model;
         let bytes = q.quantize_int8()?;
         let (q_sum, q_out) = summarise(
@@ -756,7 +778,7 @@ pub fn compare(p: &Plan, runs: &[PathBuf]) -> Result<Report> {
     } else {
         let enc = tokenise_sets(&s_tok, &sets)?;
         let this = SeedRun {
-            output_dir: p.out.clone(),
+            output_dir: p.out().to_path_buf(),
             dev: s_sum.dev.clone(),
             ece: s_sum.calibration.as_ref().map(|c| c.ece),
             agreement,
@@ -779,17 +801,17 @@ pub fn compare(p: &Plan, runs: &[PathBuf]) -> Result<Report> {
     };
 
     let mut report = Report {
-        task: p.spec.name.clone(),
+        task: p.spec().name.clone(),
         dev_examples: sets[0].1.len(),
-        device: format!("{:?}", p.device),
-        labels: p.spec.labels.clone(),
-        batch_size: p.cfg.teacher.batch_size,
+        device: format!("{:?}", p.device()),
+        labels: p.spec().labels.clone(),
+        batch_size: p.cfg().teacher.batch_size,
         bootstrap: cfg,
         retained_percent,
         retained_interval: retained_interval(
             &t_out.predictions,
             &s_out.predictions,
-            p.spec.metric,
+            p.spec().metric,
             &cfg,
         ),
         agreement,
@@ -808,7 +830,7 @@ pub fn compare(p: &Plan, runs: &[PathBuf]) -> Result<Report> {
         .into_iter()
         .map(|(plot, png)| (plot.file, png))
         .collect();
-    report.write(&p.out, &files)?;
+    report.write(p.out(), &files)?;
     Ok(report)
 }
 
@@ -818,11 +840,11 @@ mod tests {
 
     #[test]
     fn training_log_gives_loss_terms_and_dev_metrics() {
-        let log = r#"{"epoch":0.1,"grad_norm":1.2,"kd":0.98,"loss":0.82,"lr":1e-6,"step":1,"task":0.66}
-{"epoch":0.2,"grad_norm":1.5,"kd":0.90,"loss":0.80,"lr":2e-6,"step":10,"task":0.65}
-{"dev":{"accuracy":0.73,"f1":0.7},"dev_main":0.715,"epoch":1.0,"step":10}
+        let log = r#"{"step":1,"epoch":0.1,"loss":0.82,"terms":{"kd":{"raw":0.98,"weighted":0.49},"ce":{"raw":0.66,"weighted":0.33}},"lr":1e-6,"grad_norm":1.2}
+{"step":10,"epoch":0.2,"loss":0.80,"terms":{"kd":{"raw":0.90,"weighted":0.45},"ce":{"raw":0.65,"weighted":0.32}},"lr":2e-6,"grad_norm":1.5}
+{"step":10,"epoch":1.0,"dev":{"accuracy":0.73,"f1":0.7},"dev_main":0.715}
 not json
-{"epoch":0.2,"grad_norm":1.5,"kd":0.5,"loss":0.4,"lr":2e-6,"step":10,"task":0.3}
+{"step":10,"epoch":0.2,"loss":0.4,"terms":{"kd":{"raw":0.5,"weighted":0.25},"ce":{"raw":0.3,"weighted":0.15}},"lr":2e-6,"grad_norm":1.5}
 "#;
         let (losses, dev) = training_series(log);
         let names: Vec<&str> = losses.iter().map(|s| s.name.as_str()).collect();

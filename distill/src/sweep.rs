@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::config::RunConfig;
-use crate::pipeline::Plan;
+use crate::plan::Plan;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Trial {
@@ -36,22 +36,19 @@ pub struct GridPoint {
 }
 
 fn trial_plan(parent: &Plan, b: usize, lr: f64, seed: u64) -> Result<Plan> {
-    let mut cfg: RunConfig = parent.cfg.clone();
+    let mut cfg: RunConfig = parent.cfg().clone();
     cfg.train.batch_size = b;
     cfg.train.learning_rate = lr;
     let name = format!("bs{b}-lr{lr:e}-seed{seed}");
-    cfg.output_dir = parent.out.join("sweep").join(&name);
-    let mut p = Plan::new(cfg)?;
-    p.teacher_out = parent.out.clone();
-    p.student_seed = seed;
-    Ok(p)
+    cfg.output_dir = parent.out().join("sweep").join(&name);
+    Plan::trial(parent, cfg, seed)
 }
 
 pub fn run(parent: &Plan) -> Result<Vec<GridPoint>> {
     parent.teacher()?;
-    let w = &parent.cfg.sweep;
+    let w = &parent.cfg().sweep;
     let seeds = if w.seeds.is_empty() {
-        vec![parent.cfg.seed]
+        vec![parent.cfg().seed]
     } else {
         w.seeds.clone()
     };
@@ -61,7 +58,7 @@ pub fn run(parent: &Plan) -> Result<Vec<GridPoint>> {
             for &seed in &seeds {
                 let p = trial_plan(parent, b, lr, seed)?;
                 let name = p
-                    .out
+                    .out()
                     .file_name()
                     .map(|n| n.to_string_lossy().to_string())
                     .unwrap_or_default();
@@ -161,11 +158,11 @@ pub fn run(parent: &Plan) -> Result<Vec<GridPoint>> {
     let all: Vec<&Trial> = trials.iter().map(|(_, t)| t).collect();
     let json = serde_json::json!({"grid": points, "trials": all, "best": best});
     modeling::write_atomic(
-        &parent.out.join("sweep.json"),
+        &parent.out().join("sweep.json"),
         serde_json::to_string_pretty(&json)?.as_bytes(),
     )?;
     modeling::write_atomic(
-        &parent.out.join("sweep.md"),
+        &parent.out().join("sweep.md"),
         markdown(&points, &all).as_bytes(),
     )?;
     eprintln!(

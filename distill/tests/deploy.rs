@@ -1,5 +1,6 @@
 //! Deployment commands through the real binary: `distill onnx`, `export --format onnx --int8` and
 //! `predict --int8`, and their errors.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Masked-LM pieces through the real binary: `distill fill-mask` on the committed MLM fixtures (its
 //! probabilities against the library's forward pass) and its errors, and a task run whose student
 //! starts from a masked-LM export (encoder loaded, MLM head ignored, classification head fresh).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,7 +17,7 @@ fn root() -> PathBuf {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    root().join("teacher/tests/fixtures/parity").join(name)
+    root().join("modeling/tests/fixtures/parity").join(name)
 }
 
 fn distill(args: &[&str]) -> Output {

@@ -1,6 +1,8 @@
 //! `distill serve` as a real process on a tiny random model (modeling::testutil::tiny_checkpoint): its
 //! answers equal `distill predict`'s, concurrent requests share forwards, every error is JSON with the
 //! right status, and SIGTERM/SIGINT end it with status 0.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
+#![allow(unsafe_code)] // tests may signal their child processes
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

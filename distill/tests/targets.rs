@@ -1,6 +1,7 @@
 //! Teacher targets through the real binary: `teacher --shard i/n` on each slice, then
 //! `teacher --merge n`, gives the targets of one whole run (a missing or foreign shard is refused), and
 //! `teacher.ensemble` averages several teachers' logits with their weights.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
 
 mod common;
 

@@ -37,6 +37,7 @@ struct Dims {
 struct Out(*mut f32);
 // SAFETY: tasks write disjoint elements (see `Out`), and the buffer outlives the parallel loop.
 unsafe impl Send for Out {}
+// SAFETY: as for `Send`: no two tasks touch one element, so sharing the pointer is sound.
 unsafe impl Sync for Out {}
 
 impl Out {
@@ -170,27 +171,30 @@ unsafe fn product(
     lhs: (*const f32, usize, usize),
     rhs: (*const f32, usize, usize),
 ) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
-        false,
-        lhs.0,
-        lhs.1 as isize,
-        lhs.2 as isize,
-        rhs.0,
-        rhs.1 as isize,
-        rhs.2 as isize,
-        0.0,
-        1.0,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    )
+    // SAFETY: the caller's contract: each pointer addresses its matrix with the given strides.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            lhs.0,
+            lhs.1 as isize,
+            lhs.2 as isize,
+            rhs.0,
+            rhs.1 as isize,
+            rhs.2 as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
 }
 
 impl CustomOp3 for FusedAttention {
@@ -320,7 +324,7 @@ impl CustomOp3 for AttentionBwd<'_> {
                 pd.iter_mut().zip(f).for_each(|(x, f)| *x *= f);
             }
             let mut dp = vec![0f32; s * s];
-            // SAFETY (all products): the head blocks at `off` have row stride h inside [b, s, h]
+            // SAFETY: (all products) the head blocks at `off` have row stride h inside [b, s, h]
             // buffers; this task alone writes its blocks of dq, dk, dv; p, pd, dp are [s, s].
             unsafe {
                 // dv = pdᵀ · dctx
@@ -350,6 +354,7 @@ impl CustomOp3 for AttentionBwd<'_> {
                     *x = p * (*x - dot) * scale;
                 }
             }
+            // SAFETY: as above: this task alone writes its blocks of dq and dk; ds is [s, s].
             unsafe {
                 // dq = ds · k
                 product(

@@ -141,42 +141,6 @@ impl CustomOp1 for ColumnSums {
     }
 }
 
-/// Few-row products reading the weight in place (no packing), AVX-512: `out[r][j] = x[r] · w[j]` for
-/// the 4 weight rows of `w` and up to 4 rows of `x`, in 16 accumulators reduced at the end.
-///
-/// # Safety
-/// The CPU must have AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn rows4_avx512(x: &[f32], rows: usize, w: &[f32], k: usize, out: &mut [[f32; 4]]) {
-    use std::arch::x86_64::*;
-    assert!(rows <= 4 && x.len() >= rows * k && w.len() >= 4 * k);
-    let mut acc = [[_mm512_setzero_ps(); 4]; 4];
-    let full = k / 16 * 16;
-    let tail = (1u32 << (k - full)) as u16 - 1;
-    let (xp, wp) = (x.as_ptr(), w.as_ptr());
-    let mut kk = 0;
-    while kk <= k {
-        let mask = if kk < full { u16::MAX } else { tail };
-        if mask == 0 {
-            break;
-        }
-        let wv = [0, 1, 2, 3].map(|j| _mm512_maskz_loadu_ps(mask, wp.add(j * k + kk)));
-        for (r, a) in acc.iter_mut().enumerate().take(rows) {
-            let xv = _mm512_maskz_loadu_ps(mask, xp.add(r * k + kk));
-            for j in 0..4 {
-                a[j] = _mm512_fmadd_ps(xv, wv[j], a[j]);
-            }
-        }
-        kk += 16;
-    }
-    for (o, a) in out.iter_mut().zip(acc.iter()).take(rows) {
-        for j in 0..4 {
-            o[j] = _mm512_reduce_add_ps(a[j]);
-        }
-    }
-}
-
 /// `y = x Wᵀ + b` for few rows (x [m, k], w [n, k]), reading the weight in place: at batch 1 the general
 /// product's packing of the whole weight costs more than the arithmetic. `None` without AVX-512.
 pub fn small_rows(x: &[f32], w: &[f32], b: &[f32], k: usize) -> Option<Vec<f32>> {
@@ -202,7 +166,7 @@ pub fn small_rows(x: &[f32], w: &[f32], b: &[f32], k: usize) -> Option<Vec<f32>>
                         if ch == 4 {
                             // SAFETY: AVX-512F is present; xs holds rr rows of k, w 4 rows of k from o0 + g.
                             unsafe {
-                                rows4_avx512(
+                                crate::x86::avx512::dense_rows4(
                                     xs,
                                     rr,
                                     &w[(o0 + g) * k..(o0 + g + 4) * k],

@@ -1,8 +1,13 @@
-//! CPU compute that candle lacks or does slowly, and the only crate with `unsafe`: ops with their own
-//! backward pass for training (`dense`, `attention`, and softmax, LayerNorm, GELU and hashed dropout in
-//! `ops`), f32 products against a weight packed once (`packed`), dynamic int8 products (`quant`, with
-//! the AVX-512 VNNI kernel in `vnni`), and the AdamW update passes (`adamw`). Each fast form is tested
-//! against the plain candle form it replaces. Other devices keep candle's own ops.
+//! CPU compute that candle lacks or does slowly: ops with their own backward pass for training
+//! (`dense`, `attention`, and softmax, LayerNorm, GELU and hashed dropout in `ops`), f32 products
+//! against a weight packed once (`packed`), dynamic int8 products (`quant`, on the VNNI layout of
+//! `vnni`), and the AdamW update passes (`adamw`). Each fast form is tested against the plain candle
+//! form it replaces; other devices keep candle's own ops.
+//!
+//! The only crate with `unsafe`: the instruction-set kernels (`x86`, one file per instruction set)
+//! and the attention op's writes into disjoint columns of a shared output. Every `unsafe` block says
+//! why it is sound, and every `unsafe fn` what its caller must guarantee.
+#![allow(unsafe_code)]
 
 pub mod adamw;
 pub mod attention;
@@ -11,6 +16,8 @@ pub mod ops;
 pub mod packed;
 pub mod quant;
 pub mod vnni;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
 
 pub use candle_core::{Error, Result};
 

@@ -13,7 +13,7 @@ use crate::Result;
 
 /// Output channels per panel: four AVX-512 registers (6 rows × 4 make 24 accumulators, so each
 /// broadcast input element feeds four multiply-adds), or twice four AVX2 ones.
-const NR: usize = 64;
+pub(crate) const NR: usize = 64;
 /// Up to this many rows (tokens in a batch) the packed kernel beats the general product, which wins
 /// on larger batches with its register blocking (measured at 16–1,024 rows of RoBERTa-tiny's shapes).
 pub const MAX_ROWS: usize = 64;
@@ -108,7 +108,7 @@ impl PackedLinear {
 
     /// `x` [..., in] f32 on the CPU → [..., out].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.contiguous()?.apply_op1_no_bwd(self)?)
+        x.contiguous()?.apply_op1_no_bwd(self)
     }
 
     /// Rows of `in_dim` floats → rows of `out_dim` floats.
@@ -147,12 +147,12 @@ impl PackedLinear {
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx512 => {
                     // SAFETY: `detect` saw AVX-512F; the slices hold `rows` rows of `k` and of `NR`.
-                    unsafe { x86::block_avx512(x, rows, k, panel, bias, o) }
+                    unsafe { crate::x86::avx512::packed_block(x, rows, k, panel, bias, o) }
                 }
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx2 => {
                     // SAFETY: `detect` saw AVX2 and FMA; sizes as above.
-                    unsafe { x86::block_avx2(x, rows, k, panel, bias, o) }
+                    unsafe { crate::x86::avx2::packed_block(x, rows, k, panel, bias, o) }
                 }
                 _ => block_plain(x, rows, k, panel, bias, o),
             }
@@ -243,123 +243,6 @@ fn block_plain(x: &[f32], rows: usize, k: usize, panel: &[f32], bias: &[f32], ou
         for (kk, &xv) in x[r * k..(r + 1) * k].iter().enumerate() {
             for (a, &w) in acc.iter_mut().zip(&panel[kk * NR..(kk + 1) * NR]) {
                 *a += xv * w;
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::NR;
-    use std::arch::x86_64::*;
-
-    /// Up to 6 rows × 64 channels in 24 zmm accumulators.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn block_avx512(
-        x: &[f32],
-        rows: usize,
-        k: usize,
-        panel: &[f32],
-        bias: &[f32],
-        out: &mut [f32],
-    ) {
-        match rows {
-            6 => rows_avx512::<6>(x, k, panel, bias, out),
-            5 => rows_avx512::<5>(x, k, panel, bias, out),
-            4 => rows_avx512::<4>(x, k, panel, bias, out),
-            3 => rows_avx512::<3>(x, k, panel, bias, out),
-            2 => rows_avx512::<2>(x, k, panel, bias, out),
-            _ => rows_avx512::<1>(x, k, panel, bias, out),
-        }
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn rows_avx512<const R: usize>(
-        x: &[f32],
-        k: usize,
-        panel: &[f32],
-        bias: &[f32],
-        out: &mut [f32],
-    ) {
-        assert!(
-            x.len() >= R * k && panel.len() >= k * NR && bias.len() >= NR && out.len() >= R * NR
-        );
-        let (xp, wp, op, bp) = (x.as_ptr(), panel.as_ptr(), out.as_mut_ptr(), bias.as_ptr());
-        let b = [0, 1, 2, 3].map(|j| _mm512_loadu_ps(bp.add(16 * j)));
-        let mut acc = [b; R];
-        for kk in 0..k {
-            let w = [0, 1, 2, 3].map(|j| _mm512_loadu_ps(wp.add(kk * NR + 16 * j)));
-            for (r, a) in acc.iter_mut().enumerate() {
-                let xv = _mm512_set1_ps(*xp.add(r * k + kk));
-                for j in 0..4 {
-                    a[j] = _mm512_fmadd_ps(xv, w[j], a[j]);
-                }
-            }
-        }
-        for (r, a) in acc.iter().enumerate() {
-            for (j, v) in a.iter().enumerate() {
-                _mm512_storeu_ps(op.add(r * NR + 16 * j), *v);
-            }
-        }
-    }
-
-    /// Up to 3 rows × 64 channels, each half of the panel in turn in 12 ymm accumulators.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn block_avx2(
-        x: &[f32],
-        rows: usize,
-        k: usize,
-        panel: &[f32],
-        bias: &[f32],
-        out: &mut [f32],
-    ) {
-        for half in [0, 32] {
-            match rows {
-                3 => rows_avx2::<3>(x, k, panel, bias, out, half),
-                2 => rows_avx2::<2>(x, k, panel, bias, out, half),
-                _ => rows_avx2::<1>(x, k, panel, bias, out, half),
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn rows_avx2<const R: usize>(
-        x: &[f32],
-        k: usize,
-        panel: &[f32],
-        bias: &[f32],
-        out: &mut [f32],
-        half: usize,
-    ) {
-        assert!(
-            x.len() >= R * k && panel.len() >= k * NR && bias.len() >= NR && out.len() >= R * NR
-        );
-        let (xp, wp, op) = (
-            x.as_ptr(),
-            panel.as_ptr().add(half),
-            out.as_mut_ptr().add(half),
-        );
-        let bias = &bias[half..];
-        let mut acc = [[_mm256_setzero_ps(); 4]; R];
-        for a in acc.iter_mut() {
-            for (j, v) in a.iter_mut().enumerate() {
-                *v = _mm256_loadu_ps(bias.as_ptr().add(8 * j));
-            }
-        }
-        for kk in 0..k {
-            let w = wp.add(kk * NR);
-            for (r, a) in acc.iter_mut().enumerate() {
-                let xv = _mm256_set1_ps(*xp.add(r * k + kk));
-                for (j, v) in a.iter_mut().enumerate() {
-                    *v = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w.add(8 * j)), *v);
-                }
-            }
-        }
-        for (r, a) in acc.iter().enumerate() {
-            for (j, v) in a.iter().enumerate() {
-                _mm256_storeu_ps(op.add(r * NR + 8 * j), *v);
             }
         }
     }

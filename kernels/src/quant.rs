@@ -157,7 +157,7 @@ impl QLinear {
         }
         if x.device().is_cpu() && x.dtype() == DType::F32 {
             // Reads the input's storage in place (`cpu_fwd`) instead of copying it out.
-            return Ok(x.contiguous()?.apply_op1_no_bwd(self)?);
+            return x.contiguous()?.apply_op1_no_bwd(self);
         }
         let xs: Vec<f32> = x
             .to_dtype(DType::F32)?
@@ -168,7 +168,7 @@ impl QLinear {
         if let Some(d) = dims.last_mut() {
             *d = self.out_dim;
         }
-        Ok(Tensor::from_vec(y, dims, x.device())?.to_dtype(x.dtype())?)
+        Tensor::from_vec(y, dims, x.device())?.to_dtype(x.dtype())
     }
 
     /// Rows of `in_dim` floats → rows of `out_dim` floats.
@@ -329,7 +329,7 @@ impl QEmbedding {
         }
         let mut dims = ids.dims().to_vec();
         dims.push(self.dim);
-        Ok(Tensor::from_vec(out, dims, ids.device())?)
+        Tensor::from_vec(out, dims, ids.device())
     }
 }
 
@@ -340,8 +340,8 @@ fn dot4(x: &[i8], w: [&[i8]; 4]) -> [i32; 4] {
     {
         if std::arch::is_x86_feature_detected!("avx2") && w.iter().all(|r| r.len() == x.len()) {
             // SAFETY: AVX2 is present (checked above) and every row has x's length, which is all
-            // `dot4_avx2` needs for its loads to stay in bounds.
-            return unsafe { dot4_avx2(x, w) };
+            // `dot4_i8` needs for its loads to stay in bounds.
+            return unsafe { crate::x86::avx2::dot4_i8(x, w, dot_plain) };
         }
     }
     w.map(|r| dot_plain(x, r))
@@ -352,40 +352,6 @@ fn dot_plain(a: &[i8], b: &[i8]) -> i32 {
         .zip(b)
         .map(|(&x, &y)| (x as i16 * y as i16) as i32)
         .sum()
-}
-
-/// 32 products per instruction with `vpmaddubsw`, which multiplies unsigned by signed bytes: |x| times
-/// w carrying x's sign (`vpsignb`) is x·w. Values lie in [-127, 127], so each pair sum is at most
-/// 2·127² = 32,258 and the instruction's i16 saturation never triggers: the result is exact.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dot4_avx2(x: &[i8], w: [&[i8]; 4]) -> [i32; 4] {
-    use std::arch::x86_64::*;
-    let k = x.len();
-    let body = k / 32 * 32;
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_si256(); 4];
-    let mut i = 0;
-    while i < body {
-        // SAFETY: i + 32 <= k and every row has length k (the caller's contract).
-        let xv = unsafe { _mm256_loadu_si256(x.as_ptr().add(i) as *const __m256i) };
-        let ax = _mm256_sign_epi8(xv, xv);
-        for (a, r) in acc.iter_mut().zip(w.iter()) {
-            // SAFETY: as above.
-            let wv = unsafe { _mm256_loadu_si256(r.as_ptr().add(i) as *const __m256i) };
-            let p = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv, xv));
-            *a = _mm256_add_epi32(*a, _mm256_madd_epi16(p, ones));
-        }
-        i += 32;
-    }
-    let mut out = [0i32; 4];
-    for (o, (a, r)) in out.iter_mut().zip(acc.iter().zip(w.iter())) {
-        let mut lanes = [0i32; 8];
-        // SAFETY: `lanes` is 32 bytes, the size of the store.
-        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, *a) };
-        *o = lanes.iter().sum::<i32>() + dot_plain(&x[body..], &r[body..]);
-    }
-    out
 }
 
 #[cfg(test)]

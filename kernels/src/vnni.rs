@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use crate::packed::tiled;
 
 /// Output channels per panel: four registers of 16 i32 lanes.
-const NR: usize = 64;
+pub(crate) const NR: usize = 64;
 /// Rows the kernel computes at once (6 × 4 = 24 accumulators).
 const ROWS: usize = 6;
 
@@ -117,7 +117,7 @@ impl VnniWeights {
                 // SAFETY: `new` packed these weights only after seeing AVX-512 VNNI; x holds whole
                 // rows of k4 bytes, acc ROWS rows of NR, the panel k4 · NR bytes.
                 unsafe {
-                    x86::block(x, block_rows, k4, panel, &mut acc)
+                    crate::x86::avx512vnni::block(x, block_rows, k4, panel, &mut acc)
                 };
                 for r in 0..block_rows {
                     let sums = &mut acc[r * NR..r * NR + width];
@@ -129,48 +129,6 @@ impl VnniWeights {
                 }
             }
         })
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::NR;
-    use std::arch::x86_64::*;
-
-    #[target_feature(enable = "avx512f,avx512vnni")]
-    pub unsafe fn block(x: &[u8], rows: usize, k4: usize, panel: &[i8], out: &mut [i32]) {
-        match rows {
-            6 => rows_vnni::<6>(x, k4, panel, out),
-            5 => rows_vnni::<5>(x, k4, panel, out),
-            4 => rows_vnni::<4>(x, k4, panel, out),
-            3 => rows_vnni::<3>(x, k4, panel, out),
-            2 => rows_vnni::<2>(x, k4, panel, out),
-            _ => rows_vnni::<1>(x, k4, panel, out),
-        }
-    }
-
-    #[target_feature(enable = "avx512f,avx512vnni")]
-    #[inline]
-    unsafe fn rows_vnni<const R: usize>(x: &[u8], k4: usize, panel: &[i8], out: &mut [i32]) {
-        assert!(x.len() >= R * k4 && panel.len() >= k4 * NR && out.len() >= R * NR);
-        let (xp, wp, op) = (x.as_ptr(), panel.as_ptr(), out.as_mut_ptr());
-        let mut acc = [[_mm512_setzero_si512(); 4]; R];
-        for g in 0..k4 / 4 {
-            let w =
-                [0, 1, 2, 3].map(|j| _mm512_loadu_si512(wp.add(g * 4 * NR + 64 * j) as *const _));
-            for (r, a) in acc.iter_mut().enumerate() {
-                let four = std::ptr::read_unaligned(xp.add(r * k4 + 4 * g) as *const i32);
-                let xv = _mm512_set1_epi32(four);
-                for j in 0..4 {
-                    a[j] = _mm512_dpbusd_epi32(a[j], xv, w[j]);
-                }
-            }
-        }
-        for (r, a) in acc.iter().enumerate() {
-            for (j, v) in a.iter().enumerate() {
-                _mm512_storeu_si512(op.add(r * NR + 16 * j) as *mut _, *v);
-            }
-        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Regenerates the committed fixtures of `configs/tiny.yaml`: a tiny bare BERT teacher, the cased test
 //! vocabulary and a tiny SST-2-style dataset.
-//! `cargo run -p teacher --features testutil --example make_tiny -- configs/tiny`
+//! `cargo run -p modeling --features testutil --example make_tiny -- configs/tiny`
 
 use std::path::PathBuf;
 

@@ -39,7 +39,7 @@ pub fn export(
 /// Writes a masked LM (`BertForMaskedLM` / `RobertaForMaskedLM` weights and config) and its tokenizer
 /// files into `out`, for `AutoModelForMaskedLM`, `distill fill-mask` or a task's `student.init`.
 pub fn export_mlm(model: &MaskedLm, tokenizer: &TextTokenizer, out: &Path) -> Result<()> {
-    let save = |tmp: &Path| -> Result<()> { Ok(model.save(tmp)?) };
+    let save = |tmp: &Path| -> Result<()> { model.save(tmp) };
     write_folder(
         out,
         save,

@@ -202,7 +202,7 @@ impl Distill<'_> {
                         (Some((tl.detach(), detach(out))), Some(pools))
                     }
                     None => {
-                        let (tl, out) = t.forward_with(&batch, false, want)?;
+                        let (tl, out) = t.forward_with(batch, false, want)?;
                         (Some((tl.detach(), detach(out))), None)
                     }
                 }
@@ -213,7 +213,7 @@ impl Distill<'_> {
         let inputs = StepInputs {
             logits: &logits,
             student: &student,
-            labels: &labels,
+            labels,
             teacher_logits,
             teacher: teacher.as_ref().map(|(_, o)| o),
             mask: &batch.attention_mask,

@@ -1,5 +1,6 @@
 //! The target cache: saved and loaded with its fingerprint, and refused as stale when any part of the
 //! fingerprint changes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
 
 use candle_core::{Device, Tensor};
 use teacher::{Fingerprint, Targets};

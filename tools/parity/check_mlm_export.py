@@ -28,7 +28,7 @@ import torch
 import transformers
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-FIXTURES = "teacher/tests/fixtures/parity"
+FIXTURES = "modeling/tests/fixtures/parity"
 TEXTS = [
     "The quick brown [MASK] jumped over the lazy dog.",
     "Hello [MASK]!",

@@ -45,7 +45,7 @@ def encode(tok, texts, max_len):
     return out
 
 
-def feeds(session, batch, pad_id):
+def feeds(ort_model, batch, pad_id):
     n = max(len(ids) for ids, _ in batch)
     ids = np.full((len(batch), n), pad_id, dtype=np.int64)
     types = np.zeros((len(batch), n), dtype=np.int64)
@@ -54,7 +54,7 @@ def feeds(session, batch, pad_id):
         ids[i, : len(t)] = t
         types[i, : len(t)] = ty
         mask[i, : len(t)] = 1
-    names = {i.name for i in session.get_inputs()}
+    names = {i.name for i in ort_model.get_inputs()}
     f = {"input_ids": ids, "attention_mask": mask}
     if "token_type_ids" in names:
         f["token_type_ids"] = types

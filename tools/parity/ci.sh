@@ -24,7 +24,7 @@ echo "== ONNX export (f32 and int8) vs transformers on the parity fixtures"
 $PY tools/parity/onnx_fixtures.py --distill target/debug/distill
 echo "== masked-LM export (AutoModelForMaskedLM) and fill-mask vs transformers"
 # `cargo test` builds the example; build it here only when this script runs on its own.
-[[ -x target/debug/examples/mlm_export ]] || cargo build -q -p student --example mlm_export
+[[ -x target/debug/examples/mlm_export ]] || cargo build -q -p modeling --example mlm_export
 $PY tools/parity/check_mlm_export.py --distill target/debug/distill --export target/debug/examples/mlm_export
 echo "== all-MiniLM-L6-v2 hidden states vs transformers"
 $PY tools/parity/minilm_parity.py --n 200

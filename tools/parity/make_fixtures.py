@@ -4,7 +4,7 @@ Run from the repository root (after `bash tools/setup_python.sh`):
 
     tools/.venv/bin/python tools/parity/make_fixtures.py [OUT_DIR]
 
-Writes OUT_DIR/<name>/ (default OUT_DIR: teacher/tests/fixtures/parity) for
+Writes OUT_DIR/<name>/ (default OUT_DIR: modeling/tests/fixtures/parity) for
   bert_cls     BertForSequenceClassification, 3 labels, cased WordPiece tokenizer
   bert_bare    BertModel (bare keys, with pooler), same tokenizer
   roberta_cls  RobertaForSequenceClassification, 2 labels, byte-level BPE tokenizer
@@ -38,7 +38,7 @@ from transformers import (
     RobertaTokenizer,
 )
 
-OUT = sys.argv[1] if len(sys.argv) > 1 else "teacher/tests/fixtures/parity"
+OUT = sys.argv[1] if len(sys.argv) > 1 else "modeling/tests/fixtures/parity"
 
 # Two singles (short; longer with capitals, punctuation, digits and a word with
 # a character outside the BERT vocab -> [UNK]) and two pairs.

@@ -4,7 +4,7 @@ Run from the repository root (after `bash tools/setup_python.sh`):
 
     tools/.venv/bin/python tools/parity/make_mlm_fixture.py [OUT_DIR]
 
-Writes OUT_DIR/<name>/ (default OUT_DIR: teacher/tests/fixtures/parity) for
+Writes OUT_DIR/<name>/ (default OUT_DIR: modeling/tests/fixtures/parity) for
   bert_mlm     BertForMaskedLM, cased WordPiece tokenizer (make_fixtures.py's)
   roberta_mlm  RobertaForMaskedLM, byte-level BPE tokenizer (make_fixtures.py's)
 Each folder: config.json, model.safetensors (as save_pretrained writes it: the tied decoder is not
@@ -25,7 +25,7 @@ from transformers import BertConfig, BertForMaskedLM, RobertaConfig, RobertaForM
 
 from make_fixtures import TINY, clear_tokenizer_json, make_bert_tokenizer, make_roberta_tokenizer, perturb
 
-OUT = sys.argv[1] if len(sys.argv) > 1 else "teacher/tests/fixtures/parity"
+OUT = sys.argv[1] if len(sys.argv) > 1 else "modeling/tests/fixtures/parity"
 
 # Two single sentences and a pair (token type ids for BERT), padded to the longest.
 TEXTS = [

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 from safetensors.numpy import load_file
 
-FIXTURES = "teacher/tests/fixtures/parity"
+FIXTURES = "modeling/tests/fixtures/parity"
 
 
 def run(path, ref):

@@ -45,7 +45,7 @@ impl Precision {
     }
 
     /// Says on stderr when the setting slows training down: candle's CPU backend has no half-precision
-    /// matrix kernels, so on the CPU bf16 and f16 train several times slower than fp32 (BENCHMARKS.md).
+    /// matrix kernels, so on the CPU bf16 and f16 train several times slower than fp32 (docs/performance.md).
     pub fn note_for(self, device: &candle_core::Device) {
         if self != Precision::Fp32 && device.is_cpu() {
             eprintln!(

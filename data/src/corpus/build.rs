@@ -6,8 +6,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::corpus::cache::{
-    BuildOptions, CacheMeta, CorpusFingerprint, TokenCache, DOCUMENTS, META, SENTENCES, TOKENS,
+use crate::corpus::layout::{
+    BuildOptions, CacheMeta, CorpusFingerprint, DOCUMENTS, META, SENTENCES, TOKENS,
 };
 use crate::{Error, Result};
 use modeling::tokenizer::{PlainEncoder, TextTokenizer};
@@ -141,7 +141,7 @@ pub(crate) fn build_with(
     dir: &Path,
     opts: &BuildOptions,
     fingerprint: CorpusFingerprint,
-) -> Result<TokenCache> {
+) -> Result<()> {
     if corpus.is_empty() {
         return Err(Error::Msg("corpus: no files given".into()));
     }
@@ -181,7 +181,7 @@ pub(crate) fn build_with(
         std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
-    TokenCache::open(dir)
+    Ok(())
 }
 
 fn write_cache(

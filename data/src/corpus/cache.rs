@@ -19,102 +19,13 @@ use memmap2::Mmap;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::corpus::build::build_with;
+use crate::corpus::layout::{
+    BuildOptions, CacheMeta, CorpusFingerprint, DOCUMENTS, META, SENTENCES, TOKENS,
+};
 use crate::{Error, Result};
 use modeling::tokenizer::TextTokenizer;
-
-/// Bumped whenever the files' layout or the tokenization rules change, so old caches are rebuilt.
-pub const FORMAT_VERSION: u32 = 1;
-
-pub(crate) const TOKENS: &str = "tokens.u32";
-pub(crate) const SENTENCES: &str = "sentences.u64";
-pub(crate) const DOCUMENTS: &str = "documents.u64";
-pub(crate) const META: &str = "cache.json";
-
-/// What a cache was built from; each field is compared on its own so a rebuild can say what changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CorpusFingerprint {
-    pub format: u32,
-    /// SHA-256 over the corpus files' contents, in the order given (each closed by its length).
-    pub corpus: String,
-    /// SHA-256 of the tokenizer file (tokenizer.json or vocab.txt).
-    pub tokenizer: String,
-    /// Lower-casing of a vocab.txt tokenizer.
-    pub lowercase: bool,
-}
-
-impl CorpusFingerprint {
-    pub fn compute(corpus: &[PathBuf], tok: &TextTokenizer) -> Result<Self> {
-        let mut h = Sha256::new();
-        for p in corpus {
-            let mut f = File::open(p).map_err(|e| Error::io(p, e))?;
-            let n = std::io::copy(&mut f, &mut h).map_err(|e| Error::io(p, e))?;
-            // The length closes each file: the same text split differently between files differs.
-            h.update(n.to_le_bytes());
-        }
-        Ok(Self {
-            format: FORMAT_VERSION,
-            corpus: format!("{:x}", h.finalize()),
-            tokenizer: modeling::io::hash_files(&[tok.path()])?,
-            lowercase: tok.lowercase(),
-        })
-    }
-
-    /// What differs from `old`, in words.
-    pub fn changes(&self, old: &CorpusFingerprint) -> Vec<String> {
-        let mut v = Vec::new();
-        if self.format != old.format {
-            v.push(format!(
-                "the cache format changed ({} -> {})",
-                old.format, self.format
-            ));
-        }
-        if self.corpus != old.corpus {
-            v.push("the corpus files' contents changed".into());
-        }
-        if self.tokenizer != old.tokenizer {
-            v.push("the tokenizer file changed".into());
-        }
-        if self.lowercase != old.lowercase {
-            v.push(format!(
-                "lower-casing changed ({} -> {})",
-                old.lowercase, self.lowercase
-            ));
-        }
-        v
-    }
-}
-
-/// `cache.json`: the fingerprint, the files it was built from and the counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CacheMeta {
-    pub fingerprint: CorpusFingerprint,
-    pub files: Vec<PathBuf>,
-    pub tokens: u64,
-    pub sentences: u64,
-    pub documents: u64,
-}
-
-/// How to build a cache.
-#[derive(Debug, Clone)]
-pub struct BuildOptions {
-    /// Lines tokenized per batch: bounds the build's memory (tokenizers spreads a batch over threads).
-    pub lines_per_chunk: usize,
-    /// Draw a progress bar on stderr (hidden anyway when stderr is not a terminal).
-    pub progress: bool,
-}
-
-impl Default for BuildOptions {
-    fn default() -> Self {
-        Self {
-            lines_per_chunk: 10_000,
-            progress: true,
-        }
-    }
-}
 
 /// How `open_or_build` found the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,7 +61,8 @@ impl std::fmt::Debug for TokenCache {
     }
 }
 
-/// Maps a cache file read-only.
+/// Maps a cache file read-only. One of the two places outside the kernels crate allowed `unsafe`.
+#[allow(unsafe_code)]
 fn map_file(path: &Path) -> Result<Mmap> {
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
     // SAFETY: cache files are written once into a temporary folder that is renamed into place and never
@@ -226,7 +138,8 @@ impl TokenCache {
                 Err(e) => vec![format!("the old cache is unreadable ({e})")],
             }
         };
-        let cache = build_with(corpus, tok, dir, opts, want)?;
+        build_with(corpus, tok, dir, opts, want)?;
+        let cache = Self::open(dir)?;
         Ok((cache, CacheStatus::Built(reasons)))
     }
 
@@ -238,7 +151,8 @@ impl TokenCache {
         opts: &BuildOptions,
     ) -> Result<Self> {
         let fp = CorpusFingerprint::compute(corpus, tok)?;
-        build_with(corpus, tok, dir, opts, fp)
+        build_with(corpus, tok, dir, opts, fp)?;
+        Self::open(dir)
     }
 
     pub fn dir(&self) -> &Path {

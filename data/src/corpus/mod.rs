@@ -8,10 +8,12 @@
 pub mod batches;
 mod build;
 pub mod cache;
+pub mod layout;
 pub mod mask;
 pub mod pack;
 
 pub use batches::{MlmBatch, MlmDataset};
-pub use cache::{BuildOptions, CacheStatus, CorpusFingerprint, Split, TokenCache};
+pub use cache::{CacheStatus, Split, TokenCache};
+pub use layout::{BuildOptions, CorpusFingerprint};
 pub use mask::{Masked, Masker, MaskingConfig, IGNORE};
 pub use pack::{Packing, Piece};

@@ -1,0 +1,301 @@
+//! The plan of a run: the config, the task, the device, the folders and the seeds, fixed when the plan
+//! is built (from the config and the device) and never changed afterwards. A sweep trial or a stage of
+//! `stages:` is a plan of its own, built from its parent's. Also the helpers the stages and the report
+//! share: reading the data, tokenising it, the student's tokenizer.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use candle_core::{Device, Tensor};
+use data::hash_examples;
+use data::{Example, Label, TaskSpec};
+use modeling::{Classifier, EncoderConfig, ModelFiles, ModelSource, TextTokenizer};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use teacher::Targets;
+use train::dist::Group;
+
+use crate::config::RunConfig;
+
+pub struct Plan {
+    cfg: RunConfig,
+    spec: TaskSpec,
+    device: Device,
+    out: PathBuf,
+    /// Where the teacher's fine-tuned copy and targets live: `out` itself, or the parent run of a sweep
+    /// trial (trials share one teacher).
+    teacher_out: PathBuf,
+    /// Seed of the student's initialisation, batch order and dropout (a sweep varies it; data subsets
+    /// and the teacher keep `cfg.seed`).
+    student_seed: u64,
+    /// For a stage of `stages:` before the last, its folder name under `student/stages/`.
+    stage: Option<String>,
+    /// The data-parallel group student training runs in (a group of one unless `DISTILL_WORLD_SIZE`).
+    group: Arc<Group>,
+}
+
+/// Tokenised examples and their labels.
+pub struct Tokenised {
+    pub ids: Vec<modeling::Encoded>,
+    pub labels: Vec<Label>,
+}
+
+impl Plan {
+    /// The plan of a run of `cfg` on `device`, training in `group` (`Group::single()` alone).
+    pub fn new(cfg: RunConfig, device: Device, group: Arc<Group>) -> Result<Self> {
+        let spec = cfg.task_spec()?;
+        let out = cfg.output_dir.clone();
+        std::fs::create_dir_all(&out).with_context(|| format!("output_dir {}", out.display()))?;
+        Ok(Self {
+            student_seed: cfg.seed,
+            cfg,
+            spec,
+            device,
+            teacher_out: out.clone(),
+            out,
+            stage: None,
+            group,
+        })
+    }
+
+    /// A sweep trial of `parent`: its own config (output folder, batch size, learning rate) and
+    /// student seed, sharing the parent's teacher and targets.
+    pub fn trial(parent: &Plan, cfg: RunConfig, seed: u64) -> Result<Self> {
+        let mut p = Plan::new(cfg, parent.device.clone(), parent.group.clone())?;
+        p.teacher_out = parent.out.clone();
+        p.student_seed = seed;
+        Ok(p)
+    }
+
+    /// Stage `stage` of `stages:` (`None`: the last), training with the stage's `cfg`.
+    pub(crate) fn for_stage(&self, cfg: RunConfig, stage: Option<String>) -> Self {
+        Plan {
+            cfg,
+            spec: self.spec.clone(),
+            device: self.device.clone(),
+            out: self.out.clone(),
+            teacher_out: self.teacher_out.clone(),
+            student_seed: self.student_seed,
+            stage,
+            group: self.group.clone(),
+        }
+    }
+
+    pub fn cfg(&self) -> &RunConfig {
+        &self.cfg
+    }
+
+    pub fn spec(&self) -> &TaskSpec {
+        &self.spec
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn out(&self) -> &Path {
+        &self.out
+    }
+
+    pub fn teacher_out(&self) -> &Path {
+        &self.teacher_out
+    }
+
+    pub fn student_seed(&self) -> u64 {
+        self.student_seed
+    }
+
+    pub fn group(&self) -> &Group {
+        &self.group
+    }
+
+    /// Training examples (a seeded subset when `data.max_train_examples` is set) and dev examples.
+    pub fn read_data(&self) -> Result<(Vec<Example>, Vec<Example>)> {
+        let (train_path, dev_path) = data::tasks::split_paths(&self.spec, &self.cfg.data.dir);
+        let mut train = self.spec.read(&train_path).context("data.dir")?;
+        let mut dev = self.spec.read(&dev_path).context("data.dir")?;
+        let n = self.cfg.data.max_train_examples;
+        if n > 0 && n < train.len() {
+            let mut rng = StdRng::seed_from_u64(self.cfg.seed);
+            train.shuffle(&mut rng);
+            train.truncate(n);
+        }
+        let m = self.cfg.data.max_dev_examples;
+        if m > 0 && m < dev.len() {
+            dev.truncate(m);
+        }
+        Ok((train, dev))
+    }
+
+    pub(crate) fn labels(&self) -> Vec<String> {
+        self.spec.labels.clone()
+    }
+
+    /// The teacher's source files and tokenizer.
+    pub(crate) fn teacher_source(&self) -> Result<(ModelFiles, TextTokenizer)> {
+        let t = &self.cfg.teacher;
+        let files = ModelSource::parse(&t.model, &t.revision)
+            .resolve(t.allow_pickle)
+            .context("teacher.model")?;
+        let tok = model_tokenizer(&files, self.cfg.data.max_seq_len).context("teacher.model")?;
+        Ok((files, tok))
+    }
+
+    pub(crate) fn teacher_dir(&self) -> PathBuf {
+        self.teacher_out.join("teacher").join("model")
+    }
+
+    pub(crate) fn targets_path(&self) -> PathBuf {
+        self.teacher_out.join("targets").join("train.safetensors")
+    }
+
+    pub(crate) fn data_hash(&self) -> Result<String> {
+        let (train, dev) = self.read_data()?;
+        Ok(format!("{}:{}", hash_examples(&train), hash_examples(&dev)))
+    }
+
+    pub(crate) fn shard_path(&self, i: usize, n: usize) -> PathBuf {
+        self.targets_path()
+            .with_file_name(format!("train.shard-{i}-of-{n}.safetensors"))
+    }
+
+    /// The student's tokenizer: `student.tokenizer`, else the one of `student.init`.
+    pub fn student_tokenizer(&self) -> Result<TextTokenizer> {
+        let s = &self.cfg.student;
+        let max_len = self.cfg.data.max_seq_len;
+        match &s.tokenizer {
+            Some(p) => TextTokenizer::from_file(p, max_len, s.lowercase)
+                .map_err(|e| anyhow!("student.tokenizer: {e}")),
+            None => {
+                let files = ModelSource::parse(&s.init, &s.revision)
+                    .resolve(false)
+                    .context("student.init")?;
+                model_tokenizer(&files, max_len).context("student.init")
+            }
+        }
+    }
+
+    /// The student's folder; the last stage (or the only one) is `student/` itself, so that compare and
+    /// export read it, earlier stages are `student/stages/<i>-<name>`.
+    pub fn student_dir(&self) -> PathBuf {
+        match &self.stage {
+            Some(s) => self.out.join("student").join("stages").join(s),
+            None => self.out.join("student"),
+        }
+    }
+
+    /// Updates a full run of this config makes.
+    pub fn planned_steps(&self, n_train: usize) -> usize {
+        let t = &self.cfg.train;
+        let per_step = t.gradient_accumulation.max(1) * self.group.world();
+        let total = n_train.div_ceil(t.batch_size).div_ceil(per_step) * t.epochs;
+        if t.max_steps > 0 {
+            total.min(t.max_steps)
+        } else {
+            total
+        }
+    }
+
+    /// Training examples a student run iterates over: the training set, plus the cached augmented
+    /// examples when `augment` is on (run the teacher stage first).
+    pub fn num_train_examples(&self) -> Result<usize> {
+        let n = self.read_data()?.0.len();
+        if self.cfg.augment.copies == 0 {
+            return Ok(n);
+        }
+        let t = Targets::load(&self.targets_path())
+            .map_err(|e| anyhow!("{e} (run `distill teacher` first)"))?;
+        Ok(n + t.augmented.len())
+    }
+}
+
+/// Rows `[i·len/n, (i+1)·len/n)`: n contiguous slices that cover `0..len` exactly.
+pub fn shard_range(len: usize, i: usize, n: usize) -> std::ops::Range<usize> {
+    (i * len / n)..((i + 1) * len / n)
+}
+
+/// The tokenizer shipped with a model folder: tokenizer.json, else vocab.txt (lower-casing as its
+/// tokenizer_config.json says).
+pub fn model_tokenizer(files: &ModelFiles, max_len: usize) -> Result<TextTokenizer> {
+    let lower = tokenizer_lowercase(files);
+    let path = files
+        .tokenizer_json
+        .as_ref()
+        .or(files.vocab_txt.as_ref())
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: no tokenizer.json or vocab.txt beside it",
+                files.config.display()
+            )
+        })?;
+    Ok(TextTokenizer::from_file(path, max_len, lower)?)
+}
+
+pub fn tokenizer_lowercase(files: &ModelFiles) -> bool {
+    files
+        .tokenizer_config
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("do_lower_case").and_then(|b| b.as_bool()))
+        .unwrap_or(false)
+}
+
+pub fn tokenise(tok: &TextTokenizer, examples: &[Example]) -> Result<Tokenised> {
+    let ids = examples
+        .iter()
+        .map(|e| tok.encode(&e.text_a, e.text_b.as_deref()))
+        .collect::<modeling::Result<Vec<_>>>()?;
+    Ok(Tokenised {
+        ids,
+        labels: examples.iter().map(|e| e.label).collect(),
+    })
+}
+
+/// Times a dev-set pass of `model`; returns logits and examples per second.
+pub fn timed_logits(
+    model: &Classifier,
+    data: &[modeling::Encoded],
+    pad: u32,
+    batch: usize,
+) -> Result<(Tensor, f64)> {
+    let t0 = Instant::now();
+    let logits = train::eval::logits(model, data, pad, batch)?;
+    let secs = t0.elapsed().as_secs_f64();
+    Ok((logits, data.len() as f64 / secs.max(1e-9)))
+}
+
+/// The encoder shape of a randomly initialised student: RoBERTa-tiny-cased, with the keys of `student`
+/// that set a shape, sized to `tok`'s vocabulary (also used by `distill pretrain`).
+pub fn random_student_config(
+    s: &crate::config::StudentConfig,
+    tok: &TextTokenizer,
+) -> Result<EncoderConfig> {
+    let mut c = EncoderConfig::roberta_tiny_cased();
+    if let Some(t) = &s.model_type {
+        c.model_type = t.clone();
+        if t == "roberta" {
+            c.pad_token_id = tok.pad_id();
+            c.type_vocab_size = 1;
+            c.layer_norm_eps = 1e-5;
+        }
+    }
+    c.vocab_size = tok.vocab_size();
+    c.hidden_size = s.hidden_size.unwrap_or(c.hidden_size);
+    c.num_hidden_layers = s.num_layers.unwrap_or(c.num_hidden_layers);
+    c.num_attention_heads = s.num_heads.unwrap_or(c.num_attention_heads);
+    c.intermediate_size = s.intermediate_size.unwrap_or(c.intermediate_size);
+    c.max_position_embeddings = s
+        .max_position_embeddings
+        .unwrap_or(c.max_position_embeddings)
+        + c.position_offset();
+    if let Some(p) = s.dropout {
+        c.hidden_dropout_prob = p;
+        c.attention_probs_dropout_prob = p;
+    }
+    c.check().map_err(|e| anyhow!("student: {e}"))?;
+    Ok(c)
+}

@@ -1,0 +1,644 @@
+//! The stages of a run, each handing the next a file: the teacher (fine-tuned when it has no head) and
+//! its targets, then the student, then the export. A stage whose inputs are unchanged since its last
+//! run (recorded in a `stamp.json`) is skipped; a changed input is named and the stage is redone.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::Tensor;
+use data::{hash_examples, Example};
+use modeling::infer;
+use modeling::io::hash_files;
+use modeling::{Classifier, ModelFiles, ModelKind, ModelSource, TextTokenizer};
+use serde_json::json;
+use teacher::{Fingerprint, Targets};
+
+use crate::plan::{
+    model_tokenizer, random_student_config, shard_range, tokenise, tokenizer_lowercase, Plan,
+};
+use crate::preflight;
+use crate::stamp::{check_stamp, write_stamp, write_stamp_as, Freshness};
+
+impl Plan {
+    /// The teacher ready for the task: the checkpoint itself when it has a head, else the fine-tuned copy
+    /// under `output_dir/teacher/model` (fine-tuned now unless a fresh one is there).
+    pub fn teacher_model(&self) -> Result<(Classifier, TextTokenizer, ModelFiles)> {
+        let (files, tok) = self.teacher_source()?;
+        let n = self.spec().num_outputs();
+        let (model, report) = Classifier::load(&files, Some(n), self.cfg().seed, self.device())
+            .context("teacher.model")?;
+        tok.check_vocab(model.config.vocab_size, &files.config)
+            .context("teacher.model")?;
+        let (max_tokens, n_layers) = (model.config.max_tokens(), model.config.num_hidden_layers);
+        if self.cfg().data.max_seq_len > max_tokens {
+            bail!(
+                "data.max_seq_len: {} exceeds the {max_tokens} positions of the teacher ({})",
+                self.cfg().data.max_seq_len,
+                files.config.display()
+            );
+        }
+        if let Some(l) = self
+            .cfg()
+            .teacher
+            .hidden_layers
+            .iter()
+            .find(|&&l| l > n_layers)
+        {
+            bail!("teacher.hidden_layers: layer {l} does not exist (the teacher has layers 0..={n_layers}, 0 = embeddings)");
+        }
+        if report.has_head {
+            return Ok((model, tok, files));
+        }
+        let stamp = json!({
+            "teacher_weights": hash_files(&files.weights.iter().map(PathBuf::as_path).collect::<Vec<_>>())?,
+            "tokenizer": hash_files(&[tok.path()])?,
+            "max_seq_len": self.cfg().data.max_seq_len,
+            "data": self.data_hash()?,
+            "finetune": self.cfg().teacher.finetune,
+            "seed": self.cfg().seed,
+            "labels": self.labels(),
+        });
+        let dir = self.teacher_dir();
+        let stage = self.teacher_out().join("teacher");
+        match check_stamp(&stage, &stamp) {
+            Freshness::Fresh if dir.join("model.safetensors").is_file() => {
+                eprintln!("teacher: fine-tuned teacher in {} is fresh", dir.display());
+            }
+            fresh => {
+                if let Freshness::Stale(why) = fresh {
+                    eprintln!("teacher: redoing fine-tuning ({why})");
+                    let _ = std::fs::remove_dir_all(stage.join("finetune").join("last"));
+                }
+                eprintln!(
+                    "teacher: {} has no task head; fine-tuning it on {} first",
+                    self.cfg().teacher.model,
+                    self.spec().name
+                );
+                let (train, dev) = self.read_data()?;
+                let tr = tokenise(&tok, &train)?;
+                let dv = tokenise(&tok, &dev)?;
+                let labels = self.labels();
+                let data = train::classify::ClassifyData {
+                    train: &tr.ids,
+                    train_labels: &tr.labels,
+                    dev: &dv.ids,
+                    dev_labels: &dv.labels,
+                    pad_id: tok.pad_id(),
+                    metric: self.spec().metric,
+                    label_names: &labels,
+                    group: None,
+                };
+                let ft = teacher::finetune::FinetuneConfig {
+                    settings: self.cfg().teacher.finetune.clone(),
+                    seed: self.cfg().seed,
+                    eval_batch_size: self.cfg().teacher.batch_size,
+                };
+                let rep = teacher::finetune::finetune(&model, &data, &ft, &stage.join("finetune"))?;
+                if let Some(b) = &rep.best {
+                    eprintln!(
+                        "teacher: best dev {} at step {}",
+                        b.scores.summary(),
+                        b.step
+                    );
+                }
+                let lower = tokenizer_lowercase(&files);
+                modeling::export::export(
+                    &stage.join("finetune").join("best"),
+                    &tok,
+                    model.config.kind(),
+                    lower,
+                    &dir,
+                )?;
+                write_stamp(&stage, &stamp)?;
+            }
+        }
+        let ft_files = ModelSource::Local(dir.clone()).resolve(false)?;
+        let tok = model_tokenizer(&ft_files, self.cfg().data.max_seq_len)?;
+        let (model, _) = Classifier::load(&ft_files, Some(n), self.cfg().seed, self.device())?;
+        Ok((model, tok, ft_files))
+    }
+
+    /// Stage 1: the teacher's targets for the training set, reused when their fingerprint matches.
+    /// With `augment`, the targets also hold the augmented examples and their logits (after the
+    /// training set's rows).
+    pub fn teacher(&self) -> Result<Targets> {
+        let (model, tok, files) = self.teacher_model()?;
+        let (train, _) = self.read_data()?;
+        let mut fp = self.fingerprint(&model, &tok, &files, &train)?;
+        let mlm = crate::augment::load_mlm(self)?;
+        fp.augment = crate::augment::fingerprint(self, mlm.as_ref());
+        let path = self.targets_path();
+        if let Some(t) = fresh_targets(&path, &fp) {
+            return Ok(t);
+        }
+        self.preflight_teacher(&model, &tok)?;
+        let augmented = if self.cfg().augment.copies > 0 {
+            crate::augment::variants(self, &model, &tok, &train, mlm.as_ref())?
+        } else {
+            Vec::new()
+        };
+        drop(mlm);
+        let all: Vec<Example> = train.iter().chain(&augmented).cloned().collect();
+        self.compute_targets(&model, &tok, &all, fp, &path, augmented)
+    }
+
+    /// Sharded targets do not carry augmented examples (yet): refuse rather than drop them silently.
+    fn no_augment_with_shards(&self) -> Result<()> {
+        if self.cfg().augment.copies > 0 {
+            bail!("augment.copies: sharded teacher targets (--shard) do not support augmentation yet; set it to 0 or run `distill teacher` without --shard");
+        }
+        Ok(())
+    }
+
+    /// The teacher's labels and dev predictions (see `preflight`), before it labels the training set.
+    fn preflight_teacher(&self, model: &Classifier, tok: &TextTokenizer) -> Result<()> {
+        let pf = &self.cfg().preflight;
+        preflight::label_names(pf, &model.config.labels(), &self.labels())?;
+        let (_, dev) = self.read_data()?;
+        let enc = tokenise(tok, &dev)?;
+        let logits =
+            train::eval::logits(model, &enc.ids, tok.pad_id(), self.cfg().teacher.batch_size)?;
+        let scores = train::eval::score(&logits, &enc.labels, self.spec().metric)?;
+        let name = scores.values.keys().next().cloned().unwrap_or_default();
+        preflight::teacher_dev(pf, &logits.to_vec2()?, &enc.labels, scores.main, &name)?;
+        eprintln!("preflight: teacher dev {}", scores.summary());
+        Ok(())
+    }
+
+    /// `distill teacher --shard i/n`: the targets of the i-th of n contiguous slices of the training set,
+    /// in `targets/train.shard-I-of-N.safetensors`, so that n machines can share the teacher's work;
+    /// `merge_shards` joins them. The teacher must not need fine-tuning on each machine: fine-tune it
+    /// once (`distill teacher --finetune-only`) and share the output folder.
+    pub fn teacher_shard(&self, i: usize, n: usize) -> Result<PathBuf> {
+        self.no_augment_with_shards()?;
+        let (model, tok, files) = self.teacher_model()?;
+        let (train, _) = self.read_data()?;
+        let mut fp = self.fingerprint(&model, &tok, &files, &train)?;
+        fp.shard = Some(format!("{i}/{n}"));
+        let path = self.shard_path(i, n);
+        if fresh_targets(&path, &fp).is_some() {
+            return Ok(path);
+        }
+        if i == 0 {
+            self.preflight_teacher(&model, &tok)?;
+        }
+        let range = shard_range(train.len(), i, n);
+        self.compute_targets(&model, &tok, &train[range], fp, &path, Vec::new())?;
+        Ok(path)
+    }
+
+    /// Joins the n shard files into the training targets, after checking that each was computed from
+    /// this config (fingerprint) and covers its slice.
+    pub fn merge_shards(&self, n: usize) -> Result<Targets> {
+        self.no_augment_with_shards()?;
+        let (model, tok, files) = self.teacher_model()?;
+        let (train, _) = self.read_data()?;
+        let fp = self.fingerprint(&model, &tok, &files, &train)?;
+        let mut parts = Vec::with_capacity(n);
+        for i in 0..n {
+            let path = self.shard_path(i, n);
+            if !path.is_file() {
+                bail!(
+                    "{}: missing; run `distill teacher CONFIG --shard {i}/{n}`",
+                    path.display()
+                );
+            }
+            let part = Targets::load(&path)?;
+            let mut want = fp.clone();
+            want.shard = Some(format!("{i}/{n}"));
+            if part.fingerprint != want {
+                bail!(
+                    "{}: computed from another setup ({} changed); rerun that shard",
+                    path.display(),
+                    want.changes(&part.fingerprint).join(", ")
+                );
+            }
+            let rows = shard_range(train.len(), i, n).len();
+            if part.len() != rows {
+                bail!("{}: {} rows, expected {rows}", path.display(), part.len());
+            }
+            parts.push(part);
+        }
+        let targets = Targets::concat(&parts, fp)?;
+        let path = self.targets_path();
+        targets.save(&path)?;
+        eprintln!(
+            "targets: merged {n} shards into {} ({} examples)",
+            path.display(),
+            targets.len()
+        );
+        Ok(targets)
+    }
+
+    /// Everything the training targets depend on.
+    fn fingerprint(
+        &self,
+        model: &Classifier,
+        tok: &TextTokenizer,
+        files: &ModelFiles,
+        train: &[Example],
+    ) -> Result<Fingerprint> {
+        let t = &self.cfg().teacher;
+        let n_layers = model.config.num_hidden_layers;
+        if let Some(l) = t.hidden_layers.iter().find(|&&l| l > n_layers) {
+            bail!("teacher.hidden_layers: layer {l} does not exist (the teacher has layers 0..={n_layers}, 0 = embeddings)");
+        }
+        Ok(Fingerprint {
+            teacher_weights: hash_files(
+                &files
+                    .weights
+                    .iter()
+                    .map(PathBuf::as_path)
+                    .collect::<Vec<_>>(),
+            )?,
+            tokenizer: hash_files(&[tok.path()])?,
+            max_seq_len: self.cfg().data.max_seq_len,
+            dataset: hash_examples(train),
+            head: format!("{}:{}", model.num_labels, self.labels().join(",")),
+            hidden_layers: t.hidden_layers.clone(),
+            pooling: format!("{:?}", t.pooling),
+            ensemble: self.ensemble_fingerprint(files)?,
+            shard: None,
+            augment: None,
+        })
+    }
+
+    /// `weight:hash` of the main teacher and of each `teacher.ensemble` member (empty without one).
+    fn ensemble_fingerprint(&self, main: &ModelFiles) -> Result<Vec<String>> {
+        let t = &self.cfg().teacher;
+        if t.ensemble.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hash = |f: &ModelFiles| {
+            hash_files(&f.weights.iter().map(PathBuf::as_path).collect::<Vec<_>>())
+        };
+        let mut v = vec![format!("{}:{}", t.weight, hash(main)?)];
+        for (i, m) in t.ensemble.iter().enumerate() {
+            let files = ModelSource::parse(&m.model, &m.revision)
+                .resolve(t.allow_pickle)
+                .with_context(|| format!("teacher.ensemble[{i}].model"))?;
+            v.push(format!("{}:{}", m.weight, hash(&files)?));
+        }
+        Ok(v)
+    }
+
+    /// Logits [n, c] of `examples` averaged over the main teacher's (`main`) and every ensemble member's,
+    /// with the configured weights.
+    fn ensemble_logits(&self, main: Tensor, examples: &[Example]) -> Result<Tensor> {
+        let t = &self.cfg().teacher;
+        let n = self.spec().num_outputs();
+        let mut sum = (main * t.weight)?;
+        let mut total = t.weight;
+        for (i, m) in t.ensemble.iter().enumerate() {
+            let key = format!("teacher.ensemble[{i}].model");
+            let files = ModelSource::parse(&m.model, &m.revision)
+                .resolve(t.allow_pickle)
+                .context(key.clone())?;
+            let (model, report) = Classifier::load(&files, Some(n), self.cfg().seed, self.device())
+                .context(key.clone())?;
+            if !report.has_head {
+                bail!("{key}: {} has no task head; ensemble members must be fine-tuned on the task (e.g. another run's teacher/model)", m.model);
+            }
+            let tok = model_tokenizer(&files, self.cfg().data.max_seq_len).context(key.clone())?;
+            self.preflight_teacher(&model, &tok).context(key)?;
+            let enc = tokenise(&tok, examples)?;
+            let bar = train::progress_bar(enc.ids.len() as u64, &format!("member {i}"));
+            let out = infer::run(
+                &model,
+                &enc.ids,
+                tok.pad_id(),
+                t.batch_size,
+                &[],
+                t.pooling,
+                Some(&bar),
+            )?;
+            bar.finish_and_clear();
+            sum = (sum + (out.logits * m.weight)?)?;
+            total += m.weight;
+        }
+        Ok((sum / total)?)
+    }
+
+    /// Runs the teacher (and any ensemble) over `examples` and saves the targets under `fp` at `path`.
+    fn compute_targets(
+        &self,
+        model: &Classifier,
+        tok: &TextTokenizer,
+        examples: &[Example],
+        fp: Fingerprint,
+        path: &Path,
+        augmented: Vec<Example>,
+    ) -> Result<Targets> {
+        let t = &self.cfg().teacher;
+        let ids = tokenise(tok, examples)?.ids;
+        let bar = train::progress_bar(ids.len() as u64, "targets");
+        let out = infer::run(
+            model,
+            &ids,
+            tok.pad_id(),
+            t.batch_size,
+            &t.hidden_layers,
+            t.pooling,
+            Some(&bar),
+        )?;
+        bar.finish_and_clear();
+        let logits = if t.ensemble.is_empty() {
+            out.logits
+        } else {
+            self.ensemble_logits(out.logits, examples)?
+        };
+        let targets = Targets {
+            logits,
+            hidden: out.hidden.into_iter().collect(),
+            fingerprint: fp,
+            augmented,
+        };
+        targets.save(path)?;
+        eprintln!(
+            "targets: wrote {} ({} examples)",
+            path.display(),
+            targets.len()
+        );
+        Ok(targets)
+    }
+
+    /// The student before training: RoBERTa-tiny-cased (or the configured shape) with random weights,
+    /// or a checkpoint (its head re-initialised when absent).
+    pub fn student_model(&self, tok: &TextTokenizer) -> Result<Classifier> {
+        let s = &self.cfg().student;
+        let n = self.spec().num_outputs();
+        let model = if s.init == "random" {
+            let c = random_student_config(s, tok)?;
+            Classifier::new(&c, n, self.student_seed(), self.device())?
+        } else {
+            let files = ModelSource::parse(&s.init, &s.revision)
+                .resolve(false)
+                .context("student.init")?;
+            // A student trained on another task (e.g. MNLI before RTE) keeps its encoder; its head is
+            // re-initialised when the label count differs.
+            let (m, report) =
+                Classifier::load_reinit_head(&files, n, self.student_seed(), self.device())
+                    .context("student.init")?;
+            if !report.has_head {
+                eprintln!(
+                    "student: {} has no head for this task; starting a new one",
+                    s.init
+                );
+            }
+            m
+        };
+        tok.check_vocab(model.config.vocab_size, Path::new("student"))
+            .context("student.tokenizer")?;
+        if self.cfg().data.max_seq_len > model.config.max_tokens() {
+            bail!(
+                "data.max_seq_len: {} exceeds the student's {} positions",
+                self.cfg().data.max_seq_len,
+                model.config.max_tokens()
+            );
+        }
+        Ok(model)
+    }
+
+    /// Stage 2: trains the student on the task loss and the teacher's targets.
+    pub fn train(&self) -> Result<train::TrainReport> {
+        self.train_until(&|_| false)
+    }
+
+    /// `train`, pausing (resumably) once `stop(step)` is true.
+    pub fn train_until(&self, stop: &dyn Fn(usize) -> bool) -> Result<train::TrainReport> {
+        if self.cfg().stages.is_empty() {
+            return self.train_stage(stop);
+        }
+        let n = self.cfg().stages.len();
+        let tok = self.student_tokenizer()?.path().to_path_buf();
+        let mut init: Option<PathBuf> = None;
+        let mut last = None;
+        for (i, st) in self.cfg().stages.iter().enumerate() {
+            let mut cfg = self.cfg().clone();
+            cfg.stages.clear();
+            cfg.distill = st.distill.clone();
+            cfg.train.epochs = st.epochs.unwrap_or(cfg.train.epochs);
+            cfg.train.learning_rate = st.learning_rate.unwrap_or(cfg.train.learning_rate);
+            // Later stages start from the previous stage's final weights (not its best dev checkpoint:
+            // an intermediate-layer stage's head is untrained, so its dev score means nothing).
+            if let Some(prev) = &init {
+                cfg.student.init = prev.display().to_string();
+                cfg.student.tokenizer = Some(tok.clone());
+            }
+            let sub = self.for_stage(cfg, (i + 1 < n).then(|| format!("{i}-{}", st.name)));
+            eprintln!("stage {}/{n}: {}", i + 1, st.name);
+            // A sweep's early stopping applies to the last stage.
+            let never = |_: usize| false;
+            let hook: &dyn Fn(usize) -> bool = if i + 1 < n { &never } else { stop };
+            let report = sub
+                .train_stage(hook)
+                .with_context(|| format!("stages[{i}] ({})", st.name))?;
+            init = Some(sub.student_dir().join("last"));
+            last = Some(report);
+        }
+        last.context("no stage ran")
+    }
+
+    /// One training stage: the run's `distill` and `train` sections (a stage's, under `stages:`).
+    fn train_stage(&self, stop: &dyn Fn(usize) -> bool) -> Result<train::TrainReport> {
+        let d = &self.cfg().distill;
+        // Cached logits feed kd / logits_mse; token-level terms need the teacher itself (`online`).
+        let needs_logits = d
+            .resolved_terms()
+            .iter()
+            .any(|t| t.kind.uses_teacher_logits() && t.weight > 0.0);
+        // Augmented examples live in the targets: they are loaded whenever augmentation is on.
+        let targets = if needs_logits || self.cfg().augment.copies > 0 {
+            let path = self.targets_path();
+            let t =
+                Targets::load(&path).map_err(|e| anyhow!("{e} (run `distill teacher` first)"))?;
+            Some(t)
+        } else {
+            None
+        };
+        let tok = self.student_tokenizer()?;
+        let (mut train, dev) = self.read_data()?;
+        let texts: Vec<&str> = train
+            .iter()
+            .flat_map(|e| std::iter::once(e.text_a.as_str()).chain(e.text_b.as_deref()))
+            .collect();
+        preflight::casing(
+            &self.cfg().preflight,
+            &tok,
+            &texts,
+            "the student's tokenizer",
+        )?;
+        if let Some(t) = &targets {
+            let want = hash_examples(&train);
+            if t.fingerprint.dataset != want || t.len() != train.len() + t.augmented.len() {
+                bail!(
+                    "{}: the teacher targets were computed for another training set; run `distill teacher` again",
+                    self.targets_path().display()
+                );
+            }
+            // Soft-only rows after the gold ones, in the order of the targets' logits.
+            crate::augment::extend_train(self, t, &mut train)?;
+        }
+        // Build (and so validate) the student, and the online teacher with its checks, before touching
+        // any earlier output.
+        let model = self.student_model(&tok)?;
+        let online = if crate::online::needed(d) {
+            Some(crate::online::prepare(self, &model.config, &tok, &train)?)
+        } else {
+            None
+        };
+        let mut stamp = json!({
+            "targets": targets.as_ref().map(|t| serde_json::to_value(&t.fingerprint).unwrap_or_default()),
+            "student": self.cfg().student,
+            "train": self.cfg().train,
+            "distill": self.cfg().distill,
+            "tokenizer": hash_files(&[tok.path()])?,
+            "data": format!("{}:{}", hash_examples(&train), hash_examples(&dev)),
+            "max_seq_len": self.cfg().data.max_seq_len,
+            "seed": self.cfg().seed,
+            "student_seed": self.student_seed(),
+        });
+        if let (Some(o), Some(m)) = (&online, stamp.as_object_mut()) {
+            m.insert("online_teacher".into(), o.weights.clone().into());
+            // Only aligned runs carry it, so the stamps of same-tokenizer runs stay as they were.
+            if let Some(a) = &o.align {
+                m.insert(
+                    "online_teacher_tokenizer".into(),
+                    a.tokenizer.clone().into(),
+                );
+            }
+        }
+        // A student started from a local folder (another run's export, an earlier stage) is stale when
+        // those weights change, not only when the path does.
+        let init_weights = Path::new(&self.cfg().student.init).join("model.safetensors");
+        if let (true, Some(m)) = (init_weights.is_file(), stamp.as_object_mut()) {
+            m.insert("init_weights".into(), hash_files(&[&init_weights])?.into());
+        }
+        let dir = self.student_dir();
+        // `stamp.json` says which inputs `last/` belongs to (a killed run resumes from it); `done.json`
+        // is written only when training has finished, so a failed or interrupted run is never "fresh".
+        let report_path = dir.join("train_report.json");
+        let done = dir.join("done.json");
+        let finished = std::fs::read_to_string(&done)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .filter(|d| *d == stamp)
+            .and_then(|_| std::fs::read_to_string(&report_path).ok())
+            .and_then(|t| serde_json::from_str::<train::TrainReport>(&t).ok())
+            .filter(|r| r.steps >= self.planned_steps(train.len()) && dir.join("best").is_dir());
+        let freshness = check_stamp(&dir, &stamp);
+        // Every rank has read the stamps before rank 0 changes them.
+        self.group().barrier()?;
+        let main = self.group().is_main();
+        match freshness {
+            Freshness::Fresh if finished.is_some() => {
+                eprintln!("student: {} is fresh", dir.display());
+                return finished.context("train report");
+            }
+            Freshness::Stale(why) if main => {
+                eprintln!("student: retraining from scratch ({why})");
+                let _ = std::fs::remove_dir_all(dir.join("last"));
+            }
+            _ => {}
+        }
+        if main {
+            let _ = std::fs::remove_file(&done);
+            write_stamp(&dir, &stamp)?;
+        }
+        eprintln!(
+            "student: {} parameters, {} layers, hidden {}",
+            model.num_parameters(),
+            model.config.num_hidden_layers,
+            model.config.hidden_size
+        );
+        let tr = tokenise(&tok, &train)?;
+        let dv = tokenise(&tok, &dev)?;
+        let labels = self.labels();
+        let data = student::TrainData {
+            train: &tr.ids,
+            train_labels: &tr.labels,
+            dev: &dv.ids,
+            dev_labels: &dv.labels,
+            teacher_logits: targets.as_ref().map(|t| &t.logits),
+            teacher: online.as_ref().map(|o| &o.model),
+            align: online
+                .as_ref()
+                .and_then(|o| o.align.as_ref())
+                .map(|a| a.view()),
+            pad_id: tok.pad_id(),
+            metric: self.spec().metric,
+            label_names: &labels,
+            group: Some(self.group()),
+        };
+        let tc = student::TrainConfig {
+            train: self.cfg().train.clone(),
+            seed: self.student_seed(),
+            alpha_kd: d.alpha_kd,
+            temperature: d.temperature,
+            eval_batch_size: self.cfg().train.eval_batch(self.cfg().teacher.batch_size),
+            objective: d.objective(),
+        };
+        let report = student::train_until(&model, &data, &tc, &dir, stop)?;
+        if main && report.steps >= self.planned_steps(train.len()) {
+            write_stamp_as(&done, &stamp)?;
+        }
+        if let Some(b) = &report.best {
+            eprintln!(
+                "student: best dev {} at step {}",
+                b.scores.summary(),
+                b.step
+            );
+        }
+        Ok(report)
+    }
+
+    /// Stage 4: writes the Hugging Face export of the best student.
+    /// Writes the best student as a Hugging Face folder, plus `model.onnx` (and `model.int8.onnx`)
+    /// in it when asked.
+    pub fn export(&self, out: Option<PathBuf>, onnx: bool, int8: bool) -> Result<PathBuf> {
+        let dest = out.unwrap_or_else(|| self.out().join("export"));
+        let best = self.student_dir().join("best");
+        let tok = self.student_tokenizer()?;
+        let kind = match self.cfg().student.model_type.as_deref() {
+            Some("roberta") => ModelKind::Roberta,
+            _ => modeling::EncoderConfig::from_file(&best.join("config.json"))
+                .map(|c| c.kind())
+                .unwrap_or(ModelKind::Bert),
+        };
+        modeling::export::export(&best, &tok, kind, self.cfg().student.lowercase, &dest)?;
+        eprintln!("export: wrote {}", dest.display());
+        let mut variants = Vec::new();
+        if onnx {
+            variants.push(("model.onnx", false));
+        }
+        if int8 {
+            variants.push(("model.int8.onnx", true));
+        }
+        for (name, q) in variants {
+            modeling::onnx::write(&dest, &dest.join(name), q)?;
+            eprintln!("export: wrote {}", dest.join(name).display());
+        }
+        Ok(dest)
+    }
+}
+
+/// The cache at `path` when it matches `fp`; says why it is rebuilt otherwise.
+fn fresh_targets(path: &Path, fp: &Fingerprint) -> Option<Targets> {
+    let mut stale = Vec::new();
+    if let Some(targets) = Targets::load_fresh(path, fp, &mut stale) {
+        eprintln!(
+            "targets: {} is fresh ({} examples)",
+            path.display(),
+            targets.len()
+        );
+        return Some(targets);
+    }
+    if !stale.is_empty() {
+        eprintln!(
+            "targets: rebuilding {} because {} changed",
+            path.display(),
+            stale.join(", ")
+        );
+    }
+    None
+}
