@@ -840,11 +840,11 @@ mod tests {
 
     #[test]
     fn training_log_gives_loss_terms_and_dev_metrics() {
-        let log = r#"{"step":1,"epoch":0.1,"loss":0.82,"terms":{"kd":{"raw":0.98,"weighted":0.49},"ce":{"raw":0.66,"weighted":0.33}},"lr":1e-6,"grad_norm":1.2}
+        let log = r#"{"step":1,"epoch":0.1,"loss":0.75,"terms":{"kd":{"raw":0.98,"weighted":0.49},"ce":{"raw":0.66,"weighted":0.33}},"lr":1e-6,"grad_norm":1.2}
 {"step":10,"epoch":0.2,"loss":0.80,"terms":{"kd":{"raw":0.90,"weighted":0.45},"ce":{"raw":0.65,"weighted":0.32}},"lr":2e-6,"grad_norm":1.5}
 {"step":10,"epoch":1.0,"dev":{"accuracy":0.73,"f1":0.7},"dev_main":0.715}
 not json
-{"step":10,"epoch":0.2,"loss":0.4,"terms":{"kd":{"raw":0.5,"weighted":0.25},"ce":{"raw":0.3,"weighted":0.15}},"lr":2e-6,"grad_norm":1.5}
+{"step":10,"epoch":0.2,"loss":0.375,"terms":{"kd":{"raw":0.5,"weighted":0.25},"ce":{"raw":0.3,"weighted":0.15}},"lr":2e-6,"grad_norm":1.5}
 "#;
         let (losses, dev) = training_series(log);
         let names: Vec<&str> = losses.iter().map(|s| s.name.as_str()).collect();
@@ -857,7 +857,7 @@ not json
             ]
         );
         // Step 10 was logged twice (a resumed run): the later value wins.
-        assert_eq!(losses[0].points, vec![(1.0, 0.82), (10.0, 0.4)]);
+        assert_eq!(losses[0].points, vec![(1.0, 0.75), (10.0, 0.375)]);
         let names: Vec<&str> = dev.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["student accuracy", "student f1"]);
         assert_eq!(dev[0].points, vec![(10.0, 0.73)]);

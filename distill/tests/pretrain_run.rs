@@ -74,7 +74,7 @@ fn pretraining_lowers_the_held_out_loss_and_the_export_fills_masks() {
     }
     let train: Vec<f64> = log
         .iter()
-        .filter_map(|l| l.get("mlm").and_then(|v| v.as_f64()))
+        .filter_map(|l| l["terms"]["mlm"]["raw"].as_f64())
         .collect();
     assert!(
         train.len() >= 2 && train[train.len() - 1] < train[0],
@@ -276,7 +276,7 @@ fn general_distillation_terms_train_against_the_online_teacher() {
         "hidden_mse {hidden:?}"
     );
     assert!(
-        log.iter().all(|l| l.get("mlm").is_none()),
+        log.iter().all(|l| l["terms"].get("mlm").is_none()),
         "mlm_weight 0 logs no MLM loss"
     );
     assert!(out.join("export/model.safetensors").is_file());
@@ -299,7 +299,11 @@ fn general_distillation_terms_train_against_the_online_teacher() {
         "{:?}",
         log[0]
     );
-    assert!(log[0]["mlm"].as_f64().is_some(), "{:?}", log[0]);
+    assert!(
+        log[0]["terms"]["mlm"]["raw"].as_f64().is_some(),
+        "{:?}",
+        log[0]
+    );
 
     // Keys named: a logit term, a layer the student lacks.
     for (set, key) in [
