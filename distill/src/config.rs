@@ -9,6 +9,7 @@ use data::{Metric, TaskSpec};
 use modeling::infer::Pooling;
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
+pub use student::init::StudentConfig;
 use student::terms::{ObjectiveConfig, TemperatureSchedule, TermSpec};
 use train::TrainSettings;
 
@@ -196,59 +197,6 @@ fn default_revision() -> String {
 }
 fn default_eval_batch() -> usize {
     64
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StudentConfig {
-    /// `random`, or a checkpoint folder / hub id to start from.
-    #[serde(default = "default_init")]
-    pub init: String,
-    #[serde(default = "default_revision")]
-    pub revision: String,
-    /// vocab.txt or tokenizer.json; default: the tokenizer of `init`.
-    #[serde(default)]
-    pub tokenizer: Option<PathBuf>,
-    /// Lower-case input (vocab.txt tokenizers only). The reference student is cased.
-    #[serde(default)]
-    pub lowercase: bool,
-    /// Architecture of a randomly initialised student (defaults: RoBERTa-tiny-cased).
-    #[serde(default)]
-    pub model_type: Option<String>,
-    #[serde(default)]
-    pub hidden_size: Option<usize>,
-    #[serde(default)]
-    pub num_layers: Option<usize>,
-    #[serde(default)]
-    pub num_heads: Option<usize>,
-    #[serde(default)]
-    pub intermediate_size: Option<usize>,
-    #[serde(default)]
-    pub max_position_embeddings: Option<usize>,
-    #[serde(default)]
-    pub dropout: Option<f64>,
-}
-
-fn default_init() -> String {
-    "random".into()
-}
-
-impl Default for StudentConfig {
-    fn default() -> Self {
-        Self {
-            init: default_init(),
-            revision: default_revision(),
-            tokenizer: None,
-            lowercase: false,
-            model_type: None,
-            hidden_size: None,
-            num_layers: None,
-            num_heads: None,
-            intermediate_size: None,
-            max_position_embeddings: None,
-            dropout: None,
-        }
-    }
 }
 
 /// The distillation objective. New keys are left out of the serialized form (and so out of stage

@@ -8,9 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use modeling::batch::make_batch;
-use modeling::{Classifier, ModelSource};
-
-use crate::plan::model_tokenizer;
+use modeling::{Classifier, ModelSource, TextTokenizer};
 
 #[derive(clap::Args)]
 pub struct EncodeArgs {
@@ -42,7 +40,7 @@ pub fn run(a: &EncodeArgs) -> Result<()> {
     }
     let files = ModelSource::Local(a.model_dir.clone()).resolve(false)?;
     let (model, _) = Classifier::load(&files, None, 0, &Device::Cpu)?;
-    let tok = model_tokenizer(&files, a.max_len.min(model.config.max_tokens()))?;
+    let tok = TextTokenizer::for_model(&files, a.max_len.min(model.config.max_tokens()))?;
     let enc = lines
         .iter()
         .map(|l| match l.split_once('\t') {

@@ -11,8 +11,6 @@ use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, D};
 use modeling::{Batch, MaskedLm, ModelSource, SpecialTokens, TextTokenizer};
 
-use crate::plan::model_tokenizer;
-
 #[derive(clap::Args)]
 pub struct FillMaskArgs {
     /// A masked-LM folder (config.json, model.safetensors, tokenizer.json or vocab.txt).
@@ -69,7 +67,7 @@ impl FillMask {
                 model_dir.display()
             );
         }
-        let tok = model_tokenizer(&files, max_len.min(model.config.max_tokens()))?;
+        let tok = TextTokenizer::for_model(&files, max_len.min(model.config.max_tokens()))?;
         tok.check_vocab(model.config.vocab_size, model_dir)?;
         let specials = tok.special_tokens()?;
         Ok(Self {

@@ -11,7 +11,7 @@ use anyhow::{anyhow, Context, Result};
 use candle_core::{Device, Tensor};
 use data::hash_examples;
 use data::{Example, Label, TaskSpec};
-use modeling::{Classifier, EncoderConfig, ModelFiles, ModelSource, TextTokenizer};
+use modeling::{Classifier, ModelFiles, ModelSource, TextTokenizer};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -140,7 +140,8 @@ impl Plan {
         let files = ModelSource::parse(&t.model, &t.revision)
             .resolve(t.allow_pickle)
             .context("teacher.model")?;
-        let tok = model_tokenizer(&files, self.cfg.data.max_seq_len).context("teacher.model")?;
+        let tok =
+            TextTokenizer::for_model(&files, self.cfg.data.max_seq_len).context("teacher.model")?;
         Ok((files, tok))
     }
 
@@ -164,18 +165,7 @@ impl Plan {
 
     /// The student's tokenizer: `student.tokenizer`, else the one of `student.init`.
     pub fn student_tokenizer(&self) -> Result<TextTokenizer> {
-        let s = &self.cfg.student;
-        let max_len = self.cfg.data.max_seq_len;
-        match &s.tokenizer {
-            Some(p) => TextTokenizer::from_file(p, max_len, s.lowercase)
-                .map_err(|e| anyhow!("student.tokenizer: {e}")),
-            None => {
-                let files = ModelSource::parse(&s.init, &s.revision)
-                    .resolve(false)
-                    .context("student.init")?;
-                model_tokenizer(&files, max_len).context("student.init")
-            }
-        }
+        Ok(self.cfg.student.tokenizer(self.cfg.data.max_seq_len)?)
     }
 
     /// The student's folder; the last stage (or the only one) is `student/` itself, so that compare and
@@ -217,33 +207,6 @@ pub fn shard_range(len: usize, i: usize, n: usize) -> std::ops::Range<usize> {
     (i * len / n)..((i + 1) * len / n)
 }
 
-/// The tokenizer shipped with a model folder: tokenizer.json, else vocab.txt (lower-casing as its
-/// tokenizer_config.json says).
-pub fn model_tokenizer(files: &ModelFiles, max_len: usize) -> Result<TextTokenizer> {
-    let lower = tokenizer_lowercase(files);
-    let path = files
-        .tokenizer_json
-        .as_ref()
-        .or(files.vocab_txt.as_ref())
-        .ok_or_else(|| {
-            anyhow!(
-                "{}: no tokenizer.json or vocab.txt beside it",
-                files.config.display()
-            )
-        })?;
-    Ok(TextTokenizer::from_file(path, max_len, lower)?)
-}
-
-pub fn tokenizer_lowercase(files: &ModelFiles) -> bool {
-    files
-        .tokenizer_config
-        .as_ref()
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v.get("do_lower_case").and_then(|b| b.as_bool()))
-        .unwrap_or(false)
-}
-
 pub fn tokenise(tok: &TextTokenizer, examples: &[Example]) -> Result<Tokenised> {
     let ids = examples
         .iter()
@@ -266,36 +229,4 @@ pub fn timed_logits(
     let logits = train::eval::logits(model, data, pad, batch)?;
     let secs = t0.elapsed().as_secs_f64();
     Ok((logits, data.len() as f64 / secs.max(1e-9)))
-}
-
-/// The encoder shape of a randomly initialised student: RoBERTa-tiny-cased, with the keys of `student`
-/// that set a shape, sized to `tok`'s vocabulary (also used by `distill pretrain`).
-pub fn random_student_config(
-    s: &crate::config::StudentConfig,
-    tok: &TextTokenizer,
-) -> Result<EncoderConfig> {
-    let mut c = EncoderConfig::roberta_tiny_cased();
-    if let Some(t) = &s.model_type {
-        c.model_type = t.clone();
-        if t == "roberta" {
-            c.pad_token_id = tok.pad_id();
-            c.type_vocab_size = 1;
-            c.layer_norm_eps = 1e-5;
-        }
-    }
-    c.vocab_size = tok.vocab_size();
-    c.hidden_size = s.hidden_size.unwrap_or(c.hidden_size);
-    c.num_hidden_layers = s.num_layers.unwrap_or(c.num_hidden_layers);
-    c.num_attention_heads = s.num_heads.unwrap_or(c.num_attention_heads);
-    c.intermediate_size = s.intermediate_size.unwrap_or(c.intermediate_size);
-    c.max_position_embeddings = s
-        .max_position_embeddings
-        .unwrap_or(c.max_position_embeddings)
-        + c.position_offset();
-    if let Some(p) = s.dropout {
-        c.hidden_dropout_prob = p;
-        c.attention_probs_dropout_prob = p;
-    }
-    c.check().map_err(|e| anyhow!("student: {e}"))?;
-    Ok(c)
 }

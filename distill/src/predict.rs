@@ -10,8 +10,6 @@ use candle_core::Device;
 use modeling::infer::{self, Pooling};
 use modeling::{Classifier, Encoded, ModelSource, TextTokenizer};
 
-use crate::plan::model_tokenizer;
-
 #[derive(clap::Args)]
 pub struct PredictArgs {
     /// Model folder (config.json, model.safetensors, tokenizer.json or vocab.txt).
@@ -61,7 +59,7 @@ impl Predictor {
             // Requests of a few tokens take the packed f32 kernel; same numbers, lower latency.
             model.pack_f32()?;
         }
-        let tok = model_tokenizer(&files, max_len.min(model.config.max_tokens()))?;
+        let tok = TextTokenizer::for_model(&files, max_len.min(model.config.max_tokens()))?;
         let labels = model.config.labels();
         Ok(Self { model, tok, labels })
     }

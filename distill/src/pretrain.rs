@@ -34,7 +34,7 @@ pub fn run(
             let files = ModelSource::parse(&s.init, &s.revision)
                 .resolve(false)
                 .context("student.init")?;
-            crate::plan::model_tokenizer(&files, tok_len).context("student.init")?
+            TextTokenizer::for_model(&files, tok_len).context("student.init")?
         }
     };
     std::fs::create_dir_all(&cfg.output_dir)
@@ -149,7 +149,7 @@ fn student_model(
 ) -> Result<MaskedLm> {
     let s = &cfg.student;
     let model = if s.init == "random" {
-        let c = crate::plan::random_student_config(s, tok)?;
+        let c = s.random_config(tok)?;
         MaskedLm::new(&c, cfg.seed, device)?
     } else {
         let files = ModelSource::parse(&s.init, &s.revision)
@@ -205,7 +205,7 @@ fn online_teacher(
         Some(&teacher.config),
     )
     .map_err(|e| anyhow!("distill.{e}"))?;
-    let ttok = crate::plan::model_tokenizer(&files, tok_len).context("distill.teacher")?;
+    let ttok = TextTokenizer::for_model(&files, tok_len).context("distill.teacher")?;
     let remedy = format!(
         "token-level terms compare student and teacher position by position: set student.tokenizer to the teacher's tokenizer ({})",
         ttok.path().display()

@@ -13,9 +13,7 @@ use modeling::{Classifier, ModelFiles, ModelKind, ModelSource, TextTokenizer};
 use serde_json::json;
 use teacher::{Fingerprint, Targets};
 
-use crate::plan::{
-    model_tokenizer, random_student_config, shard_range, tokenise, tokenizer_lowercase, Plan,
-};
+use crate::plan::{shard_range, tokenise, Plan};
 use crate::preflight;
 use crate::stamp::{check_stamp, write_stamp, write_stamp_as, Freshness};
 
@@ -101,7 +99,7 @@ impl Plan {
                         b.step
                     );
                 }
-                let lower = tokenizer_lowercase(&files);
+                let lower = files.lowercase();
                 modeling::export::export(
                     &stage.join("finetune").join("best"),
                     &tok,
@@ -113,7 +111,7 @@ impl Plan {
             }
         }
         let ft_files = ModelSource::Local(dir.clone()).resolve(false)?;
-        let tok = model_tokenizer(&ft_files, self.cfg().data.max_seq_len)?;
+        let tok = TextTokenizer::for_model(&ft_files, self.cfg().data.max_seq_len)?;
         let (model, _) = Classifier::load(&ft_files, Some(n), self.cfg().seed, self.device())?;
         Ok((model, tok, ft_files))
     }
@@ -299,7 +297,8 @@ impl Plan {
             if !report.has_head {
                 bail!("{key}: {} has no task head; ensemble members must be fine-tuned on the task (e.g. another run's teacher/model)", m.model);
             }
-            let tok = model_tokenizer(&files, self.cfg().data.max_seq_len).context(key.clone())?;
+            let tok = TextTokenizer::for_model(&files, self.cfg().data.max_seq_len)
+                .context(key.clone())?;
             self.preflight_teacher(&model, &tok).context(key)?;
             let enc = tokenise(&tok, examples)?;
             let bar = train::progress_bar(enc.ids.len() as u64, &format!("member {i}"));
@@ -365,38 +364,12 @@ impl Plan {
     /// The student before training: RoBERTa-tiny-cased (or the configured shape) with random weights,
     /// or a checkpoint (its head re-initialised when absent).
     pub fn student_model(&self, tok: &TextTokenizer) -> Result<Classifier> {
-        let s = &self.cfg().student;
         let n = self.spec().num_outputs();
-        let model = if s.init == "random" {
-            let c = random_student_config(s, tok)?;
-            Classifier::new(&c, n, self.student_seed(), self.device())?
-        } else {
-            let files = ModelSource::parse(&s.init, &s.revision)
-                .resolve(false)
-                .context("student.init")?;
-            // A student trained on another task (e.g. MNLI before RTE) keeps its encoder; its head is
-            // re-initialised when the label count differs.
-            let (m, report) =
-                Classifier::load_reinit_head(&files, n, self.student_seed(), self.device())
-                    .context("student.init")?;
-            if !report.has_head {
-                eprintln!(
-                    "student: {} has no head for this task; starting a new one",
-                    s.init
-                );
-            }
-            m
-        };
-        tok.check_vocab(model.config.vocab_size, Path::new("student"))
-            .context("student.tokenizer")?;
-        if self.cfg().data.max_seq_len > model.config.max_tokens() {
-            bail!(
-                "data.max_seq_len: {} exceeds the student's {} positions",
-                self.cfg().data.max_seq_len,
-                model.config.max_tokens()
-            );
-        }
-        Ok(model)
+        let max_len = self.cfg().data.max_seq_len;
+        Ok(self
+            .cfg()
+            .student
+            .build(tok, n, max_len, self.student_seed(), self.device())?)
     }
 
     /// Stage 2: trains the student on the task loss and the teacher's targets.
@@ -564,7 +537,7 @@ impl Plan {
             align: online
                 .as_ref()
                 .and_then(|o| o.align.as_ref())
-                .map(|a| a.view()),
+                .map(crate::online::word_align),
             pad_id: tok.pad_id(),
             metric: self.spec().metric,
             label_names: &labels,

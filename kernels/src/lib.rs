@@ -21,6 +21,10 @@ pub mod x86;
 
 pub use candle_core::{Error, Result};
 
+/// Output channels per panel of the packed weight layouts (`packed`, `vnni`) and of their kernels: one
+/// panel is four 16-lane AVX-512 registers wide.
+pub(crate) const NR: usize = 64;
+
 use candle_core::Tensor;
 
 /// The largest absolute difference of two tensors of one shape (the kernels' tests compare with it).

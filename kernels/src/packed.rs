@@ -9,11 +9,8 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use candle_nn::Linear;
 use rayon::prelude::*;
 
-use crate::Result;
+use crate::{Result, NR};
 
-/// Output channels per panel: four AVX-512 registers (6 rows × 4 make 24 accumulators, so each
-/// broadcast input element feeds four multiply-adds), or twice four AVX2 ones.
-pub(crate) const NR: usize = 64;
 /// Up to this many rows (tokens in a batch) the packed kernel beats the general product, which wins
 /// on larger batches with its register blocking (measured at 16–1,024 rows of RoBERTa-tiny's shapes).
 pub const MAX_ROWS: usize = 64;

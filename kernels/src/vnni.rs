@@ -9,9 +9,8 @@
 use rayon::prelude::*;
 
 use crate::packed::tiled;
+use crate::NR;
 
-/// Output channels per panel: four registers of 16 i32 lanes.
-pub(crate) const NR: usize = 64;
 /// Rows the kernel computes at once (6 × 4 = 24 accumulators).
 const ROWS: usize = 6;
 

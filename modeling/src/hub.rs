@@ -27,6 +27,18 @@ pub struct ModelFiles {
     pub tokenizer_config: Option<PathBuf>,
 }
 
+impl ModelFiles {
+    /// Whether the folder's tokenizer lower-cases (`do_lower_case` in tokenizer_config.json).
+    pub fn lowercase(&self) -> bool {
+        self.tokenizer_config
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.get("do_lower_case").and_then(|b| b.as_bool()))
+            .unwrap_or(false)
+    }
+}
+
 impl ModelSource {
     /// A folder that exists is local; otherwise `org/name` is a hub id.
     pub fn parse(spec: &str, revision: &str) -> Self {

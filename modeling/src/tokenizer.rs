@@ -76,6 +76,19 @@ impl std::fmt::Debug for TextTokenizer {
 }
 
 impl TextTokenizer {
+    /// The tokenizer shipped with a model folder: tokenizer.json, else vocab.txt (lower-casing as its
+    /// tokenizer_config.json says).
+    pub fn for_model(files: &crate::hub::ModelFiles, max_len: usize) -> Result<Self> {
+        let path = files
+            .tokenizer_json
+            .as_ref()
+            .or(files.vocab_txt.as_ref())
+            .ok_or_else(|| {
+                Error::file(&files.config, "no tokenizer.json or vocab.txt beside it")
+            })?;
+        Self::from_file(path, max_len, files.lowercase())
+    }
+
     /// Loads `tokenizer.json`, or builds a WordPiece tokenizer from `vocab.txt` (`lowercase` applies
     /// only then: a tokenizer.json carries its own normaliser).
     pub fn from_file(path: &Path, max_len: usize, lowercase: bool) -> Result<Self> {

@@ -1,9 +1,10 @@
-//! The student's role: its loss terms (`loss`) and the objective built from them (`terms`,
+//! The student's role: building and initialising it (`init`), its loss terms (`loss`) and the objective built from them (`terms`,
 //! `objective`), its training against the teacher's targets (`train`), and masked-LM pre-training
 //! with general distillation (`pretrain`). The loop, the optimizer and the metrics it runs on are the
 //! `train` crate's; the model is the `modeling` crate's encoder.
 
 mod error;
+pub mod init;
 pub mod loss;
 pub mod objective;
 pub mod pretrain;

@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::packed::NR;
+use crate::NR;
 
 /// Up to 3 rows × 64 channels of `x · panel + bias`, each half of the panel in turn in 12 ymm
 /// accumulators.

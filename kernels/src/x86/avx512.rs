@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::packed::NR;
+use crate::NR;
 
 /// Up to 6 rows × 64 channels of `x · panel + bias` in 24 zmm accumulators.
 ///

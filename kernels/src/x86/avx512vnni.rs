@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::vnni::NR;
+use crate::NR;
 
 /// Up to 6 rows × 64 channels of i32 sums of shifted activations (u8) times weights (i8).
 ///

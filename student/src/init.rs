@@ -1,0 +1,162 @@
+//! The student before training, as the config's `student:` section describes it: RoBERTa-tiny-cased
+//! (or another shape) with random weights, or a checkpoint folder or hub id to start from (a task
+//! head of another label count is re-initialised), with its tokenizer.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use modeling::{Classifier, EncoderConfig, ModelSource, TextTokenizer};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The `student:` section of a config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudentConfig {
+    /// `random`, or a checkpoint folder / hub id to start from.
+    #[serde(default = "default_init")]
+    pub init: String,
+    /// The hub revision of `init` (a branch, tag or commit).
+    #[serde(default = "default_revision")]
+    pub revision: String,
+    /// vocab.txt or tokenizer.json; default: the tokenizer of `init`.
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
+    /// Lower-case input (vocab.txt tokenizers only). The reference student is cased.
+    #[serde(default)]
+    pub lowercase: bool,
+    /// Architecture of a randomly initialised student (defaults: RoBERTa-tiny-cased).
+    #[serde(default)]
+    pub model_type: Option<String>,
+    #[serde(default)]
+    pub hidden_size: Option<usize>,
+    #[serde(default)]
+    pub num_layers: Option<usize>,
+    #[serde(default)]
+    pub num_heads: Option<usize>,
+    #[serde(default)]
+    pub intermediate_size: Option<usize>,
+    #[serde(default)]
+    pub max_position_embeddings: Option<usize>,
+    /// Hidden and attention dropout of a randomly initialised student (default 0.1).
+    #[serde(default)]
+    pub dropout: Option<f64>,
+}
+
+fn default_init() -> String {
+    "random".into()
+}
+
+fn default_revision() -> String {
+    "main".into()
+}
+
+impl Default for StudentConfig {
+    fn default() -> Self {
+        Self {
+            init: default_init(),
+            revision: default_revision(),
+            tokenizer: None,
+            lowercase: false,
+            model_type: None,
+            hidden_size: None,
+            num_layers: None,
+            num_heads: None,
+            intermediate_size: None,
+            max_position_embeddings: None,
+            dropout: None,
+        }
+    }
+}
+
+impl StudentConfig {
+    /// Whether the student starts from random weights.
+    pub fn is_random(&self) -> bool {
+        self.init == "random"
+    }
+
+    /// The student's tokenizer: `tokenizer`, else the one of `init`.
+    pub fn tokenizer(&self, max_len: usize) -> Result<TextTokenizer> {
+        match &self.tokenizer {
+            Some(p) => TextTokenizer::from_file(p, max_len, self.lowercase)
+                .map_err(|e| Error::Msg(format!("student.tokenizer: {e}"))),
+            None => {
+                let files = ModelSource::parse(&self.init, &self.revision)
+                    .resolve(false)
+                    .map_err(|e| Error::Msg(format!("student.init: {e}")))?;
+                TextTokenizer::for_model(&files, max_len)
+                    .map_err(|e| Error::Msg(format!("student.init: {e}")))
+            }
+        }
+    }
+
+    /// The encoder shape of a randomly initialised student: RoBERTa-tiny-cased, with the keys that set
+    /// a shape, sized to `tok`'s vocabulary.
+    pub fn random_config(&self, tok: &TextTokenizer) -> Result<EncoderConfig> {
+        let mut c = EncoderConfig::roberta_tiny_cased();
+        if let Some(t) = &self.model_type {
+            c.model_type = t.clone();
+            if t == "roberta" {
+                c.pad_token_id = tok.pad_id();
+                c.type_vocab_size = 1;
+                c.layer_norm_eps = 1e-5;
+            }
+        }
+        c.vocab_size = tok.vocab_size();
+        c.hidden_size = self.hidden_size.unwrap_or(c.hidden_size);
+        c.num_hidden_layers = self.num_layers.unwrap_or(c.num_hidden_layers);
+        c.num_attention_heads = self.num_heads.unwrap_or(c.num_attention_heads);
+        c.intermediate_size = self.intermediate_size.unwrap_or(c.intermediate_size);
+        c.max_position_embeddings = self
+            .max_position_embeddings
+            .unwrap_or(c.max_position_embeddings)
+            + c.position_offset();
+        if let Some(p) = self.dropout {
+            c.hidden_dropout_prob = p;
+            c.attention_probs_dropout_prob = p;
+        }
+        c.check().map_err(|e| Error::Msg(format!("student: {e}")))?;
+        Ok(c)
+    }
+
+    /// The student for a task of `num_outputs` outputs, its weights drawn from `seed` (random) or read
+    /// from `init`, checked against `tok`'s vocabulary and inputs of `max_len` tokens.
+    pub fn build(
+        &self,
+        tok: &TextTokenizer,
+        num_outputs: usize,
+        max_len: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Classifier> {
+        let model = if self.is_random() {
+            Classifier::new(&self.random_config(tok)?, num_outputs, seed, device)?
+        } else {
+            let init = |e: modeling::Error| Error::Msg(format!("student.init: {e}"));
+            let files = ModelSource::parse(&self.init, &self.revision)
+                .resolve(false)
+                .map_err(init)?;
+            // A student trained on another task (e.g. MNLI before RTE) keeps its encoder; its head
+            // is re-initialised when the label count differs.
+            let (m, report) =
+                Classifier::load_reinit_head(&files, num_outputs, seed, device).map_err(init)?;
+            if !report.has_head {
+                eprintln!(
+                    "student: {} has no head for this task; starting a new one",
+                    self.init
+                );
+            }
+            m
+        };
+        tok.check_vocab(model.config.vocab_size, Path::new("student"))
+            .map_err(|e| Error::Msg(format!("student.tokenizer: {e}")))?;
+        if max_len > model.config.max_tokens() {
+            return Err(Error::Msg(format!(
+                "data.max_seq_len: {max_len} exceeds the student's {} positions",
+                model.config.max_tokens()
+            )));
+        }
+        Ok(model)
+    }
+}
