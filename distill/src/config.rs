@@ -7,29 +7,38 @@ use anyhow::{anyhow, bail, Context, Result};
 use data::tasks::{Column, Format};
 use data::{Metric, TaskSpec};
 use modeling::infer::Pooling;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 pub use student::init::StudentConfig;
 use student::terms::{ObjectiveConfig, TemperatureSchedule, TermSpec};
 use train::TrainSettings;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
     /// A GLUE task name (sst2, cola, mrpc, stsb, qqp, mnli, qnli, rte, wnli) or `custom`.
     pub task: String,
+    /// Where the run writes everything: the teacher, the targets, the student, the report, the export.
     pub output_dir: PathBuf,
+    /// Seeds the data subset, the teacher's fine-tuning, the student's initialisation, batch order
+    /// and dropout, and the bootstrap: the same seed gives the same run.
     #[serde(default = "default_seed")]
     pub seed: u64,
     /// auto | cpu | cuda | cuda:N
     #[serde(default = "default_device")]
     pub device: String,
+    /// The task's data.
     pub data: DataConfig,
+    /// The teacher: a checkpoint, fine-tuned on the task first when it has no task head.
     pub teacher: TeacherConfig,
+    /// The student: its shape and where its weights start.
     #[serde(default)]
     pub student: StudentConfig,
+    /// The distillation objective.
     #[serde(default)]
     pub distill: DistillConfig,
+    /// How the student is optimised.
     #[serde(default)]
     pub train: TrainSettings,
     /// The grid `distill sweep` searches.
@@ -50,23 +59,28 @@ pub struct RunConfig {
 }
 
 /// One stage of `stages:`; unset keys keep the run's `train` values.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StageConfig {
     /// Names the stage's folder (`student/stages/<i>-<name>`); letters, digits, `-` and `_`.
     pub name: String,
+    /// The stage's objective.
     pub distill: DistillConfig,
+    /// The stage's epochs (default: `train.epochs`).
     #[serde(default)]
     pub epochs: Option<usize>,
+    /// The stage's peak learning rate (default: `train.learning_rate`).
     #[serde(default)]
     pub learning_rate: Option<f64>,
 }
 
 /// Hyper-parameter grid for `distill sweep` (default: the RoBERTa-tiny recipe's grid).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SweepConfig {
+    /// The batch sizes tried.
     pub batch_size: Vec<usize>,
+    /// The peak learning rates tried.
     pub learning_rate: Vec<f64>,
     /// Student seeds per grid point (empty: the run's `seed`); results are reported as mean ± std.
     pub seeds: Vec<u64>,
@@ -93,11 +107,12 @@ fn default_device() -> String {
     "auto".into()
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
     /// Folder holding the task's train and dev files.
     pub dir: PathBuf,
+    /// Longest input in tokens, special tokens included (longer inputs are truncated, longest first).
     #[serde(default = "default_max_len")]
     pub max_seq_len: usize,
     /// Use a seeded random subset of the training set of this size (0: all of it).
@@ -116,18 +131,25 @@ fn default_max_len() -> usize {
 }
 
 /// A task that is not in GLUE: file names, format, columns, labels and metric.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomTask {
+    /// The files' format.
     #[serde(default = "default_format")]
     pub format: Format,
+    /// Whether the files' first line names the columns (TSV and CSV).
     #[serde(default = "default_true")]
     pub header: bool,
+    /// The training file, relative to `data.dir`.
     pub train_file: String,
+    /// The dev file, relative to `data.dir`.
     pub dev_file: String,
+    /// The column of the first (or only) text.
     pub text_a: Column,
+    /// The column of the second text of a sentence pair.
     #[serde(default)]
     pub text_b: Option<Column>,
+    /// The column of the gold label (a class name, or a score for regression).
     pub label: Column,
     /// Class names in index order; leave empty for a regression task.
     #[serde(default)]
@@ -146,11 +168,12 @@ fn default_metric() -> Metric {
     Metric::Accuracy
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TeacherConfig {
     /// A local Hugging Face folder or a hub id.
     pub model: String,
+    /// The hub revision of `model` (a branch, tag or commit).
     #[serde(default = "default_revision")]
     pub revision: String,
     /// Admit pickle `pytorch_model.bin` weights (they can run code; safetensors is the default).
@@ -165,6 +188,8 @@ pub struct TeacherConfig {
     /// Layers whose pooled hidden states are cached with the logits (0 = embeddings).
     #[serde(default)]
     pub hidden_layers: Vec<usize>,
+    /// How a layer's states become one vector per example for `hidden_layers`: the first token (`cls`)
+    /// or the mean over real tokens (`mean`).
     #[serde(default)]
     pub pooling: Pooling,
     /// Weight of this teacher's logits when `ensemble` lists more teachers.
@@ -178,12 +203,15 @@ pub struct TeacherConfig {
 }
 
 /// One more teacher of `teacher.ensemble`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnsembleMember {
+    /// A teacher fine-tuned on the task: a local folder or a hub id.
     pub model: String,
+    /// The hub revision of `model`.
     #[serde(default = "default_revision")]
     pub revision: String,
+    /// Weight of this teacher's logits in the average.
     #[serde(default = "default_weight")]
     pub weight: f64,
 }
@@ -201,7 +229,7 @@ fn default_eval_batch() -> usize {
 
 /// The distillation objective. New keys are left out of the serialized form (and so out of stage
 /// stamps) while they hold their defaults, so configs written before them stay fresh.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DistillConfig {
     /// Weight of the soft-target (KD) loss; the task loss gets 1 - alpha_kd. Only used without `terms`.
@@ -214,14 +242,17 @@ pub struct DistillConfig {
     /// {kind: ce, weight: 1 - alpha_kd}]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terms: Option<Vec<TermSpec>>,
-    /// constant | flsw | cwsm, for kd terms that set none.
+    /// Per-example temperatures for kd terms that set none: constant | flsw | cwsm (default
+    /// constant; Wen et al. 2019).
     #[serde(default, skip_serializing_if = "is_constant")]
     pub temperature_schedule: TemperatureSchedule,
+    /// flsw / cwsm: how far a temperature moves from `temperature` (default 1).
     #[serde(default = "default_one", skip_serializing_if = "is_one")]
     pub temperature_beta: f64,
+    /// flsw: the exponent of the cosine distance (default 1).
     #[serde(default = "default_one", skip_serializing_if = "is_one")]
     pub temperature_gamma: f64,
-    /// Scale each term by the inverse of its running magnitude.
+    /// Scale each term by the inverse of its running magnitude (default false).
     #[serde(default, skip_serializing_if = "is_false")]
     pub balance: bool,
     /// Learning rate of the hidden-state projections (default: `train.learning_rate`).

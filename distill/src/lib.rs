@@ -4,6 +4,7 @@
 pub mod augment;
 pub mod bench;
 pub mod config;
+pub mod config_doc;
 pub mod device;
 pub mod encode;
 pub mod fill_mask;

@@ -6,16 +6,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 use data::corpus::MaskingConfig;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use student::terms::{ObjectiveConfig, TermSpec};
 use train::TrainSettings;
 
 use crate::config::{check, parse, StudentConfig};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PretrainConfig {
+    /// Where the run writes its cache, checkpoints, log and export.
     pub output_dir: PathBuf,
+    /// Seeds the initialisation, the held-out split, packing order, masks and dropout.
     #[serde(default = "default_seed")]
     pub seed: u64,
     /// auto | cpu | cuda | cuda:N
@@ -52,11 +55,12 @@ pub struct PretrainConfig {
 
 /// `distill:` of a pre-training run: token-level terms against an online teacher, with or without the
 /// MLM loss. The teacher must tokenize as the student does (checked on the corpus's first lines).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PretrainDistill {
     /// A folder or hub id of any BERT-family encoder (its heads are not used).
     pub teacher: String,
+    /// The hub revision of `teacher`.
     #[serde(default = "default_revision")]
     pub revision: String,
     /// Weight of the MLM loss beside the terms (0: distillation only).

@@ -10,12 +10,13 @@ use data::{hash_examples, Example};
 use modeling::infer;
 use modeling::io::hash_files;
 use modeling::{Classifier, ModelFiles, ModelKind, ModelSource, TextTokenizer};
-use serde_json::json;
 use teacher::{Fingerprint, Targets};
 
 use crate::plan::{shard_range, tokenise, Plan};
 use crate::preflight;
-use crate::stamp::{check_stamp, write_stamp, write_stamp_as, Freshness};
+use crate::stamp::{
+    check_stamp, read_stamp, write_stamp, write_stamp_as, Freshness, StudentStamp, TeacherStamp,
+};
 
 impl Plan {
     /// The teacher ready for the task: the checkpoint itself when it has a head, else the fine-tuned copy
@@ -47,15 +48,21 @@ impl Plan {
         if report.has_head {
             return Ok((model, tok, files));
         }
-        let stamp = json!({
-            "teacher_weights": hash_files(&files.weights.iter().map(PathBuf::as_path).collect::<Vec<_>>())?,
-            "tokenizer": hash_files(&[tok.path()])?,
-            "max_seq_len": self.cfg().data.max_seq_len,
-            "data": self.data_hash()?,
-            "finetune": self.cfg().teacher.finetune,
-            "seed": self.cfg().seed,
-            "labels": self.labels(),
-        });
+        let stamp = TeacherStamp {
+            teacher_weights: hash_files(
+                &files
+                    .weights
+                    .iter()
+                    .map(PathBuf::as_path)
+                    .collect::<Vec<_>>(),
+            )?,
+            tokenizer: hash_files(&[tok.path()])?,
+            max_seq_len: self.cfg().data.max_seq_len,
+            data: self.data_hash()?,
+            finetune: self.cfg().teacher.finetune.clone(),
+            seed: self.cfg().seed,
+            labels: self.labels(),
+        };
         let dir = self.teacher_dir();
         let stage = self.teacher_out().join("teacher");
         match check_stamp(&stage, &stamp) {
@@ -460,41 +467,37 @@ impl Plan {
         } else {
             None
         };
-        let mut stamp = json!({
-            "targets": targets.as_ref().map(|t| serde_json::to_value(&t.fingerprint).unwrap_or_default()),
-            "student": self.cfg().student,
-            "train": self.cfg().train,
-            "distill": self.cfg().distill,
-            "tokenizer": hash_files(&[tok.path()])?,
-            "data": format!("{}:{}", hash_examples(&train), hash_examples(&dev)),
-            "max_seq_len": self.cfg().data.max_seq_len,
-            "seed": self.cfg().seed,
-            "student_seed": self.student_seed(),
-        });
-        if let (Some(o), Some(m)) = (&online, stamp.as_object_mut()) {
-            m.insert("online_teacher".into(), o.weights.clone().into());
-            // Only aligned runs carry it, so the stamps of same-tokenizer runs stay as they were.
-            if let Some(a) = &o.align {
-                m.insert(
-                    "online_teacher_tokenizer".into(),
-                    a.tokenizer.clone().into(),
-                );
-            }
-        }
         // A student started from a local folder (another run's export, an earlier stage) is stale when
         // those weights change, not only when the path does.
         let init_weights = Path::new(&self.cfg().student.init).join("model.safetensors");
-        if let (true, Some(m)) = (init_weights.is_file(), stamp.as_object_mut()) {
-            m.insert("init_weights".into(), hash_files(&[&init_weights])?.into());
-        }
+        let stamp = StudentStamp {
+            targets: targets.as_ref().map(|t| t.fingerprint.clone()),
+            student: self.cfg().student.clone(),
+            train: self.cfg().train.clone(),
+            distill: self.cfg().distill.clone(),
+            tokenizer: hash_files(&[tok.path()])?,
+            data: format!("{}:{}", hash_examples(&train), hash_examples(&dev)),
+            max_seq_len: self.cfg().data.max_seq_len,
+            seed: self.cfg().seed,
+            student_seed: self.student_seed(),
+            online_teacher: online.as_ref().map(|o| o.weights.clone()),
+            // Only aligned runs carry it, so the stamps of same-tokenizer runs stay as they were.
+            online_teacher_tokenizer: online
+                .as_ref()
+                .and_then(|o| o.align.as_ref())
+                .map(|a| a.tokenizer.clone()),
+            init_weights: if init_weights.is_file() {
+                Some(hash_files(&[&init_weights])?)
+            } else {
+                None
+            },
+        };
         let dir = self.student_dir();
         // `stamp.json` says which inputs `last/` belongs to (a killed run resumes from it); `done.json`
         // is written only when training has finished, so a failed or interrupted run is never "fresh".
         let report_path = dir.join("train_report.json");
         let done = dir.join("done.json");
-        let finished = std::fs::read_to_string(&done)
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        let finished = read_stamp::<StudentStamp>(&done)
             .filter(|d| *d == stamp)
             .and_then(|_| std::fs::read_to_string(&report_path).ok())
             .and_then(|t| serde_json::from_str::<train::TrainReport>(&t).ok())

@@ -2,6 +2,7 @@
 //! the dataset's order. Shared by teacher targets, dev evaluation and prediction.
 
 use candle_core::{Device, Tensor};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{make_batch, sorted_batches};
@@ -11,7 +12,7 @@ use crate::tokenizer::Encoded;
 use crate::Result;
 
 /// How a layer's [b, s, h] states become one [b, h] vector per example.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Pooling {
     #[default]

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use modeling::{Classifier, EncoderConfig, ModelSource, TextTokenizer};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
 /// The `student:` section of a config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StudentConfig {
     /// `random`, or a checkpoint folder / hub id to start from.
@@ -29,14 +30,19 @@ pub struct StudentConfig {
     /// Architecture of a randomly initialised student (defaults: RoBERTa-tiny-cased).
     #[serde(default)]
     pub model_type: Option<String>,
+    /// Width of a random student (default 512).
     #[serde(default)]
     pub hidden_size: Option<usize>,
+    /// Transformer blocks of a random student (default 4).
     #[serde(default)]
     pub num_layers: Option<usize>,
+    /// Attention heads of a random student (default 8).
     #[serde(default)]
     pub num_heads: Option<usize>,
+    /// FFN width of a random student (default 2048).
     #[serde(default)]
     pub intermediate_size: Option<usize>,
+    /// Longest input a random student can read, in tokens (default 512).
     #[serde(default)]
     pub max_position_embeddings: Option<usize>,
     /// Hidden and attention dropout of a randomly initialised student (default 0.1).

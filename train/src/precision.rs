@@ -8,10 +8,11 @@
 //! scale halved, as PyTorch's `GradScaler` does (same initial scale, factors and growth interval).
 
 use candle_core::DType;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The dtype of the matrix products in training.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     #[default]

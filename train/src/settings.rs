@@ -4,20 +4,23 @@
 //! (`for_tasks`, `for_pretraining`). A section read from YAML starts from its purpose's defaults and
 //! takes the keys it names; an unknown key is refused with the expected ones listed.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::precision::Precision;
 
 /// The optimisation settings of one training run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+// Deserialize is written below (each purpose's defaults); `default` tells the schema a task's defaults.
+#[serde(default)]
 pub struct TrainSettings {
     /// Passes over the training set.
     pub epochs: usize,
     /// Examples (or pre-training inputs) per micro-batch, per process when data-parallel.
     pub batch_size: usize,
     /// Micro-batches per optimizer step: a step sees `batch_size · gradient_accumulation` examples
-    /// (times the data-parallel processes). Left out of stamps at 1, so outputs made before the
-    /// setting existed stay fresh.
+    /// (times the data-parallel processes). Default 1 for tasks, 16 for pre-training; left out of
+    /// stamps at 1, so outputs made before the setting existed stay fresh.
     #[serde(skip_serializing_if = "is_one")]
     pub gradient_accumulation: usize,
     /// AdamW's peak learning rate, reached after the warmup and decayed linearly to 0.
@@ -35,8 +38,8 @@ pub struct TrainSettings {
     /// Examples per evaluation batch (default: `teacher.batch_size` for tasks, 64 for pre-training).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval_batch_size: Option<usize>,
-    /// The dtype of the matrix products: fp32, bf16 or f16 (weights, gradients and AdamW stay f32).
-    /// Left out of stamps at fp32.
+    /// The dtype of the matrix products: fp32 (the default), bf16 or f16 (weights, gradients and
+    /// AdamW stay f32). Left out of stamps at fp32.
     #[serde(skip_serializing_if = "Precision::is_fp32")]
     pub precision: Precision,
 }

@@ -9,10 +9,11 @@ mod schedule;
 pub use bind::{bind, uniform_map, Bound};
 pub use schedule::{temperatures, TemperatureSchedule, WeightSchedule, MIN_TEMPERATURE};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// What a term compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TermKind {
     /// Soft cross-entropy with the teacher's logits at a temperature (MSE for regression).
@@ -69,7 +70,7 @@ impl TermKind {
 }
 
 /// Which MiniLMv2 relation: queries with queries, keys with keys, values with values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Relation {
     Qq,
@@ -85,12 +86,14 @@ fn is_constant(s: &WeightSchedule) -> bool {
 }
 
 /// One entry of `distill.terms`. Keys a kind does not use are refused by `validate`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TermSpec {
     pub kind: TermKind,
+    /// The term's weight in the total loss.
     #[serde(default = "one")]
     pub weight: f64,
+    /// How the weight changes over training (default constant).
     #[serde(default, skip_serializing_if = "is_constant")]
     pub schedule: WeightSchedule,
     /// kd: overrides `distill.temperature`.
@@ -105,6 +108,7 @@ pub struct TermSpec {
     /// minilm_relations: the layers whose Q/K/V are compared (default: the last of each).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub student_layer: Option<usize>,
+    /// minilm_relations: the teacher's layer (default: its last).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher_layer: Option<usize>,
     /// minilm_relations: heads the Q/K/V vectors are split into (default: the teacher's head count).

@@ -1,11 +1,12 @@
 //! Schedules: a term's weight over the run (TextBrewer's weight schedulers) and the per-example
 //! temperatures of kd terms (TextBrewer's temperature schedulers, `textbrewer/schedulers.py`).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A term's weight over training, as a factor of `weight` at progress `p = step / total_steps`
 /// (TextBrewer's `linear_growth_weight_scheduler` / `linear_decay_weight_scheduler`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WeightSchedule {
     #[default]
@@ -36,7 +37,7 @@ impl WeightSchedule {
 ///
 /// TextBrewer does not guard the result; here it is floored at `MIN_TEMPERATURE` so a large beta cannot
 /// make a temperature zero or negative.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TemperatureSchedule {
     #[default]

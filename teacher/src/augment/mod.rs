@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use candle_core::Tensor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
@@ -26,7 +27,7 @@ use modeling::mlm::MaskedLm;
 use modeling::tokenizer::{Encoded, TextTokenizer};
 
 /// When the masked LM proposes the replacements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MlmMode {
     /// When the teacher's checkpoint has a masked-LM head.
@@ -39,7 +40,7 @@ pub enum MlmMode {
 }
 
 /// The `augment:` section of a run config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AugmentConfig {
     /// Variants per training example (0: no augmentation; TinyBERT uses 20).
