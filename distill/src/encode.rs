@@ -1,6 +1,6 @@
 //! `distill encode MODEL_DIR --file F --out OUT.safetensors`: every layer's hidden states for a list of
 //! texts (one per line, a tab separating a pair), for feature extraction and for checking our encoder
-//! against transformers on a real checkpoint (tools/parity/minilm_parity.py).
+//! against transformers on a real checkpoint (tools/parity/checkpoint_parity.py).
 
 use std::collections::HashMap;
 use std::path::PathBuf;

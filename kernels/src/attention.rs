@@ -18,6 +18,10 @@ pub struct FusedAttention {
     pub heads: usize,
     /// Additive mask [batch, seq]: 0 for tokens, a large negative number for padding.
     pub mask: Vec<f32>,
+    /// A constant bias [heads, seq, seq] added to the scaled scores before the mask (MPNet's
+    /// relative-position bias). No gradient flows to it: a model that trains it takes the composed
+    /// form.
+    pub position_bias: Option<Vec<f32>>,
     /// Dropout on the probabilities [batch, heads, seq, seq] (indexed as that contiguous tensor, as
     /// the composed form's dropout is, so both draw the same mask).
     pub dropout: Option<Dropout>,
@@ -56,6 +60,16 @@ impl FusedAttention {
         if self.heads == 0 || h % self.heads != 0 {
             candle_core::bail!(
                 "fused-attention: {h} is not divisible into {} heads",
+                self.heads
+            );
+        }
+        if self
+            .position_bias
+            .as_ref()
+            .is_some_and(|pb| pb.len() != self.heads * s * s)
+        {
+            candle_core::bail!(
+                "fused-attention: the position bias is not [{}, {s}, {s}]",
                 self.heads
             );
         }
@@ -101,6 +115,10 @@ impl FusedAttention {
                 gemm::Parallelism::None,
             )
         };
+        if let Some(pb) = &self.position_bias {
+            let head = &pb[hh * s * s..(hh + 1) * s * s];
+            p.iter_mut().zip(head).for_each(|(x, b)| *x += b);
+        }
         let mask = &self.mask[bi * s..(bi + 1) * s];
         simd_dispatch!(softmax_rows(p, mask, ()));
     }
@@ -438,6 +456,7 @@ mod tests {
             let op = FusedAttention {
                 heads: nh,
                 mask: mask.clone(),
+                position_bias: None,
                 dropout,
             };
             let got = q.apply_op3(&k, &v, op).unwrap();
@@ -467,6 +486,7 @@ mod tests {
         let bad = FusedAttention {
             heads: 5,
             mask: vec![0.0; b * s],
+            position_bias: None,
             dropout: None,
         };
         assert!(q.apply_op3_no_bwd(&k, &v, &bad).is_err());

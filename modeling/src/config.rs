@@ -1,5 +1,5 @@
-//! Model configuration in Hugging Face `config.json` form (BertConfig / RobertaConfig), read and written
-//! with the same key names so that an exported folder loads in transformers.
+//! Model configuration in Hugging Face `config.json` form (BertConfig / RobertaConfig / MPNetConfig),
+//! read and written with the same key names so that an exported folder loads in transformers.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +14,9 @@ use crate::{Error, Result};
 pub enum ModelKind {
     Bert,
     Roberta,
+    /// MPNet (Song et al. 2020): RoBERTa's positions, no token types, and a relative-position
+    /// attention bias shared by all layers.
+    Mpnet,
 }
 
 impl ModelKind {
@@ -22,6 +25,7 @@ impl ModelKind {
         match self {
             ModelKind::Bert => "bert",
             ModelKind::Roberta => "roberta",
+            ModelKind::Mpnet => "mpnet",
         }
     }
 
@@ -30,6 +34,7 @@ impl ModelKind {
             // BERT-family checkpoints that share BERT's weight layout and position numbering.
             "bert" | "distilbert_as_bert" | "electra_as_bert" => Some(ModelKind::Bert),
             "roberta" | "xlm-roberta" | "camembert" => Some(ModelKind::Roberta),
+            "mpnet" => Some(ModelKind::Mpnet),
             _ => None,
         }
     }
@@ -71,6 +76,9 @@ pub struct EncoderConfig {
     pub layer_norm_eps: f64,
     #[serde(default)]
     pub pad_token_id: u32,
+    /// MPNet's relative-position buckets (32); absent for BERT and RoBERTa.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_attention_num_buckets: Option<usize>,
     /// Label names by index, as HF writes them (`{"0": "negative", ...}`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub id2label: BTreeMap<String, String>,
@@ -117,7 +125,7 @@ impl EncoderConfig {
     pub fn check(&self) -> std::result::Result<(), String> {
         if ModelKind::from_model_type(&self.model_type).is_none() {
             return Err(format!(
-                "model_type `{}` is not supported (bert, roberta, xlm-roberta, camembert)",
+                "model_type `{}` is not supported (bert, roberta, xlm-roberta, camembert, mpnet)",
                 self.model_type
             ));
         }
@@ -140,20 +148,28 @@ impl EncoderConfig {
                 return Err(format!("{key} must be positive"));
             }
         }
-        if self.kind() == ModelKind::Roberta
+        if self.kind() != ModelKind::Bert
             && self.max_position_embeddings <= self.pad_token_id as usize + 1
         {
             return Err("max_position_embeddings leaves no room after RoBERTa's offset".into());
         }
+        if self.kind() == ModelKind::Mpnet && self.relative_attention_num_buckets.unwrap_or(0) < 2 {
+            return Err("relative_attention_num_buckets must be at least 2 for MPNet".into());
+        }
         Ok(())
     }
 
-    /// First position id: RoBERTa numbers positions from `pad_token_id + 1`, BERT from 0.
+    /// First position id: RoBERTa and MPNet number positions from `pad_token_id + 1`, BERT from 0.
     pub fn position_offset(&self) -> usize {
         match self.kind() {
             ModelKind::Bert => 0,
-            ModelKind::Roberta => self.pad_token_id as usize + 1,
+            ModelKind::Roberta | ModelKind::Mpnet => self.pad_token_id as usize + 1,
         }
+    }
+
+    /// Whether the model has token-type (segment) embeddings: MPNet has none.
+    pub fn has_token_types(&self) -> bool {
+        self.kind() != ModelKind::Mpnet
     }
 
     /// Longest input (special tokens included) the position table can hold.
@@ -195,6 +211,7 @@ impl EncoderConfig {
             initializer_range: 0.02,
             layer_norm_eps: 1e-12,
             pad_token_id: 0,
+            relative_attention_num_buckets: None,
             id2label: BTreeMap::new(),
             num_labels: None,
             problem_type: None,

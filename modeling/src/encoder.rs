@@ -1,7 +1,10 @@
-//! One transformer encoder for BERT and RoBERTa checkpoints, with Hugging Face weight names
-//! (`embeddings.word_embeddings.weight`, `encoder.layer.{i}.attention.self.query.weight`, ...).
-//! Mirrors transformers' `modeling_bert.py` / `modeling_roberta.py` (eager attention): post-LayerNorm
-//! blocks, additive attention mask, RoBERTa positions from `pad_token_id + 1`. Used by teacher and student.
+//! One transformer encoder for BERT, RoBERTa and MPNet checkpoints, with Hugging Face weight names
+//! (`embeddings.word_embeddings.weight`, `encoder.layer.{i}.attention.self.query.weight`, MPNet's
+//! `encoder.layer.{i}.attention.attn.q.weight`, ...). Mirrors transformers' `modeling_bert.py`,
+//! `modeling_roberta.py` and `modeling_mpnet.py` (eager attention): post-LayerNorm blocks, additive
+//! attention mask, RoBERTa and MPNet positions from `pad_token_id + 1`, MPNet's relative-position
+//! bias (T5's log buckets, one table shared by all layers) added to the attention scores. Used by
+//! teacher and student.
 
 use std::sync::Arc;
 
@@ -68,7 +71,8 @@ struct Embeddings {
     /// Set by `quantize_int8`: word lookups read this int8 table instead.
     word_int8: Option<Arc<QEmbedding>>,
     position: Embedding,
-    token_type: Embedding,
+    /// Absent in MPNet.
+    token_type: Option<Embedding>,
     norm: LayerNorm,
 }
 
@@ -84,7 +88,11 @@ impl Embeddings {
             word: emb(cfg.vocab_size, "word_embeddings")?,
             word_int8: None,
             position: emb(cfg.max_position_embeddings, "position_embeddings")?,
-            token_type: emb(cfg.type_vocab_size, "token_type_embeddings")?,
+            token_type: if cfg.has_token_types() {
+                Some(emb(cfg.type_vocab_size, "token_type_embeddings")?)
+            } else {
+                None
+            },
             norm: LayerNorm::new(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("LayerNorm"))?,
         })
     }
@@ -118,6 +126,20 @@ impl Layer {
     fn new(cfg: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
         let h = cfg.hidden_size;
         let att = vb.pp("attention");
+        if cfg.kind() == ModelKind::Mpnet {
+            // MPNetAttention: `attn.{q,k,v,o}` and the LayerNorm beside `attn`.
+            let a = att.pp("attn");
+            return Ok(Self {
+                query: linear(h, h, a.pp("q"))?,
+                key: linear(h, h, a.pp("k"))?,
+                value: linear(h, h, a.pp("v"))?,
+                attn_out: linear(h, h, a.pp("o"))?,
+                attn_norm: LayerNorm::new(h, cfg.layer_norm_eps, att.pp("LayerNorm"))?,
+                intermediate: linear(h, cfg.intermediate_size, vb.pp("intermediate").pp("dense"))?,
+                output: linear(cfg.intermediate_size, h, vb.pp("output").pp("dense"))?,
+                out_norm: LayerNorm::new(h, cfg.layer_norm_eps, vb.pp("output").pp("LayerNorm"))?,
+            });
+        }
         Ok(Self {
             query: linear(h, h, att.pp("self").pp("query"))?,
             key: linear(h, h, att.pp("self").pp("key"))?,
@@ -137,6 +159,8 @@ pub struct Encoder {
     cfg: EncoderConfig,
     embeddings: Embeddings,
     layers: Vec<Layer>,
+    /// MPNet's relative-position bias [buckets, heads], shared by all layers.
+    relative_bias: Option<Embedding>,
     dropout: DropoutRng,
     /// The dtype of the matrix products (see `set_compute_dtype`).
     compute: DType,
@@ -149,10 +173,21 @@ impl Encoder {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| Layer::new(cfg, vb.pp("encoder").pp(format!("layer.{i}"))))
             .collect::<Result<Vec<_>>>()?;
+        let relative_bias = match cfg.relative_attention_num_buckets {
+            Some(n) if cfg.kind() == ModelKind::Mpnet => {
+                let w = vb
+                    .pp("encoder")
+                    .pp("relative_attention_bias")
+                    .get_with_hints((n, cfg.num_attention_heads), "weight", Init::Const(0.))?;
+                Some(Embedding::new(w, cfg.num_attention_heads))
+            }
+            _ => None,
+        };
         Ok(Self {
             cfg: cfg.clone(),
             embeddings,
             layers,
+            relative_bias,
             dropout,
             compute: DType::F32,
         })
@@ -217,7 +252,7 @@ impl Encoder {
                 .unsqueeze(0)?
                 .broadcast_as((b, s))?
                 .contiguous()?),
-            ModelKind::Roberta => {
+            ModelKind::Roberta | ModelKind::Mpnet => {
                 let pad = self.cfg.pad_token_id as f64;
                 let real = input_ids.ne(self.cfg.pad_token_id)?.to_dtype(DType::F32)?; // [b, s]
                 let pos = (real.cumsum(1)? * &real)?;
@@ -242,29 +277,41 @@ impl Encoder {
         let p_hidden = cfg.hidden_dropout_prob;
         let e = &self.embeddings;
         let positions = self.position_ids(&batch.input_ids)?;
-        // RoBERTa checkpoints have a single token type: any segment id would index out of range.
-        let types = if cfg.type_vocab_size == 1 {
-            batch.token_type_ids.zeros_like()?
-        } else {
-            batch.token_type_ids.clone()
-        };
         let words = match &e.word_int8 {
             Some(q) => q.forward(&batch.input_ids)?,
             None => e.word.forward_ids(&batch.input_ids)?,
         };
-        let x = words
-            .add(&e.position.forward_ids(&positions)?)?
-            .add(&e.token_type.forward_ids(&types)?)?; // [b, s, h]
+        let mut x = words.add(&e.position.forward_ids(&positions)?)?; // [b, s, h]
+        if let Some(token_type) = &e.token_type {
+            // RoBERTa checkpoints have a single token type: any segment id would index out of range.
+            let types = if cfg.type_vocab_size == 1 {
+                batch.token_type_ids.zeros_like()?
+            } else {
+                batch.token_type_ids.clone()
+            };
+            x = x.add(&token_type.forward_ids(&types)?)?;
+        }
         let x = e.norm.forward_t(&x, train)?;
         let mut x = self.dropout.apply(&x, p_hidden, train)?;
 
         // Additive mask: 0 for tokens, the most negative float for padding, as transformers does.
         let (b, s) = batch.attention_mask.dims2()?;
         let bias = ((1.0 - &batch.attention_mask)? * f32::MIN as f64)?.reshape((b, 1, 1, s))?;
-        // On the CPU, attention is one fused op (`attention`) unless the probabilities are wanted.
-        let fused = !want.attentions && bias.device().is_cpu() && self.compute == DType::F32;
+        // MPNet: [1, heads, s, s], the same for every layer.
+        let position_bias = self.position_bias(s, batch.input_ids.device())?;
+        // On the CPU, attention is one fused op (`attention`) unless the probabilities are wanted, or
+        // MPNet trains (its position bias is a weight, which the fused op gives no gradient).
+        let fused = !want.attentions
+            && bias.device().is_cpu()
+            && self.compute == DType::F32
+            && !(train && position_bias.is_some());
         let fused_mask = if fused {
-            Some(bias.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+            let mask = bias.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            let pb = match &position_bias {
+                Some(p) => Some(p.flatten_all()?.to_vec1::<f32>()?),
+                None => None,
+            };
+            Some((mask, pb))
         } else {
             None
         };
@@ -274,8 +321,14 @@ impl Encoder {
         let mut qkv_out = Vec::new();
         hidden_states.push(x.clone());
         for layer in &self.layers {
-            let (y, probs, qkv) =
-                self.layer_forward(layer, &x, &bias, fused_mask.as_ref(), train)?;
+            let (y, probs, qkv) = self.layer_forward(
+                layer,
+                &x,
+                &bias,
+                position_bias.as_ref(),
+                fused_mask.as_ref(),
+                train,
+            )?;
             if let (true, Some(p)) = (want.attentions, probs) {
                 probs_out.push(p);
             }
@@ -297,12 +350,27 @@ impl Encoder {
         })
     }
 
+    /// MPNet's relative-position bias for `s` tokens, [1, heads, s, s] (`None` for other models):
+    /// transformers' `compute_position_bias` with `relative_position_bucket` (max distance 128).
+    fn position_bias(&self, s: usize, device: &candle_core::Device) -> Result<Option<Tensor>> {
+        let (Some(table), Some(n)) = (&self.relative_bias, self.cfg.relative_attention_num_buckets)
+        else {
+            return Ok(None);
+        };
+        let buckets = relative_buckets(s, n, 128);
+        let idx = Tensor::from_vec(buckets, (s, s), device)?;
+        let values = table.forward_ids(&idx)?; // [s, s, heads]
+        Ok(Some(values.permute((2, 0, 1))?.unsqueeze(0)?.contiguous()?))
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn layer_forward(
         &self,
         l: &Layer,
         x: &Tensor,
         bias: &Tensor,
-        fused_mask: Option<&Vec<f32>>,
+        position_bias: Option<&Tensor>,
+        fused_mask: Option<&(Vec<f32>, Option<Vec<f32>>)>,
         train: bool,
     ) -> Result<(Tensor, Option<Tensor>, Qkv)> {
         let cfg = &self.cfg;
@@ -320,10 +388,11 @@ impl Encoder {
             k: apply(&l.key, &xc)?,
             v: apply(&l.value, &xc)?,
         };
-        let (ctx, probs) = if let Some(mask) = fused_mask {
+        let (ctx, probs) = if let Some((mask, pb)) = fused_mask {
             let op = FusedAttention {
                 heads: nh,
                 mask: mask.clone(),
+                position_bias: pb.clone(),
                 dropout: self.dropout.op(cfg.attention_probs_dropout_prob, train)?,
             };
             let (q, k, v) = (
@@ -338,7 +407,11 @@ impl Encoder {
             let v = heads(&qkv.v)?;
             let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?; // [b, nh, s, s]
                                                                              // Mask and softmax in f32: the mask's f32::MIN is -inf in bf16 and f16.
-            let scores = scores.to_dtype(DType::F32)?.broadcast_add(bias)?;
+            let mut scores = scores.to_dtype(DType::F32)?;
+            if let Some(pb) = position_bias {
+                scores = scores.broadcast_add(pb)?;
+            }
+            let scores = scores.broadcast_add(bias)?;
             let probs = softmax_t(&scores, train)?;
             let dropped =
                 self.dropout
@@ -364,6 +437,35 @@ impl Encoder {
             .forward_t(&(o.to_dtype(DType::F32)? + &a)?, train)?;
         Ok((o, probs, qkv))
     }
+}
+
+/// T5's relative-position buckets as MPNet computes them (`relative_position_bucket`): for query i and
+/// key j, half the buckets for keys before the query and half after; within each half, exact
+/// distances below `num_buckets / 4`, then logarithmically wider buckets up to `max_distance`. [s · s]
+/// row-major. The logarithm is taken in f64: over every distance up to 300 it gives transformers'
+/// buckets exactly (checked against `MPNetEncoder.relative_position_bucket`).
+pub fn relative_buckets(s: usize, num_buckets: usize, max_distance: usize) -> Vec<u32> {
+    let half = num_buckets / 2;
+    let max_exact = half / 2;
+    let mut out = Vec::with_capacity(s * s);
+    for i in 0..s {
+        for j in 0..s {
+            // transformers: relative_position = j - i, n = -relative_position.
+            let n = i as i64 - j as i64;
+            let side = if n < 0 { half } else { 0 };
+            let n = n.unsigned_abs() as usize;
+            let within = if n < max_exact {
+                n
+            } else {
+                let log = (n as f64 / max_exact as f64).ln()
+                    / (max_distance as f64 / max_exact as f64).ln()
+                    * (half - max_exact) as f64;
+                (max_exact + log as usize).min(half - 1)
+            };
+            out.push((side + within) as u32);
+        }
+    }
+    out
 }
 
 pub(crate) fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {

@@ -99,6 +99,7 @@ fn fill(tokenizer: &TextTokenizer, kind: ModelKind, lowercase: bool, tmp: &Path)
     let class = match kind {
         ModelKind::Bert => "BertTokenizerFast",
         ModelKind::Roberta => "RobertaTokenizerFast",
+        ModelKind::Mpnet => "MPNetTokenizerFast",
     };
     let tok_cfg = serde_json::json!({
         "tokenizer_class": class,

@@ -1,6 +1,6 @@
 //! Sequence-classification and regression heads with the weight names of transformers'
-//! `BertForSequenceClassification` (pooler + `classifier`) and `RobertaForSequenceClassification`
-//! (`classifier.dense` + `classifier.out_proj`, no pooler). A regression head is one output.
+//! `BertForSequenceClassification` (pooler + `classifier`) and `RobertaForSequenceClassification` /
+//! `MPNetForSequenceClassification` (`classifier.dense` + `classifier.out_proj`, no pooler). A regression head is one output.
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
@@ -27,7 +27,7 @@ impl Head {
                 pooler: linear(h, h, root.pp("bert").pp("pooler").pp("dense"))?,
                 classifier: linear(h, num_labels, root.pp("classifier"))?,
             },
-            ModelKind::Roberta => Head::Roberta {
+            ModelKind::Roberta | ModelKind::Mpnet => Head::Roberta {
                 dense: linear(h, h, root.pp("classifier").pp("dense"))?,
                 out_proj: linear(h, num_labels, root.pp("classifier").pp("out_proj"))?,
             },
@@ -38,7 +38,7 @@ impl Head {
     pub fn task_tensor_names(kind: ModelKind) -> &'static [&'static str] {
         match kind {
             ModelKind::Bert => &["classifier.weight", "classifier.bias"],
-            ModelKind::Roberta => &[
+            ModelKind::Roberta | ModelKind::Mpnet => &[
                 "classifier.dense.weight",
                 "classifier.dense.bias",
                 "classifier.out_proj.weight",

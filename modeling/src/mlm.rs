@@ -248,6 +248,7 @@ pub fn mlm_architecture(kind: ModelKind) -> &'static str {
     match kind {
         ModelKind::Bert => "BertForMaskedLM",
         ModelKind::Roberta => "RobertaForMaskedLM",
+        ModelKind::Mpnet => "MPNetForMaskedLM",
     }
 }
 

@@ -38,8 +38,8 @@ impl MlmHead {
                 let t = p.pp("transform");
                 (p, t.pp("dense"), t.pp("LayerNorm"), cfg.hidden_act)
             }
-            // RobertaLMHead calls the erf GELU whatever `hidden_act` says.
-            ModelKind::Roberta => {
+            // RobertaLMHead and MPNetLMHead call the erf GELU whatever `hidden_act` says.
+            ModelKind::Roberta | ModelKind::Mpnet => {
                 let p = root.pp("lm_head");
                 (
                     p.clone(),
@@ -68,7 +68,7 @@ impl MlmHead {
                 "cls.predictions.transform.LayerNorm.bias",
                 "cls.predictions.bias",
             ],
-            ModelKind::Roberta => [
+            ModelKind::Roberta | ModelKind::Mpnet => [
                 "lm_head.dense.weight",
                 "lm_head.dense.bias",
                 "lm_head.layer_norm.weight",
@@ -85,7 +85,9 @@ impl MlmHead {
                 "cls.predictions.decoder.weight",
                 "cls.predictions.decoder.bias",
             ),
-            ModelKind::Roberta => ("lm_head.decoder.weight", "lm_head.decoder.bias"),
+            ModelKind::Roberta | ModelKind::Mpnet => {
+                ("lm_head.decoder.weight", "lm_head.decoder.bias")
+            }
         }
     }
 

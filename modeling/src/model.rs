@@ -291,6 +291,7 @@ impl Classifier {
         cfg.architectures = vec![match cfg.kind() {
             ModelKind::Bert => "BertForSequenceClassification".into(),
             ModelKind::Roberta => "RobertaForSequenceClassification".into(),
+            ModelKind::Mpnet => "MPNetForSequenceClassification".into(),
         }];
         cfg.id2label = labels
             .iter()

@@ -1,6 +1,7 @@
-//! ONNX export of a BERT/RoBERTa sequence classifier: the same computation as `crate::encoder` and
-//! `crate::head` (transformers' eager BERT/RoBERTa), as an opset-17 graph with dynamic batch and
-//! sequence axes. Inputs `input_ids`, `attention_mask` (and `token_type_ids` when the model has more
+//! ONNX export of a BERT/RoBERTa/MPNet sequence classifier: the same computation as `crate::encoder`
+//! and `crate::head` (transformers' eager BERT/RoBERTa/MPNet), as an opset-17 graph with dynamic batch
+//! and sequence axes. MPNet's relative-position buckets are computed in the graph from the sequence
+//! length, so no table of positions is stored. Inputs `input_ids`, `attention_mask` (and `token_type_ids` when the model has more
 //! than one segment type), all int64 [batch, sequence]; output `logits` [batch, num_labels].
 //!
 //! With `int8`, every dense layer of the blocks and the head becomes onnxruntime's dynamic quantization
@@ -39,11 +40,11 @@ pub fn to_onnx(model: &Classifier, int8: bool) -> Result<Vec<u8>> {
     let p = cfg.kind().prefix();
     let (h, nh) = (cfg.hidden_size, cfg.num_attention_heads);
     let hd = cfg.head_dim();
-    let with_types = cfg.type_vocab_size > 1;
+    let with_types = cfg.has_token_types() && cfg.type_vocab_size > 1;
+    let mpnet = cfg.kind() == ModelKind::Mpnet;
 
     // Embeddings: words + positions + segment types, then LayerNorm.
     let pos_emb = g.weight(&format!("{p}.embeddings.position_embeddings.weight"))?;
-    let type_emb = g.weight(&format!("{p}.embeddings.token_type_embeddings.weight"))?;
     let words = g.word_embeddings(&format!("{p}.embeddings.word_embeddings.weight"))?;
     let positions = match cfg.kind() {
         ModelKind::Bert => {
@@ -54,7 +55,7 @@ pub fn to_onnx(model: &Classifier, int8: bool) -> Result<Vec<u8>> {
             g.op("Range", &[&zero, &seq, &one], &[])?
         }
         // transformers' create_position_ids_from_input_ids: cumsum(ids != pad) * (ids != pad) + pad.
-        ModelKind::Roberta => {
+        ModelKind::Roberta | ModelKind::Mpnet => {
             let pad = g.const_i64("pad", &[], &[cfg.pad_token_id as i64])?;
             let axis = g.const_i64("axis1", &[], &[1])?;
             let is_pad = g.op("Equal", &["input_ids", &pad], &[])?;
@@ -66,15 +67,18 @@ pub fn to_onnx(model: &Classifier, int8: bool) -> Result<Vec<u8>> {
         }
     };
     let pos = g.op("Gather", &[&pos_emb, &positions], &[])?;
-    let types = if with_types {
-        g.op("Gather", &[&type_emb, "token_type_ids"], &[])?
-    } else {
-        // One segment type: every token adds its row 0.
-        let zero = g.const_i64("type0", &[], &[0])?;
-        g.op("Gather", &[&type_emb, &zero], &[])?
-    };
-    let x = g.op("Add", &[&words, &pos], &[])?;
-    let x = g.op("Add", &[&x, &types], &[])?;
+    let mut x = g.op("Add", &[&words, &pos], &[])?;
+    if cfg.has_token_types() {
+        let type_emb = g.weight(&format!("{p}.embeddings.token_type_embeddings.weight"))?;
+        let types = if with_types {
+            g.op("Gather", &[&type_emb, "token_type_ids"], &[])?
+        } else {
+            // One segment type: every token adds its row 0.
+            let zero = g.const_i64("type0", &[], &[0])?;
+            g.op("Gather", &[&type_emb, &zero], &[])?
+        };
+        x = g.op("Add", &[&x, &types], &[])?;
+    }
     let mut x = g.layer_norm(&x, &format!("{p}.embeddings.LayerNorm"), cfg.layer_norm_eps)?;
 
     // Additive attention mask [b, 1, 1, s]: 0 for tokens, the most negative float for padding.
@@ -90,33 +94,59 @@ pub fn to_onnx(model: &Classifier, int8: bool) -> Result<Vec<u8>> {
     let axes = g.const_i64("axes12", &[2], &[1, 2])?;
     let bias = g.op("Unsqueeze", &[&bias, &axes], &[])?;
 
+    let position_bias = match cfg.relative_attention_num_buckets {
+        Some(n) if mpnet => {
+            Some(g.position_bias(&format!("{p}.encoder.relative_attention_bias.weight"), n)?)
+        }
+        _ => None,
+    };
+
     let split = g.const_i64("split_heads", &[4], &[0, 0, nh as i64, hd as i64])?;
     let merge = g.const_i64("merge_heads", &[3], &[0, 0, h as i64])?;
     let scale = g.const_f32("scale", &[], &[1.0 / (hd as f32).sqrt()])?;
     for i in 0..cfg.num_hidden_layers {
         let l = format!("{p}.encoder.layer.{i}");
+        // MPNet names its projections `attention.attn.{q,k,v,o}`, its norm `attention.LayerNorm`.
+        let (qn, kn, vn, on, ln) = if mpnet {
+            let a = format!("{l}.attention.attn");
+            (
+                format!("{a}.q"),
+                format!("{a}.k"),
+                format!("{a}.v"),
+                format!("{a}.o"),
+                format!("{l}.attention.LayerNorm"),
+            )
+        } else {
+            let a = format!("{l}.attention");
+            (
+                format!("{a}.self.query"),
+                format!("{a}.self.key"),
+                format!("{a}.self.value"),
+                format!("{a}.output.dense"),
+                format!("{a}.output.LayerNorm"),
+            )
+        };
         let heads = |g: &mut Graph, name: &str, perm: &[i64]| -> Result<String> {
-            let t = g.dense(&x, &format!("{l}.attention.self.{name}"))?;
+            let t = g.dense(&x, name)?;
             let t = g.op("Reshape", &[&t, &split], &[])?;
             g.op("Transpose", &[&t], &[Attr::Ints("perm", perm)])
         };
-        let q = heads(&mut g, "query", &[0, 2, 1, 3])?; // [b, nh, s, hd]
-        let k = heads(&mut g, "key", &[0, 2, 3, 1])?; // [b, nh, hd, s]
-        let v = heads(&mut g, "value", &[0, 2, 1, 3])?; // [b, nh, s, hd]
+        let q = heads(&mut g, &qn, &[0, 2, 1, 3])?; // [b, nh, s, hd]
+        let k = heads(&mut g, &kn, &[0, 2, 3, 1])?; // [b, nh, hd, s]
+        let v = heads(&mut g, &vn, &[0, 2, 1, 3])?; // [b, nh, s, hd]
         let scores = g.op("MatMul", &[&q, &k], &[])?;
-        let scores = g.op("Mul", &[&scores, &scale], &[])?;
+        let mut scores = g.op("Mul", &[&scores, &scale], &[])?;
+        if let Some(pb) = &position_bias {
+            scores = g.op("Add", &[&scores, pb], &[])?;
+        }
         let scores = g.op("Add", &[&scores, &bias], &[])?;
         let probs = g.op("Softmax", &[&scores], &[Attr::Int("axis", -1)])?;
         let ctx = g.op("MatMul", &[&probs, &v], &[])?;
         let ctx = g.op("Transpose", &[&ctx], &[Attr::Ints("perm", &[0, 2, 1, 3])])?;
         let ctx = g.op("Reshape", &[&ctx, &merge], &[])?; // [b, s, h]
-        let a = g.dense(&ctx, &format!("{l}.attention.output.dense"))?;
+        let a = g.dense(&ctx, &on)?;
         let a = g.op("Add", &[&a, &x], &[])?;
-        let a = g.layer_norm(
-            &a,
-            &format!("{l}.attention.output.LayerNorm"),
-            cfg.layer_norm_eps,
-        )?;
+        let a = g.layer_norm(&a, &ln, cfg.layer_norm_eps)?;
         let f = g.dense(&a, &format!("{l}.intermediate.dense"))?;
         let f = g.activation(&f, cfg.hidden_act)?;
         let o = g.dense(&f, &format!("{l}.output.dense"))?;
@@ -129,7 +159,9 @@ pub fn to_onnx(model: &Classifier, int8: bool) -> Result<Vec<u8>> {
     let cls = g.op("Gather", &[&x, &first], &[Attr::Int("axis", 1)])?; // [b, h]
     let (dense, out) = match cfg.kind() {
         ModelKind::Bert => (format!("{p}.pooler.dense"), "classifier".to_string()),
-        ModelKind::Roberta => ("classifier.dense".into(), "classifier.out_proj".into()),
+        ModelKind::Roberta | ModelKind::Mpnet => {
+            ("classifier.dense".into(), "classifier.out_proj".into())
+        }
     };
     let pooled = g.dense(&cls, &dense)?;
     let pooled = g.op("Tanh", &[&pooled], &[])?;
@@ -192,6 +224,57 @@ impl Graph {
             self.inits.push(pb::tensor(name, dims, dtype, &raw));
         }
         name.to_string()
+    }
+
+    /// MPNet's relative-position bias [1, heads, s, s] for the input's length: the buckets of
+    /// `encoder::relative_buckets` (max distance 128) computed from `Range`, gathered from `table`
+    /// [buckets, heads].
+    fn position_bias(&mut self, table: &str, num_buckets: usize) -> Result<String> {
+        let half = num_buckets as i64 / 2;
+        let exact = half / 2;
+        let table = self.weight(table)?;
+        let shape = self.op("Shape", &["input_ids"], &[])?;
+        let one = self.const_i64("one", &[], &[1])?;
+        let zero = self.const_i64("zero", &[], &[0])?;
+        let seq = self.op("Gather", &[&shape, &one], &[])?;
+        let r = self.op("Range", &[&zero, &seq, &one], &[])?; // [s]
+        let ax1 = self.const_i64("axis_1", &[1], &[1])?;
+        let ax0 = self.const_i64("axis_0", &[1], &[0])?;
+        let rows = self.op("Unsqueeze", &[&r, &ax1], &[])?; // [s, 1]
+        let cols = self.op("Unsqueeze", &[&r, &ax0], &[])?; // [1, s]
+        let n = self.op("Sub", &[&rows, &cols], &[])?; // i - j
+        let zero_i = self.const_i64("zero_i", &[], &[0])?;
+        let after = self.op("Less", &[&n, &zero_i], &[])?;
+        let after = self.op(
+            "Cast",
+            &[&after],
+            &[Attr::Int("to", DataType::Int64 as i64)],
+        )?;
+        let half_c = self.const_i64("rel_half", &[], &[half])?;
+        let side = self.op("Mul", &[&after, &half_c], &[])?;
+        let a = self.op("Abs", &[&n], &[])?;
+        let exact_c = self.const_i64("rel_exact", &[], &[exact])?;
+        let small = self.op("Less", &[&a, &exact_c], &[])?;
+        // The log bucket, on distances floored at `exact` so the log never sees 0.
+        let af = self.op("Cast", &[&a], &[Attr::Int("to", DataType::Float as i64)])?;
+        let exact_f = self.const_f32("rel_exact_f", &[], &[exact as f32])?;
+        let af = self.op("Max", &[&af, &exact_f], &[])?;
+        let ratio = self.op("Div", &[&af, &exact_f], &[])?;
+        let log = self.op("Log", &[&ratio], &[])?;
+        // As transformers: log(n / exact) / log(max_distance / exact) * (half - exact), in f32.
+        let span = self.const_f32("rel_log_span", &[], &[(128.0 / exact as f64).ln() as f32])?;
+        let log = self.op("Div", &[&log, &span], &[])?;
+        let width = self.const_f32("rel_width", &[], &[(half - exact) as f32])?;
+        let log = self.op("Mul", &[&log, &width], &[])?;
+        let log = self.op("Cast", &[&log], &[Attr::Int("to", DataType::Int64 as i64)])?;
+        let large = self.op("Add", &[&log, &exact_c], &[])?;
+        let top = self.const_i64("rel_top", &[], &[half - 1])?;
+        let large = self.op("Min", &[&large, &top], &[])?;
+        let within = self.op("Where", &[&small, &a, &large], &[])?;
+        let bucket = self.op("Add", &[&side, &within], &[])?; // [s, s]
+        let values = self.op("Gather", &[&table, &bucket], &[])?; // [s, s, heads]
+        let values = self.op("Transpose", &[&values], &[Attr::Ints("perm", &[2, 0, 1])])?;
+        self.op("Unsqueeze", &[&values, &ax0], &[])
     }
 
     fn const_i64(&mut self, name: &str, dims: &[usize], v: &[i64]) -> Result<String> {

@@ -422,3 +422,70 @@ fn mixed_precision_stays_close_to_f32_and_trains_the_f32_weights() {
         .to_string()
         .contains("bf16"));
 }
+
+/// The tiny MPNet classifier that `tools/parity/make_mpnet_fixture.py` made with transformers.
+fn mpnet_fixture() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity/mpnet_cls")
+}
+
+#[test]
+fn mpnet_saves_trains_packs_and_quantizes_like_the_others() {
+    let files = ModelSource::Local(mpnet_fixture()).resolve(false).unwrap();
+    let (model, report) = Classifier::load(&files, None, 0, &Device::Cpu).unwrap();
+    assert!(report.has_head && report.unused.is_empty(), "{report:?}");
+    let t = TextTokenizer::from_file(&mpnet_fixture().join("tokenizer.json"), 64, false).unwrap();
+    let b = batch(&t);
+    let (want, _) = model.forward(&b, false, false).unwrap();
+
+    // Saved and loaded again: the same logits, and a config transformers reads as MPNet.
+    let dir = tempfile::tempdir().unwrap();
+    model
+        .save(dir.path(), &["a".into(), "b".into(), "c".into()])
+        .unwrap();
+    let saved = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+    assert!(
+        saved.contains("MPNetForSequenceClassification")
+            && saved.contains("relative_attention_num_buckets")
+    );
+    std::fs::copy(
+        mpnet_fixture().join("tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let files2 = ModelSource::Local(dir.path().into())
+        .resolve(false)
+        .unwrap();
+    let (again, _) = Classifier::load(&files2, None, 0, &Device::Cpu).unwrap();
+    assert_eq!(
+        max_diff(&want, &again.forward(&b, false, false).unwrap().0),
+        0.0
+    );
+
+    // Training reaches every tensor, the relative-position bias table among them.
+    let (logits, _) = model.forward(&b, true, false).unwrap();
+    let y = Tensor::new(&[1u32, 0], &Device::Cpu).unwrap();
+    let grads = candle_nn::loss::cross_entropy(&logits, &y)
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (name, var) in model.named_vars() {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let n: f32 = g.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+        assert!(n > 0.0 && n.is_finite(), "{name}: gradient sum {n}");
+    }
+
+    // Packed f32 gives the same numbers; int8 stays close.
+    let mut packed = model.clone();
+    packed.pack_f32().unwrap();
+    assert!(max_diff(&want, &packed.forward(&b, false, false).unwrap().0) < 1e-5);
+    let mut q = model.clone();
+    q.quantize_int8().unwrap();
+    let err = max_diff(&want, &q.forward(&b, false, false).unwrap().0);
+    let range: f32 = want.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+    assert!(
+        err > 0.0 && err < 0.05 * range.max(1e-3),
+        "int8 error {err} vs {range}"
+    );
+}

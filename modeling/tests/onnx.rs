@@ -123,7 +123,10 @@ fn bert_and_roberta_graphs_are_well_formed_and_carry_every_tensor() {
     roberta.type_vocab_size = 1;
     roberta.pad_token_id = 1;
     roberta.max_position_embeddings += 2;
-    for (cfg, labels) in [(bert, 3), (roberta, 1)] {
+    let mut mpnet = roberta.clone();
+    mpnet.model_type = "mpnet".into();
+    mpnet.relative_attention_num_buckets = Some(32);
+    for (cfg, labels) in [(bert, 3), (roberta, 1), (mpnet, 2)] {
         let m = model(&cfg, labels);
         let p = check_graph(&modeling::onnx::to_onnx(&m, false).unwrap());
         for (name, var) in m.named_vars() {
@@ -138,6 +141,12 @@ fn bert_and_roberta_graphs_are_well_formed_and_carry_every_tensor() {
         }
         assert!(p.ops.contains(&"LayerNormalization".to_string()));
         assert!(!p.ops.contains(&"MatMulInteger".to_string()));
+        if cfg.relative_attention_num_buckets.is_some() {
+            // MPNet's buckets come from the sequence length in the graph: logs, a floor, a gather.
+            for op in ["Log", "Where", "Min"] {
+                assert!(p.ops.contains(&op.to_string()), "mpnet: no {op}");
+            }
+        }
         let positions = if cfg.type_vocab_size > 1 {
             "Range"
         } else {

