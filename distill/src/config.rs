@@ -519,6 +519,7 @@ impl RunConfig {
             "must be positive",
         )?;
         self.train.validate("train").map_err(|e| anyhow!(e))?;
+        self.student.validate()?;
         self.teacher
             .finetune
             .validate("teacher.finetune")

@@ -165,7 +165,14 @@ impl Plan {
 
     /// The student's tokenizer: `student.tokenizer`, else the one of `student.init`.
     pub fn student_tokenizer(&self) -> Result<TextTokenizer> {
-        Ok(self.cfg.student.tokenizer(self.cfg.data.max_seq_len)?)
+        let s = &self.cfg.student;
+        // A student made of the teacher's blocks reads the teacher's tokenizer.
+        let teacher = if s.from_teacher() {
+            Some(self.teacher_source()?.0)
+        } else {
+            None
+        };
+        Ok(s.tokenizer(self.cfg.data.max_seq_len, teacher.as_ref())?)
     }
 
     /// The student's folder; the last stage (or the only one) is `student/` itself, so that compare and

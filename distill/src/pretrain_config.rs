@@ -130,6 +130,11 @@ impl PretrainConfig {
         )?;
         check(!self.corpus.is_empty(), "corpus", "lists no files")?;
         check(
+            !self.student.from_teacher(),
+            "student.init",
+            "`teacher` is for task configs; pre-training starts from `random` or a checkpoint",
+        )?;
+        check(
             self.student.init != "random" || self.student.tokenizer.is_some(),
             "student.tokenizer",
             "a random student needs a tokenizer (vocab.txt or tokenizer.json)",

@@ -373,10 +373,20 @@ impl Plan {
     pub fn student_model(&self, tok: &TextTokenizer) -> Result<Classifier> {
         let n = self.spec().num_outputs();
         let max_len = self.cfg().data.max_seq_len;
-        Ok(self
-            .cfg()
-            .student
-            .build(tok, n, max_len, self.student_seed(), self.device())?)
+        // `init: teacher` takes its blocks from the task teacher (fine-tuned first when it has no head).
+        let teacher = if self.cfg().student.from_teacher() {
+            Some(self.teacher_model()?.2)
+        } else {
+            None
+        };
+        Ok(self.cfg().student.build(
+            tok,
+            teacher.as_ref(),
+            n,
+            max_len,
+            self.student_seed(),
+            self.device(),
+        )?)
     }
 
     /// Stage 2: trains the student on the task loss and the teacher's targets.
@@ -403,6 +413,7 @@ impl Plan {
             // an intermediate-layer stage's head is untrained, so its dev score means nothing).
             if let Some(prev) = &init {
                 cfg.student.init = prev.display().to_string();
+                cfg.student.teacher_layers.clear();
                 cfg.student.tokenizer = Some(tok.clone());
             }
             let sub = self.for_stage(cfg, (i + 1 < n).then(|| format!("{i}-{}", st.name)));

@@ -113,6 +113,55 @@ impl Classifier {
         Self::load_with(files, Some(num_labels), seed, device, true)
     }
 
+    /// A classifier made of some of a checkpoint's blocks, as DistilBERT starts its student: the
+    /// checkpoint's embeddings, its blocks `layers` (1-based, increasing: `[3, 6, 9, 12]` keeps every
+    /// third of twelve) renumbered in order, and its head when it has one for `num_labels`.
+    pub fn load_layers(
+        files: &ModelFiles,
+        layers: &[usize],
+        num_labels: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<(Self, LoadReport)> {
+        let mut config = EncoderConfig::from_file(&files.config)?;
+        let n = config.num_hidden_layers;
+        if layers.is_empty() || layers.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(Error::Msg(format!(
+                "teacher layers {layers:?} must be a non-empty increasing list"
+            )));
+        }
+        if let Some(l) = layers.iter().find(|&&l| l == 0 || l > n) {
+            return Err(Error::Msg(format!(
+                "layer {l} does not exist: the checkpoint has blocks 1..={n}"
+            )));
+        }
+        config.num_hidden_layers = layers.len();
+        let model = Self::new(&config, num_labels, seed, device)?;
+        let mut tensors = HashMap::new();
+        for (name, t) in files.read_tensors(device)? {
+            match block_of(&name) {
+                None => {
+                    tensors.insert(name, t);
+                }
+                Some((at, block, rest)) => {
+                    if let Some(j) = layers.iter().position(|&l| l == block + 1) {
+                        tensors.insert(format!("{}{j}{rest}", &name[..at]), t);
+                    }
+                }
+            }
+        }
+        let heads = Head::task_tensor_names(model.config.kind());
+        let mismatched = model.named_vars().iter().any(|(name, var)| {
+            heads.contains(&name.as_str())
+                && tensors.get(name).is_some_and(|t| t.dims() != var.dims())
+        });
+        if mismatched {
+            tensors.retain(|k, _| !heads.contains(&k.as_str()));
+        }
+        let report = model.assign(tensors, &files.weights_label())?;
+        Ok((model, report))
+    }
+
     fn load_with(
         files: &ModelFiles,
         num_labels: Option<usize>,
@@ -367,6 +416,15 @@ pub(crate) fn init_weights(
 
 /// After assigning a checkpoint: every encoder tensor must have been found, and the head (`head_len`
 /// tensors, `head_found` of them present) entirely or not at all.
+/// For a tensor of block i (`...encoder.layer.{i}.rest`): where the block number starts, i, and `.rest`.
+fn block_of(name: &str) -> Option<(usize, usize, &str)> {
+    const KEY: &str = "encoder.layer.";
+    let at = name.find(KEY)? + KEY.len();
+    let digits = name[at..].find('.')?;
+    let block = name[at..at + digits].parse().ok()?;
+    Some((at, block, &name[at + digits..]))
+}
+
 pub(crate) fn check_complete(
     source: &Path,
     missing: &[String],

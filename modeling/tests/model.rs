@@ -489,3 +489,25 @@ fn mpnet_saves_trains_packs_and_quantizes_like_the_others() {
         "int8 error {err} vs {range}"
     );
 }
+
+#[test]
+fn some_of_a_checkpoints_blocks_make_a_shallower_classifier() {
+    let files = ModelSource::Local(mpnet_fixture()).resolve(false).unwrap();
+    let (full, _) = Classifier::load(&files, None, 0, &Device::Cpu).unwrap();
+    let (part, report) = Classifier::load_layers(&files, &[2], 3, 0, &Device::Cpu).unwrap();
+    assert_eq!(part.config.num_hidden_layers, 1);
+    assert!(report.has_head, "the classifier's head comes along");
+    let full: std::collections::HashMap<_, _> = full.named_vars().into_iter().collect();
+    for (name, var) in part.named_vars() {
+        // Block 0 of the student is block 1 (the second) of the checkpoint; the rest is shared.
+        let source = name.replace("encoder.layer.0.", "encoder.layer.1.");
+        let d = max_diff(var.as_tensor(), full[&source].as_tensor());
+        assert_eq!(d, 0.0, "{name} is not {source}");
+    }
+    for bad in [&[][..], &[0], &[3], &[2, 1]] {
+        assert!(
+            Classifier::load_layers(&files, bad, 3, 0, &Device::Cpu).is_err(),
+            "{bad:?}"
+        );
+    }
+}

@@ -1,6 +1,8 @@
 //! The student before training, as the config's `student:` section describes it: RoBERTa-tiny-cased
-//! (or another shape) with random weights, or a checkpoint folder or hub id to start from (a task
-//! head of another label count is re-initialised), with its tokenizer.
+//! (or another shape) with random weights; a checkpoint folder or hub id to start from (a task head of
+//! another label count is re-initialised), such as the model card's own `haisongzhang/roberta-tiny-cased`;
+//! or some of the teacher's blocks, as DistilBERT starts (Sanh et al. 2019): the teacher's width,
+//! vocabulary, embeddings and chosen layers, so the student starts pretrained.
 
 use std::path::{Path, PathBuf};
 
@@ -15,9 +17,15 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StudentConfig {
-    /// `random`, or a checkpoint folder / hub id to start from.
+    /// `random`; `teacher`, the teacher's blocks `teacher_layers`; or a checkpoint folder / hub id to
+    /// start from (e.g. `haisongzhang/roberta-tiny-cased`, RoBERTa-tiny-cased itself).
     #[serde(default = "default_init")]
     pub init: String,
+    /// With `init: teacher`: the teacher's blocks the student keeps, 1-based and increasing (`[3, 6,
+    /// 9, 12]`: every third of twelve). The student takes the task teacher's embeddings, these blocks
+    /// and its head, and the teacher's tokenizer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub teacher_layers: Vec<usize>,
     /// The hub revision of `init` (a branch, tag or commit).
     #[serde(default = "default_revision")]
     pub revision: String,
@@ -63,6 +71,7 @@ impl Default for StudentConfig {
         Self {
             init: default_init(),
             revision: default_revision(),
+            teacher_layers: Vec::new(),
             tokenizer: None,
             lowercase: false,
             model_type: None,
@@ -82,12 +91,42 @@ impl StudentConfig {
         self.init == "random"
     }
 
-    /// The student's tokenizer: `tokenizer`, else the one of `init`.
-    pub fn tokenizer(&self, max_len: usize) -> Result<TextTokenizer> {
-        match &self.tokenizer {
-            Some(p) => TextTokenizer::from_file(p, max_len, self.lowercase)
+    /// Whether the student starts from the teacher's blocks.
+    pub fn from_teacher(&self) -> bool {
+        self.init == "teacher"
+    }
+
+    /// The keys' own consistency, with the key named.
+    pub fn validate(&self) -> Result<()> {
+        if self.from_teacher() == self.teacher_layers.is_empty() {
+            return Err(Error::Msg(
+                "student.teacher_layers: set it with `init: teacher` and only then (e.g. `init: teacher`, `teacher_layers: [3, 6, 9, 12]`)".into(),
+            ));
+        }
+        if self.from_teacher() && self.tokenizer.is_some() {
+            return Err(Error::Msg(
+                "student.tokenizer: a student made of the teacher's blocks reads the teacher's tokenizer; leave it out".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The student's tokenizer: `tokenizer`, else the one of `init` (of the teacher's files
+    /// `teacher`, with `init: teacher`).
+    pub fn tokenizer(
+        &self,
+        max_len: usize,
+        teacher: Option<&modeling::ModelFiles>,
+    ) -> Result<TextTokenizer> {
+        match (&self.tokenizer, teacher) {
+            (Some(p), _) => TextTokenizer::from_file(p, max_len, self.lowercase)
                 .map_err(|e| Error::Msg(format!("student.tokenizer: {e}"))),
-            None => {
+            (None, Some(files)) if self.from_teacher() => TextTokenizer::for_model(files, max_len)
+                .map_err(|e| Error::Msg(format!("student.init: the teacher's tokenizer: {e}"))),
+            (None, None) if self.from_teacher() => Err(Error::Msg(
+                "student.init: `teacher` needs the teacher's files".into(),
+            )),
+            _ => {
                 let files = ModelSource::parse(&self.init, &self.revision)
                     .resolve(false)
                     .map_err(|e| Error::Msg(format!("student.init: {e}")))?;
@@ -126,18 +165,38 @@ impl StudentConfig {
         Ok(c)
     }
 
-    /// The student for a task of `num_outputs` outputs, its weights drawn from `seed` (random) or read
-    /// from `init`, checked against `tok`'s vocabulary and inputs of `max_len` tokens.
+    /// The student for a task of `num_outputs` outputs, its weights drawn from `seed` (random), read
+    /// from `init`, or taken from the task teacher's files `teacher` (`init: teacher`), checked
+    /// against `tok`'s vocabulary and inputs of `max_len` tokens.
     pub fn build(
         &self,
         tok: &TextTokenizer,
+        teacher: Option<&modeling::ModelFiles>,
         num_outputs: usize,
         max_len: usize,
         seed: u64,
         device: &Device,
     ) -> Result<Classifier> {
+        self.validate()?;
         let model = if self.is_random() {
             Classifier::new(&self.random_config(tok)?, num_outputs, seed, device)?
+        } else if self.from_teacher() {
+            let files = teacher.ok_or_else(|| {
+                Error::Msg("student.init: `teacher` needs the teacher's files".into())
+            })?;
+            let (m, report) =
+                Classifier::load_layers(files, &self.teacher_layers, num_outputs, seed, device)
+                    .map_err(|e| Error::Msg(format!("student.teacher_layers: {e}")))?;
+            eprintln!(
+                "student: the teacher's embeddings and blocks {:?}{}",
+                self.teacher_layers,
+                if report.has_head {
+                    " with its head"
+                } else {
+                    ", a new head"
+                }
+            );
+            m
         } else {
             let init = |e: modeling::Error| Error::Msg(format!("student.init: {e}"));
             let files = ModelSource::parse(&self.init, &self.revision)
