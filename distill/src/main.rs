@@ -98,7 +98,7 @@ enum Command {
         #[arg(long)]
         int8: bool,
     },
-    /// Convert any BERT/RoBERTa sequence-classification folder (an export, a teacher) to ONNX.
+    /// Convert any BERT/RoBERTa/MPNet sequence-classification folder (an export, a teacher) to ONNX.
     Onnx {
         /// Model folder (config.json and model.safetensors).
         model_dir: PathBuf,
