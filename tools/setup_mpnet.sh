@@ -84,16 +84,7 @@ mkdir -p "$DEST.tmp"
 (cd "$SRC" && tar cf - --exclude=.gitattributes .) | (cd "$DEST.tmp" && tar xf -)
 
 # Drop the fixed padding/truncation from tokenizer.json.
-"$PY" -c '
-import json, sys
-p = sys.argv[1]
-with open(p, encoding="utf-8") as f:
-    tok = json.load(f)
-tok["padding"] = None
-tok["truncation"] = None
-with open(p, "w", encoding="utf-8") as f:
-    json.dump(tok, f, ensure_ascii=False, separators=(",", ":"))
-' "$DEST.tmp/tokenizer.json"
+"$PY" "$(dirname "$0")/reset_tokenizer_padding.py" "$DEST.tmp/tokenizer.json"
 rm -rf "$DEST"
 mv "$DEST.tmp" "$DEST"
 echo "all-mpnet-base-v2 installed in $DEST:"

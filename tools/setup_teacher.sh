@@ -40,16 +40,7 @@ mkdir -p "$DEST"
 (cd "$SRC" && tar cf - --exclude=.gitattributes .) | (cd "$DEST" && tar xf -)
 
 # Drop the fixed padding/truncation from tokenizer.json.
-"$PY" -c '
-import json, sys
-p = sys.argv[1]
-with open(p, encoding="utf-8") as f:
-    tok = json.load(f)
-tok["padding"] = None
-tok["truncation"] = None
-with open(p, "w", encoding="utf-8") as f:
-    json.dump(tok, f, ensure_ascii=False, separators=(",", ":"))
-' "$DEST/tokenizer.json"
+"$PY" "$(dirname "$0")/reset_tokenizer_padding.py" "$DEST/tokenizer.json"
 
 echo "teacher installed in $DEST:"
 ls -l "$DEST"

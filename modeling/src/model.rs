@@ -150,16 +150,22 @@ impl Classifier {
                 }
             }
         }
-        let heads = Head::task_tensor_names(model.config.kind());
-        let mismatched = model.named_vars().iter().any(|(name, var)| {
+        model.drop_mismatched_head(&mut tensors);
+        let report = model.assign(tensors, &files.weights_label())?;
+        Ok((model, report))
+    }
+
+    /// Leaves out a checkpoint's task head when its shape is not this model's (another label count),
+    /// so the head stays freshly initialised.
+    fn drop_mismatched_head(&self, tensors: &mut HashMap<String, Tensor>) {
+        let heads = Head::task_tensor_names(self.config.kind());
+        let mismatched = self.named_vars().iter().any(|(name, var)| {
             heads.contains(&name.as_str())
                 && tensors.get(name).is_some_and(|t| t.dims() != var.dims())
         });
         if mismatched {
             tensors.retain(|k, _| !heads.contains(&k.as_str()));
         }
-        let report = model.assign(tensors, &files.weights_label())?;
-        Ok((model, report))
     }
 
     fn load_with(
@@ -178,14 +184,7 @@ impl Classifier {
         let model = Self::new(&config, n, seed, device)?;
         let mut tensors = files.read_tensors(device)?;
         if reinit_head {
-            let heads = Head::task_tensor_names(model.config.kind());
-            let mismatched = model.named_vars().iter().any(|(name, var)| {
-                heads.contains(&name.as_str())
-                    && tensors.get(name).is_some_and(|t| t.dims() != var.dims())
-            });
-            if mismatched {
-                tensors.retain(|k, _| !heads.contains(&k.as_str()));
-            }
+            model.drop_mismatched_head(&mut tensors);
         }
         let report = model.assign(tensors, &files.weights_label())?;
         Ok((model, report))
