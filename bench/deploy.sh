@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/deploy.sh: the deployment figures (docs/performance.md) on the SST-2 run (`distill run configs/sst2.yaml`,
+# bench/deploy.sh: the deployment figures (docs/performance.md) on the SST-2 run (`distill run configs/sst2-minilm.yaml`,
 # with the same --set overrides passed here as arguments): the comparison report (f32 and int8 students,
 # plots), the ONNX/int8 parity check in onnxruntime, and the server load test in f32 and int8.
 # Writes runs/deploy/; run it on an otherwise idle machine.
@@ -11,9 +11,9 @@ PY="${PYTHON:-tools/.venv/bin/python}"
 GLUE="${GLUE_DIR:-../shared/glue}"
 OUT=runs/deploy
 mkdir -p "$OUT"
-"$BIN" compare configs/sst2.yaml "$@" > "$OUT/report.md"
-"$BIN" export configs/sst2.yaml "$@" --format onnx --int8
-EXPORT="$(grep -o 'output_dir: .*' configs/sst2.yaml | cut -d' ' -f2)/export"
+"$BIN" compare configs/sst2-minilm.yaml "$@" > "$OUT/report.md"
+"$BIN" export configs/sst2-minilm.yaml "$@" --format onnx --int8
+EXPORT="$(grep -o 'output_dir: .*' configs/sst2-minilm.yaml | cut -d' ' -f2)/export"
 "$PY" tools/parity/check_onnx.py "$EXPORT" "$GLUE/SST-2/dev.tsv" --label-col label --distill "$BIN" \
     --json "$OUT/onnx.json" | tee "$OUT/onnx.md"
 cut -f1 "$GLUE/SST-2/dev.tsv" | tail -n +2 > "$OUT/texts.txt"

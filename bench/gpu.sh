@@ -50,6 +50,6 @@ for P in $PRECISIONS; do
     fi
 done
 echo "== short SST-2 distillation on $DEVICE"
-"$BIN" run configs/sst2.yaml --set device="$DEVICE" --set data.max_train_examples=2000 \
+"$BIN" run configs/sst2-minilm.yaml --set device="$DEVICE" --set data.max_train_examples=2000 \
     --set teacher.finetune.epochs=1 --set train.epochs=2 --set "train.precision=$SST2_PRECISION" \
     --set "output_dir=$OUT/sst2" 2>&1 | tail -25

@@ -12,7 +12,7 @@ BIN="${DISTILL_BIN:-target/release/distill}"
 OUT="${OUT:-runs/pretrain-init}"
 VOCAB="${VOCAB:-../shared/vocab/bert-base-cased-vocab.txt}"
 declare -A teacher=(
-  [sst2]="${SST2_TEACHER:-runs/sst2/teacher/model}"
+  [sst2]="${SST2_TEACHER:-runs/sst2-minilm/teacher/model}"
   [cola]="${COLA_TEACHER:-runs/cola-full/teacher/model}"
   [mrpc]="${MRPC_TEACHER:-runs/glue/mrpc/teacher/model}"
 )

@@ -6,7 +6,7 @@
 # ours as the difference of a 10-update and a (10 + STEPS)-update run (which cancels start-up and the final dev
 # evaluation), PyTorch's after one untimed update. Prints a markdown table. Run it on an otherwise idle machine.
 # Needs a release build, tools/.venv (bash tools/setup_python.sh) and a fine-tuned teacher folder for the
-# config's preflight (TEACHER, default runs/sst2/teacher/model; it does not take part in training).
+# config's preflight (TEACHER, default runs/sst2-minilm/teacher/model; it does not take part in training).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS="${1:-100}"
@@ -18,7 +18,7 @@ THREADS="$(nproc)"
 mkdir -p "$OUT"
 for k in 10 $((10 + STEPS)); do
   rm -rf "$OUT/k$k"
-  "$BIN" train configs/sst2.yaml --set "output_dir=$OUT/k$k" --set "teacher.model=${TEACHER:-runs/sst2/teacher/model}" \
+  "$BIN" train configs/sst2-minilm.yaml --set "output_dir=$OUT/k$k" --set "teacher.model=${TEACHER:-runs/sst2-minilm/teacher/model}" \
     --set "distill={terms: [{kind: ce}]}" --set "train.max_steps=$k" --set train.epochs=1 --set train.eval_every=0 \
     --set preflight.allow_casing_mismatch=true > "$OUT/k$k.log" 2>&1 || { echo "see $OUT/k$k.log"; exit 1; }
 done

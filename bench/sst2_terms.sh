@@ -4,14 +4,14 @@
 # relations, all with the student on the teacher's tokenizer; then row 4 again with the student on its own
 # cased vocabulary, the token-level terms aligned by words across the two tokenizers; then the hidden term
 # phased out, TinyBERT's two stages, and row 4 with augmentation (rows 6-8, see below). The teacher is a
-# fine-tuned all-MiniLM-L6-v2 (TEACHER, default: the one `distill run configs/sst2.yaml` fine-tunes).
+# fine-tuned all-MiniLM-L6-v2 (TEACHER, default: the one `distill run configs/sst2-minilm.yaml` fine-tunes).
 # Prints a markdown table of dev accuracy; each row's run is under OUT/<row>/ (ROWS="..." picks rows).
 #   bash bench/sst2_terms.sh [N_TRAIN] [EPOCHS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-4000}"; EPOCHS="${2:-3}"
 BIN="${DISTILL_BIN:-target/release/distill}"
-TEACHER="${TEACHER:-runs/sst2/teacher/model}"
+TEACHER="${TEACHER:-runs/sst2-minilm/teacher/model}"
 OUT="${OUT:-runs/terms}"
 common=(--set "teacher.model=$TEACHER" --set "student.tokenizer=$TEACHER/tokenizer.json"
         --set "data.max_train_examples=$N" --set "train.epochs=$EPOCHS" --set "data.max_seq_len=64"
@@ -47,7 +47,7 @@ for row in $(printf '%s\n' "${!rows[@]}" | sort); do
     IFS=';' read -ra sets <<< "${extra[$row]}"
     for s in "${sets[@]}"; do more+=(--set "$s"); done
   fi
-  "$BIN" run configs/sst2.yaml "${common[@]}" "${more[@]}" --set "output_dir=$OUT/$row" --set "distill=${rows[$row]}" \
+  "$BIN" run configs/sst2-minilm.yaml "${common[@]}" "${more[@]}" --set "output_dir=$OUT/$row" --set "distill=${rows[$row]}" \
     > "$OUT.$row.log" 2>&1 || { echo "$row failed: see $OUT.$row.log"; exit 1; }
   echo "$row $(( $(date +%s) - start )) s" >> "$OUT.times"
 done

@@ -6,7 +6,7 @@
 # AutoModelForSequenceClassification + AutoTokenizer on the exported folder).
 # The texts are the TSV's text columns found by check_export.py (sentence; pairs such as
 # sentence1/sentence2 or question/sentence are tab-joined), one per line.
-# Defaults: EXPORT_DIR runs/sst2/export, TSV ../shared/glue/SST-2/dev.tsv.
+# Defaults: EXPORT_DIR runs/sst2-minilm/export, TSV ../shared/glue/SST-2/dev.tsv.
 # Environment: DISTILL (default target/debug/distill), PYTHON (default tools/.venv/bin/python),
 # MAX_LEN (default 128), TOL (default 1e-4).
 # Run from the repository root, e.g.:
@@ -15,7 +15,7 @@
 # Exits with check_export.py's status (0 OK, 1 logits over tol or labels differ, 2 bad input).
 set -euo pipefail
 
-EXPORT_DIR="${1:-runs/sst2/export}"
+EXPORT_DIR="${1:-runs/sst2-minilm/export}"
 TSV="${2:-../shared/glue/SST-2/dev.tsv}"
 DISTILL="${DISTILL:-target/debug/distill}"
 PY="${PYTHON:-tools/.venv/bin/python}"
