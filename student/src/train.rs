@@ -156,6 +156,8 @@ struct Distill<'a> {
 }
 
 impl Distill<'_> {
+    /// The objective on one micro-batch: the student's forward pass, the teacher's logits (cached, or
+    /// from the online teacher) and, for token-level terms, the online teacher's states.
     fn step(
         &mut self,
         model: &Classifier,
@@ -245,8 +247,7 @@ impl ClassifierLoss for Distill<'_> {
         labels: &Tensor,
         progress: f64,
     ) -> train::Result<StepLoss> {
-        self.step(model, idx, batch, labels, progress)
-            .map_err(|e| train::Error::Loss(Box::new(e)))
+        Ok(self.step(model, idx, batch, labels, progress)?)
     }
 
     fn extra_vars(&self) -> (Vec<(String, Var)>, f64) {
@@ -255,18 +256,14 @@ impl ClassifierLoss for Distill<'_> {
 
     fn save_state(&self, dir: &Path) -> train::Result<()> {
         if self.objective.has_state() {
-            self.objective
-                .save(&dir.join("objective.safetensors"))
-                .map_err(|e| train::Error::Loss(Box::new(e)))?;
+            self.objective.save(&dir.join("objective.safetensors"))?;
         }
         Ok(())
     }
 
     fn load_state(&mut self, dir: &Path) -> train::Result<()> {
         if self.objective.has_state() {
-            self.objective
-                .load(&dir.join("objective.safetensors"))
-                .map_err(|e| train::Error::Loss(Box::new(e)))?;
+            self.objective.load(&dir.join("objective.safetensors"))?;
         }
         Ok(())
     }
