@@ -68,11 +68,9 @@ fn section(
         let meaning = describe(prop)
             .or_else(|| describe(target))
             .unwrap_or_default();
+        // A section's default is shown key by key in its own rows.
         let default_text = match default {
-            Some(d) if is_section(root, target) => {
-                let _ = d;
-                String::new()
-            }
+            Some(_) if is_section(root, target) => String::new(),
             Some(d) => format!("`{}`", compact(d)),
             None if required.contains(&key.as_str()) => "required".into(),
             None => String::new(),
