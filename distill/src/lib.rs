@@ -10,6 +10,7 @@ pub mod encode;
 pub mod fill_mask;
 pub mod glue;
 pub mod launch;
+pub mod lock;
 pub mod online;
 pub mod pipeline;
 pub mod plan;

@@ -188,7 +188,9 @@ fn plan(args: &ConfigArgs) -> Result<Plan> {
 fn dispatch(cmd: Command) -> Result<()> {
     match cmd {
         Command::Run(a) => {
-            let report = pipeline::run_all(&plan(&a)?)?;
+            let p = plan(&a)?;
+            let _lock = p.lock()?;
+            let report = pipeline::run_all(&p)?;
             println!("{}", report.markdown());
             Ok(())
         }
@@ -199,11 +201,14 @@ fn dispatch(cmd: Command) -> Result<()> {
             finetune_only,
         } => {
             let p = plan(&args)?;
+            if let Some(s) = shard {
+                // Shards share the folder: each one locks only its own file.
+                let (i, n) = parse_shard(&s)?;
+                return p.teacher_shard(i, n).map(|_| ());
+            }
+            let _lock = p.lock()?;
             if finetune_only {
                 p.teacher_model().map(|_| ())
-            } else if let Some(s) = shard {
-                let (i, n) = parse_shard(&s)?;
-                p.teacher_shard(i, n).map(|_| ())
             } else if let Some(n) = merge {
                 if n == 0 {
                     anyhow::bail!("--merge: the shard count must be at least 1");
@@ -213,18 +218,26 @@ fn dispatch(cmd: Command) -> Result<()> {
                 p.teacher().map(|_| ())
             }
         }
-        Command::Sweep(a) => sweep::run(&plan(&a)?).map(|_| ()),
+        Command::Sweep(a) => {
+            let p = plan(&a)?;
+            let _lock = p.lock()?;
+            sweep::run(&p).map(|_| ())
+        }
         Command::Glue(a) => glue::run(&a).map(|_| ()),
         Command::Train { args, nproc } => {
             let launch = Launch::new(nproc)?;
             let result = config::load(&args.config, &args.set).and_then(|cfg| {
                 let device = launch.device(&cfg.device, select_device(&cfg.device)?)?;
-                Plan::new(cfg, device, launch.group.clone())?.train()
+                let p = Plan::new(cfg, device, launch.group.clone())?;
+                let _lock = p.lock()?;
+                p.train()
             });
             launch.finish(result).map(|_| ())
         }
         Command::Compare { args, runs } => {
-            let report = pipeline::compare(&plan(&args)?, &runs)?;
+            let p = plan(&args)?;
+            let _lock = p.lock()?;
+            let report = pipeline::compare(&p, &runs)?;
             println!("{}", report.markdown());
             Ok(())
         }
@@ -237,8 +250,9 @@ fn dispatch(cmd: Command) -> Result<()> {
             if int8 && format != ExportFormat::Onnx {
                 anyhow::bail!("--int8 quantizes the ONNX graph: add --format onnx (for int8 inference in Rust, use `predict --int8`)");
             }
-            plan(&args)?
-                .export(out, format == ExportFormat::Onnx, int8)
+            let p = plan(&args)?;
+            let _lock = p.lock()?;
+            p.export(out, format == ExportFormat::Onnx, int8)
                 .map(|_| ())
         }
         Command::Onnx {

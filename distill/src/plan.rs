@@ -19,6 +19,7 @@ use teacher::Targets;
 use train::dist::Group;
 
 use crate::config::RunConfig;
+use crate::lock::Lock;
 
 pub struct Plan {
     cfg: RunConfig,
@@ -94,6 +95,16 @@ impl Plan {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The writer's lock on the output folder (see `lock`), taken by rank 0 for the whole group and held
+    /// until dropped.
+    pub fn lock(&self) -> Result<Option<Lock>> {
+        if self.group.is_main() {
+            Lock::folder(&self.out).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     pub fn out(&self) -> &Path {

@@ -10,6 +10,8 @@ use candle_core::Device;
 use modeling::infer::{self, Pooling};
 use modeling::{Classifier, Encoded, ModelSource, TextTokenizer};
 
+use crate::lock::Lock;
+
 #[derive(clap::Args)]
 pub struct PredictArgs {
     /// Model folder (config.json, model.safetensors, tokenizer.json or vocab.txt).
@@ -35,6 +37,9 @@ pub struct Predictor {
     pub model: Classifier,
     pub tok: TextTokenizer,
     pub labels: Vec<String>,
+    /// The shared lock on `model_dir`, held while the model is in use, so an export cannot replace the
+    /// folder under it.
+    _reading: Option<Lock>,
 }
 
 impl Predictor {
@@ -45,6 +50,7 @@ impl Predictor {
         if max_len < 8 {
             bail!("--max-len {max_len} leaves no room for text besides the special tokens (use at least 8)");
         }
+        let reading = Lock::reader(model_dir)?;
         let files = ModelSource::Local(model_dir.to_path_buf()).resolve(false)?;
         let (mut model, report) = Classifier::load(&files, None, 0, &Device::Cpu)?;
         if !report.has_head {
@@ -61,7 +67,12 @@ impl Predictor {
         }
         let tok = TextTokenizer::for_model(&files, max_len.min(model.config.max_tokens()))?;
         let labels = model.config.labels();
-        Ok(Self { model, tok, labels })
+        Ok(Self {
+            model,
+            tok,
+            labels,
+            _reading: reading,
+        })
     }
 
     /// Tokenises a text, or a pair when `pair` is given.

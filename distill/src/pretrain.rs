@@ -37,8 +37,11 @@ pub fn run(
             TextTokenizer::for_model(&files, tok_len).context("student.init")?
         }
     };
-    std::fs::create_dir_all(&cfg.output_dir)
-        .with_context(|| format!("output_dir {}", cfg.output_dir.display()))?;
+    let _lock = if group.is_main() {
+        Some(crate::lock::Lock::folder(&cfg.output_dir).context("output_dir")?)
+    } else {
+        None
+    };
     let cache_dir = cfg.cache_dir();
     // Rank 0 builds the cache while the others wait, then they find it fresh.
     if !group.is_main() {

@@ -22,6 +22,12 @@ impl Plan {
     /// The teacher ready for the task: the checkpoint itself when it has a head, else the fine-tuned copy
     /// under `output_dir/teacher/model` (fine-tuned now unless a fresh one is there).
     pub fn teacher_model(&self) -> Result<(Classifier, TextTokenizer, ModelFiles)> {
+        self.load_teacher(true)
+    }
+
+    /// `teacher_model`; without `may_finetune`, a teacher that needs fine-tuning is an error instead (a
+    /// shard of the targets runs beside the other shards, which must not all fine-tune one folder).
+    fn load_teacher(&self, may_finetune: bool) -> Result<(Classifier, TextTokenizer, ModelFiles)> {
         let (files, tok) = self.teacher_source()?;
         let n = self.spec().num_outputs();
         let (model, report) = Classifier::load(&files, Some(n), self.cfg().seed, self.device())
@@ -70,6 +76,13 @@ impl Plan {
                 eprintln!("teacher: fine-tuned teacher in {} is fresh", dir.display());
             }
             fresh => {
+                if !may_finetune {
+                    bail!(
+                        "teacher: {} has no task head and no fresh fine-tuned copy in {}; run `distill teacher CONFIG --finetune-only` once before the shards",
+                        self.cfg().teacher.model,
+                        dir.display()
+                    );
+                }
                 if let Freshness::Stale(why) = fresh {
                     eprintln!("teacher: redoing fine-tuning ({why})");
                     let _ = std::fs::remove_dir_all(stage.join("finetune").join("last"));
@@ -176,11 +189,12 @@ impl Plan {
     /// once (`distill teacher --finetune-only`) and share the output folder.
     pub fn teacher_shard(&self, i: usize, n: usize) -> Result<PathBuf> {
         self.no_augment_with_shards()?;
-        let (model, tok, files) = self.teacher_model()?;
+        let path = self.shard_path(i, n);
+        let _lock = crate::lock::Lock::file(&path)?;
+        let (model, tok, files) = self.load_teacher(false)?;
         let (train, _) = self.read_data()?;
         let mut fp = self.fingerprint(&model, &tok, &files, &train)?;
         fp.shard = Some(format!("{i}/{n}"));
-        let path = self.shard_path(i, n);
         if fresh_targets(&path, &fp).is_some() {
             return Ok(path);
         }
@@ -586,6 +600,12 @@ impl Plan {
         let dest = out.unwrap_or_else(|| self.out().join("export"));
         let best = self.student_dir().join("best");
         let tok = self.student_tokenizer()?;
+        // Replacing the folder waits for no reader: a `serve` or `predict` on it holds a shared lock.
+        let _readers_out = if dest.is_dir() {
+            Some(crate::lock::Lock::folder(&dest)?)
+        } else {
+            None
+        };
         let kind = match self.cfg().student.model_type.as_deref() {
             Some("roberta") => ModelKind::Roberta,
             _ => modeling::EncoderConfig::from_file(&best.join("config.json"))

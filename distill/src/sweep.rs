@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::config::RunConfig;
@@ -24,6 +24,9 @@ pub struct Trial {
     pub best: Option<f64>,
     pub steps: usize,
     pub stopped_early: bool,
+    /// Why the trial stopped with an error (the other trials went on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,10 +56,19 @@ pub fn run(parent: &Plan) -> Result<Vec<GridPoint>> {
         w.seeds.clone()
     };
     let mut trials: Vec<(Plan, Trial)> = Vec::new();
+    // Each trial's folder has its writer's lock too, held until the sweep ends.
+    let mut locks = Vec::new();
     for &b in &w.batch_size {
         for &lr in &w.learning_rate {
             for &seed in &seeds {
                 let p = trial_plan(parent, b, lr, seed)?;
+                let failed = match p.lock() {
+                    Ok(lock) => {
+                        locks.push(lock);
+                        None
+                    }
+                    Err(e) => Some(format!("{e:#}")),
+                };
                 let name = p
                     .out()
                     .file_name()
@@ -72,6 +84,7 @@ pub fn run(parent: &Plan) -> Result<Vec<GridPoint>> {
                         best: None,
                         steps: 0,
                         stopped_early: false,
+                        failed,
                     },
                 ));
             }
@@ -79,7 +92,9 @@ pub fn run(parent: &Plan) -> Result<Vec<GridPoint>> {
     }
     let n_train = parent.num_train_examples()?;
     let rungs: &[f64] = if w.halving { &[0.25, 0.5, 1.0] } else { &[1.0] };
-    let mut alive: Vec<usize> = (0..trials.len()).collect();
+    let mut alive: Vec<usize> = (0..trials.len())
+        .filter(|&i| trials[i].1.failed.is_none())
+        .collect();
     for (r, &frac) in rungs.iter().enumerate() {
         for &i in &alive {
             let (plan, trial) = &mut trials[i];
@@ -90,10 +105,19 @@ pub fn run(parent: &Plan) -> Result<Vec<GridPoint>> {
                 trial.name,
                 until.min(total)
             );
-            let report = plan.train_until(&|step| step >= until && frac < 1.0)?;
-            trial.best = report.best.as_ref().map(|b| b.scores.main);
-            trial.steps = report.steps;
+            // A failed trial is recorded with its reason; the others go on.
+            match plan.train_until(&|step| step >= until && frac < 1.0) {
+                Ok(report) => {
+                    trial.best = report.best.as_ref().map(|b| b.scores.main);
+                    trial.steps = report.steps;
+                }
+                Err(e) => {
+                    eprintln!("sweep: {} failed: {e:#}", trial.name);
+                    trial.failed = Some(format!("{e:#}"));
+                }
+            }
         }
+        alive.retain(|&i| trials[i].1.failed.is_none());
         if r + 1 < rungs.len() {
             alive.sort_by(|&a, &b| {
                 let s = |i: usize| trials[i].1.best.unwrap_or(f64::NEG_INFINITY);
@@ -108,7 +132,10 @@ pub fn run(parent: &Plan) -> Result<Vec<GridPoint>> {
     }
     // Mean ± std over seeds per grid point, over trials that ran to the end.
     let mut groups: BTreeMap<(usize, u64), Vec<f64>> = BTreeMap::new();
-    for (_, t) in trials.iter().filter(|(_, t)| !t.stopped_early) {
+    for (_, t) in trials
+        .iter()
+        .filter(|(_, t)| !t.stopped_early && t.failed.is_none())
+    {
         if let Some(b) = t.best {
             groups
                 .entry((t.batch_size, t.learning_rate.to_bits()))
@@ -136,44 +163,61 @@ pub fn run(parent: &Plan) -> Result<Vec<GridPoint>> {
         })
         .collect();
     points.sort_by(|a, b| b.mean.total_cmp(&a.mean));
-    let best = points.first().context("no trial finished")?;
-    // Keep the best grid point's best seed as the run's student.
-    let winner = trials
-        .iter()
-        .filter(|(_, t)| {
-            !t.stopped_early
-                && t.batch_size == best.batch_size
-                && t.learning_rate == best.learning_rate
-        })
-        .max_by(|a, b| {
-            a.1.best
-                .unwrap_or(f64::MIN)
-                .total_cmp(&b.1.best.unwrap_or(f64::MIN))
-        })
-        .context("no winning trial")?;
-    copy_dir(
-        &winner.0.student_dir().join("best"),
-        &parent.student_dir().join("best"),
-    )?;
     let all: Vec<&Trial> = trials.iter().map(|(_, t)| t).collect();
-    let json = serde_json::json!({"grid": points, "trials": all, "best": best});
+    let json = serde_json::json!({"grid": points, "trials": all, "best": points.first()});
     modeling::write_atomic(
         &parent.out().join("sweep.json"),
         serde_json::to_string_pretty(&json)?.as_bytes(),
     )?;
-    modeling::write_atomic(
-        &parent.out().join("sweep.md"),
-        markdown(&points, &all).as_bytes(),
-    )?;
-    eprintln!(
-        "sweep: best batch {} lr {:e}: dev {:.4} ± {:.4} ({} seeds); copied to {}",
-        best.batch_size,
-        best.learning_rate,
-        best.mean,
-        best.std,
-        best.seeds,
-        parent.student_dir().join("best").display()
-    );
+    let table = parent.out().join("sweep.md");
+    modeling::write_atomic(&table, markdown(&points, &all).as_bytes())?;
+    if let Some(best) = points.first() {
+        // Keep the best grid point's best seed as the run's student.
+        let winner = trials
+            .iter()
+            .filter(|(_, t)| {
+                !t.stopped_early
+                    && t.failed.is_none()
+                    && t.batch_size == best.batch_size
+                    && t.learning_rate == best.learning_rate
+            })
+            .max_by(|a, b| {
+                a.1.best
+                    .unwrap_or(f64::MIN)
+                    .total_cmp(&b.1.best.unwrap_or(f64::MIN))
+            })
+            .context("no winning trial")?;
+        copy_dir(
+            &winner.0.student_dir().join("best"),
+            &parent.student_dir().join("best"),
+        )?;
+        eprintln!(
+            "sweep: best batch {} lr {:e}: dev {:.4} ± {:.4} ({} seeds); copied to {}",
+            best.batch_size,
+            best.learning_rate,
+            best.mean,
+            best.std,
+            best.seeds,
+            parent.student_dir().join("best").display()
+        );
+    }
+    let failed: Vec<&str> = all
+        .iter()
+        .filter(|t| t.failed.is_some())
+        .map(|t| t.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} trials failed ({}); {} has the others",
+            failed.len(),
+            all.len(),
+            failed.join(", "),
+            table.display()
+        );
+    }
+    if points.is_empty() {
+        bail!("no trial finished");
+    }
     Ok(points)
 }
 
@@ -201,6 +245,14 @@ fn markdown(points: &[GridPoint], trials: &[&Trial]) -> String {
             "\nStopped early by successive halving: {}.\n",
             stopped.join(", ")
         ));
+    }
+    let failed: Vec<String> = trials
+        .iter()
+        .filter_map(|t| Some(format!("- {}: failed: {}\n", t.name, t.failed.as_ref()?)))
+        .collect();
+    if !failed.is_empty() {
+        s.push_str("\nFailed trials (left out of the grid):\n\n");
+        s.push_str(&failed.concat());
     }
     s
 }

@@ -721,6 +721,86 @@ fn glue_writes_the_table_and_submission_files() {
 }
 
 #[test]
+fn glue_keeps_finished_tasks_when_one_fails_and_reports_wnli_as_the_majority_class() {
+    let tmp = tempfile::tempdir().unwrap();
+    let configs = tmp.path().join("configs");
+    std::fs::create_dir_all(&configs).unwrap();
+    let tiny = std::fs::read_to_string(root().join("configs/tiny.yaml")).unwrap();
+    std::fs::write(configs.join("sst2.yaml"), &tiny).unwrap();
+    // RTE with a broken training file: the task fails, the suite goes on.
+    let rte = tmp.path().join("RTE");
+    std::fs::create_dir_all(&rte).unwrap();
+    std::fs::write(rte.join("train.tsv"), "foo\tbar\n1\t2\n").unwrap();
+    std::fs::write(
+        configs.join("rte.yaml"),
+        tiny.replace("task: sst2", "task: rte")
+            .replace("configs/tiny/data", rte.to_str().unwrap()),
+    )
+    .unwrap();
+    // WNLI: reported as the training set's majority class, as GLUE practice does.
+    let wnli = tmp.path().join("WNLI");
+    std::fs::create_dir_all(&wnli).unwrap();
+    let h = "index\tsentence1\tsentence2\tlabel\n";
+    std::fs::write(
+        wnli.join("train.tsv"),
+        format!("{h}0\ta\tb\t1\n1\tc\td\t1\n2\te\tf\t0\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        wnli.join("dev.tsv"),
+        format!("{h}0\ta\tb\t1\n1\tc\td\t0\n2\te\tf\t0\n3\tg\th\t0\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        wnli.join("test.tsv"),
+        "index\tsentence1\tsentence2\n0\ta\tb\n1\tc\td\n",
+    )
+    .unwrap();
+    std::fs::write(
+        configs.join("wnli.yaml"),
+        tiny.replace("task: sst2", "task: wnli")
+            .replace("configs/tiny/data", wnli.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = tmp.path().join("glue");
+    let o = distill(&[
+        "glue",
+        "--tasks",
+        "rte,sst2,wnli",
+        "--configs",
+        configs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("1 of 3 tasks failed (rte)"), "{t}");
+    let md = std::fs::read_to_string(out.join("glue.md")).unwrap();
+    assert!(md.contains("| sst2 | accuracy |"), "{md}");
+    assert!(md.contains("| rte | | failed | failed | |"), "{md}");
+    assert!(
+        md.contains("rte: failed:") && md.contains("RTE/train.tsv"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| wnli | accuracy | 25.0 (majority) | 25.0 (majority) | |"),
+        "{md}"
+    );
+    assert!(md.contains("mean of 2 tasks"), "{md}");
+    let sub = std::fs::read_to_string(out.join("WNLI.tsv")).unwrap();
+    assert_eq!(sub, "index\tprediction\n0\t1\n1\t1\n");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("glue.json")).unwrap()).unwrap();
+    let status: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(status, ["failed", "done", "majority"]);
+}
+
+#[test]
 fn mnli_reports_matched_and_mismatched_dev_accuracy() {
     // A tiny MNLI-shaped task: the tiny sentiment sentences as premise, a fixed hypothesis, 3 labels.
     let tmp = tempfile::tempdir().unwrap();
