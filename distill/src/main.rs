@@ -185,7 +185,33 @@ fn plan(args: &ConfigArgs) -> Result<Plan> {
     Plan::new(cfg, device, Arc::new(Group::single()))
 }
 
+/// For the commands that write a run: SIGINT or SIGTERM ends the process at once (every output is written
+/// whole or not at all, so nothing is lost that `last/` does not hold) with a message saying so, instead of
+/// a silent death. `serve` handles the signals itself, to finish its requests.
+fn stop_on_signal() {
+    let set = ctrlc::set_handler(|| {
+        eprintln!(
+            "error: interrupted (SIGINT or SIGTERM); every file written so far is whole; run the same command to resume from the last checkpoint"
+        );
+        std::process::exit(130);
+    });
+    if let Err(e) = set {
+        eprintln!("note: no SIGINT/SIGTERM handler ({e}); a signal ends the run silently");
+    }
+}
+
 fn dispatch(cmd: Command) -> Result<()> {
+    if matches!(
+        cmd,
+        Command::Run(_)
+            | Command::Teacher { .. }
+            | Command::Train { .. }
+            | Command::Sweep(_)
+            | Command::Glue(_)
+            | Command::Pretrain { .. }
+    ) {
+        stop_on_signal();
+    }
     match cmd {
         Command::Run(a) => {
             let p = plan(&a)?;

@@ -12,17 +12,16 @@
 //! stop accepting, let in-flight requests finish, then exit 0.
 
 mod batch;
+mod listen;
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -63,10 +62,18 @@ pub struct ServeArgs {
     /// activations are quantized per token.
     #[arg(long)]
     int8: bool,
+    /// Most connections open at once; past it a new connection gets 503 and is closed at once. Lowered to
+    /// fit under the process's open-file limit (raised to its hard limit at start).
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's head (from connecting, or from its previous answer on a
+    /// kept-alive connection: so also how long an idle connection stays open), and again its body.
+    #[arg(long, default_value_t = 30)]
+    read_timeout_secs: u64,
 }
 
-/// After SIGINT/SIGTERM, how long open connections may take to finish before the server exits anyway.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Tests only: a request with this text in an input makes its batch's forward fail (see `Job::fault`).
+const FAULT_VAR: &str = "DISTILL_SERVE_FAULT";
 /// Requests waiting for the inference thread; past this, handlers wait to enqueue (back-pressure).
 const QUEUE_CAPACITY: usize = 1024;
 
@@ -81,6 +88,9 @@ struct AppState {
     max_texts: usize,
     max_body_bytes: usize,
     int8: bool,
+    read_timeout: Duration,
+    /// `DISTILL_SERVE_FAULT`, when set.
+    fault: Option<String>,
 }
 
 pub fn run(a: &ServeArgs) -> Result<()> {
@@ -88,6 +98,8 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         ("--max-batch", a.max_batch),
         ("--max-texts", a.max_texts),
         ("--max-body-bytes", a.max_body_bytes),
+        ("--max-connections", a.max_connections),
+        ("--read-timeout-secs", a.read_timeout_secs as usize),
     ] {
         if v == 0 {
             bail!("{flag} must be at least 1");
@@ -125,6 +137,8 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         max_texts: a.max_texts,
         max_body_bytes: a.max_body_bytes,
         int8: a.int8,
+        read_timeout: Duration::from_secs(a.read_timeout_secs),
+        fault: std::env::var(FAULT_VAR).ok().filter(|m| !m.is_empty()),
     });
     if !rt.block_on(serve(a, state))? {
         // Connections still open hold the queue: leave them and the inference thread to the exit.
@@ -139,7 +153,6 @@ pub fn run(a: &ServeArgs) -> Result<()> {
 }
 
 fn router(state: Arc<AppState>) -> Router {
-    let limit = state.max_body_bytes;
     Router::new()
         .route("/health", get(health))
         .route("/stats", get(stats))
@@ -148,7 +161,6 @@ fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
         })
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
@@ -156,18 +168,19 @@ fn router(state: Arc<AppState>) -> Router {
 /// `SHUTDOWN_GRACE` after it.
 async fn serve(a: &ServeArgs, state: Arc<AppState>) -> Result<bool> {
     let addr = format!("{}:{}", a.host, a.port);
+    let limits = listen::Limits {
+        max_connections: listen::connection_cap(a.max_connections),
+        read_timeout: state.read_timeout,
+    };
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     let local: SocketAddr = listener.local_addr()?;
     // Handlers are in place before the address is announced: a signal right after it is not lost.
     let signals = Signals::new()?;
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let stopped = stopping.clone();
     let shutdown = async move {
         let name = signals.recv().await;
         eprintln!("{name}: finishing in-flight requests");
-        stopped.notify_one();
     };
     {
         use std::io::Write;
@@ -175,16 +188,15 @@ async fn serve(a: &ServeArgs, state: Arc<AppState>) -> Result<bool> {
         writeln!(out, "listening on http://{local}")?;
         out.flush()?;
     }
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .into_future();
-    tokio::select! {
-        r = server => r.context("serving").map(|()| true),
-        _ = async { stopping.notified().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
-            eprintln!("connections still open {SHUTDOWN_GRACE:?} after the signal: exiting anyway");
-            Ok(false)
-        }
+    let stats = state.stats.clone();
+    let finished = listen::serve(listener, router(state), limits, stats, shutdown).await;
+    if !finished {
+        eprintln!(
+            "connections still open {:?} after the signal: exiting anyway",
+            listen::SHUTDOWN_GRACE
+        );
     }
+    Ok(finished)
 }
 
 /// SIGINT and SIGTERM, registered at once (tokio registers a handler when the stream is made).
@@ -289,7 +301,7 @@ struct PredictRequest {
 
 impl PredictRequest {
     /// The (text, pair) inputs, checked against the request limits.
-    fn inputs(self, max_texts: usize) -> Result<Vec<(String, Option<String>)>, ApiError> {
+    fn inputs(self, max_texts: usize) -> Result<Inputs, ApiError> {
         let inputs = match (self.texts, self.text_pairs, self.text, self.text_pair) {
             (Some(texts), pairs, None, None) => {
                 let pairs = pairs.unwrap_or_else(|| vec![None; texts.len()]);
@@ -336,21 +348,54 @@ impl PredictRequest {
     }
 }
 
-async fn predict(
-    State(s): State<Arc<AppState>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+/// The request body, within `--max-body-bytes` and received within the read deadline.
+async fn read_body(s: &AppState, body: Body) -> Result<Bytes, ApiError> {
+    let read = tokio::time::timeout(s.read_timeout, axum::body::to_bytes(body, s.max_body_bytes));
+    match read.await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) if is_length_limit(&e) => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "request body larger than {} bytes (--max-body-bytes)",
                 s.max_body_bytes
             ),
-        ),
-        status => ApiError::new(status, e.body_text()),
-    })?;
-    let req: PredictRequest = serde_json::from_slice(&body).map_err(|e| match e.classify() {
+        )),
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("reading the body: {e}"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request body not received within {} s (--read-timeout-secs)",
+                s.read_timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// The inputs of one request: texts, each with its pair's second text if any.
+pub type Inputs = Vec<(String, Option<String>)>;
+
+/// The inputs of a `/predict` body, checked against `max_texts`; else the HTTP status and message: 400 for a
+/// body that is not JSON, 422 for JSON of the wrong shape, 413 for too many texts. Public for the fuzz target.
+pub fn parse_request(body: &[u8], max_texts: usize) -> Result<Inputs, (u16, String)> {
+    parse(body, max_texts).map_err(|e| (e.status.as_u16(), e.message))
+}
+
+fn parse(body: &[u8], max_texts: usize) -> Result<Inputs, ApiError> {
+    let req: PredictRequest = serde_json::from_slice(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => {
             ApiError::unprocessable(format!("invalid request: {e}"))
         }
@@ -359,7 +404,17 @@ async fn predict(
             format!("body is not valid JSON: {e}"),
         ),
     })?;
-    let inputs = req.inputs(s.max_texts)?;
+    req.inputs(max_texts)
+}
+
+async fn predict(State(s): State<Arc<AppState>>, body: Body) -> Result<Json<Value>, ApiError> {
+    let body = read_body(&s, body).await?;
+    let inputs = parse(&body, s.max_texts)?;
+    let fault = s.fault.as_deref().is_some_and(|m| {
+        inputs
+            .iter()
+            .any(|(a, b)| a.contains(m) || b.as_deref().is_some_and(|b| b.contains(m)))
+    });
     // Tokenising is CPU work proportional to the body: keep it off the async threads.
     let p = s.predictor.clone();
     let enc = tokio::task::spawn_blocking(move || {
@@ -373,7 +428,7 @@ async fn predict(
     .map_err(|e| ApiError::internal(format!("{e:#}")))?;
     let (reply, answer) = oneshot::channel();
     s.queue
-        .send(Job { enc, reply })
+        .send(Job { enc, reply, fault })
         .await
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
     let rows = answer

@@ -18,6 +18,8 @@ use crate::predict::Predictor;
 pub struct Job {
     pub enc: Vec<Encoded>,
     pub reply: oneshot::Sender<std::result::Result<Vec<Vec<f32>>, String>>,
+    /// Tests only (`DISTILL_SERVE_FAULT`): a forward that holds this request fails, as a model error would.
+    pub fault: bool,
 }
 
 /// Counters since start, for `/stats`: `batches < requests` shows that requests shared forwards.
@@ -28,6 +30,11 @@ pub struct Stats {
     examples: AtomicU64,
     largest_batch: AtomicU64,
     failed_batches: AtomicU64,
+    /// Requests answered with an error by a failed forward.
+    failed_requests: AtomicU64,
+    pub(super) connections: AtomicU64,
+    pub(super) refused_connections: AtomicU64,
+    pub(super) accept_errors: AtomicU64,
 }
 
 impl Stats {
@@ -39,6 +46,10 @@ impl Stats {
             "examples": get(&self.examples),
             "largest_batch": get(&self.largest_batch),
             "failed_batches": get(&self.failed_batches),
+            "failed_requests": get(&self.failed_requests),
+            "connections": get(&self.connections),
+            "refused_connections": get(&self.refused_connections),
+            "accept_errors": get(&self.accept_errors),
         })
     }
 }
@@ -117,7 +128,9 @@ impl Queue {
 }
 
 /// One forward over every request of `jobs` (a single request larger than `max_batch` takes several),
-/// then each request gets its rows. A failure (or a panic inside candle) fails this batch only.
+/// then each request gets its rows. When the forward fails (an error, or a panic inside candle) and the
+/// batch holds several requests, each is run again alone, so that only the requests that fail by
+/// themselves get the error and the others sharing their batch are answered.
 fn run_batch(predictor: &Predictor, mut jobs: Vec<Job>, max_batch: usize, stats: &Stats) {
     // Clients that gave up (their handler was dropped) need no forward.
     jobs.retain(|j| !j.reply.is_closed());
@@ -133,10 +146,41 @@ fn run_batch(predictor: &Predictor, mut jobs: Vec<Job>, max_batch: usize, stats:
     stats
         .requests
         .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-    stats.batches.fetch_add(1, Ordering::Relaxed);
     stats.examples.fetch_add(n, Ordering::Relaxed);
     stats.largest_batch.fetch_max(n, Ordering::Relaxed);
-    let out = std::panic::catch_unwind(AssertUnwindSafe(|| predictor.logits(&enc, max_batch)));
+    let fault = jobs.iter().any(|j| j.fault);
+    match forward(predictor, &enc, fault, max_batch, stats) {
+        Ok(rows) => answer(jobs, &sizes, rows),
+        Err(msg) if jobs.len() == 1 => fail(jobs, &msg, stats),
+        Err(_) => {
+            let mut start = 0;
+            for (job, k) in jobs.into_iter().zip(sizes) {
+                let part = &enc[start..start + k];
+                start += k;
+                match forward(predictor, part, job.fault, max_batch, stats) {
+                    Ok(rows) => answer(vec![job], &[k], rows),
+                    Err(msg) => fail(vec![job], &msg, stats),
+                }
+            }
+        }
+    }
+}
+
+/// The logit rows of `enc`, in order, from one forward; `fault` fails it on purpose.
+fn forward(
+    predictor: &Predictor,
+    enc: &[Encoded],
+    fault: bool,
+    max_batch: usize,
+    stats: &Stats,
+) -> std::result::Result<Vec<Vec<f32>>, String> {
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    let out = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        if fault {
+            anyhow::bail!("injected fault ({})", super::FAULT_VAR);
+        }
+        predictor.logits(enc, max_batch)
+    }));
     let result = match out {
         Ok(Ok(rows)) if rows.len() == enc.len() => Ok(rows),
         Ok(Ok(rows)) => Err(format!(
@@ -147,20 +191,27 @@ fn run_batch(predictor: &Predictor, mut jobs: Vec<Job>, max_batch: usize, stats:
         Ok(Err(e)) => Err(format!("inference failed: {e:#}")),
         Err(_) => Err("inference panicked".to_string()),
     };
-    // A client may have gone meanwhile: its send fails, and there is nothing to do about it.
-    match result {
-        Ok(rows) => {
-            let mut rows = rows.into_iter();
-            for (job, k) in jobs.into_iter().zip(sizes) {
-                let _ = job.reply.send(Ok(rows.by_ref().take(k).collect()));
-            }
-        }
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-            for job in jobs {
-                let _ = job.reply.send(Err(msg.clone()));
-            }
-        }
+    if let Err(msg) = &result {
+        eprintln!("error: {msg}");
+        stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+    }
+    result
+}
+
+/// Sends each request its rows. A client may have gone meanwhile: its send fails, and there is nothing
+/// to do about it.
+fn answer(jobs: Vec<Job>, sizes: &[usize], rows: Vec<Vec<f32>>) {
+    let mut rows = rows.into_iter();
+    for (job, &k) in jobs.into_iter().zip(sizes) {
+        let _ = job.reply.send(Ok(rows.by_ref().take(k).collect()));
+    }
+}
+
+fn fail(jobs: Vec<Job>, msg: &str, stats: &Stats) {
+    stats
+        .failed_requests
+        .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+    for job in jobs {
+        let _ = job.reply.send(Err(msg.to_string()));
     }
 }

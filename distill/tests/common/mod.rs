@@ -1,6 +1,8 @@
 //! Helpers shared by the CLI test files: the real `distill` binary, run from the repository root.
 #![allow(dead_code)] // each test file uses some of them
 
+pub mod server;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
