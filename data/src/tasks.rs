@@ -60,6 +60,18 @@ pub enum Metric {
     PearsonSpearman,
 }
 
+impl Metric {
+    /// The names of the dev scores a training evaluation reports for this metric.
+    pub fn names(&self) -> &'static [&'static str] {
+        match self {
+            Metric::Accuracy => &["accuracy"],
+            Metric::F1Accuracy => &["f1", "accuracy"],
+            Metric::Matthews => &["matthews"],
+            Metric::PearsonSpearman => &["pearson", "spearman"],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {

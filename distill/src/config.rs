@@ -524,6 +524,27 @@ impl RunConfig {
             .finetune
             .validate("teacher.finetune")
             .map_err(|e| anyhow!(e))?;
+        let names = self.task_spec()?.metric.names();
+        for (key, settings) in [
+            ("train", &self.train),
+            ("teacher.finetune", &self.teacher.finetune),
+        ] {
+            if let Some(m) = settings
+                .early_stopping
+                .as_ref()
+                .and_then(|e| e.metric.as_ref())
+            {
+                check(
+                    names.contains(&m.as_str()),
+                    &format!("{key}.early_stopping.metric"),
+                    format!(
+                        "`{m}` is not a dev metric of task {} ({})",
+                        self.task,
+                        names.join(", ")
+                    ),
+                )?;
+            }
+        }
         let weights = std::iter::once(("teacher.weight".to_string(), self.teacher.weight)).chain(
             self.teacher
                 .ensemble

@@ -526,7 +526,10 @@ impl Plan {
             .filter(|d| *d == stamp)
             .and_then(|_| std::fs::read_to_string(&report_path).ok())
             .and_then(|t| serde_json::from_str::<train::TrainReport>(&t).ok())
-            .filter(|r| r.steps >= self.planned_steps(train.len()) && dir.join("best").is_dir());
+            .filter(|r| {
+                (r.steps >= self.planned_steps(train.len()) || r.stopped_early)
+                    && dir.join("best").is_dir()
+            });
         let freshness = check_stamp(&dir, &stamp);
         // Every rank has read the stamps before rank 0 changes them.
         self.group().barrier()?;
@@ -580,7 +583,7 @@ impl Plan {
             objective: d.objective(),
         };
         let report = student::train_until(&model, &data, &tc, &dir, stop)?;
-        if main && report.steps >= self.planned_steps(train.len()) {
+        if main && (report.steps >= self.planned_steps(train.len()) || report.stopped_early) {
             write_stamp_as(&done, &stamp)?;
         }
         if let Some(b) = &report.best {

@@ -310,8 +310,8 @@ impl Task for Mlm<'_> {
         evaluate(self.model, self.eval, self.cfg.train.eval_batch(64))
     }
 
-    fn better(&self, new: &Scores, old: &Scores) -> bool {
-        new.main < old.main
+    fn lower_is_better(&self) -> bool {
+        true
     }
 
     fn param_groups(&self) -> Vec<(Vec<(String, Var)>, f64)> {

@@ -10,6 +10,7 @@ use candle_core::{Device, Tensor, Var};
 use kernels::adamw::{Moment, SumSquares, Update};
 
 use crate::precision::{LossScale, Precision};
+use crate::settings::Schedule;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,6 +24,7 @@ pub struct AdamWConfig {
     pub max_grad_norm: f64,
     pub warmup_steps: usize,
     pub total_steps: usize,
+    pub schedule: Schedule,
 }
 
 impl Default for AdamWConfig {
@@ -36,20 +38,27 @@ impl Default for AdamWConfig {
             max_grad_norm: 1.0,
             warmup_steps: 0,
             total_steps: 1,
+            schedule: Schedule::Linear,
         }
     }
 }
 
 impl AdamWConfig {
-    /// Learning rate for update number `step` (0-based): linear warmup to the peak, then linear decay to 0.
+    /// Learning rate for update number `step` (0-based): linear warmup to the peak, then the schedule's
+    /// decay (linear or half a cosine to 0 at `total_steps`; constant stays at the peak).
     pub fn lr_at(&self, step: usize) -> f64 {
         let s = step as f64 + 1.0;
         let (w, t) = (self.warmup_steps as f64, self.total_steps.max(1) as f64);
         if s <= w {
-            self.learning_rate * s / w.max(1.0)
-        } else {
-            self.learning_rate * ((t - s) / (t - w).max(1.0)).max(0.0)
+            return self.learning_rate * s / w.max(1.0);
         }
+        let progress = ((s - w) / (t - w).max(1.0)).min(1.0);
+        let factor = match self.schedule {
+            Schedule::Linear => ((t - s) / (t - w).max(1.0)).max(0.0),
+            Schedule::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+            Schedule::Constant => 1.0,
+        };
+        self.learning_rate * factor
     }
 }
 
@@ -420,6 +429,29 @@ mod tests {
         assert_eq!(c.lr_at(3), 1.0);
         assert!((c.lr_at(7) - 0.5).abs() < 1e-12);
         assert_eq!(c.lr_at(11), 0.0);
+    }
+
+    #[test]
+    fn cosine_and_constant_match_transformers() {
+        // transformers' get_cosine_schedule_with_warmup(opt, 4, 12) and get_constant_schedule_with_warmup(opt,
+        // 4): the learning rates of its updates 1..=12 (update n uses lambda(n), as `lr_at(n - 1)` does).
+        let cosine = [
+            0.25, 0.5, 0.75, 1.0, 0.96194, 0.853553, 0.691342, 0.5, 0.308658, 0.146447, 0.03806,
+            0.0,
+        ];
+        let constant = [0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+        for (schedule, want) in [(Schedule::Cosine, cosine), (Schedule::Constant, constant)] {
+            let c = AdamWConfig {
+                learning_rate: 1.0,
+                warmup_steps: 4,
+                total_steps: 12,
+                schedule,
+                ..Default::default()
+            };
+            for (step, w) in want.iter().enumerate() {
+                assert!((c.lr_at(step) - w).abs() < 1e-6, "{schedule:?} {step}");
+            }
+        }
     }
 
     #[test]

@@ -69,7 +69,8 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
-    /// Opens `path`, appending when `append` (a resumed run), else starting it anew.
+    /// Opens `path`, appending when `append` (a resumed run), else starting it anew. A last line without
+    /// its newline (a process killed mid-write) is cut off first, so the log holds whole lines only.
     pub fn open(path: &Path, append: bool) -> Result<Self> {
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -78,21 +79,59 @@ impl MetricsLog {
             .truncate(!append)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
+        if append {
+            let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            if whole < text.len() {
+                file.set_len(whole as u64).map_err(|e| Error::io(path, e))?;
+            }
+        }
         Ok(Self {
             file,
             path: path.to_path_buf(),
         })
     }
 
+    /// Appends one line, in one write; a write that fails half-way (a full disk) is cut back off, so the
+    /// log never holds half a line.
     pub fn write(&mut self, r: &Record) -> Result<()> {
-        let line = serde_json::to_string(r).map_err(|e| Error::Msg(e.to_string()))?;
-        writeln!(self.file, "{line}").map_err(|e| Error::io(&self.path, e))
+        let mut line = serde_json::to_string(r).map_err(|e| Error::Msg(e.to_string()))?;
+        line.push('\n');
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(&self.path, e))?
+            .len();
+        self.file.write_all(line.as_bytes()).map_err(|e| {
+            let _ = self.file.set_len(len);
+            Error::io(&self.path, e)
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resumed_log_drops_a_half_written_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        std::fs::write(&path, "{\"step\":1}\n{\"step\":2,\"lo").unwrap();
+        let mut log = MetricsLog::open(&path, true).unwrap();
+        let eval = Record::Eval(EvalLine {
+            step: 3,
+            epoch: 1.0,
+            dev: [("accuracy".to_string(), 0.5)].into_iter().collect(),
+            dev_main: 0.5,
+        });
+        log.write(&eval).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0], "{\"step\":1}");
+        assert!(lines[1].starts_with("{\"step\":3"), "{text}");
+    }
 
     #[test]
     fn records_read_back_as_written() {

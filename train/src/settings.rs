@@ -42,6 +42,70 @@ pub struct TrainSettings {
     /// AdamW stay f32). Left out of stamps at fp32.
     #[serde(skip_serializing_if = "Precision::is_fp32")]
     pub precision: Precision,
+    /// The learning rate after the warmup: `linear` decay to 0 (the default), `cosine` (half a cosine
+    /// down to 0) or `constant`, as `transformers.get_{linear,cosine,constant}_schedule_with_warmup`.
+    /// Left out of stamps when linear.
+    #[serde(skip_serializing_if = "Schedule::is_linear")]
+    pub schedule: Schedule,
+    /// Stop once the dev metric has not improved for `patience` evaluations in a row (default: no early
+    /// stopping). The best checkpoint is kept as always.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+/// The learning rate's shape after the warmup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    #[default]
+    Linear,
+    Cosine,
+    Constant,
+}
+
+impl Schedule {
+    fn is_linear(&self) -> bool {
+        *self == Schedule::Linear
+    }
+}
+
+/// When training stops before its epochs are done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    /// Evaluations in a row without a new best before training stops.
+    pub patience: usize,
+    /// The dev metric watched (e.g. `f1`, `spearman`); default: the task's main metric. Lower is better
+    /// for names with `loss` or `perplexity` in them, higher for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+}
+
+impl EarlyStopping {
+    /// Whether `history` (every evaluation so far, in order) has gone `patience` evaluations without
+    /// improving on the best before them. `main_lower_is_better` gives the main metric's direction.
+    pub fn reached(&self, history: &[crate::metrics::Scores], main_lower_is_better: bool) -> bool {
+        let value = |s: &crate::metrics::Scores| match &self.metric {
+            Some(m) => s.values.get(m).copied().unwrap_or(f64::NAN),
+            None => s.main,
+        };
+        let lower = match &self.metric {
+            Some(m) => m.contains("loss") || m.contains("perplexity"),
+            None => main_lower_is_better,
+        };
+        let mut best: Option<f64> = None;
+        let mut since = 0;
+        for v in history.iter().map(value) {
+            let improved = best.is_none_or(|b| if lower { v < b } else { v > b });
+            if improved {
+                best = Some(v);
+                since = 0;
+            } else {
+                since += 1;
+            }
+        }
+        since >= self.patience
+    }
 }
 
 fn is_one(n: &usize) -> bool {
@@ -63,6 +127,8 @@ impl TrainSettings {
             max_steps: 0,
             eval_batch_size: None,
             precision: Precision::Fp32,
+            schedule: Schedule::Linear,
+            early_stopping: None,
         }
     }
 
@@ -98,6 +164,8 @@ impl TrainSettings {
             max_steps: p.max_steps.unwrap_or(base.max_steps),
             eval_batch_size: p.eval_batch_size.or(base.eval_batch_size),
             precision: p.precision.unwrap_or(base.precision),
+            schedule: p.schedule.unwrap_or(base.schedule),
+            early_stopping: p.early_stopping.or(base.early_stopping),
         }
     }
 
@@ -111,7 +179,7 @@ impl TrainSettings {
 
     /// Checks the values, naming `key.field` (e.g. `teacher.finetune.epochs`) in the message.
     pub fn validate(&self, key: &str) -> Result<(), String> {
-        let checks: [(bool, &str, String); 8] = [
+        let checks: [(bool, &str, String); 9] = [
             (self.epochs > 0, "epochs", "must be positive".into()),
             (self.batch_size > 0, "batch_size", "must be positive".into()),
             (
@@ -143,6 +211,11 @@ impl TrainSettings {
                 self.eval_batch_size != Some(0),
                 "eval_batch_size",
                 "must be positive".into(),
+            ),
+            (
+                self.early_stopping.as_ref().is_none_or(|e| e.patience > 0),
+                "early_stopping.patience",
+                "must be positive (leave `early_stopping` out to train every epoch)".into(),
             ),
         ];
         match checks.into_iter().find(|(ok, _, _)| !ok) {
@@ -180,6 +253,8 @@ struct Partial {
     max_steps: Option<usize>,
     eval_batch_size: Option<usize>,
     precision: Option<Precision>,
+    schedule: Option<Schedule>,
+    early_stopping: Option<EarlyStopping>,
 }
 
 #[cfg(test)]
@@ -209,6 +284,35 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.contains("unknown field `lr`"), "{msg}");
         assert!(msg.contains("learning_rate"), "{msg}");
+    }
+
+    #[test]
+    fn early_stopping_counts_evaluations_since_the_best() {
+        let scores = |vals: &[f64]| -> Vec<crate::metrics::Scores> {
+            vals.iter()
+                .map(|&v| crate::metrics::Scores {
+                    values: [("accuracy".to_string(), v), ("loss".to_string(), -v)]
+                        .into_iter()
+                        .collect(),
+                    main: v,
+                })
+                .collect()
+        };
+        let e = EarlyStopping {
+            patience: 2,
+            metric: None,
+        };
+        assert!(!e.reached(&scores(&[0.5, 0.6, 0.6]), false));
+        assert!(e.reached(&scores(&[0.5, 0.6, 0.6, 0.55]), false));
+        assert!(!e.reached(&scores(&[0.5, 0.6, 0.6, 0.7]), false));
+        // The same history read as a loss: falling values are the improvements.
+        assert!(e.reached(&scores(&[0.5, 0.6, 0.7]), true));
+        let by_loss = EarlyStopping {
+            patience: 2,
+            metric: Some("loss".into()),
+        };
+        assert!(!by_loss.reached(&scores(&[0.5, 0.6, 0.7]), false));
+        assert!(by_loss.reached(&scores(&[0.7, 0.6, 0.5]), false));
     }
 
     #[test]

@@ -70,7 +70,15 @@ pub trait Task {
     fn evaluate(&self) -> Result<Scores>;
     /// Whether `new` beats `old` (default: a higher main score).
     fn better(&self, new: &Scores, old: &Scores) -> bool {
-        new.main > old.main
+        if self.lower_is_better() {
+            new.main < old.main
+        } else {
+            new.main > old.main
+        }
+    }
+    /// Whether a lower main dev score is the better one (a loss); higher by default (accuracy, F1, ...).
+    fn lower_is_better(&self) -> bool {
+        false
     }
     /// The optimizer's parameter groups with their learning-rate scales.
     fn param_groups(&self) -> Vec<(Vec<(String, Var)>, f64)>;
@@ -100,6 +108,9 @@ pub struct TrainReport {
     pub resumed_from: usize,
     /// Training tokens (non-padding) processed per second in this run.
     pub tokens_per_second: f64,
+    /// Whether `early_stopping` ended the run before its epochs were done.
+    #[serde(default)]
+    pub stopped_early: bool,
 }
 
 /// What `last/trainer_state.json` holds besides weights and optimizer moments.
@@ -162,6 +173,7 @@ pub fn run<T: Task>(
         max_grad_norm: cfg.max_grad_norm,
         warmup_steps: (cfg.warmup_ratio * total as f64).round() as usize,
         total_steps: total,
+        schedule: cfg.schedule,
         ..Default::default()
     };
     let groups = task.param_groups();
@@ -197,8 +209,16 @@ pub fn run<T: Task>(
     let t0 = Instant::now();
     let mut tokens = 0usize;
     let mut step = start;
+    let mut stopped_early = false;
+    let lower_is_better = task.lower_is_better();
+    let early = |history: &[EvalRecord]| {
+        cfg.early_stopping.as_ref().is_some_and(|e| {
+            let scores: Vec<Scores> = history.iter().map(|r| r.scores.clone()).collect();
+            e.reached(&scores, lower_is_better)
+        })
+    };
     // A resumed run that is already at its stop point trains nothing (not even one more step).
-    let epochs = if start > 0 && stop(start) {
+    let epochs = if start > 0 && (stop(start) || early(&history)) {
         0
     } else {
         cfg.epochs
@@ -232,8 +252,8 @@ pub fn run<T: Task>(
             if !group.is_main() && halt {
                 break 'epochs;
             }
-            if let (Some(log), true) = (&mut log, end_of_epoch || periodic || step == total || halt)
-            {
+            let evaluating = end_of_epoch || periodic || step == total || halt;
+            if let (Some(log), true) = (&mut log, evaluating) {
                 let scores = task.evaluate()?;
                 let rec = EvalRecord {
                     step,
@@ -272,6 +292,27 @@ pub fn run<T: Task>(
                     break 'epochs;
                 }
             }
+            if evaluating && cfg.early_stopping.is_some() {
+                // Rank 0 evaluated; every rank learns its verdict, so that the group stops together.
+                let mut verdict = [if group.is_main() && early(&history) {
+                    1.0
+                } else {
+                    0.0
+                }];
+                if world > 1 {
+                    group.all_reduce_sum(&mut verdict)?;
+                }
+                if verdict[0] > 0.0 {
+                    if group.is_main() {
+                        bar.println(format!(
+                            "  early stopping at step {step}: no better dev score in the last {} evaluations",
+                            cfg.early_stopping.as_ref().map_or(0, |e| e.patience)
+                        ));
+                    }
+                    stopped_early = true;
+                    break 'epochs;
+                }
+            }
         }
     }
     bar.finish_and_clear();
@@ -283,6 +324,7 @@ pub fn run<T: Task>(
         seconds,
         resumed_from: start,
         tokens_per_second: tokens as f64 / seconds.max(1e-9),
+        stopped_early,
     };
     if group.is_main() {
         let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Msg(e.to_string()))?;
