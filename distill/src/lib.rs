@@ -3,6 +3,7 @@
 
 pub mod augment;
 pub mod bench;
+pub mod card;
 pub mod config;
 pub mod config_doc;
 pub mod device;

@@ -616,6 +616,13 @@ impl Plan {
                 .unwrap_or(ModelKind::Bert),
         };
         modeling::export::export(&best, &tok, kind, self.cfg().student.lowercase, &dest)?;
+        // The run's comparison, when `compare` has written one, fills the card's table and model-index.
+        let report: Option<crate::report::Report> =
+            std::fs::read_to_string(self.out().join("report.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+        let card = crate::card::model_card(self, &dest, report.as_ref())?;
+        modeling::write_atomic(&dest.join("README.md"), card.as_bytes())?;
         eprintln!("export: wrote {}", dest.display());
         let mut variants = Vec::new();
         if onnx {

@@ -90,3 +90,54 @@ fn deployment_errors_are_clean() {
     assert!(text(&o).contains("/proc/x.onnx"), "{}", text(&o));
     assert!(!text(&o).contains("panicked"));
 }
+
+#[test]
+fn an_export_carries_a_model_card_the_hub_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sst2-run");
+    common::ok(&common::tiny_run(&out, &[]));
+    let card = std::fs::read_to_string(out.join("export/README.md")).unwrap();
+    let front = card
+        .strip_prefix("---\n")
+        .and_then(|rest| rest.split_once("\n---\n"))
+        .unwrap_or_else(|| panic!("no YAML front matter:\n{card}"))
+        .0;
+    let meta: serde_yaml::Value = serde_yaml::from_str(front).unwrap();
+    assert_eq!(meta["library_name"], "transformers");
+    assert_eq!(meta["pipeline_tag"], "text-classification");
+    let tags: Vec<&str> = meta["tags"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        tags.contains(&"distillation") && tags.contains(&"sst2"),
+        "{tags:?}"
+    );
+    assert_eq!(meta["datasets"][0], "nyu-mll/glue");
+    // A local teacher folder is no hub id: no base_model the Hub could not resolve.
+    assert!(meta.get("base_model").is_none(), "{front}");
+    // The model-index holds the report's dev metric.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let want = report["student"]["dev"]["values"]["accuracy"]
+        .as_f64()
+        .unwrap();
+    let result = &meta["model-index"][0]["results"][0];
+    assert_eq!(result["dataset"]["config"], "sst2");
+    assert_eq!(result["dataset"]["split"], "validation");
+    assert_eq!(result["metrics"][0]["type"], "accuracy");
+    let got = result["metrics"][0]["value"].as_f64().unwrap();
+    assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+    assert_eq!(meta["model-index"][0]["name"], "sst2-run");
+    for section in [
+        "## Recipe",
+        "## Teacher and student",
+        "## Use",
+        "| teacher |",
+        "| student |",
+    ] {
+        assert!(card.contains(section), "{section}:\n{card}");
+    }
+}
