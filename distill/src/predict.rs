@@ -80,6 +80,11 @@ impl Predictor {
         Ok(self.tok.encode(text, pair)?)
     }
 
+    /// As `encode`, and whether tokens past the maximum length were cut off.
+    pub fn encode_counted(&self, text: &str, pair: Option<&str>) -> Result<(Encoded, bool)> {
+        Ok(self.tok.encode_counted(text, pair)?)
+    }
+
     /// Logit rows [n][c] in input order, `batch_size` examples per forward. The same path as
     /// `train::eval::logits` without its progress bar (a server would draw one per batch).
     pub fn logits(&self, enc: &[Encoded], batch_size: usize) -> Result<Vec<Vec<f32>>> {

@@ -13,6 +13,8 @@
 
 mod batch;
 mod listen;
+mod metrics;
+mod request;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,15 +25,15 @@ use anyhow::{bail, Context, Result};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::predict::{prediction, Predictor};
+use crate::predict::Predictor;
 use batch::{Job, Stats};
+pub use request::Inputs;
+use request::{ApiError, Request};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -82,6 +84,7 @@ struct AppState {
     predictor: Arc<Predictor>,
     queue: mpsc::Sender<Job>,
     stats: Arc<Stats>,
+    metrics: Arc<metrics::Metrics>,
     model_dir: String,
     max_batch: usize,
     max_wait_ms: u64,
@@ -131,6 +134,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         predictor,
         queue: tx,
         stats,
+        metrics: Arc::new(metrics::Metrics::default()),
         model_dir: a.model_dir.display().to_string(),
         max_batch: a.max_batch,
         max_wait_ms: a.max_wait_ms,
@@ -153,10 +157,16 @@ pub fn run(a: &ServeArgs) -> Result<()> {
 }
 
 fn router(state: Arc<AppState>) -> Router {
+    let tracked = state.metrics.clone();
     Router::new()
         .route("/health", get(health))
         .route("/stats", get(stats))
+        .route("/metrics", get(prometheus))
         .route("/predict", post(predict))
+        .route_layer(axum::middleware::from_fn_with_state(
+            tracked,
+            metrics::track,
+        ))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
@@ -240,36 +250,6 @@ impl Signals {
     }
 }
 
-/// An error response: the status and `{"error": message}`.
-#[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-
-    fn unprocessable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
-    }
-
-    fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
-    }
-}
-
 async fn health(State(s): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({
         "status": "ok",
@@ -289,63 +269,14 @@ async fn stats(State(s): State<Arc<AppState>>) -> Json<Value> {
     Json(s.stats.json())
 }
 
-/// `{"texts": [..], "text_pairs": [..]}` or `{"text": .., "text_pair": ..}`; a pair entry may be null.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PredictRequest {
-    texts: Option<Vec<String>>,
-    text_pairs: Option<Vec<Option<String>>>,
-    text: Option<String>,
-    text_pair: Option<String>,
-}
-
-impl PredictRequest {
-    /// The (text, pair) inputs, checked against the request limits.
-    fn inputs(self, max_texts: usize) -> Result<Inputs, ApiError> {
-        let inputs = match (self.texts, self.text_pairs, self.text, self.text_pair) {
-            (Some(texts), pairs, None, None) => {
-                let pairs = pairs.unwrap_or_else(|| vec![None; texts.len()]);
-                if pairs.len() != texts.len() {
-                    return Err(ApiError::unprocessable(format!(
-                        "`text_pairs` has {} entries but `texts` has {}",
-                        pairs.len(),
-                        texts.len()
-                    )));
-                }
-                texts.into_iter().zip(pairs).collect::<Vec<_>>()
-            }
-            (None, None, Some(text), pair) => vec![(text, pair)],
-            (None, Some(_), _, _) => {
-                return Err(ApiError::unprocessable("`text_pairs` needs `texts`"))
-            }
-            (None, None, None, Some(_)) => {
-                return Err(ApiError::unprocessable("`text_pair` needs `text`"))
-            }
-            (None, None, None, None) => {
-                return Err(ApiError::unprocessable(
-                    "give `texts` (a list of strings) or `text` (one string)",
-                ))
-            }
-            _ => {
-                return Err(ApiError::unprocessable(
-                    "give either `texts`/`text_pairs` or `text`/`text_pair`, not both",
-                ))
-            }
-        };
-        if inputs.is_empty() {
-            return Err(ApiError::unprocessable("`texts` is empty"));
-        }
-        if inputs.len() > max_texts {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "{} texts in one request; the limit is {max_texts} (--max-texts)",
-                    inputs.len()
-                ),
-            ));
-        }
-        Ok(inputs)
-    }
+async fn prometheus(State(s): State<Arc<AppState>>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(&s.stats),
+    )
 }
 
 /// The request body, within `--max-body-bytes` and received within the read deadline.
@@ -385,31 +316,17 @@ fn is_length_limit(e: &axum::Error) -> bool {
     false
 }
 
-/// The inputs of one request: texts, each with its pair's second text if any.
-pub type Inputs = Vec<(String, Option<String>)>;
-
 /// The inputs of a `/predict` body, checked against `max_texts`; else the HTTP status and message: 400 for a
 /// body that is not JSON, 422 for JSON of the wrong shape, 413 for too many texts. Public for the fuzz target.
 pub fn parse_request(body: &[u8], max_texts: usize) -> Result<Inputs, (u16, String)> {
-    parse(body, max_texts).map_err(|e| (e.status.as_u16(), e.message))
-}
-
-fn parse(body: &[u8], max_texts: usize) -> Result<Inputs, ApiError> {
-    let req: PredictRequest = serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => {
-            ApiError::unprocessable(format!("invalid request: {e}"))
-        }
-        _ => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("body is not valid JSON: {e}"),
-        ),
-    })?;
-    req.inputs(max_texts)
+    request::parse(body, max_texts)
+        .map(|r| r.inputs)
+        .map_err(|e| (e.status.as_u16(), e.message))
 }
 
 async fn predict(State(s): State<Arc<AppState>>, body: Body) -> Result<Json<Value>, ApiError> {
     let body = read_body(&s, body).await?;
-    let inputs = parse(&body, s.max_texts)?;
+    let Request { inputs, shape } = request::parse(&body, s.max_texts)?;
     let fault = s.fault.as_deref().is_some_and(|m| {
         inputs
             .iter()
@@ -417,15 +334,27 @@ async fn predict(State(s): State<Arc<AppState>>, body: Body) -> Result<Json<Valu
     });
     // Tokenising is CPU work proportional to the body: keep it off the async threads.
     let p = s.predictor.clone();
-    let enc = tokio::task::spawn_blocking(move || {
+    let counted = tokio::task::spawn_blocking(move || {
         inputs
             .iter()
-            .map(|(a, b)| p.encode(a, b.as_deref()))
+            .map(|(a, b)| p.encode_counted(a, b.as_deref()))
             .collect::<Result<Vec<_>>>()
     })
     .await
     .map_err(|e| ApiError::internal(format!("tokeniser task failed: {e}")))?
     .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    if !shape.truncates() {
+        if let Some(i) = counted.iter().position(|(_, cut)| *cut) {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "input {i} is longer than the {} tokens this server takes (--max-len); send \"truncate\": true to cut it",
+                    s.predictor.tok.max_len()
+                ),
+            ));
+        }
+    }
+    let enc = counted.into_iter().map(|(e, _)| e).collect();
     let (reply, answer) = oneshot::channel();
     s.queue
         .send(Job { enc, reply, fault })
@@ -435,9 +364,5 @@ async fn predict(State(s): State<Arc<AppState>>, body: Body) -> Result<Json<Valu
         .await
         .map_err(|_| ApiError::internal("the inference thread stopped"))?
         .map_err(ApiError::internal)?;
-    let predictions: Vec<Value> = rows
-        .iter()
-        .map(|r| prediction(r, &s.predictor.labels))
-        .collect();
-    Ok(Json(json!({ "predictions": predictions })))
+    Ok(Json(request::answer(shape, &rows, &s.predictor.labels)))
 }

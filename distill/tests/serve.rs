@@ -208,3 +208,144 @@ fn serve_regression_finishes_in_flight_requests_and_refuses_a_model_without_a_he
     assert!(err.contains("no classification head"), "{err}");
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn serve_speaks_text_embeddings_inference_and_prometheus() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&model(tmp.path(), 2), &["--max-len", "16"]);
+    let logits = |text: &str, pair: Option<&str>| -> Vec<f64> {
+        let body = match pair {
+            Some(p) => json!({"text": text, "text_pair": p}),
+            None => json!({"text": text}),
+        };
+        s.predict(&body)[0]["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    // The scores text-embeddings-inference gives: softmax (or the raw logits), every label, best first.
+    let expect = |l: &[f64], raw: bool| -> Vec<(String, f64)> {
+        let z: f64 = l.iter().map(|x| x.exp()).sum();
+        let mut v: Vec<(String, f64)> = l
+            .iter()
+            .enumerate()
+            .map(|(k, x)| (k.to_string(), if raw { *x } else { x.exp() / z }))
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v
+    };
+    let check = |got: &Value, want: &[(String, f64)]| {
+        let got = got.as_array().unwrap();
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for (g, (label, score)) in got.iter().zip(want) {
+            assert_eq!(g["label"], label.as_str(), "{got:?}");
+            assert!(
+                (g["score"].as_f64().unwrap() - score).abs() < 1e-5,
+                "{got:?}"
+            );
+        }
+    };
+    let (status, v) = s.call("POST", "/predict", Some(r#"{"inputs": "a fine film"}"#));
+    assert_eq!(status, 200, "{v}");
+    check(&v, &expect(&logits("a fine film", None), false));
+    let (_, v) = s.call(
+        "POST",
+        "/predict",
+        Some(r#"{"inputs": ["a fine film", "dull"]}"#),
+    );
+    check(&v, &expect(&logits("a fine film", Some("dull")), false));
+    let (status, v) = s.call(
+        "POST",
+        "/predict",
+        Some(r#"{"inputs": [["a fine film"], ["good", "bad"]], "raw_scores": true}"#),
+    );
+    assert_eq!(status, 200, "{v}");
+    check(&v[0], &expect(&logits("a fine film", None), true));
+    check(&v[1], &expect(&logits("good", Some("bad")), true));
+    // Past --max-len: an error unless truncation is asked for, as text-embeddings-inference does.
+    let long = "the movie was good and ".repeat(10);
+    let (status, v) = s.call(
+        "POST",
+        "/predict",
+        Some(&json!({"inputs": long}).to_string()),
+    );
+    assert_eq!(status, 413, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("truncate"), "{v}");
+    let (status, _) = s.call(
+        "POST",
+        "/predict",
+        Some(&json!({"inputs": long, "truncate": true}).to_string()),
+    );
+    assert_eq!(status, 200);
+    let (status, v) = s.call(
+        "POST",
+        "/predict",
+        Some(r#"{"inputs": "a", "normalize": true}"#),
+    );
+    assert_eq!(status, 422, "{v}");
+
+    // /metrics, read by a Prometheus text-format parser.
+    let text = ureq::get(&format!("{}/metrics", s.url))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let value = |name: &str, labels: &[(&str, &str)]| -> Option<prometheus_parse::Value> {
+        scrape
+            .samples
+            .iter()
+            .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+            .map(|x| x.value.clone())
+    };
+    let count = |v: Option<prometheus_parse::Value>| match v {
+        Some(prometheus_parse::Value::Counter(c) | prometheus_parse::Value::Untyped(c)) => c,
+        other => panic!("{other:?}\n{text}"),
+    };
+    // Eight /predict answers of 200 (four in our shape for the logits above, four in
+    // text-embeddings-inference's), one 413, one 422.
+    let ok = count(value(
+        "distill_requests_total",
+        &[("route", "/predict"), ("code", "200")],
+    ));
+    assert_eq!(ok, 8.0, "{text}");
+    assert_eq!(
+        count(value(
+            "distill_requests_total",
+            &[("route", "/predict"), ("code", "413")]
+        )),
+        1.0
+    );
+    assert_eq!(
+        count(value(
+            "distill_requests_total",
+            &[("route", "/predict"), ("code", "422")]
+        )),
+        1.0
+    );
+    assert_eq!(
+        count(value("distill_request_duration_seconds_count", &[])),
+        10.0
+    );
+    match value("distill_request_duration_seconds", &[]) {
+        Some(prometheus_parse::Value::Histogram(buckets)) => {
+            assert_eq!(buckets.last().unwrap().count, 10.0, "{text}");
+            assert!(
+                buckets.windows(2).all(|w| w[0].count <= w[1].count),
+                "{text}"
+            );
+        }
+        other => panic!("{other:?}\n{text}"),
+    }
+    let forwards = count(value("distill_forwards_total", &[]));
+    assert!(forwards >= 1.0, "{text}");
+    assert_eq!(
+        count(value("distill_batch_size_count", &[])),
+        forwards,
+        "{text}"
+    );
+    assert_eq!(count(value("distill_failed_forwards_total", &[])), 0.0);
+    assert_eq!(s.stop(libc::SIGTERM).code(), Some(0));
+}

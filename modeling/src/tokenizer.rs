@@ -155,8 +155,13 @@ impl TextTokenizer {
             .unwrap_or(0)
     }
 
-    /// Tokenises a single text or a pair, with special tokens.
+    /// Tokenises a single text or a pair, with special tokens, truncated to `max_len`.
     pub fn encode(&self, a: &str, b: Option<&str>) -> Result<Encoded> {
+        self.encode_counted(a, b).map(|(enc, _)| enc)
+    }
+
+    /// As [`encode`](Self::encode), and whether truncation cut tokens off.
+    pub fn encode_counted(&self, a: &str, b: Option<&str>) -> Result<(Encoded, bool)> {
         let enc = match b {
             None => self.inner.encode(a, true),
             Some(b) => self.inner.encode((a, b), true),
@@ -165,10 +170,14 @@ impl TextTokenizer {
             path: self.path.clone(),
             msg: e.to_string(),
         })?;
-        Ok(Encoded {
-            ids: enc.get_ids().to_vec(),
-            type_ids: enc.get_type_ids().to_vec(),
-        })
+        let cut = !enc.get_overflowing().is_empty();
+        Ok((
+            Encoded {
+                ids: enc.get_ids().to_vec(),
+                type_ids: enc.get_type_ids().to_vec(),
+            },
+            cut,
+        ))
     }
 
     /// As [`encode`](Self::encode), plus each token's word on the raw text ([`words`]): a token belongs to
@@ -406,6 +415,23 @@ fn wp_id(wp: &WordPiece, token: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encode_counted_says_when_tokens_were_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let vocab = dir.path().join("vocab.txt");
+        let words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "b", "c"];
+        std::fs::write(&vocab, words.join("\n")).unwrap();
+        let tok = TextTokenizer::from_file(&vocab, 8, true).unwrap();
+        let (enc, cut) = tok.encode_counted("a b c", None).unwrap();
+        assert_eq!((enc.ids.len(), cut), (5, false));
+        let (enc, cut) = tok.encode_counted("a b c a b c a b c", None).unwrap();
+        assert_eq!((enc.ids.len(), cut), (8, true));
+        let (enc, cut) = tok.encode_counted("a b c a", Some("b c a b")).unwrap();
+        assert_eq!((enc.ids.len(), cut), (8, true));
+        let (_, cut) = tok.encode_counted("a b", Some("c")).unwrap();
+        assert!(!cut);
+    }
 
     fn fixture(name: &str) -> TextTokenizer {
         let p = Path::new(env!("CARGO_MANIFEST_DIR"))

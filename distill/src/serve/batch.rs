@@ -12,6 +12,7 @@ use modeling::Encoded;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use super::metrics::{Histogram, BATCH_BOUNDS};
 use crate::predict::Predictor;
 
 /// One request: its tokenised inputs and where its logit rows (or an error message) go.
@@ -22,8 +23,8 @@ pub struct Job {
     pub fault: bool,
 }
 
-/// Counters since start, for `/stats`: `batches < requests` shows that requests shared forwards.
-#[derive(Default)]
+/// Counters since start, for `/stats` and `/metrics`: `batches < requests` shows that requests shared
+/// forwards.
 pub struct Stats {
     requests: AtomicU64,
     batches: AtomicU64,
@@ -35,9 +36,75 @@ pub struct Stats {
     pub(super) connections: AtomicU64,
     pub(super) refused_connections: AtomicU64,
     pub(super) accept_errors: AtomicU64,
+    /// Examples per forward.
+    pub(super) batch_sizes: Histogram,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            examples: AtomicU64::new(0),
+            largest_batch: AtomicU64::new(0),
+            failed_batches: AtomicU64::new(0),
+            failed_requests: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            refused_connections: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
+            batch_sizes: Histogram::new(BATCH_BOUNDS),
+        }
+    }
 }
 
 impl Stats {
+    /// (name, help, value) of each counter, for `/metrics`.
+    pub fn counters(&self) -> [(&'static str, &'static str, u64); 8] {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            (
+                "inference_requests",
+                "Requests run through the model.",
+                get(&self.requests),
+            ),
+            (
+                "forwards",
+                "Forwards of the model (batches).",
+                get(&self.batches),
+            ),
+            (
+                "examples",
+                "Examples run through the model.",
+                get(&self.examples),
+            ),
+            (
+                "failed_forwards",
+                "Forwards that failed.",
+                get(&self.failed_batches),
+            ),
+            (
+                "failed_requests",
+                "Requests answered with an error by a failed forward.",
+                get(&self.failed_requests),
+            ),
+            (
+                "connections",
+                "Connections accepted.",
+                get(&self.connections),
+            ),
+            (
+                "refused_connections",
+                "Connections refused past --max-connections.",
+                get(&self.refused_connections),
+            ),
+            (
+                "accept_errors",
+                "Failed accepts (out of descriptors).",
+                get(&self.accept_errors),
+            ),
+        ]
+    }
+
     pub fn json(&self) -> Value {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         json!({
@@ -175,6 +242,7 @@ fn forward(
     stats: &Stats,
 ) -> std::result::Result<Vec<Vec<f32>>, String> {
     stats.batches.fetch_add(1, Ordering::Relaxed);
+    stats.batch_sizes.observe(enc.len() as f64);
     let out = std::panic::catch_unwind(AssertUnwindSafe(|| {
         if fault {
             anyhow::bail!("injected fault ({})", super::FAULT_VAR);
