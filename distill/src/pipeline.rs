@@ -38,5 +38,36 @@ pub fn run_all(plan: &Plan) -> Result<Report> {
 /// The teacher and the student on the dev set (`runs`: other runs' students for the seed summary).
 pub fn compare(plan: &Plan, runs: &[PathBuf]) -> Result<Report> {
     let teacher = plan.teacher_model()?;
-    report::compare(plan, teacher, runs)
+    let report = report::compare(plan, teacher, runs)?;
+    teacher_line(plan, &report)?;
+    Ok(report)
+}
+
+/// The teacher's dev scores beside the student's curves in TensorBoard (`dev/teacher_METRIC`): a constant
+/// line, the same values at the student's first and last evaluation.
+fn teacher_line(plan: &Plan, report: &Report) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(plan.student_dir().join("train_report.json")) else {
+        return Ok(());
+    };
+    let trained: train::TrainReport = serde_json::from_str(&text)?;
+    let mut steps: Vec<usize> = trained.history.iter().map(|h| h.step).collect();
+    steps.sort_unstable();
+    steps.dedup();
+    let ends = [steps.first(), steps.last()];
+    let values: Vec<(String, f64)> = report
+        .teacher
+        .dev
+        .values
+        .iter()
+        .map(|(k, v)| (format!("dev/teacher_{k}"), *v))
+        .collect();
+    let mut tb = train::tensorboard::EventWriter::create(&plan.tensorboard_dir("student"))?;
+    for step in ends
+        .into_iter()
+        .flatten()
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        tb.scalars(*step, &values)?;
+    }
+    Ok(())
 }

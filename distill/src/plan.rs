@@ -160,6 +160,16 @@ impl Plan {
         self.teacher_out.join("teacher").join("model")
     }
 
+    /// `output_dir/tb/NAME` (`teacher`, `student`, or a stage of `stages:`): one TensorBoard run each, so
+    /// `tensorboard --logdir OUTPUT_DIR/tb` shows them side by side.
+    pub(crate) fn tensorboard_dir(&self, name: &str) -> PathBuf {
+        let tb = self.out.join("tb");
+        match (name, &self.stage) {
+            ("student", Some(stage)) => tb.join(format!("student-{stage}")),
+            _ => tb.join(name),
+        }
+    }
+
     pub(crate) fn targets_path(&self) -> PathBuf {
         self.teacher_out.join("targets").join("train.safetensors")
     }

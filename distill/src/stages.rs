@@ -105,6 +105,7 @@ impl Plan {
                     metric: self.spec().metric,
                     label_names: &labels,
                     group: None,
+                    tensorboard: Some(&self.tensorboard_dir("teacher")),
                 };
                 let ft = teacher::finetune::FinetuneConfig {
                     settings: self.cfg().teacher.finetune.clone(),
@@ -573,6 +574,7 @@ impl Plan {
             metric: self.spec().metric,
             label_names: &labels,
             group: Some(self.group()),
+            tensorboard: Some(&self.tensorboard_dir("student")),
         };
         let tc = student::TrainConfig {
             train: self.cfg().train.clone(),

@@ -80,7 +80,15 @@ pub fn pretrain(
         cfg,
         distill: objective.zip(teacher.map(mixed).transpose()?),
     };
-    trainer::run(&mut task, &cfg.train, cfg.seed, out, stop, group)
+    trainer::run(
+        &mut task,
+        &cfg.train,
+        cfg.seed,
+        out,
+        stop,
+        group,
+        Some(&out.join("tb").join("pretrain")),
+    )
 }
 
 /// Held-out scores of `model` on `data`, masked as for epoch 0 (the same masks at every evaluation).

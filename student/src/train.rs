@@ -67,6 +67,8 @@ pub struct TrainData<'a> {
     pub label_names: &'a [String],
     /// The data-parallel group this process trains in (`None`: alone).
     pub group: Option<&'a Group>,
+    /// Where the TensorBoard event files go (`None`: metrics.jsonl only).
+    pub tensorboard: Option<&'a std::path::Path>,
 }
 
 /// Both tokenizations of the training set with each token's word (`TextTokenizer::encode_words`),
@@ -135,6 +137,7 @@ pub fn train_until(
         metric: data.metric,
         label_names: data.label_names,
         group: data.group,
+        tensorboard: data.tensorboard,
     };
     let run = Run {
         settings: &cfg.train,

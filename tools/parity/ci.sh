@@ -22,6 +22,8 @@ target/debug/distill run configs/tiny.yaml --set "output_dir=$OUT/tiny" 2>/dev/n
 MAX_LEN=32 bash tools/parity/export_roundtrip.sh "$OUT/tiny/export" configs/tiny/data/dev.tsv
 echo "== the export's model card, read by huggingface_hub"
 $PY tools/parity/check_model_card.py "$OUT/tiny"
+echo "== TensorBoard event files, read by the tensorboard package, against metrics.jsonl"
+$PY tools/parity/check_tensorboard.py "$OUT/tiny"
 echo "== ONNX export (f32 and int8) vs transformers on the parity fixtures"
 $PY tools/parity/onnx_fixtures.py --distill target/debug/distill
 echo "== masked-LM export (AutoModelForMaskedLM) and fill-mask vs transformers"

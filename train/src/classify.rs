@@ -33,6 +33,8 @@ pub struct ClassifyData<'a> {
     pub label_names: &'a [String],
     /// The data-parallel group this process trains in (`None`: alone).
     pub group: Option<&'a Group>,
+    /// Where the TensorBoard event files go (`None`: metrics.jsonl only).
+    pub tensorboard: Option<&'a Path>,
 }
 
 /// The loss of one micro-batch: the total to differentiate and each term for the log.
@@ -141,7 +143,15 @@ where
     };
     let single = Group::single();
     let group = data.group.unwrap_or(&single);
-    trainer::run(&mut task, run.settings, run.seed, out, stop, group)
+    trainer::run(
+        &mut task,
+        run.settings,
+        run.seed,
+        out,
+        stop,
+        group,
+        data.tensorboard,
+    )
 }
 
 /// The batches of `epoch`: a function of (seed, epoch) only, so a resumed run replays it exactly.

@@ -16,6 +16,7 @@ pub mod optim;
 pub mod precision;
 pub mod records;
 pub mod settings;
+pub mod tensorboard;
 pub mod trainer;
 
 pub use error::{Error, Result};

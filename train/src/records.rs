@@ -1,6 +1,7 @@
-//! The lines of `metrics.jsonl`, written and read by the same types: one `StepRecord` every 10
-//! optimizer steps (and the first), one `EvalRecordLine` per evaluation. A resumed run appends, so a
-//! step may appear twice; readers keep the later line.
+//! The lines of `metrics.jsonl`, written and read by the same types: one `StepRecord` every
+//! `logging_steps` optimizer steps (and the first), one `EvalLine` per evaluation. A resumed run appends,
+//! so a step may appear twice; readers keep the later line. The same records go to TensorBoard event
+//! files when the log has a TensorBoard folder.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -8,6 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::tensorboard::EventWriter;
 use crate::{Error, Result};
 
 /// One loss term of a step: its value, and its value times its weight in the total.
@@ -62,16 +64,48 @@ pub fn read(text: &str) -> Vec<Record> {
         .collect()
 }
 
-/// Appends records to a metrics log.
+impl Record {
+    /// The record as TensorBoard scalars: `train/loss`, `train/lr`, `train/grad_norm`, `train/loss_scale`,
+    /// `train/TERM` and `train/TERM_weighted` for a step; `dev/METRIC` for an evaluation.
+    pub fn scalars(&self) -> (usize, Vec<(String, f64)>) {
+        match self {
+            Record::Step(s) => {
+                let mut v = vec![
+                    ("train/loss".to_string(), f64::from(s.loss)),
+                    ("train/lr".to_string(), s.lr),
+                    ("train/grad_norm".to_string(), s.grad_norm),
+                ];
+                if let Some(scale) = s.loss_scale {
+                    v.push(("train/loss_scale".into(), scale));
+                }
+                for (name, t) in &s.terms {
+                    v.push((format!("train/{name}"), f64::from(t.raw)));
+                    v.push((format!("train/{name}_weighted"), f64::from(t.weighted)));
+                }
+                (s.step, v)
+            }
+            Record::Eval(e) => (
+                e.step,
+                e.dev
+                    .iter()
+                    .map(|(k, v)| (format!("dev/{k}"), *v))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Appends records to a metrics log, and to a TensorBoard event file beside it when asked.
 pub struct MetricsLog {
     file: std::fs::File,
     path: std::path::PathBuf,
+    tensorboard: Option<EventWriter>,
 }
 
 impl MetricsLog {
     /// Opens `path`, appending when `append` (a resumed run), else starting it anew. A last line without
     /// its newline (a process killed mid-write) is cut off first, so the log holds whole lines only.
-    pub fn open(path: &Path, append: bool) -> Result<Self> {
+    pub fn open(path: &Path, append: bool, tensorboard: Option<&Path>) -> Result<Self> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(append)
@@ -89,6 +123,7 @@ impl MetricsLog {
         Ok(Self {
             file,
             path: path.to_path_buf(),
+            tensorboard: tensorboard.map(EventWriter::create).transpose()?,
         })
     }
 
@@ -105,7 +140,12 @@ impl MetricsLog {
         self.file.write_all(line.as_bytes()).map_err(|e| {
             let _ = self.file.set_len(len);
             Error::io(&self.path, e)
-        })
+        })?;
+        if let Some(tb) = &mut self.tensorboard {
+            let (step, values) = r.scalars();
+            tb.scalars(step, &values)?;
+        }
+        Ok(())
     }
 }
 
@@ -118,7 +158,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("metrics.jsonl");
         std::fs::write(&path, "{\"step\":1}\n{\"step\":2,\"lo").unwrap();
-        let mut log = MetricsLog::open(&path, true).unwrap();
+        let mut log = MetricsLog::open(&path, true, None).unwrap();
         let eval = Record::Eval(EvalLine {
             step: 3,
             epoch: 1.0,

@@ -35,6 +35,10 @@ pub struct TrainSettings {
     pub eval_every: usize,
     /// Stop after N optimizer steps (0: no limit), for quick runs.
     pub max_steps: usize,
+    /// Log the loss terms, learning rate and gradient norm every N optimizer steps (metrics.jsonl and
+    /// TensorBoard). Left out of stamps: it changes no result.
+    #[serde(skip_serializing_if = "is_ten")]
+    pub logging_steps: usize,
     /// Examples per evaluation batch (default: `teacher.batch_size` for tasks, 64 for pre-training).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval_batch_size: Option<usize>,
@@ -112,6 +116,10 @@ fn is_one(n: &usize) -> bool {
     *n == 1
 }
 
+fn is_ten(n: &usize) -> bool {
+    *n == 10
+}
+
 impl TrainSettings {
     /// Task training (the student, and fine-tuning a head-less teacher).
     pub fn for_tasks() -> Self {
@@ -125,6 +133,7 @@ impl TrainSettings {
             max_grad_norm: 1.0,
             eval_every: 0,
             max_steps: 0,
+            logging_steps: 10,
             eval_batch_size: None,
             precision: Precision::Fp32,
             schedule: Schedule::Linear,
@@ -162,6 +171,7 @@ impl TrainSettings {
             max_grad_norm: p.max_grad_norm.unwrap_or(base.max_grad_norm),
             eval_every: p.eval_every.unwrap_or(base.eval_every),
             max_steps: p.max_steps.unwrap_or(base.max_steps),
+            logging_steps: p.logging_steps.unwrap_or(base.logging_steps),
             eval_batch_size: p.eval_batch_size.or(base.eval_batch_size),
             precision: p.precision.unwrap_or(base.precision),
             schedule: p.schedule.unwrap_or(base.schedule),
@@ -179,7 +189,7 @@ impl TrainSettings {
 
     /// Checks the values, naming `key.field` (e.g. `teacher.finetune.epochs`) in the message.
     pub fn validate(&self, key: &str) -> Result<(), String> {
-        let checks: [(bool, &str, String); 9] = [
+        let checks: [(bool, &str, String); 10] = [
             (self.epochs > 0, "epochs", "must be positive".into()),
             (self.batch_size > 0, "batch_size", "must be positive".into()),
             (
@@ -210,6 +220,11 @@ impl TrainSettings {
             (
                 self.eval_batch_size != Some(0),
                 "eval_batch_size",
+                "must be positive".into(),
+            ),
+            (
+                self.logging_steps > 0,
+                "logging_steps",
                 "must be positive".into(),
             ),
             (
@@ -251,6 +266,7 @@ struct Partial {
     max_grad_norm: Option<f64>,
     eval_every: Option<usize>,
     max_steps: Option<usize>,
+    logging_steps: Option<usize>,
     eval_batch_size: Option<usize>,
     precision: Option<Precision>,
     schedule: Option<Schedule>,

@@ -142,7 +142,8 @@ fn dropout_seed(seed: u64, micro: usize) -> u64 {
 
 /// Trains `task` until its epochs (or `max_steps`) are done, or `stop(step)` says so after an
 /// evaluation and a `last/` checkpoint (a graceful interruption a later call resumes from).
-/// Checkpoints go to `out/best` and `out/last`, the log to `out/metrics.jsonl`.
+/// Checkpoints go to `out/best` and `out/last`, the log to `out/metrics.jsonl` (and to TensorBoard event
+/// files in `tensorboard`, when given).
 ///
 /// In a data-parallel `group` of n processes, an optimizer step takes n · k micro-batches: rank r
 /// computes the r-th k of them, the gradients are summed over the group, and every rank applies the
@@ -154,6 +155,7 @@ pub fn run<T: Task>(
     out: &Path,
     stop: &dyn Fn(usize) -> bool,
     group: &Group,
+    tensorboard: Option<&Path>,
 ) -> Result<TrainReport> {
     if task.train_len() == 0 {
         return Err(Error::Msg("the training set is empty".into()));
@@ -196,7 +198,11 @@ pub fn run<T: Task>(
         .unwrap_or_else(|| LossScale::new(cfg.precision));
     let mut best = state.and_then(|s| s.best);
     let mut log = if group.is_main() {
-        Some(MetricsLog::open(&out.join("metrics.jsonl"), start > 0)?)
+        Some(MetricsLog::open(
+            &out.join("metrics.jsonl"),
+            start > 0,
+            tensorboard,
+        )?)
     } else {
         None
     };
@@ -243,7 +249,8 @@ pub fn run<T: Task>(
             bar.inc(1);
             bar.set_message(format!("loss {info_loss:.4}"));
             let epoch_f = epoch as f64 + (i + 1) as f64 / groups.len() as f64;
-            if let (Some(log), true) = (&mut log, step % 10 == 0 || step == 1) {
+            let logging = step % cfg.logging_steps.max(1) == 0 || step == 1;
+            if let (Some(log), true) = (&mut log, logging) {
                 log.write(&Record::Step(line.record(step, epoch_f)))?;
             }
             let end_of_epoch = i + 1 == groups.len();

@@ -62,6 +62,7 @@ pub fn data<'a>(
         metric: Metric::Accuracy,
         label_names: labels,
         group: None,
+        tensorboard: None,
     }
 }
 
