@@ -60,7 +60,7 @@ pub fn load_mlm(plan: &Plan) -> Result<Option<Mlm>> {
                 t.model
             );
         }
-        eprintln!(
+        tracing::info!(
             "augment: {} has no masked-LM head; replacements are embedding neighbours",
             t.model
         );
@@ -96,7 +96,7 @@ pub fn variants(
     };
     let seed = a.seed.unwrap_or(plan.cfg().seed);
     let out = augment::augment(train, a, seed, plan.spec().is_regression(), &t)?;
-    eprintln!(
+    tracing::info!(
         "augment: {} variants of {} examples (candidates from the MLM for {} words, from embedding neighbours for {}; {} of {} word draws replaced)",
         out.examples.len(),
         train.len(),

@@ -13,7 +13,7 @@ pub fn select_device(spec: &str) -> Result<Device> {
                 match std::panic::catch_unwind(|| Device::new_cuda(0)) {
                     Ok(Ok(d)) => Ok(d),
                     _ => {
-                        eprintln!("device: CUDA unavailable at run time; using the CPU");
+                        tracing::warn!("device: CUDA unavailable at run time; using the CPU");
                         Ok(Device::Cpu)
                     }
                 }

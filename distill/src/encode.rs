@@ -74,7 +74,7 @@ pub fn run(a: &EncodeArgs) -> Result<()> {
         tensors.insert(format!("hidden_states.{k}"), Tensor::cat(parts, 0)?);
     }
     modeling::save_tensors(&tensors, &a.out).with_context(|| format!("{}", a.out.display()))?;
-    eprintln!(
+    tracing::info!(
         "encode: wrote {} ({} inputs, {n_states} hidden states)",
         a.out.display(),
         enc.len()

@@ -39,6 +39,9 @@ pub struct GlueArgs {
     /// Where the table, the submission files and each task's run (`OUT/<task>/`) go.
     #[arg(long, default_value = "runs/glue")]
     pub out: PathBuf,
+    /// Print the table as JSON (glue.json's content) instead of markdown.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -81,15 +84,15 @@ pub fn run(a: &GlueArgs) -> Result<Vec<Row>> {
     let _lock = Lock::folder(&a.out)?;
     let mut rows = Vec::new();
     for task in &a.tasks {
-        eprintln!("glue: {task}");
+        tracing::info!("glue: {task}");
         let outcome = run_task(task, a).unwrap_or_else(|e| {
-            eprintln!("glue: {task} failed: {e:#}");
+            tracing::error!("glue: {task} failed: {e:#}");
             Outcome::Failed {
                 reason: format!("{e:#}"),
             }
         });
         if let Outcome::Skipped { reason } = &outcome {
-            eprintln!("glue: skipping {task}: {reason}");
+            tracing::info!("glue: skipping {task}: {reason}");
         }
         rows.push(Row {
             task: task.clone(),
@@ -102,7 +105,11 @@ pub fn run(a: &GlueArgs) -> Result<Vec<Row>> {
         &a.out.join("glue.json"),
         serde_json::to_string_pretty(&rows)?.as_bytes(),
     )?;
-    println!("{md}");
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{md}");
+    }
     let failed: Vec<&str> = rows
         .iter()
         .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
@@ -161,7 +168,7 @@ fn majority(plan: &Plan, a: &GlueArgs) -> Result<Outcome> {
         .context("the task has no classes")?;
     let label = plan.spec().labels[k].clone();
     let dev_accuracy = count(&dev, k) as f64 / dev.len().max(1) as f64;
-    eprintln!(
+    tracing::info!(
         "glue: {}: the majority class `{label}` (GLUE practice), dev accuracy {:.1}",
         plan.spec().name,
         100.0 * dev_accuracy
@@ -233,7 +240,7 @@ fn write_test_files(
         }
         let dest = a.out.join(format!("{name}.tsv"));
         modeling::write_atomic(&dest, out.as_bytes())?;
-        eprintln!(
+        tracing::info!(
             "glue: wrote {} ({} predictions)",
             dest.display(),
             rows.len()

@@ -69,7 +69,7 @@ impl Launch {
                 return Err(e.into());
             }
         }
-        eprintln!("data-parallel: {n} processes, {threads} threads each");
+        tracing::info!("data-parallel: {n} processes, {threads} threads each");
         Ok(launch)
     }
 

@@ -25,6 +25,33 @@ use train::dist::Group;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More log output (-v: debug, -vv: trace). RUST_LOG, when set, overrides both flags.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less log output (-q: warnings and errors only, -qq: errors only).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
+    quiet: u8,
+}
+
+/// Log lines to stderr at the level the flags ask for (info by default), or as RUST_LOG says. Colours only
+/// on a terminal.
+fn init_logging(verbose: u8, quiet: u8) {
+    use std::io::IsTerminal;
+    let level = match (verbose, quiet) {
+        (_, 1) => "warn",
+        (_, q) if q > 1 => "error",
+        (0, _) => "info",
+        (1, _) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }
 
 #[derive(clap::Args)]
@@ -45,7 +72,13 @@ enum ExportFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Every stage: teacher (fine-tune if needed) and targets, student training, comparison, export.
-    Run(ConfigArgs),
+    Run {
+        #[command(flatten)]
+        args: ConfigArgs,
+        /// Print the comparison report as JSON (report.json's content) instead of markdown.
+        #[arg(long)]
+        json: bool,
+    },
     /// Fine-tune the teacher if it has no task head, then cache its targets for the training set.
     Teacher {
         #[command(flatten)]
@@ -78,6 +111,9 @@ enum Command {
         /// OUTPUT_DIR/sweep/); its student/best joins a "student (n seeds)" mean ± std row (repeatable).
         #[arg(long = "runs", value_name = "OUTPUT_DIR")]
         runs: Vec<PathBuf>,
+        /// Print the report as JSON (report.json's content) instead of markdown.
+        #[arg(long)]
+        json: bool,
     },
     /// Search the `sweep:` grid (batch size × learning rate × seeds) over one teacher; keeps the best.
     Sweep(ConfigArgs),
@@ -161,6 +197,7 @@ fn main() {
         tune_allocator();
     }
     let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
     if let Err(e) = dispatch(cli.command) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -196,14 +233,24 @@ fn stop_on_signal() {
         std::process::exit(130);
     });
     if let Err(e) = set {
-        eprintln!("note: no SIGINT/SIGTERM handler ({e}); a signal ends the run silently");
+        tracing::warn!("note: no SIGINT/SIGTERM handler ({e}); a signal ends the run silently");
     }
+}
+
+/// The comparison report on stdout: markdown, or with `json` the JSON of report.json.
+fn print_report(report: &distill::report::Report, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        println!("{}", report.markdown());
+    }
+    Ok(())
 }
 
 fn dispatch(cmd: Command) -> Result<()> {
     if matches!(
         cmd,
-        Command::Run(_)
+        Command::Run { .. }
             | Command::Teacher { .. }
             | Command::Train { .. }
             | Command::Sweep(_)
@@ -213,12 +260,10 @@ fn dispatch(cmd: Command) -> Result<()> {
         stop_on_signal();
     }
     match cmd {
-        Command::Run(a) => {
-            let p = plan(&a)?;
+        Command::Run { args, json } => {
+            let p = plan(&args)?;
             let _lock = p.lock()?;
-            let report = pipeline::run_all(&p)?;
-            println!("{}", report.markdown());
-            Ok(())
+            print_report(&pipeline::run_all(&p)?, json)
         }
         Command::Teacher {
             args,
@@ -260,12 +305,10 @@ fn dispatch(cmd: Command) -> Result<()> {
             });
             launch.finish(result).map(|_| ())
         }
-        Command::Compare { args, runs } => {
+        Command::Compare { args, runs, json } => {
             let p = plan(&args)?;
             let _lock = p.lock()?;
-            let report = pipeline::compare(&p, &runs)?;
-            println!("{}", report.markdown());
-            Ok(())
+            print_report(&pipeline::compare(&p, &runs)?, json)
         }
         Command::Export {
             args,
@@ -293,7 +336,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             };
             let out = out.unwrap_or_else(|| model_dir.join(name));
             modeling::onnx::write(&model_dir, &out, int8)?;
-            eprintln!("onnx: wrote {}", out.display());
+            tracing::info!("onnx: wrote {}", out.display());
             Ok(())
         }
         Command::Predict(a) => predict::run(&a),

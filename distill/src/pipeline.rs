@@ -15,7 +15,7 @@ pub fn run_all(plan: &Plan) -> Result<Report> {
     let mut times = serde_json::Map::new();
     let mut timed = |name: &str, t0: Instant| {
         let s = t0.elapsed().as_secs_f64();
-        eprintln!("== {name}: {s:.1} s");
+        tracing::info!("== {name}: {s:.1} s");
         times.insert(name.into(), s.into());
     };
     let t0 = Instant::now();

@@ -24,7 +24,7 @@ pub struct PreflightConfig {
 /// Refuses (or, when `allowed`, warns about) a failed check.
 fn verdict(allowed: bool, key: &str, msg: String) -> Result<()> {
     if allowed {
-        eprintln!("preflight: warning: {msg} (allowed by preflight.{key})");
+        tracing::warn!("preflight: warning: {msg} (allowed by preflight.{key})");
         Ok(())
     } else {
         bail!("preflight: {msg}. Set `preflight.{key}: true` to go on anyway")

@@ -54,14 +54,14 @@ pub fn run(
     }
     let (cache, status) = built?;
     match status {
-        CacheStatus::Fresh => eprintln!("cache {}: fresh, reused", cache_dir.display()),
-        CacheStatus::Built(why) => eprintln!(
+        CacheStatus::Fresh => tracing::info!("cache {}: fresh, reused", cache_dir.display()),
+        CacheStatus::Built(why) => tracing::info!(
             "cache {}: built because {}",
             cache_dir.display(),
             why.join(", ")
         ),
     }
-    eprintln!(
+    tracing::info!(
         "corpus: {} tokens, {} sentences, {} documents",
         cache.num_tokens(),
         cache.num_sentences(),
@@ -82,7 +82,7 @@ pub fn run(
         Masker::new(cfg.masking, specials, tok.vocab_size(), cfg.seed).context("masking")?;
     let train = MlmDataset::new(cache.clone(), &split.train, cfg.max_seq_len, masker.clone())?;
     let eval = MlmDataset::new(cache, &split.eval, cfg.max_seq_len, masker)?;
-    eprintln!(
+    tracing::info!(
         "pretrain: {} training inputs, {} held-out inputs of <= {} tokens",
         train.len(),
         eval.len(),
@@ -97,7 +97,7 @@ pub fn run(
         }
         None => (None, String::new()),
     };
-    eprintln!(
+    tracing::info!(
         "student: {} ({} layers, hidden {}), {} parameters",
         modeling::mlm::mlm_architecture(model.config.kind()),
         model.config.num_hidden_layers,
@@ -132,7 +132,7 @@ pub fn run(
         return Ok(report);
     }
     if let Some(b) = &report.best {
-        eprintln!(
+        tracing::info!(
             "pretrain: {} steps, {:.0} tokens/s; best held-out at step {}: {}",
             report.steps,
             report.tokens_per_second,
@@ -160,7 +160,7 @@ fn student_model(
             .context("student.init")?;
         let (mut m, report) = MaskedLm::load(&files, cfg.seed, device).context("student.init")?;
         if !report.has_head {
-            eprintln!(
+            tracing::info!(
                 "student: {} has no masked-LM head; starting a new one",
                 s.init
             );
@@ -237,9 +237,12 @@ fn online_teacher(
     }
     let weights: Vec<&Path> = files.weights.iter().map(|p| p.as_path()).collect();
     let id = modeling::io::hash_files(&weights)?;
-    eprintln!(
+    tracing::info!(
         "distill: teacher {} ({} layers, hidden {}), mlm_weight {}",
-        d.teacher, teacher.config.num_hidden_layers, teacher.config.hidden_size, d.mlm_weight
+        d.teacher,
+        teacher.config.num_hidden_layers,
+        teacher.config.hidden_size,
+        d.mlm_weight
     );
     Ok((teacher, id))
 }
@@ -253,6 +256,6 @@ fn export_best(out: &Path, tok: &TextTokenizer, device: &candle_core::Device) ->
     let (model, _) = MaskedLm::load(&files, 0, device)?;
     let dest = out.join("export");
     modeling::export::export_mlm(&model, tok, &dest)?;
-    eprintln!("pretrain: exported {}", dest.display());
+    tracing::info!("pretrain: exported {}", dest.display());
     Ok(())
 }

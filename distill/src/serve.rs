@@ -190,7 +190,7 @@ async fn serve(a: &ServeArgs, state: Arc<AppState>) -> Result<bool> {
     let signals = Signals::new()?;
     let shutdown = async move {
         let name = signals.recv().await;
-        eprintln!("{name}: finishing in-flight requests");
+        tracing::info!("{name}: finishing in-flight requests");
     };
     {
         use std::io::Write;
@@ -201,7 +201,7 @@ async fn serve(a: &ServeArgs, state: Arc<AppState>) -> Result<bool> {
     let stats = state.stats.clone();
     let finished = listen::serve(listener, router(state), limits, stats, shutdown).await;
     if !finished {
-        eprintln!(
+        tracing::warn!(
             "connections still open {:?} after the signal: exiting anyway",
             listen::SHUTDOWN_GRACE
         );

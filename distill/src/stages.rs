@@ -73,7 +73,7 @@ impl Plan {
         let stage = self.teacher_out().join("teacher");
         match check_stamp(&stage, &stamp) {
             Freshness::Fresh if dir.join("model.safetensors").is_file() => {
-                eprintln!("teacher: fine-tuned teacher in {} is fresh", dir.display());
+                tracing::info!("teacher: fine-tuned teacher in {} is fresh", dir.display());
             }
             fresh => {
                 if !may_finetune {
@@ -84,10 +84,10 @@ impl Plan {
                     );
                 }
                 if let Freshness::Stale(why) = fresh {
-                    eprintln!("teacher: redoing fine-tuning ({why})");
+                    tracing::info!("teacher: redoing fine-tuning ({why})");
                     let _ = std::fs::remove_dir_all(stage.join("finetune").join("last"));
                 }
-                eprintln!(
+                tracing::info!(
                     "teacher: {} has no task head; fine-tuning it on {} first",
                     self.cfg().teacher.model,
                     self.spec().name
@@ -114,7 +114,7 @@ impl Plan {
                 };
                 let rep = teacher::finetune::finetune(&model, &data, &ft, &stage.join("finetune"))?;
                 if let Some(b) = &rep.best {
-                    eprintln!(
+                    tracing::info!(
                         "teacher: best dev {} at step {}",
                         b.scores.summary(),
                         b.step
@@ -180,7 +180,7 @@ impl Plan {
         let scores = train::eval::score(&logits, &enc.labels, self.spec().metric)?;
         let name = scores.values.keys().next().cloned().unwrap_or_default();
         preflight::teacher_dev(pf, &logits.to_vec2()?, &enc.labels, scores.main, &name)?;
-        eprintln!("preflight: teacher dev {}", scores.summary());
+        tracing::info!("preflight: teacher dev {}", scores.summary());
         Ok(())
     }
 
@@ -242,7 +242,7 @@ impl Plan {
         let targets = Targets::concat(&parts, fp)?;
         let path = self.targets_path();
         targets.save(&path)?;
-        eprintln!(
+        tracing::info!(
             "targets: merged {n} shards into {} ({} examples)",
             path.display(),
             targets.len()
@@ -375,7 +375,7 @@ impl Plan {
             augmented,
         };
         targets.save(path)?;
-        eprintln!(
+        tracing::info!(
             "targets: wrote {} ({} examples)",
             path.display(),
             targets.len()
@@ -432,7 +432,7 @@ impl Plan {
                 cfg.student.tokenizer = Some(tok.clone());
             }
             let sub = self.for_stage(cfg, (i + 1 < n).then(|| format!("{i}-{}", st.name)));
-            eprintln!("stage {}/{n}: {}", i + 1, st.name);
+            tracing::info!("stage {}/{n}: {}", i + 1, st.name);
             // A sweep's early stopping applies to the last stage.
             let never = |_: usize| false;
             let hook: &dyn Fn(usize) -> bool = if i + 1 < n { &never } else { stop };
@@ -537,11 +537,11 @@ impl Plan {
         let main = self.group().is_main();
         match freshness {
             Freshness::Fresh if finished.is_some() => {
-                eprintln!("student: {} is fresh", dir.display());
+                tracing::info!("student: {} is fresh", dir.display());
                 return finished.context("train report");
             }
             Freshness::Stale(why) if main => {
-                eprintln!("student: retraining from scratch ({why})");
+                tracing::info!("student: retraining from scratch ({why})");
                 let _ = std::fs::remove_dir_all(dir.join("last"));
             }
             _ => {}
@@ -550,7 +550,7 @@ impl Plan {
             let _ = std::fs::remove_file(&done);
             write_stamp(&dir, &stamp)?;
         }
-        eprintln!(
+        tracing::info!(
             "student: {} parameters, {} layers, hidden {}",
             model.num_parameters(),
             model.config.num_hidden_layers,
@@ -589,7 +589,7 @@ impl Plan {
             write_stamp_as(&done, &stamp)?;
         }
         if let Some(b) = &report.best {
-            eprintln!(
+            tracing::info!(
                 "student: best dev {} at step {}",
                 b.scores.summary(),
                 b.step
@@ -625,7 +625,7 @@ impl Plan {
                 .and_then(|t| serde_json::from_str(&t).ok());
         let card = crate::card::model_card(self, &dest, report.as_ref())?;
         modeling::write_atomic(&dest.join("README.md"), card.as_bytes())?;
-        eprintln!("export: wrote {}", dest.display());
+        tracing::info!("export: wrote {}", dest.display());
         let mut variants = Vec::new();
         if onnx {
             variants.push(("model.onnx", false));
@@ -635,7 +635,7 @@ impl Plan {
         }
         for (name, q) in variants {
             modeling::onnx::write(&dest, &dest.join(name), q)?;
-            eprintln!("export: wrote {}", dest.join(name).display());
+            tracing::info!("export: wrote {}", dest.join(name).display());
         }
         Ok(dest)
     }
@@ -645,7 +645,7 @@ impl Plan {
 fn fresh_targets(path: &Path, fp: &Fingerprint) -> Option<Targets> {
     let mut stale = Vec::new();
     if let Some(targets) = Targets::load_fresh(path, fp, &mut stale) {
-        eprintln!(
+        tracing::info!(
             "targets: {} is fresh ({} examples)",
             path.display(),
             targets.len()
@@ -653,7 +653,7 @@ fn fresh_targets(path: &Path, fp: &Fingerprint) -> Option<Targets> {
         return Some(targets);
     }
     if !stale.is_empty() {
-        eprintln!(
+        tracing::info!(
             "targets: rebuilding {} because {} changed",
             path.display(),
             stale.join(", ")

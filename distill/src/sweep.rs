@@ -100,7 +100,7 @@ pub fn run(parent: &Plan) -> Result<Vec<GridPoint>> {
             let (plan, trial) = &mut trials[i];
             let total = plan.planned_steps(n_train);
             let until = ((total as f64 * frac).ceil() as usize).max(1);
-            eprintln!(
+            tracing::info!(
                 "sweep: {} ({} of {total} updates)",
                 trial.name,
                 until.min(total)
@@ -112,7 +112,7 @@ pub fn run(parent: &Plan) -> Result<Vec<GridPoint>> {
                     trial.steps = report.steps;
                 }
                 Err(e) => {
-                    eprintln!("sweep: {} failed: {e:#}", trial.name);
+                    tracing::error!("sweep: {} failed: {e:#}", trial.name);
                     trial.failed = Some(format!("{e:#}"));
                 }
             }
@@ -191,7 +191,7 @@ pub fn run(parent: &Plan) -> Result<Vec<GridPoint>> {
             &winner.0.student_dir().join("best"),
             &parent.student_dir().join("best"),
         )?;
-        eprintln!(
+        tracing::info!(
             "sweep: best batch {} lr {:e}: dev {:.4} ± {:.4} ({} seeds); copied to {}",
             best.batch_size,
             best.learning_rate,

@@ -771,9 +771,12 @@ fn glue_keeps_finished_tasks_when_one_fails_and_reports_wnli_as_the_majority_cla
         configs.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
+        "--json",
     ]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
+    // --json: stdout is glue.json's content.
+    let printed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(t.contains("1 of 3 tasks failed (rte)"), "{t}");
     let md = std::fs::read_to_string(out.join("glue.md")).unwrap();
     assert!(md.contains("| sst2 | accuracy |"), "{md}");
@@ -798,6 +801,7 @@ fn glue_keeps_finished_tasks_when_one_fails_and_reports_wnli_as_the_majority_cla
         .map(|r| r["status"].as_str().unwrap())
         .collect();
     assert_eq!(status, ["failed", "done", "majority"]);
+    assert_eq!(printed, json);
 }
 
 #[test]

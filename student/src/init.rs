@@ -187,7 +187,7 @@ impl StudentConfig {
             let (m, report) =
                 Classifier::load_layers(files, &self.teacher_layers, num_outputs, seed, device)
                     .map_err(|e| Error::Msg(format!("student.teacher_layers: {e}")))?;
-            eprintln!(
+            tracing::info!(
                 "student: the teacher's embeddings and blocks {:?}{}",
                 self.teacher_layers,
                 if report.has_head {
@@ -207,7 +207,7 @@ impl StudentConfig {
             let (m, report) =
                 Classifier::load_reinit_head(&files, num_outputs, seed, device).map_err(init)?;
             if !report.has_head {
-                eprintln!(
+                tracing::info!(
                     "student: {} has no head for this task; starting a new one",
                     self.init
                 );

@@ -42,7 +42,7 @@ impl OnlineTeacher {
         let align = if same_tokens(student_tok, tok, train)? {
             None
         } else {
-            eprintln!(
+            tracing::info!(
                 "distill: the student's tokenizer ({}) differs from the teacher's ({}): the teacher reads its own tokens and token-level terms compare word means",
                 student_tok.path().display(),
                 tok.path().display()

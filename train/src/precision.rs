@@ -49,7 +49,7 @@ impl Precision {
     /// matrix kernels, so on the CPU bf16 and f16 train several times slower than fp32 (docs/performance.md).
     pub fn note_for(self, device: &candle_core::Device) {
         if self != Precision::Fp32 && device.is_cpu() {
-            eprintln!(
+            tracing::info!(
                 "note: precision {} on the CPU is slower than fp32 (no half-precision CPU kernels); it \
                  is meant for GPUs",
                 self.name()

@@ -273,10 +273,12 @@ pub fn run<T: Task>(
                     dev: rec.scores.values.clone(),
                     dev_main: rec.scores.main,
                 }))?;
-                bar.println(format!(
-                    "  step {step} (epoch {epoch_f:.2}): dev {}",
-                    rec.scores.summary()
-                ));
+                bar.suspend(|| {
+                    tracing::info!(
+                        "step {step} (epoch {epoch_f:.2}): dev {}",
+                        rec.scores.summary()
+                    )
+                });
                 if best
                     .as_ref()
                     .is_none_or(|b| task.better(&rec.scores, &b.scores))
@@ -311,10 +313,12 @@ pub fn run<T: Task>(
                 }
                 if verdict[0] > 0.0 {
                     if group.is_main() {
-                        bar.println(format!(
-                            "  early stopping at step {step}: no better dev score in the last {} evaluations",
-                            cfg.early_stopping.as_ref().map_or(0, |e| e.patience)
-                        ));
+                        bar.suspend(|| {
+                            tracing::info!(
+                                "early stopping at step {step}: no better dev score in the last {} evaluations",
+                                cfg.early_stopping.as_ref().map_or(0, |e| e.patience)
+                            )
+                        });
                     }
                     stopped_early = true;
                     break 'epochs;
@@ -644,7 +648,7 @@ fn resume<T: Task>(
         .map_err(|e| Error::file(&state_path, format!("corrupt trainer state: {e}")))?;
     if state.config != *task.config() || state.n_train != task.train_len() {
         if group.is_main() {
-            eprintln!(
+            tracing::info!(
                 "note: {} belongs to a different configuration or dataset; training from the start",
                 dir.display()
             );
@@ -653,7 +657,7 @@ fn resume<T: Task>(
     }
     if state.world != group.world() {
         if group.is_main() {
-            eprintln!(
+            tracing::info!(
                 "note: {} was trained by {} data-parallel processes, this run has {}: the global \
                  batch differs, training from the start",
                 dir.display(),
@@ -666,7 +670,7 @@ fn resume<T: Task>(
     task.load(dir)?;
     opt.load(&dir.join("optimizer.safetensors"))?;
     if group.is_main() {
-        eprintln!("resuming from {} at step {}", dir.display(), state.step);
+        tracing::info!("resuming from {} at step {}", dir.display(), state.step);
     }
     Ok(Some(state))
 }

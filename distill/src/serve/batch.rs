@@ -260,7 +260,7 @@ fn forward(
         Err(_) => Err("inference panicked".to_string()),
     };
     if let Err(msg) = &result {
-        eprintln!("error: {msg}");
+        tracing::error!("error: {msg}");
         stats.failed_batches.fetch_add(1, Ordering::Relaxed);
     }
     result

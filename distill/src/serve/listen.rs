@@ -41,7 +41,7 @@ pub fn connection_cap(asked: usize) -> usize {
     let soft = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
     let fit = usize::try_from(soft.saturating_sub(RESERVED_FILES).max(1)).unwrap_or(usize::MAX);
     if asked > fit {
-        eprintln!(
+        tracing::warn!(
             "serve: --max-connections {asked} does not fit under the open-file limit ({soft}); using {fit}"
         );
         return fit;
@@ -72,7 +72,7 @@ pub async fn serve(
                     // Out of descriptors, or a connection reset before it was accepted: the listener
                     // is fine; wait a moment so that a full descriptor table does not spin the loop.
                     if stats.accept_errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                        eprintln!("serve: accepting a connection failed ({e}); counted in /stats from now on");
+                        tracing::warn!("serve: accepting a connection failed ({e}); counted in /stats from now on");
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
