@@ -299,10 +299,15 @@ impl TaskSpec {
     }
 
     fn rows_delimited(&self, path: &Path, bytes: &[u8], sep: u8) -> Result<Vec<Example>> {
-        let mut lines = bytes.split(|&b| b == b'\n').enumerate();
+        let mut rows = if sep == b'\t' {
+            tsv_records(path, bytes)?
+        } else {
+            csv_records(path, bytes)?
+        }
+        .into_iter();
         let header: Vec<String> = if self.header {
-            match lines.next() {
-                Some((_, h)) => split_row(path, 1, h, sep)?,
+            match rows.next() {
+                Some((_, h)) => h,
                 None => return Err(Error::file(path, "empty file (a header row was expected)")),
             }
         } else {
@@ -327,13 +332,7 @@ impl TaskSpec {
         let ib = self.text_b.as_ref().map(index).transpose()?;
         let need = ia.max(il).max(ib.unwrap_or(0)) + 1;
         let mut out = Vec::new();
-        for (i, raw) in lines {
-            let line = i + 1;
-            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-            if raw.is_empty() {
-                continue;
-            }
-            let cols = split_row(path, line, raw, sep)?;
+        for (line, cols) in rows {
             if cols.len() < need {
                 return Err(Error::Data {
                     path: path.to_path_buf(),
@@ -400,7 +399,7 @@ pub fn read_test(path: &Path, text_a: &str, text_b: Option<&str>) -> Result<Vec<
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let mut lines = bytes.split(|&b| b == b'\n').enumerate();
     let header = match lines.next() {
-        Some((_, h)) => split_row(path, 1, h, b'\t')?,
+        Some((_, h)) => split_row(path, 1, h)?,
         None => return Err(Error::file(path, "empty file")),
     };
     let col = |name: &str| {
@@ -423,7 +422,7 @@ pub fn read_test(path: &Path, text_a: &str, text_b: Option<&str>) -> Result<Vec<
         if raw.is_empty() {
             continue;
         }
-        let cols = split_row(path, i + 1, raw, b'\t')?;
+        let cols = split_row(path, i + 1, raw)?;
         if cols.len() < need {
             return Err(Error::Data {
                 path: path.to_path_buf(),
@@ -440,40 +439,105 @@ pub fn read_test(path: &Path, text_a: &str, text_b: Option<&str>) -> Result<Vec<
     Ok(out)
 }
 
-fn split_row(path: &Path, line: usize, raw: &[u8], sep: u8) -> Result<Vec<String>> {
+/// One tab-separated line's columns. GLUE's TSVs are not quoted: quotes are part of the text.
+fn split_row(path: &Path, line: usize, raw: &[u8]) -> Result<Vec<String>> {
     let text = std::str::from_utf8(raw).map_err(|e| Error::Data {
         path: path.to_path_buf(),
         line,
         msg: format!("not valid UTF-8 ({e})"),
     })?;
     let text = text.strip_suffix('\r').unwrap_or(text);
-    // GLUE's TSVs are not quoted (quotes are part of the text); CSV fields may be.
-    Ok(if sep == b'\t' {
-        text.split('\t').map(str::to_string).collect()
-    } else {
-        split_csv(text)
-    })
+    Ok(text.split('\t').map(str::to_string).collect())
 }
 
-/// Splits one CSV line with RFC 4180 quoting ("" is a literal quote).
-fn split_csv(line: &str) -> Vec<String> {
+/// The non-empty lines of a TSV file with their line numbers, split into columns.
+fn tsv_records(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, Vec<String>)>> {
     let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => out.push(std::mem::take(&mut cur)),
-            _ => cur.push(c),
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if !raw.is_empty() {
+            out.push((i + 1, split_row(path, i + 1, raw)?));
         }
     }
-    out.push(cur);
-    out
+    Ok(out)
+}
+
+/// The records of an RFC 4180 CSV file (the `csv` crate: quoted fields may hold commas, quotes as `""`,
+/// and newlines), each with the line it starts on. A quote left open runs to the end of the file, which
+/// the reader accepts silently; it is reported here, with the line of the record it opened in.
+fn csv_records(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, Vec<String>)>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes);
+    let mut out = Vec::new();
+    let mut record = csv::ByteRecord::new();
+    // The reader counts records, not the newlines inside quoted fields: lines come from byte offsets.
+    let (mut counted_to, mut line_at) = (0usize, 1usize);
+    // Where the last record started (byte, line).
+    let mut last = (0usize, 1usize);
+    let mut line_of = |byte: usize| {
+        // A record's position may point at the line ending before it (the `\n` of a `\r\n`).
+        let mut byte = byte.min(bytes.len());
+        while bytes.get(byte).is_some_and(|b| matches!(b, b'\r' | b'\n')) {
+            byte += 1;
+        }
+        if byte >= counted_to {
+            line_at += bytes[counted_to..byte]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            counted_to = byte;
+        }
+        line_at
+    };
+    loop {
+        let start = reader.position().clone();
+        let more = reader
+            .read_byte_record(&mut record)
+            .map_err(|e| Error::Data {
+                path: path.to_path_buf(),
+                line: line_of(e.position().map_or(start.byte(), |p| p.byte()) as usize),
+                msg: format!("malformed CSV: {e}"),
+            })?;
+        if !more {
+            break;
+        }
+        let line = line_of(record.position().map_or(start.byte(), |p| p.byte()) as usize);
+        last = (start.byte() as usize, line);
+        if record.len() == 1 && record[0].is_empty() {
+            continue; // a blank line
+        }
+        let cols = record
+            .iter()
+            .map(|f| {
+                std::str::from_utf8(f)
+                    .map(|t| t.strip_suffix('\r').unwrap_or(t).to_string())
+                    .map_err(|e| Error::Data {
+                        path: path.to_path_buf(),
+                        line,
+                        msg: format!("not valid UTF-8 ({e})"),
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.push((line, cols));
+    }
+    // An odd number of quotes from the last record's start means one never closed.
+    let (from, line) = last;
+    if bytes[from.min(bytes.len())..]
+        .iter()
+        .filter(|&&b| b == b'"')
+        .count()
+        % 2
+        == 1
+    {
+        return Err(Error::Data {
+            path: path.to_path_buf(),
+            line,
+            msg: "a quote opened in this record is never closed".into(),
+        });
+    }
+    Ok(out)
 }
 
 /// The train and dev files of a task under `dir`.

@@ -108,6 +108,30 @@ fn custom_csv_and_jsonl_tasks() {
     let rows = spec.read(&p).unwrap();
     assert_eq!(rows[0].text_a, "Good, really \"good\"");
     assert_eq!(rows[1].label, Label::Class(0));
+    // RFC 4180: a quoted field may hold a newline; later errors still name their own line.
+    let p = write(
+        d.path(),
+        "n.csv",
+        b"review,stars\r\n\"two\r\nlines\",high\r\nok,low\r\nbad,middling\r\n",
+    );
+    let e = spec.read(&p).unwrap_err().to_string();
+    assert!(e.contains("n.csv:5") && e.contains("middling"), "{e}");
+    let p = write(
+        d.path(),
+        "n.csv",
+        b"review,stars\n\"two\nlines\",high\nok,low\n",
+    );
+    let rows = spec.read(&p).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].text_a, "two\nlines");
+    // A quote never closed swallows the rest of the file: named, with the line it opened on.
+    let p = write(
+        d.path(),
+        "q.csv",
+        b"review,stars\nfine,high\n\"unclosed,low\nmore,high\n",
+    );
+    let e = spec.read(&p).unwrap_err().to_string();
+    assert!(e.contains("q.csv:3") && e.contains("never closed"), "{e}");
     let jspec = TaskSpec {
         format: Format::Jsonl,
         ..spec
