@@ -1,8 +1,9 @@
-//! The data: task readers (GLUE's TSV layout, custom TSV/CSV/JSONL) that turn files into labelled
-//! `Example`s with errors naming `file:line`, and the pre-training corpus cache (tokenized once,
-//! memory-mapped, packed into inputs, masked per epoch).
+//! The data: task readers (GLUE's TSV layout, custom TSV/CSV/JSONL, Hub datasets' Parquet files) that
+//! turn files into labelled `Example`s with errors naming `file:line`, and the pre-training corpus cache
+//! (tokenized once, memory-mapped, packed into inputs, masked per epoch).
 
 pub mod corpus;
+pub mod hub;
 pub mod tasks;
 
 pub use modeling::{Error, Result};

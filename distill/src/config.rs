@@ -110,8 +110,14 @@ fn default_device() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// Folder holding the task's train and dev files.
+    /// Folder holding the task's train and dev files (or give `hub`).
+    #[serde(default)]
     pub dir: PathBuf,
+    /// Read the task from a Hub dataset's Parquet files, instead of `dir` when both are given: `{repo:
+    /// nyu-mll/glue}` (config defaults to the task's name; revision `main`; splits `train` and
+    /// `validation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<data::hub::HubDataset>,
     /// Longest input in tokens, special tokens included (longer inputs are truncated, longest first).
     #[serde(default = "default_max_len")]
     pub max_seq_len: usize,
@@ -517,6 +523,11 @@ impl RunConfig {
             self.teacher.batch_size > 0,
             "teacher.batch_size",
             "must be positive",
+        )?;
+        check(
+            self.data.hub.is_some() || !self.data.dir.as_os_str().is_empty(),
+            "data",
+            "give `dir` (a folder of files) or `hub` (a Hub dataset)",
         )?;
         self.train.validate("train").map_err(|e| anyhow!(e))?;
         self.student.validate()?;

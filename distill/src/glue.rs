@@ -135,7 +135,7 @@ fn run_task(task: &str, a: &GlueArgs) -> Result<Outcome> {
     let device = crate::device::select_device(&cfg.device)?;
     let plan = Plan::new(cfg, device, Arc::new(Group::single()))?;
     let train_file = plan.cfg().data.dir.join(&plan.spec().train_file);
-    if !train_file.is_file() {
+    if plan.cfg().data.hub.is_none() && !train_file.is_file() {
         return Ok(Outcome::Skipped {
             reason: format!("no training data at {}", train_file.display()),
         });

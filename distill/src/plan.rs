@@ -125,9 +125,17 @@ impl Plan {
 
     /// Training examples (a seeded subset when `data.max_train_examples` is set) and dev examples.
     pub fn read_data(&self) -> Result<(Vec<Example>, Vec<Example>)> {
-        let (train_path, dev_path) = data::tasks::split_paths(&self.spec, &self.cfg.data.dir);
-        let mut train = self.spec.read(&train_path).context("data.dir")?;
-        let mut dev = self.spec.read(&dev_path).context("data.dir")?;
+        let (mut train, mut dev) = match &self.cfg.data.hub {
+            Some(hub) => hub.read(&self.spec)?,
+            None => {
+                let (train_path, dev_path) =
+                    data::tasks::split_paths(&self.spec, &self.cfg.data.dir);
+                (
+                    self.spec.read(&train_path).context("data.dir")?,
+                    self.spec.read(&dev_path).context("data.dir")?,
+                )
+            }
+        };
         let n = self.cfg.data.max_train_examples;
         if n > 0 && n < train.len() {
             let mut rng = StdRng::seed_from_u64(self.cfg.seed);
