@@ -55,11 +55,20 @@ fn shards_merge_into_the_whole_targets() {
     // A shard computed with another setting is refused, naming what changed.
     ok(&distill(
         &sharded,
-        &["teacher", "--shard", "1/3", "--set", "data.max_seq_len=24"],
+        &["teacher", "--shard", "1/3", "--set", "teacher.hidden_layers=[1]"],
     ));
     fails(
         &distill(&sharded, &["teacher", "--merge", "3"]),
-        &["train.shard-1-of-3.safetensors", "max_seq_len"],
+        &["train.shard-1-of-3.safetensors", "hidden_layers"],
+    );
+    // A setting that would need another fine-tuned teacher: a shard never fine-tunes (the shards of one
+    // folder would all do it at once), and says to fine-tune first.
+    fails(
+        &distill(
+            &sharded,
+            &["teacher", "--shard", "1/3", "--set", "data.max_seq_len=24"],
+        ),
+        &["no fresh fine-tuned copy", "--finetune-only"],
     );
 }
 
