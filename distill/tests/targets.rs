@@ -55,7 +55,13 @@ fn shards_merge_into_the_whole_targets() {
     // A shard computed with another setting is refused, naming what changed.
     ok(&distill(
         &sharded,
-        &["teacher", "--shard", "1/3", "--set", "teacher.hidden_layers=[1]"],
+        &[
+            "teacher",
+            "--shard",
+            "1/3",
+            "--set",
+            "teacher.hidden_layers=[1]",
+        ],
     ));
     fails(
         &distill(&sharded, &["teacher", "--merge", "3"]),
