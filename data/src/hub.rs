@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use hf_hub::{Cache, Repo, RepoType};
+use hf_hub::{Repo, RepoType};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 use schemars::JsonSchema;
@@ -81,7 +81,7 @@ impl HubDataset {
         };
         let prefix = format!("{split}-");
         let wanted = |name: &str| name.starts_with(&prefix) && name.ends_with(".parquet");
-        let cache = cache();
+        let cache = modeling::hub::hub_cache();
         let repo = Repo::with_revision(self.repo.clone(), RepoType::Dataset, self.revision.clone());
         let folder = cache.path().join(repo.folder_name());
         // A branch or tag names a commit through refs/; a commit is its own snapshot.
@@ -102,17 +102,7 @@ impl HubDataset {
             cached.sort();
             return Ok(cached);
         }
-        if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1") {
-            return Err(err(format!(
-                "not in the hub cache at {} and HF_HUB_OFFLINE=1",
-                cache.path().display()
-            )));
-        }
-        let api = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone())
-            .with_progress(true)
-            .build()
-            .map_err(|e| err(e.to_string()))?;
-        let remote = api.repo(repo);
+        let remote = modeling::hub::remote(&cache, repo).map_err(err)?;
         let info = remote.info().map_err(|e| err(e.to_string()))?;
         let mut names: Vec<String> = info
             .siblings
@@ -131,14 +121,6 @@ impl HubDataset {
             .iter()
             .map(|n| remote.get(n).map_err(|e| err(format!("{n}: {e}"))))
             .collect()
-    }
-}
-
-/// The hub cache in use: `HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
-fn cache() -> Cache {
-    match std::env::var_os("HF_HUB_CACHE") {
-        Some(p) => Cache::new(PathBuf::from(p)),
-        None => Cache::from_env(),
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use data::tasks::{read_test, TestRow};
 use data::Label;
 use modeling::{Classifier, ModelSource};
@@ -115,15 +115,7 @@ pub fn run(a: &GlueArgs) -> Result<Vec<Row>> {
         .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
         .map(|r| r.task.as_str())
         .collect();
-    if !failed.is_empty() {
-        bail!(
-            "{} of {} tasks failed ({}); {} has the others",
-            failed.len(),
-            rows.len(),
-            failed.join(", "),
-            a.out.join("glue.md").display()
-        );
-    }
+    crate::pipeline::fail_if_any("tasks", &failed, rows.len(), &a.out.join("glue.md"))?;
     Ok(rows)
 }
 

@@ -71,3 +71,22 @@ fn teacher_line(plan: &Plan, report: &Report) -> Result<()> {
     }
     Ok(())
 }
+
+/// After a suite (`glue`, `sweep`) has written its table: an error naming the `failed` ones of `total`
+/// `things` (tasks, trials), pointing at the table that holds the others; Ok when none failed.
+pub(crate) fn fail_if_any(
+    things: &str,
+    failed: &[&str],
+    total: usize,
+    table: &std::path::Path,
+) -> Result<()> {
+    if failed.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{} of {total} {things} failed ({}); {} has the others",
+        failed.len(),
+        failed.join(", "),
+        table.display()
+    )
+}

@@ -206,15 +206,7 @@ pub fn run(parent: &Plan) -> Result<Vec<GridPoint>> {
         .filter(|t| t.failed.is_some())
         .map(|t| t.name.as_str())
         .collect();
-    if !failed.is_empty() {
-        bail!(
-            "{} of {} trials failed ({}); {} has the others",
-            failed.len(),
-            all.len(),
-            failed.join(", "),
-            table.display()
-        );
-    }
+    crate::pipeline::fail_if_any("trials", &failed, all.len(), &table)?;
     if points.is_empty() {
         bail!("no trial finished");
     }

@@ -135,6 +135,25 @@ pub fn hub_cache() -> Cache {
     }
 }
 
+/// The hub itself for `repo`, downloading into `cache`; refused with `HF_HUB_OFFLINE=1`, when only the
+/// cache may be read. The message says why, for the caller to put in its own error.
+pub fn remote(
+    cache: &Cache,
+    repo: Repo,
+) -> std::result::Result<hf_hub::api::sync::ApiRepo, String> {
+    if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1") {
+        return Err(format!(
+            "not in the hub cache at {} and HF_HUB_OFFLINE=1",
+            cache.path().display()
+        ));
+    }
+    let api = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone())
+        .with_progress(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(api.repo(repo))
+}
+
 fn resolve_hub(id: &str, revision: &str, allow_pickle: bool) -> Result<ModelFiles> {
     let err = |msg: String| Error::Hub {
         id: id.into(),
@@ -153,17 +172,7 @@ fn resolve_hub(id: &str, revision: &str, allow_pickle: bool) -> Result<ModelFile
     if let Some(dir) = cached {
         return resolve_dir(&dir, allow_pickle);
     }
-    if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1") {
-        return Err(err(format!(
-            "not in the hub cache at {} and HF_HUB_OFFLINE=1",
-            cache.path().display()
-        )));
-    }
-    let api = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone())
-        .with_progress(true)
-        .build()
-        .map_err(|e| err(e.to_string()))?;
-    let remote = api.repo(repo);
+    let remote = remote(&cache, repo).map_err(err)?;
     let config = remote
         .get("config.json")
         .map_err(|e| err(format!("config.json: {e}")))?;
