@@ -44,8 +44,11 @@ fn init_logging(verbose: u8, quiet: u8) {
         (1, _) => "debug",
         _ => "trace",
     };
+    // `ort` says at info level which onnxruntime it loaded and that it was built against an older one
+    // (our lowest supported API level): kept for -v.
+    let ort = if verbose == 0 { "warn" } else { level };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},ort={ort}")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -114,6 +117,9 @@ enum Command {
         /// Print the report as JSON (report.json's content) instead of markdown.
         #[arg(long)]
         json: bool,
+        /// What runs the students (f32 and int8): our encoder, or their ONNX graphs in onnxruntime.
+        #[arg(long, value_enum, default_value_t = predict::Runtime::Candle)]
+        runtime: predict::Runtime,
     },
     /// Search the `sweep:` grid (batch size × learning rate × seeds) over one teacher; keeps the best.
     Sweep(ConfigArgs),
@@ -305,10 +311,15 @@ fn dispatch(cmd: Command) -> Result<()> {
             });
             launch.finish(result).map(|_| ())
         }
-        Command::Compare { args, runs, json } => {
+        Command::Compare {
+            args,
+            runs,
+            json,
+            runtime,
+        } => {
             let p = plan(&args)?;
             let _lock = p.lock()?;
-            print_report(&pipeline::compare(&p, &runs)?, json)
+            print_report(&pipeline::compare(&p, &runs, runtime)?, json)
         }
         Command::Export {
             args,

@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::plan::Plan;
+use crate::predict::Runtime;
 use crate::report::{self, Report};
 
 /// Every stage in order, timing each (written to `timings.json`); returns the comparison report.
@@ -25,7 +26,7 @@ pub fn run_all(plan: &Plan) -> Result<Report> {
     plan.train()?;
     timed("train", t0);
     let t0 = Instant::now();
-    let report = compare(plan, &[])?;
+    let report = compare(plan, &[], Runtime::Candle)?;
     timed("compare", t0);
     let t0 = Instant::now();
     plan.export(None, false, false)?;
@@ -36,9 +37,9 @@ pub fn run_all(plan: &Plan) -> Result<Report> {
 }
 
 /// The teacher and the student on the dev set (`runs`: other runs' students for the seed summary).
-pub fn compare(plan: &Plan, runs: &[PathBuf]) -> Result<Report> {
+pub fn compare(plan: &Plan, runs: &[PathBuf], runtime: Runtime) -> Result<Report> {
     let teacher = plan.teacher_model()?;
-    let report = report::compare(plan, teacher, runs)?;
+    let report = report::compare(plan, teacher, runs, runtime)?;
     teacher_line(plan, &report)?;
     Ok(report)
 }

@@ -11,7 +11,7 @@ use anyhow::{anyhow, Context, Result};
 use candle_core::{Device, Tensor};
 use data::hash_examples;
 use data::{Example, Label, TaskSpec};
-use modeling::{Classifier, ModelFiles, ModelSource, TextTokenizer};
+use modeling::{ModelFiles, ModelSource, TextTokenizer};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -256,13 +256,16 @@ pub fn tokenise(tok: &TextTokenizer, examples: &[Example]) -> Result<Tokenised> 
 
 /// Times a dev-set pass of `model`; returns logits and examples per second.
 pub fn timed_logits(
-    model: &Classifier,
+    model: &modeling::infer::Engine,
     data: &[modeling::Encoded],
     pad: u32,
     batch: usize,
 ) -> Result<(Tensor, f64)> {
+    let bar = train::progress_bar(data.len() as u64, "eval");
     let t0 = Instant::now();
-    let logits = train::eval::logits(model, data, pad, batch)?;
+    let logits = modeling::infer::logits(model, data, pad, batch, Some(&bar));
     let secs = t0.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let logits = logits?;
     Ok((logits, data.len() as f64 / secs.max(1e-9)))
 }

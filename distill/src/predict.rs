@@ -1,14 +1,16 @@
 //! `distill predict MODEL_DIR [TEXT ...] [--file F]`: runs an exported model (or any Hugging Face
 //! sequence-classification folder) and prints one JSON object per input: label, its probability (or the
-//! score for regression) and the logits. A tab in an input separates a sentence pair.
+//! score for regression) and the logits. A tab in an input separates a sentence pair. `--runtime
+//! onnxruntime` runs the folder's ONNX graph in onnxruntime instead of our encoder (see [`Runtime`]).
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use modeling::infer::{self, Pooling};
-use modeling::{Classifier, Encoded, ModelSource, TextTokenizer};
+use modeling::infer::{self, Engine};
+use modeling::onnx_runtime::OrtClassifier;
+use modeling::{Classifier, Encoded, EncoderConfig, ModelSource, TextTokenizer};
 
 use crate::lock::Lock;
 
@@ -29,12 +31,41 @@ pub struct PredictArgs {
     /// Run the dense layers in dynamic int8 (weights per output channel, activations per token).
     #[arg(long)]
     int8: bool,
+    /// What runs the model: our encoder, or the folder's ONNX graph in onnxruntime.
+    #[arg(long, value_enum, default_value_t = Runtime::Candle)]
+    runtime: Runtime,
+    /// Time the model on the inputs instead of printing predictions: batch-1 latency (p50/p99 over the
+    /// first 200 inputs, after 10 untimed) and throughput at --batch-size, as one JSON object, measured
+    /// as `distill compare` measures (`bench/runtimes.py` sets the runtimes side by side).
+    #[arg(long)]
+    time: bool,
+}
+
+/// What runs a model for `predict`, `serve` and `compare`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Runtime {
+    /// This project's encoder, on candle: f32 weights packed for its f32 kernel, or dynamic int8.
+    #[default]
+    Candle,
+    /// The model's ONNX graph (`model.onnx`, or `model.int8.onnx` with `--int8`) in onnxruntime, whose
+    /// shared library ORT_DYLIB_PATH names (`tools/setup_onnxruntime.sh` installs one).
+    Onnxruntime,
+}
+
+impl Runtime {
+    /// How reports and logs name it: `candle`, or `onnxruntime (libonnxruntime.so.1.30.0)`.
+    pub fn describe(self) -> Result<String> {
+        Ok(match self {
+            Self::Candle => "candle".into(),
+            Self::Onnxruntime => format!("onnxruntime ({})", modeling::onnx_runtime::library()?),
+        })
+    }
 }
 
 /// An exported model ready to classify: weights (on the CPU), its tokenizer truncating at `max_len`
 /// tokens, and its label names. Shared by `predict` and `serve`.
 pub struct Predictor {
-    pub model: Classifier,
+    pub engine: Engine,
     pub tok: TextTokenizer,
     pub labels: Vec<String>,
     /// The shared lock on `model_dir`, held while the model is in use, so an export cannot replace the
@@ -44,33 +75,56 @@ pub struct Predictor {
 
 impl Predictor {
     /// Loads `model_dir`; inputs longer than `max_len` (or the model's positions) are truncated.
-    /// `int8` switches inference to dynamic int8 (`Classifier::quantize_int8`); otherwise the dense
-    /// layers are packed for the f32 kernel of `kernels::packed`.
-    pub fn load(model_dir: &Path, max_len: usize, int8: bool) -> Result<Self> {
+    /// With the candle runtime, `int8` switches inference to dynamic int8 (`Classifier::quantize_int8`);
+    /// otherwise the dense layers are packed for the f32 kernel of `kernels::packed`. With onnxruntime,
+    /// `int8` picks `model.int8.onnx` over `model.onnx`.
+    pub fn load(model_dir: &Path, max_len: usize, int8: bool, runtime: Runtime) -> Result<Self> {
         if max_len < 8 {
             bail!("--max-len {max_len} leaves no room for text besides the special tokens (use at least 8)");
         }
         let reading = Lock::reader(model_dir)?;
         let files = ModelSource::Local(model_dir.to_path_buf()).resolve(false)?;
-        let (mut model, report) = Classifier::load(&files, None, 0, &Device::Cpu)?;
-        if !report.has_head {
-            bail!(
-                "{}: the model has no classification head",
-                model_dir.display()
-            );
-        }
-        if int8 {
-            model.quantize_int8()?;
-        } else {
-            // Requests of a few tokens take the packed f32 kernel; same numbers, lower latency.
-            model.pack_f32()?;
-        }
-        let tok = TextTokenizer::for_model(&files, max_len.min(model.config.max_tokens()))?;
-        let labels = model.config.labels();
+        let config = EncoderConfig::from_file(&files.config)?;
+        let engine = match runtime {
+            Runtime::Candle => {
+                let (mut model, report) = Classifier::load(&files, None, 0, &Device::Cpu)?;
+                if !report.has_head {
+                    bail!(
+                        "{}: the model has no classification head",
+                        model_dir.display()
+                    );
+                }
+                if int8 {
+                    model.quantize_int8()?;
+                } else {
+                    // Requests of a few tokens take the packed f32 kernel; same numbers, lower latency.
+                    model.pack_f32()?;
+                }
+                Engine::Candle(model)
+            }
+            Runtime::Onnxruntime => {
+                let (name, flag) = match int8 {
+                    true => ("model.int8.onnx", " --int8"),
+                    false => ("model.onnx", ""),
+                };
+                let path = model_dir.join(name);
+                if !path.is_file() {
+                    bail!(
+                        "{}: not found; --runtime onnxruntime runs the folder's ONNX graph: write it with \
+                         `distill onnx {}{flag}`",
+                        path.display(),
+                        model_dir.display()
+                    );
+                }
+                let threads = candle_core::utils::get_num_threads();
+                Engine::OnnxRuntime(OrtClassifier::from_file(&path, threads)?)
+            }
+        };
+        let tok = TextTokenizer::for_model(&files, max_len.min(config.max_tokens()))?;
         Ok(Self {
-            model,
+            engine,
             tok,
-            labels,
+            labels: config.labels(),
             _reading: reading,
         })
     }
@@ -85,22 +139,25 @@ impl Predictor {
         Ok(self.tok.encode_counted(text, pair)?)
     }
 
-    /// Logit rows [n][c] in input order, `batch_size` examples per forward. The same path as
-    /// `train::eval::logits` without its progress bar (a server would draw one per batch).
-    pub fn logits(&self, enc: &[Encoded], batch_size: usize) -> Result<Vec<Vec<f32>>> {
+    /// Logit rows [n][c] in input order, `batch_size` examples per forward; `progress` is ticked per
+    /// input (a server passes none: it would draw one bar per batch).
+    pub fn logits(
+        &self,
+        enc: &[Encoded],
+        batch_size: usize,
+        progress: Option<&indicatif::ProgressBar>,
+    ) -> Result<Vec<Vec<f32>>> {
         if enc.is_empty() {
             return Ok(Vec::new());
         }
-        let out = infer::run(
-            &self.model,
+        let logits = infer::logits(
+            &self.engine,
             enc,
             self.tok.pad_id(),
             batch_size.max(1),
-            &[],
-            Pooling::Cls,
-            None,
+            progress,
         )?;
-        Ok(out.logits.to_vec2()?)
+        Ok(logits.to_vec2()?)
     }
 
     /// The JSON object of one logit row: label, label_id, its probability as score and the logits; a
@@ -135,7 +192,7 @@ pub fn run(a: &PredictArgs) -> Result<()> {
     if inputs.is_empty() {
         bail!("no input: give texts as arguments or --file");
     }
-    let p = Predictor::load(&a.model_dir, a.max_len, a.int8)?;
+    let p = Predictor::load(&a.model_dir, a.max_len, a.int8, a.runtime)?;
     let enc = inputs
         .iter()
         .map(|t| match t.split_once('\t') {
@@ -143,8 +200,25 @@ pub fn run(a: &PredictArgs) -> Result<()> {
             None => p.encode(t, None),
         })
         .collect::<Result<Vec<_>>>()?;
-    let logits = train::eval::logits(&p.model, &enc, p.tok.pad_id(), a.batch_size)?;
-    let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+    if a.time {
+        let latency = crate::report::batch1_latency(&p.engine, &enc, p.tok.pad_id())?;
+        let (_, speed) = crate::plan::timed_logits(&p.engine, &enc, p.tok.pad_id(), a.batch_size)?;
+        let timing = serde_json::json!({
+            "runtime": a.runtime.describe()?,
+            "int8": a.int8,
+            "threads": candle_core::utils::get_num_threads(),
+            "inputs": enc.len(),
+            "latency": latency,
+            "batch_size": a.batch_size,
+            "examples_per_second": speed,
+        });
+        writeln!(std::io::stdout().lock(), "{timing}")?;
+        return Ok(());
+    }
+    let bar = train::progress_bar(enc.len() as u64, "predict");
+    let rows = p.logits(&enc, a.batch_size, Some(&bar));
+    bar.finish_and_clear();
+    let rows = rows?;
     let mut out = std::io::stdout().lock();
     for row in rows {
         writeln!(out, "{}", p.prediction(&row))?;

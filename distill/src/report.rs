@@ -1,7 +1,8 @@
 //! The comparison report: teacher and student on the dev set with the task's official metric
 //! and its percentile-bootstrap 95% interval, calibration (ECE and reliability bins, Guo et al. 2017),
 //! % of the teacher retained, prediction agreement, parameters, size on disk, batch-1 latency (p50/p99)
-//! and throughput at the config batch size on the run's device; with `--runs`, the mean ± std of the
+//! and throughput at the config batch size on the run's device (the students in our encoder, or with
+//! `--runtime onnxruntime` as ONNX graphs in onnxruntime); with `--runs`, the mean ± std of the
 //! metrics over the students of several runs (seeds). Written as report.json and report.md, with the
 //! figures of plots.rs in `plots/`.
 
@@ -12,6 +13,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use data::Example;
+use modeling::infer::Engine;
+use modeling::onnx_runtime::OrtClassifier;
 use modeling::{Classifier, Encoded, ModelFiles, TextTokenizer};
 use serde::{Deserialize, Serialize};
 use train::bootstrap::{bootstrap, percentile, score_intervals, BootstrapConfig, Interval};
@@ -22,6 +25,7 @@ use train::Scores;
 
 use crate::plan::{timed_logits, tokenise, Plan, Tokenised};
 use crate::plots::{self, BarPanel, Series};
+use crate::predict::Runtime;
 
 /// Bootstrap resamples for every interval of the report.
 pub const BOOTSTRAP_RESAMPLES: usize = 1000;
@@ -93,6 +97,10 @@ pub struct Report {
     pub task: String,
     pub dev_examples: usize,
     pub device: String,
+    /// What ran the students: `candle`, or `onnxruntime (LIBRARY FILE)` (their ONNX graphs, on the CPU). The
+    /// teacher always runs in candle.
+    #[serde(default = "candle")]
+    pub runtime: String,
     /// Class names in index order (empty for regression).
     pub labels: Vec<String>,
     /// Batch size of the throughput measurement (the config's `teacher.batch_size`).
@@ -102,7 +110,7 @@ pub struct Report {
     pub teacher: ModelSummary,
     pub student: ModelSummary,
     /// The student in dynamic int8 (`predict --int8`), on the CPU; its `size_bytes` are the int8 weights'
-    /// bytes in memory. None on a GPU device.
+    /// bytes in memory (in onnxruntime: the int8 graph's). None on a GPU device with the candle runtime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub student_int8: Option<ModelSummary>,
     /// Share of dev examples on which the int8 and f32 students predict the same label.
@@ -174,6 +182,14 @@ impl Report {
             b.resamples,
             b.seed
         );
+        let onnx = self.runtime != "candle";
+        if onnx {
+            s.push_str(&format!(
+                "The students run in {}: their ONNX graphs (as `distill export --format onnx --int8` writes them), \
+                 on the CPU; the teacher runs in candle.\n\n",
+                self.runtime
+            ));
+        }
         let metrics: Vec<&String> = self.teacher.dev.values.keys().collect();
         let classification = self.teacher.calibration.is_some();
         s.push_str("| model | ");
@@ -255,9 +271,10 @@ impl Report {
         ));
         if let (Some(q), Some(agree)) = (&self.student_int8, self.int8_agreement) {
             s.push_str(&format!(
-                "\nThe int8 student (dynamic quantization, as `predict --int8`) scores {:+.2} points against the f32 \
+                "\nThe int8 student (dynamic quantization, as `predict --int8{}`) scores {:+.2} points against the f32 \
                  student and agrees with it on {:.1}% of dev predictions; its weights take {:.2}x the bytes, its \
                  batch-1 latency (p50) is {:.2}x and its throughput {:.2}x the f32 student's.\n",
+                if onnx { " --runtime onnxruntime" } else { "" },
                 100.0 * (q.dev.main - self.student.dev.main),
                 100.0 * agree,
                 ratio(q.size_bytes as f64, self.student.size_bytes as f64),
@@ -339,7 +356,7 @@ struct Outputs {
 }
 
 fn run_model(
-    model: &Classifier,
+    model: &Engine,
     pad: u32,
     sets: &[(String, Tokenised)],
     batch_size: usize,
@@ -365,7 +382,7 @@ fn run_model(
 
 /// p50 and p99 of batch-1 forward passes over the first `LATENCY_EXAMPLES` examples, after
 /// `LATENCY_WARMUP` untimed ones. Reading the logits back waits for the device, so GPU time counts.
-fn batch1_latency(model: &Classifier, data: &[Encoded], pad: u32) -> Result<Latency> {
+pub(crate) fn batch1_latency(model: &Engine, data: &[Encoded], pad: u32) -> Result<Latency> {
     let n = data.len().min(LATENCY_EXAMPLES);
     let warm = data.len().min(LATENCY_WARMUP);
     let mut ms = Vec::with_capacity(n);
@@ -376,9 +393,7 @@ fn batch1_latency(model: &Classifier, data: &[Encoded], pad: u32) -> Result<Late
         .enumerate()
     {
         let t0 = Instant::now();
-        let batch = modeling::batch::make_batch(&[e], pad, &model.device)?;
-        let (logits, _) = model.forward(&batch, false, false)?;
-        logits.to_vec2::<f32>()?;
+        model.logits(&[e], pad)?.to_vec2::<f32>()?;
         if i >= warm {
             ms.push(t0.elapsed().as_secs_f64() * 1e3);
         }
@@ -399,16 +414,23 @@ fn gold_classes(predictions: &[(String, Predictions)]) -> Option<&[usize]> {
     }
 }
 
+/// A model to measure: what runs it, its parameter count and the bytes of its weights.
+struct Measured {
+    engine: Engine,
+    parameters: usize,
+    size_bytes: u64,
+}
+
 /// Scores, intervals, calibration and speed of one model over the dev sets.
 fn summarise(
     p: &Plan,
     name: String,
-    model: &Classifier,
+    measured: &Measured,
     tok: &TextTokenizer,
-    size_bytes: u64,
     sets: &[(String, Vec<Example>)],
     cfg: &BootstrapConfig,
 ) -> Result<(ModelSummary, Outputs)> {
+    let model = &measured.engine;
     let enc = tokenise_sets(tok, sets)?;
     let main = &enc.first().context("no dev set")?.1;
     // Batch-1 first: its warm-up passes also warm the model for the throughput pass.
@@ -433,8 +455,8 @@ fn summarise(
         dev_interval,
         calibration,
         confusion,
-        parameters: model.num_parameters(),
-        size_bytes,
+        parameters: measured.parameters,
+        size_bytes: measured.size_bytes,
         examples_per_second: out.examples_per_second,
         latency,
     };
@@ -509,7 +531,12 @@ fn seed_run(
     .with_context(|| format!("--runs {}", dir.display()))?;
     tok.check_vocab(model.config.vocab_size, &files.config)
         .with_context(|| format!("--runs {}: not a student of this config", dir.display()))?;
-    let out = run_model(&model, tok.pad_id(), enc, p.cfg().teacher.batch_size)?;
+    let out = run_model(
+        &Engine::Candle(model),
+        tok.pad_id(),
+        enc,
+        p.cfg().teacher.batch_size,
+    )?;
     let dev = score_dev_sets(&out.predictions, p.spec().metric);
     let ece = gold_classes(&out.predictions).map(|g| calibration(&out.rows, g, ECE_BINS).ece);
     let run = SeedRun {
@@ -705,11 +732,15 @@ fn figures(report: &Report, log: Option<&str>) -> Result<Vec<(Plot, Vec<u8>)>> {
 
 /// Scores teacher and student on dev with the same metric code and writes the report; `runs` are the
 /// output folders of further runs of this task (other seeds) whose students join a mean ± std row.
+/// `runtime` runs the students (f32 and int8) in our encoder or as ONNX graphs in onnxruntime.
 pub fn compare(
     p: &Plan,
     teacher: (Classifier, TextTokenizer, ModelFiles),
     runs: &[PathBuf],
+    runtime: Runtime,
 ) -> Result<Report> {
+    // A missing onnxruntime library fails here, before any model runs.
+    let runtime_name = runtime.describe()?;
     let sets = dev_sets(p)?;
     let cfg = BootstrapConfig {
         resamples: BOOTSTRAP_RESAMPLES,
@@ -719,55 +750,31 @@ pub fn compare(
     // Both models run as `predict` and `serve` load them: dense weights packed for few-token batches.
     let (mut t_model, t_tok, t_files) = teacher;
     t_model.pack_f32()?;
-    let (t_sum, t_out) = summarise(
-        p,
-        format!("teacher ({})", p.cfg().teacher.model),
-        &t_model,
-        &t_tok,
-        t_files.weights_size(),
-        &sets,
-        &cfg,
-    )?;
-    drop(t_model);
+    let teacher = Measured {
+        parameters: t_model.num_parameters(),
+        size_bytes: t_files.weights_size(),
+        engine: Engine::Candle(t_model),
+    };
+    let name = format!("teacher ({})", p.cfg().teacher.model);
+    let (t_sum, t_out) = summarise(p, name, &teacher, &t_tok, &sets, &cfg)?;
+    drop(teacher);
 
     let best = p.student_dir().join("best");
     let s_files = modeling::ModelSource::Local(best.clone())
         .resolve(false)
         .with_context(|| "no trained student: run `distill train` first".to_string())?;
-    let (mut s_model, _) = Classifier::load(
-        &s_files,
-        Some(p.spec().num_outputs()),
-        p.cfg().seed,
-        p.device(),
-    )?;
-    s_model.pack_f32()?;
     let s_tok = p.student_tokenizer()?;
-    let (s_sum, s_out) = summarise(
-        p,
-        "student".into(),
-        &s_model,
-        &s_tok,
-        s_files.weights_size(),
-        &sets,
-        &cfg,
-    )?;
-    // int8 inference runs on the CPU (see kernels::quant); on a GPU run it is left out.
-    let (student_int8, int8_agreement) = if p.device().is_cpu() {
-        let mut q = s_model;
-        let bytes = q.quantize_int8()?;
-        let (q_sum, q_out) = summarise(
-            p,
-            "student int8".into(),
-            &q,
-            &s_tok,
-            bytes as u64,
-            &sets,
-            &cfg,
-        )?;
+    let student = |int8: bool| student_engine(p, &s_files, int8, runtime);
+    let f32_student = student(false)?;
+    let (s_sum, s_out) = summarise(p, "student".into(), &f32_student, &s_tok, &sets, &cfg)?;
+    drop(f32_student);
+    // Candle's int8 inference runs on the CPU (see kernels::quant); on a GPU run it is left out.
+    let (student_int8, int8_agreement) = if p.device().is_cpu() || runtime == Runtime::Onnxruntime {
+        let q = student(true)?;
+        let (q_sum, q_out) = summarise(p, "student int8".into(), &q, &s_tok, &sets, &cfg)?;
         let agree = train::eval::agreement(&s_out.logits, &q_out.logits)?;
         (Some(q_sum), Some(agree))
     } else {
-        drop(s_model);
         (None, None)
     };
 
@@ -804,6 +811,7 @@ pub fn compare(
         task: p.spec().name.clone(),
         dev_examples: sets[0].1.len(),
         device: format!("{:?}", p.device()),
+        runtime: runtime_name,
         labels: p.spec().labels.clone(),
         batch_size: p.cfg().teacher.batch_size,
         bootstrap: cfg,
@@ -832,6 +840,52 @@ pub fn compare(
         .collect();
     report.write(p.out(), &files)?;
     Ok(report)
+}
+
+/// The trained student as `runtime` runs it, in f32 or dynamic int8, with its parameter count and the
+/// bytes of its weights: in candle, the safetensors file (f32) or the quantized weights in memory; in
+/// onnxruntime, the ONNX graph that `distill export --format onnx [--int8]` writes, built in memory.
+fn student_engine(p: &Plan, files: &ModelFiles, int8: bool, runtime: Runtime) -> Result<Measured> {
+    let device = match runtime {
+        Runtime::Candle => p.device().clone(),
+        Runtime::Onnxruntime => candle_core::Device::Cpu,
+    };
+    let (mut model, _) =
+        Classifier::load(files, Some(p.spec().num_outputs()), p.cfg().seed, &device)?;
+    let parameters = model.num_parameters();
+    let (engine, size_bytes) = match runtime {
+        Runtime::Candle if int8 => {
+            let bytes = model.quantize_int8()?;
+            (Engine::Candle(model), bytes as u64)
+        }
+        Runtime::Candle => {
+            model.pack_f32()?;
+            (Engine::Candle(model), files.weights_size())
+        }
+        Runtime::Onnxruntime => {
+            let graph = modeling::onnx::to_onnx(&model, int8)?;
+            let name = if int8 {
+                "model.int8.onnx"
+            } else {
+                "model.onnx"
+            };
+            let session = OrtClassifier::from_bytes(
+                &graph,
+                candle_core::utils::get_num_threads(),
+                format!("the student's {name}"),
+            )?;
+            (Engine::OnnxRuntime(session), graph.len() as u64)
+        }
+    };
+    Ok(Measured {
+        engine,
+        parameters,
+        size_bytes,
+    })
+}
+
+fn candle() -> String {
+    "candle".into()
 }
 
 #[cfg(test)]

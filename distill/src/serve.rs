@@ -30,7 +30,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::predict::Predictor;
+use crate::predict::{Predictor, Runtime};
 use batch::{Job, Stats};
 pub use request::Inputs;
 use request::{ApiError, Request};
@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// activations are quantized per token.
     #[arg(long)]
     int8: bool,
+    /// What runs the model: our encoder, or the folder's ONNX graph in onnxruntime (as `predict`).
+    #[arg(long, value_enum, default_value_t = Runtime::Candle)]
+    runtime: Runtime,
     /// Most connections open at once; past it a new connection gets 503 and is closed at once. Lowered to
     /// fit under the process's open-file limit (raised to its hard limit at start).
     #[arg(long, default_value_t = 4096)]
@@ -91,6 +94,8 @@ struct AppState {
     max_texts: usize,
     max_body_bytes: usize,
     int8: bool,
+    /// `candle`, or `onnxruntime (LIBRARY FILE)`.
+    runtime: String,
     read_timeout: Duration,
     /// `DISTILL_SERVE_FAULT`, when set.
     fault: Option<String>,
@@ -108,7 +113,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
             bail!("{flag} must be at least 1");
         }
     }
-    let predictor = Arc::new(Predictor::load(&a.model_dir, a.max_len, a.int8)?);
+    let predictor = Arc::new(Predictor::load(&a.model_dir, a.max_len, a.int8, a.runtime)?);
     // HTTP parsing and JSON are light next to the forward: a few async threads suffice; tokenising runs
     // on the blocking pool, sized alike.
     let threads = std::thread::available_parallelism()
@@ -141,6 +146,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         max_texts: a.max_texts,
         max_body_bytes: a.max_body_bytes,
         int8: a.int8,
+        runtime: a.runtime.describe()?,
         read_timeout: Duration::from_secs(a.read_timeout_secs),
         fault: std::env::var(FAULT_VAR).ok().filter(|m| !m.is_empty()),
     });
@@ -261,6 +267,7 @@ async fn health(State(s): State<Arc<AppState>>) -> Json<Value> {
         "max_texts": s.max_texts,
         "max_body_bytes": s.max_body_bytes,
         "int8": s.int8,
+        "runtime": s.runtime,
         "stats": s.stats.json(),
     }))
 }

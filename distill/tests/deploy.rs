@@ -1,5 +1,7 @@
-//! Deployment commands through the real binary: `distill onnx`, `export --format onnx --int8` and
-//! `predict --int8`, and their errors.
+//! Deployment commands through the real binary: `distill onnx`, `export --format onnx --int8`,
+//! `predict --int8` and `--time`, and their errors, those of `--runtime onnxruntime` included (its answers
+//! are checked against onnxruntime itself by tools/parity/check_runtime.py: the Rust tests never need the
+//! library).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
 
 mod common;
@@ -7,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{distill, text};
+use common::{distill, fails, text};
 
 fn logits(o: &Output) -> Vec<Vec<f64>> {
     assert!(o.status.success(), "{}", text(o));
@@ -140,4 +142,103 @@ fn an_export_carries_a_model_card_the_hub_reads() {
     ] {
         assert!(card.contains(section), "{section}:\n{card}");
     }
+}
+
+/// `distill ARGS` with `ORT_DYLIB_PATH` naming a library that does not exist.
+fn without_onnxruntime(args: &[&str]) -> Output {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args(args)
+        .current_dir(root)
+        .env("ORT_DYLIB_PATH", "/no/such/libonnxruntime.so")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_onnxruntime_runtime_names_what_it_lacks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tiny_model(tmp.path());
+    let ms = m.to_str().unwrap();
+    // No graph in the folder: the file, and the command that writes it.
+    let o = without_onnxruntime(&["predict", ms, "--runtime", "onnxruntime", "a film"]);
+    fails(
+        &o,
+        &["model.onnx: not found", &format!("distill onnx {ms}`")],
+    );
+    let o = without_onnxruntime(&[
+        "serve",
+        ms,
+        "--runtime",
+        "onnxruntime",
+        "--int8",
+        "--port",
+        "0",
+    ]);
+    fails(
+        &o,
+        &[
+            "model.int8.onnx: not found",
+            &format!("distill onnx {ms} --int8`"),
+        ],
+    );
+    // With the graph but no library: the path tried, the variable and the setup script.
+    assert!(distill(&["onnx", ms]).status.success());
+    let o = without_onnxruntime(&["predict", ms, "--runtime", "onnxruntime", "a film"]);
+    let needles = [
+        "/no/such/libonnxruntime.so",
+        "ORT_DYLIB_PATH",
+        "tools/setup_onnxruntime.sh",
+    ];
+    fails(&o, &needles);
+    // The candle runtime never looks for it.
+    let o = without_onnxruntime(&["predict", ms, "a film"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // compare fails before running any model, and writes no report.
+    let out = tmp.path().join("run");
+    let run = distill(&[
+        "run",
+        "configs/tiny.yaml",
+        "--set",
+        &format!("output_dir={}", out.display()),
+    ]);
+    assert!(run.status.success(), "{}", text(&run));
+    std::fs::remove_file(out.join("report.json")).unwrap();
+    let o = without_onnxruntime(&[
+        "compare",
+        "configs/tiny.yaml",
+        "--set",
+        &format!("output_dir={}", out.display()),
+        "--runtime",
+        "onnxruntime",
+    ]);
+    fails(&o, &needles);
+    assert!(!out.join("report.json").exists());
+}
+
+#[test]
+fn predict_time_reports_latency_and_throughput() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tiny_model(tmp.path());
+    let ms = m.to_str().unwrap();
+    let o = distill(&[
+        "predict",
+        ms,
+        "--time",
+        "--batch-size",
+        "4",
+        "--file",
+        "configs/tiny/data/dev.tsv",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // The file's header line is an input too.
+    assert_eq!(v["inputs"], 61, "{v}");
+    assert_eq!(v["latency"]["examples"], 61, "{v}");
+    assert_eq!(v["runtime"], "candle");
+    assert_eq!(v["batch_size"], 4);
+    let p50 = v["latency"]["p50_ms"].as_f64().unwrap();
+    let p99 = v["latency"]["p99_ms"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p99 >= p50, "{v}");
+    assert!(v["examples_per_second"].as_f64().unwrap() > 0.0, "{v}");
 }

@@ -47,6 +47,7 @@ fn serve_matches_predict_batches_concurrent_requests_and_stops_on_sigterm() {
     assert_eq!(h["max_len"], 32);
     assert_eq!(h["max_batch"], 32);
     assert_eq!(h["model_dir"], m.display().to_string());
+    assert_eq!(h["runtime"], "candle");
 
     let (singles, pairs): (Vec<&str>, Vec<Option<&str>>) = texts
         .iter()

@@ -1,5 +1,6 @@
 //! Batched inference over a tokenised dataset: logits, and pooled hidden states of chosen layers, in
-//! the dataset's order. Shared by teacher targets, dev evaluation and prediction.
+//! the dataset's order, from the encoder or (logits only) from its ONNX graph in onnxruntime. Shared by
+//! teacher targets, dev evaluation, prediction and serving.
 
 use candle_core::{Device, Tensor};
 use schemars::JsonSchema;
@@ -8,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::batch::{make_batch, sorted_batches};
 use crate::encoder::{first_token, masked_mean};
 use crate::model::Classifier;
+use crate::onnx_runtime::OrtClassifier;
 use crate::tokenizer::Encoded;
 use crate::Result;
 
@@ -27,6 +29,27 @@ pub struct Outputs {
     pub hidden: Vec<(usize, Tensor)>,
 }
 
+/// What turns a batch of encoded inputs into logits: the encoder of this crate, or the same model's
+/// ONNX graph in onnxruntime (`crate::onnx_runtime`). `predict`, `serve` and `compare` take either.
+#[allow(clippy::large_enum_variant)] // one per loaded model, never copied: size is no concern
+pub enum Engine {
+    Candle(Classifier),
+    OnnxRuntime(OrtClassifier),
+}
+
+impl Engine {
+    /// Logits [b, c] of `items`, padded to the longest with `pad_id`, on the model's device.
+    pub fn logits(&self, items: &[&Encoded], pad_id: u32) -> Result<Tensor> {
+        match self {
+            Self::Candle(model) => {
+                let batch = make_batch(items, pad_id, &model.device)?;
+                Ok(model.forward(&batch, false, false)?.0)
+            }
+            Self::OnnxRuntime(session) => session.logits(items, pad_id),
+        }
+    }
+}
+
 /// Runs `model` in eval mode over `data` in length-sorted batches. `progress` is ticked per example.
 pub fn run(
     model: &Classifier,
@@ -37,27 +60,70 @@ pub fn run(
     pooling: Pooling,
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<Outputs> {
-    let lengths: Vec<usize> = data.iter().map(|e| e.ids.len()).collect();
-    let mut logit_parts = Vec::new();
-    let mut hidden_parts: Vec<Vec<Tensor>> = vec![Vec::new(); layers.len()];
-    let mut order = Vec::with_capacity(data.len());
-    for idx in sorted_batches(&lengths, batch_size) {
-        let items: Vec<&Encoded> = idx.iter().map(|&i| &data[i]).collect();
-        let batch = make_batch(&items, pad_id, &model.device)?;
+    let mut parts = in_sorted_batches(data, batch_size, progress, |items| {
+        let batch = make_batch(items, pad_id, &model.device)?;
         let (logits, out) = model.forward(&batch, false, false)?;
-        logit_parts.push(logits.to_device(&Device::Cpu)?);
-        for (k, &layer) in layers.iter().enumerate() {
+        let mut rows = vec![logits];
+        for &layer in layers {
             let h = out.hidden_states.get(layer).ok_or_else(|| {
                 crate::Error::Msg(format!(
                     "layer {layer} requested but the model has {} hidden states",
                     out.hidden_states.len()
                 ))
             })?;
-            let pooled = match pooling {
+            rows.push(match pooling {
                 Pooling::Cls => first_token(h)?,
                 Pooling::Mean => masked_mean(h, &batch.attention_mask)?,
-            };
-            hidden_parts[k].push(pooled.to_device(&Device::Cpu)?);
+            });
+        }
+        Ok(rows)
+    })?
+    .into_iter();
+    let logits = parts
+        .next()
+        .ok_or_else(|| crate::Error::Msg("no outputs".into()))?;
+    Ok(Outputs {
+        logits,
+        hidden: layers.iter().copied().zip(parts).collect(),
+    })
+}
+
+/// Logits [n, c] on the CPU of `data`, in its order, from either engine.
+pub fn logits(
+    engine: &Engine,
+    data: &[Encoded],
+    pad_id: u32,
+    batch_size: usize,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<Tensor> {
+    let mut parts = in_sorted_batches(data, batch_size, progress, |items| {
+        Ok(vec![engine.logits(items, pad_id)?])
+    })?;
+    parts
+        .pop()
+        .ok_or_else(|| crate::Error::Msg("no outputs".into()))
+}
+
+/// Calls `f` on `data` in length-sorted batches; `f` returns the same number of [b, ...] tensors for each
+/// batch. Each of them comes back as one tensor on the CPU, its rows in `data`'s order.
+fn in_sorted_batches(
+    data: &[Encoded],
+    batch_size: usize,
+    progress: Option<&indicatif::ProgressBar>,
+    mut f: impl FnMut(&[&Encoded]) -> Result<Vec<Tensor>>,
+) -> Result<Vec<Tensor>> {
+    if data.is_empty() {
+        return Err(crate::Error::Msg("no examples to run".into()));
+    }
+    let lengths: Vec<usize> = data.iter().map(|e| e.ids.len()).collect();
+    let mut parts: Vec<Vec<Tensor>> = Vec::new();
+    let mut order = Vec::with_capacity(data.len());
+    for idx in sorted_batches(&lengths, batch_size) {
+        let items: Vec<&Encoded> = idx.iter().map(|&i| &data[i]).collect();
+        let outs = f(&items)?;
+        parts.resize_with(outs.len(), Vec::new);
+        for (k, t) in outs.into_iter().enumerate() {
+            parts[k].push(t.to_device(&Device::Cpu)?);
         }
         if let Some(p) = progress {
             p.inc(idx.len() as u64);
@@ -70,14 +136,8 @@ pub fn run(
         inverse[i] = j as u32;
     }
     let inverse = Tensor::from_vec(inverse, order.len(), &Device::Cpu)?;
-    let unsort = |parts: &[Tensor]| -> Result<Tensor> {
-        Ok(Tensor::cat(parts, 0)?.index_select(&inverse, 0)?)
-    };
-    let logits = unsort(&logit_parts)?;
-    let hidden = layers
+    parts
         .iter()
-        .zip(hidden_parts.iter())
-        .map(|(&l, parts)| Ok((l, unsort(parts)?)))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Outputs { logits, hidden })
+        .map(|p| Ok(Tensor::cat(p, 0)?.index_select(&inverse, 0)?))
+        .collect()
 }

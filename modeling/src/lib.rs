@@ -1,6 +1,7 @@
-//! The models: configs, the one encoder (BERT, RoBERTa) with its classification and masked-LM heads,
-//! tokenizers, batching, loading from a folder or the Hugging Face hub (the only network code), and
-//! the exports (a Hugging Face folder, ONNX). Teacher and student are both models of this crate.
+//! The models: configs, the one encoder (BERT, RoBERTa, MPNet) with its classification and masked-LM
+//! heads, tokenizers, batching, loading from a folder or the Hugging Face hub (the only network code),
+//! the exports (a Hugging Face folder, ONNX), and inference through the encoder or through onnxruntime.
+//! Teacher and student are both models of this crate.
 
 pub mod batch;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod model;
 pub mod nn;
 pub mod onnx;
 mod onnx_proto;
+pub mod onnx_runtime;
 pub mod tokenizer;
 
 #[cfg(any(test, feature = "testutil"))]

@@ -26,6 +26,10 @@ echo "== TensorBoard event files, read by the tensorboard package, against metri
 $PY tools/parity/check_tensorboard.py "$OUT/tiny"
 echo "== ONNX export (f32 and int8) vs transformers on the parity fixtures"
 $PY tools/parity/onnx_fixtures.py --distill target/debug/distill
+echo "== --runtime onnxruntime (the ort crate) vs distill predict and Python onnxruntime on the tiny export"
+target/debug/distill -q onnx "$OUT/tiny/export"
+target/debug/distill -q onnx "$OUT/tiny/export" --int8
+$PY tools/parity/check_runtime.py "$OUT/tiny/export" configs/tiny/data/dev.tsv --distill target/debug/distill --max-len 32
 echo "== masked-LM export (AutoModelForMaskedLM) and fill-mask vs transformers"
 # `cargo test` builds the example; build it here only when this script runs on its own.
 [[ -x target/debug/examples/mlm_export ]] || cargo build -q -p modeling --example mlm_export

@@ -247,7 +247,7 @@ fn forward(
         if fault {
             anyhow::bail!("injected fault ({})", super::FAULT_VAR);
         }
-        predictor.logits(enc, max_batch)
+        predictor.logits(enc, max_batch, None)
     }));
     let result = match out {
         Ok(Ok(rows)) if rows.len() == enc.len() => Ok(rows),
