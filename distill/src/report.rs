@@ -8,24 +8,28 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
-use data::Example;
 use modeling::infer::Engine;
-use modeling::onnx_runtime::OrtClassifier;
-use modeling::{Classifier, Encoded, ModelFiles, TextTokenizer};
+use modeling::{Classifier, ModelFiles, TextTokenizer};
 use serde::{Deserialize, Serialize};
-use train::bootstrap::{bootstrap, percentile, score_intervals, BootstrapConfig, Interval};
+use train::bootstrap::{bootstrap, BootstrapConfig, Interval};
 use train::calibration::{calibration, Calibration, ECE_BINS};
 use train::eval::{score_dev_sets, Predictions};
-use train::records::{self, Record};
 use train::Scores;
 
-use crate::plan::{timed_logits, tokenise, Plan, Tokenised};
-use crate::plots::{self, BarPanel, Series};
+use crate::plan::{Plan, Tokenised};
 use crate::predict::Runtime;
+
+mod figures;
+mod measure;
+
+use figures::figures;
+pub(crate) use measure::batch1_latency;
+use measure::{
+    dev_sets, gold_classes, run_model, student_engine, summarise, tokenise_sets, Measured,
+};
 
 /// Bootstrap resamples for every interval of the report.
 pub const BOOTSTRAP_RESAMPLES: usize = 1000;
@@ -324,145 +328,6 @@ impl Report {
     }
 }
 
-/// The dev sets scored: the main one first (suffix ""), then `extra_dev` (MNLI mismatched).
-fn dev_sets(p: &Plan) -> Result<Vec<(String, Vec<Example>)>> {
-    let (_, dev) = p.read_data()?;
-    let mut sets = vec![(String::new(), dev)];
-    for (suffix, file) in &p.spec().extra_dev {
-        let path = p.cfg().data.dir.join(file);
-        sets.push((suffix.clone(), p.spec().read(&path).context("data.dir")?));
-    }
-    Ok(sets)
-}
-
-fn tokenise_sets(
-    tok: &TextTokenizer,
-    sets: &[(String, Vec<Example>)],
-) -> Result<Vec<(String, Tokenised)>> {
-    sets.iter()
-        .map(|(suffix, ex)| Ok((suffix.clone(), tokenise(tok, ex)?)))
-        .collect()
-}
-
-/// A model's outputs on every dev set.
-struct Outputs {
-    /// Logits [n, c] of the main dev set.
-    logits: Tensor,
-    rows: Vec<Vec<f32>>,
-    /// (suffix, predictions) of each dev set, the main one first.
-    predictions: Vec<(String, Predictions)>,
-    /// Main dev set throughput, when timed.
-    examples_per_second: f64,
-}
-
-fn run_model(
-    model: &Engine,
-    pad: u32,
-    sets: &[(String, Tokenised)],
-    batch_size: usize,
-) -> Result<Outputs> {
-    let mut predictions = Vec::with_capacity(sets.len());
-    let mut main = None;
-    for (i, (suffix, t)) in sets.iter().enumerate() {
-        let (logits, speed) = timed_logits(model, &t.ids, pad, batch_size)?;
-        let rows: Vec<Vec<f32>> = logits.to_vec2()?;
-        predictions.push((suffix.clone(), Predictions::new(&rows, &t.labels)));
-        if i == 0 {
-            main = Some((logits, rows, speed));
-        }
-    }
-    let (logits, rows, examples_per_second) = main.context("no dev set")?;
-    Ok(Outputs {
-        logits,
-        rows,
-        predictions,
-        examples_per_second,
-    })
-}
-
-/// p50 and p99 of batch-1 forward passes over the first `LATENCY_EXAMPLES` examples, after
-/// `LATENCY_WARMUP` untimed ones. Reading the logits back waits for the device, so GPU time counts.
-pub(crate) fn batch1_latency(model: &Engine, data: &[Encoded], pad: u32) -> Result<Latency> {
-    let n = data.len().min(LATENCY_EXAMPLES);
-    let warm = data.len().min(LATENCY_WARMUP);
-    let mut ms = Vec::with_capacity(n);
-    for (i, e) in data
-        .iter()
-        .take(warm)
-        .chain(data.iter().take(n))
-        .enumerate()
-    {
-        let t0 = Instant::now();
-        model.logits(&[e], pad)?.to_vec2::<f32>()?;
-        if i >= warm {
-            ms.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    ms.sort_by(f64::total_cmp);
-    Ok(Latency {
-        p50_ms: percentile(&ms, 0.5),
-        p99_ms: percentile(&ms, 0.99),
-        examples: n,
-    })
-}
-
-/// Main-set gold classes (classification only).
-fn gold_classes(predictions: &[(String, Predictions)]) -> Option<&[usize]> {
-    match predictions.first() {
-        Some((_, Predictions::Classes { gold, .. })) => Some(gold),
-        _ => None,
-    }
-}
-
-/// A model to measure: what runs it, its parameter count and the bytes of its weights.
-struct Measured {
-    engine: Engine,
-    parameters: usize,
-    size_bytes: u64,
-}
-
-/// Scores, intervals, calibration and speed of one model over the dev sets.
-fn summarise(
-    p: &Plan,
-    name: String,
-    measured: &Measured,
-    tok: &TextTokenizer,
-    sets: &[(String, Vec<Example>)],
-    cfg: &BootstrapConfig,
-) -> Result<(ModelSummary, Outputs)> {
-    let model = &measured.engine;
-    let enc = tokenise_sets(tok, sets)?;
-    let main = &enc.first().context("no dev set")?.1;
-    // Batch-1 first: its warm-up passes also warm the model for the throughput pass.
-    let latency = batch1_latency(model, &main.ids, tok.pad_id())?;
-    let out = run_model(model, tok.pad_id(), &enc, p.cfg().teacher.batch_size)?;
-    let dev = score_dev_sets(&out.predictions, p.spec().metric);
-    let dev_interval = score_intervals(&out.predictions, p.spec().metric, cfg);
-    let (calibration, confusion) = match (gold_classes(&out.predictions), &out.predictions[0].1) {
-        (Some(gold), Predictions::Classes { pred, .. }) => (
-            Some(calibration(&out.rows, gold, ECE_BINS)),
-            Some(train::metrics::confusion(
-                pred,
-                gold,
-                p.spec().num_outputs(),
-            )),
-        ),
-        _ => (None, None),
-    };
-    let summary = ModelSummary {
-        name,
-        dev,
-        dev_interval,
-        calibration,
-        confusion,
-        parameters: measured.parameters,
-        size_bytes: measured.size_bytes,
-        examples_per_second: out.examples_per_second,
-        latency,
-    };
-    Ok((summary, out))
-}
-
 /// Student main score over teacher main score, ×100 (NaN when the teacher scores 0).
 fn retained(student: f64, teacher: f64) -> f64 {
     if teacher > 0.0 {
@@ -579,157 +444,6 @@ fn seed_summary(runs: Vec<SeedRun>, duplicates: Vec<PathBuf>) -> SeedSummary {
     }
 }
 
-/// A loss term's name in the figure's legend.
-fn term_label(name: &str) -> String {
-    match name {
-        "kd" => "kd (teacher soft targets)".into(),
-        "ce" => "task (gold labels)".into(),
-        _ => name.into(),
-    }
-}
-
-/// Loss terms and dev metrics by step from a training log (`metrics.jsonl`, `train::records`): the
-/// total loss and each term's raw value, and each dev metric. A resumed run logs some steps twice;
-/// the later line wins.
-pub fn training_series(log: &str) -> (Vec<Series>, Vec<Series>) {
-    let mut losses: BTreeMap<String, BTreeMap<u64, f64>> = BTreeMap::new();
-    let mut dev: BTreeMap<String, BTreeMap<u64, f64>> = BTreeMap::new();
-    let finite = |x: f64| x.is_finite().then_some(x);
-    for rec in records::read(log) {
-        match rec {
-            Record::Eval(e) => {
-                for (k, x) in e.dev {
-                    dev.entry(k).or_default().insert(e.step as u64, x);
-                }
-            }
-            Record::Step(s) => {
-                let step = s.step as u64;
-                if let Some(x) = finite(s.loss as f64) {
-                    losses
-                        .entry("total loss".into())
-                        .or_default()
-                        .insert(step, x);
-                }
-                for (k, v) in s.terms {
-                    if let Some(x) = finite(v.raw as f64) {
-                        losses.entry(term_label(&k)).or_default().insert(step, x);
-                    }
-                }
-            }
-        }
-    }
-    let series = |m: BTreeMap<String, BTreeMap<u64, f64>>, rename: &dyn Fn(&str) -> String| {
-        m.into_iter()
-            .map(|(k, pts)| Series {
-                name: rename(&k),
-                points: pts.into_iter().map(|(s, x)| (s as f64, x)).collect(),
-            })
-            .collect::<Vec<_>>()
-    };
-    let mut losses = series(losses, &|k| k.into());
-    // The total first, so that it keeps the first colour.
-    losses.sort_by_key(|s| s.name != "total loss");
-    (losses, series(dev, &|k| format!("student {k}")))
-}
-
-/// The figures of `report` (file name relative to the report, PNG bytes), with their titles.
-fn figures(report: &Report, log: Option<&str>) -> Result<Vec<(Plot, Vec<u8>)>> {
-    let mut out = Vec::new();
-    let mut add = |file: &str, title: &str, png: Vec<u8>| {
-        out.push((
-            Plot {
-                title: title.into(),
-                file: format!("plots/{file}"),
-            },
-            png,
-        ))
-    };
-    if let Some(log) = log {
-        let (losses, dev) = training_series(log);
-        let refs: Vec<(String, f64)> = report
-            .teacher
-            .dev
-            .values
-            .iter()
-            .filter(|(k, _)| dev.iter().any(|s| s.name == format!("student {k}")))
-            .map(|(k, v)| (format!("teacher {k}"), *v))
-            .collect();
-        add(
-            "training_curves.png",
-            "Training curves",
-            plots::training_curves(&losses, &dev, &refs)?,
-        );
-    }
-    let models = report.models();
-    let confusion: Vec<(&str, &[Vec<usize>])> = models
-        .iter()
-        .filter_map(|m| m.confusion.as_deref().map(|c| (m.name.as_str(), c)))
-        .collect();
-    if !confusion.is_empty() {
-        add(
-            "confusion.png",
-            "Confusion matrices (main dev set)",
-            plots::confusion_matrices(&confusion, &report.labels)?,
-        );
-    }
-    let reliability: Vec<(&str, &Calibration)> = models
-        .iter()
-        .filter_map(|m| m.calibration.as_ref().map(|c| (m.name.as_str(), c)))
-        .collect();
-    if !reliability.is_empty() {
-        add(
-            "reliability.png",
-            "Reliability diagrams (main dev set)",
-            plots::reliability_diagrams(&reliability)?,
-        );
-    }
-    let bars =
-        |title: String, unit: &str, decimals: usize, f: &dyn Fn(&ModelSummary) -> f64| BarPanel {
-            title,
-            unit: unit.into(),
-            decimals,
-            bars: models.iter().map(|m| (m.name.clone(), f(m))).collect(),
-        };
-    add(
-        "latency.png",
-        "Latency and throughput",
-        plots::bar_panels(&[
-            bars(
-                "Batch-1 latency, p50 (lower is better)".into(),
-                " ms",
-                1,
-                &|m| m.latency.p50_ms,
-            ),
-            bars(
-                "Batch-1 latency, p99 (lower is better)".into(),
-                " ms",
-                1,
-                &|m| m.latency.p99_ms,
-            ),
-            bars(
-                format!(
-                    "Throughput at batch {}, examples/s (higher is better)",
-                    report.batch_size
-                ),
-                "",
-                1,
-                &|m| m.examples_per_second,
-            ),
-        ])?,
-    );
-    add(
-        "size.png",
-        "Size",
-        plots::bar_panels(&[
-            bars("Size on disk".into(), " MB", 1, &|m| {
-                m.size_bytes as f64 / 1e6
-            }),
-            bars("Parameters".into(), "M", 2, &|m| m.parameters as f64 / 1e6),
-        ])?,
-    );
-    Ok(out)
-}
-
 /// Scores teacher and student on dev with the same metric code and writes the report; `runs` are the
 /// output folders of further runs of this task (other seeds) whose students join a mean ± std row.
 /// `runtime` runs the students (f32 and int8) in our encoder or as ONNX graphs in onnxruntime.
@@ -841,49 +555,6 @@ pub fn compare(
     report.write(p.out(), &files)?;
     Ok(report)
 }
-
-/// The trained student as `runtime` runs it, in f32 or dynamic int8, with its parameter count and the
-/// bytes of its weights: in candle, the safetensors file (f32) or the quantized weights in memory; in
-/// onnxruntime, the ONNX graph that `distill export --format onnx [--int8]` writes, built in memory.
-fn student_engine(p: &Plan, files: &ModelFiles, int8: bool, runtime: Runtime) -> Result<Measured> {
-    let device = match runtime {
-        Runtime::Candle => p.device().clone(),
-        Runtime::Onnxruntime => candle_core::Device::Cpu,
-    };
-    let (mut model, _) =
-        Classifier::load(files, Some(p.spec().num_outputs()), p.cfg().seed, &device)?;
-    let parameters = model.num_parameters();
-    let (engine, size_bytes) = match runtime {
-        Runtime::Candle if int8 => {
-            let bytes = model.quantize_int8()?;
-            (Engine::Candle(model), bytes as u64)
-        }
-        Runtime::Candle => {
-            model.pack_f32()?;
-            (Engine::Candle(model), files.weights_size())
-        }
-        Runtime::Onnxruntime => {
-            let graph = modeling::onnx::to_onnx(&model, int8)?;
-            let name = if int8 {
-                "model.int8.onnx"
-            } else {
-                "model.onnx"
-            };
-            let session = OrtClassifier::from_bytes(
-                &graph,
-                candle_core::utils::get_num_threads(),
-                format!("the student's {name}"),
-            )?;
-            (Engine::OnnxRuntime(session), graph.len() as u64)
-        }
-    };
-    Ok(Measured {
-        engine,
-        parameters,
-        size_bytes,
-    })
-}
-
 fn candle() -> String {
     "candle".into()
 }
@@ -891,31 +562,6 @@ fn candle() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn training_log_gives_loss_terms_and_dev_metrics() {
-        let log = r#"{"step":1,"epoch":0.1,"loss":0.75,"terms":{"kd":{"raw":0.98,"weighted":0.49},"ce":{"raw":0.66,"weighted":0.33}},"lr":1e-6,"grad_norm":1.2}
-{"step":10,"epoch":0.2,"loss":0.80,"terms":{"kd":{"raw":0.90,"weighted":0.45},"ce":{"raw":0.65,"weighted":0.32}},"lr":2e-6,"grad_norm":1.5}
-{"step":10,"epoch":1.0,"dev":{"accuracy":0.73,"f1":0.7},"dev_main":0.715}
-not json
-{"step":10,"epoch":0.2,"loss":0.375,"terms":{"kd":{"raw":0.5,"weighted":0.25},"ce":{"raw":0.3,"weighted":0.15}},"lr":2e-6,"grad_norm":1.5}
-"#;
-        let (losses, dev) = training_series(log);
-        let names: Vec<&str> = losses.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "total loss",
-                "kd (teacher soft targets)",
-                "task (gold labels)"
-            ]
-        );
-        // Step 10 was logged twice (a resumed run): the later value wins.
-        assert_eq!(losses[0].points, vec![(1.0, 0.75), (10.0, 0.375)]);
-        let names: Vec<&str> = dev.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["student accuracy", "student f1"]);
-        assert_eq!(dev[0].points, vec![(10.0, 0.73)]);
-    }
 
     #[test]
     fn mean_and_sample_std() {
