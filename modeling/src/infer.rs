@@ -45,7 +45,7 @@ impl Engine {
                 let batch = make_batch(items, pad_id, &model.device)?;
                 Ok(model.forward(&batch, false, false)?.0)
             }
-            Self::OnnxRuntime(session) => session.logits(items, pad_id),
+            Self::OnnxRuntime(graph) => graph.logits(items, pad_id),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use candle_core::{Device, Tensor};
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::Session;
+use ort::session::Session as Runner;
 use ort::value::Tensor as OrtTensor;
 
 use crate::tokenizer::Encoded;
@@ -66,11 +66,11 @@ pub fn library() -> Result<String> {
         .unwrap_or_else(|| path.display().to_string()))
 }
 
-/// An ONNX classifier graph in an onnxruntime session. Inputs `input_ids`, `attention_mask` and, when the
+/// An ONNX classifier graph loaded into onnxruntime. Inputs `input_ids`, `attention_mask` and, when the
 /// graph has it, `token_type_ids`, all int64; output `logits`.
 pub struct OrtClassifier {
-    /// A session runs one call at a time (`Session::run` takes `&mut`); callers share it.
-    session: Mutex<Session>,
+    /// onnxruntime runs one call at a time on it (`run` takes `&mut`); callers share it.
+    runner: Mutex<Runner>,
     type_ids: bool,
     /// Where the graph came from, for errors.
     source: String,
@@ -88,7 +88,7 @@ impl OrtClassifier {
     pub fn from_bytes(bytes: &[u8], threads: usize, source: String) -> Result<Self> {
         let env = environment()?;
         let fail = |e: &dyn std::fmt::Display| Error::Msg(format!("{source}: onnxruntime: {e}"));
-        let session = Session::builder(env)
+        let runner = Runner::builder(env)
             .map_err(|e| fail(&e))?
             .with_optimization_level(GraphOptimizationLevel::Level3)
             .map_err(|e| fail(&e))?
@@ -96,7 +96,7 @@ impl OrtClassifier {
             .map_err(|e| fail(&e))?
             .commit_from_memory(bytes)
             .map_err(|e| fail(&e))?;
-        let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+        let names: Vec<&str> = runner.inputs().iter().map(|i| i.name()).collect();
         for need in ["input_ids", "attention_mask"] {
             if !names.contains(&need) {
                 return Err(fail(&format!(
@@ -104,12 +104,12 @@ impl OrtClassifier {
                 )));
             }
         }
-        if !session.outputs().iter().any(|o| o.name() == "logits") {
+        if !runner.outputs().iter().any(|o| o.name() == "logits") {
             return Err(fail(&"the graph has no output `logits`"));
         }
         let type_ids = names.contains(&"token_type_ids");
         Ok(Self {
-            session: Mutex::new(session),
+            runner: Mutex::new(runner),
             type_ids,
             source,
         })
@@ -142,11 +142,11 @@ impl OrtClassifier {
         if self.type_ids {
             inputs.push(("token_type_ids".into(), tensor(types)?.into()));
         }
-        let mut session = self
-            .session
+        let mut runner = self
+            .runner
             .lock()
             .map_err(|_| fail(&"an earlier run panicked"))?;
-        let outputs = session.run(inputs).map_err(|e| fail(&e))?;
+        let outputs = runner.run(inputs).map_err(|e| fail(&e))?;
         let (dims, values) = outputs["logits"]
             .try_extract_tensor::<f32>()
             .map_err(|e| fail(&e))?;

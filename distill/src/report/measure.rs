@@ -189,12 +189,12 @@ pub(super) fn student_engine(
             } else {
                 "model.onnx"
             };
-            let session = OrtClassifier::from_bytes(
+            let runner = OrtClassifier::from_bytes(
                 &graph,
                 candle_core::utils::get_num_threads(),
                 format!("the student's {name}"),
             )?;
-            (Engine::OnnxRuntime(session), graph.len() as u64)
+            (Engine::OnnxRuntime(runner), graph.len() as u64)
         }
     };
     Ok(Measured {
