@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -29,18 +28,9 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools", "parity"))
-from check_onnx import encode, feeds, read_tsv  # noqa: E402
+from check_onnx import encode, feeds, ort_library, read_tsv, write_texts  # noqa: E402
 
 WARMUP = 10
-
-
-def ort_library():
-    """The shared library inside the Python package: both onnxruntime rows then run the same build."""
-    capi = os.path.join(os.path.dirname(ort.__file__), "capi")
-    libs = sorted(f for f in os.listdir(capi) if f.startswith("libonnxruntime.so."))
-    if not libs:
-        sys.exit(f"no libonnxruntime.so.* in {capi}")
-    return os.path.join(capi, libs[-1])
 
 
 def distill_time(binary, model_dir, texts_file, args, threads, max_len, batch_size):
@@ -116,11 +106,7 @@ def main():
     texts, _ = read_tsv(a.tsv, a.text_col, a.pair_col, None)
     tok = Tokenizer.from_file(os.path.join(a.model_dir, "tokenizer.json"))
     enc = encode(tok, texts, a.max_len)
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
-        for x, y in texts:
-            f.write(x if y is None else f"{x}\t{y}")
-            f.write("\n")
-        texts_file = f.name
+    texts_file = write_texts(texts)
     try:
         rounds = [measure(a, texts_file, enc, cfg.get("pad_token_id", 0)) for _ in range(a.rounds)]
     finally:

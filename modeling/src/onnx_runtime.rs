@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use candle_core::{Device, Tensor};
-use ort::session::builder::GraphOptimizationLevel;
-use ort::session::Session as Runner;
+use ort::session::{builder::GraphOptimizationLevel, Session as Runner};
 use ort::value::Tensor as OrtTensor;
 
 use crate::tokenizer::Encoded;

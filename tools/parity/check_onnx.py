@@ -86,17 +86,33 @@ def latency(sess, enc, pad_id, n):
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
-def distill_logits(binary, model_dir, texts, max_len, int8):
+def write_texts(texts):
+    """The inputs as a `distill predict --file` file (a tab joins a pair); returns its path."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
         for a, b in texts:
             f.write(a if b is None else f"{a}\t{b}")
             f.write("\n")
-        name = f.name
-    cmd = [binary, "predict", model_dir, "--file", name, "--max-len", str(max_len)]
+        return f.name
+
+
+def ort_library():
+    """The shared library inside the Python package, for ORT_DYLIB_PATH: `--runtime onnxruntime` then runs the
+    same build as the Python API."""
+    capi = os.path.join(os.path.dirname(ort.__file__), "capi")
+    libs = sorted(f for f in os.listdir(capi) if f.startswith("libonnxruntime.so."))
+    if not libs:
+        sys.exit(f"no libonnxruntime.so.* in {capi}")
+    return os.path.join(capi, libs[-1])
+
+
+def distill_logits(binary, model_dir, texts, max_len, int8, extra=()):
+    name = write_texts(texts)
+    cmd = [binary, "-q", "predict", model_dir, "--file", name, "--max-len", str(max_len), *extra]
     if int8:
         cmd.append("--int8")
     try:
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                             env=dict(os.environ, ORT_DYLIB_PATH=ort_library())).stdout
     finally:
         os.unlink(name)
     return np.array([json.loads(l)["logits"] for l in out.splitlines()], dtype=np.float32)

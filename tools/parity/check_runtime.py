@@ -16,37 +16,13 @@ Exits 1 when any of these fails.
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from check_onnx import encode, read_tsv, run_onnx
-
-
-def library():
-    capi = os.path.join(os.path.dirname(ort.__file__), "capi")
-    return os.path.join(capi, sorted(f for f in os.listdir(capi) if f.startswith("libonnxruntime.so."))[-1])
-
-
-def predict(binary, model_dir, texts, max_len, args):
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
-        for a, b in texts:
-            f.write(a if b is None else f"{a}\t{b}")
-            f.write("\n")
-        name = f.name
-    cmd = [binary, "-q", "predict", model_dir, "--file", name, "--max-len", str(max_len), *args]
-    if "--int8" in args:
-        cmd += ["--batch-size", "1"]
-    try:
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True,
-                             env=dict(os.environ, ORT_DYLIB_PATH=library())).stdout
-    finally:
-        os.unlink(name)
-    return np.array([json.loads(l)["logits"] for l in out.splitlines()], dtype=np.float32)
+from check_onnx import distill_logits, encode, read_tsv, run_onnx
 
 
 def main():
@@ -65,12 +41,14 @@ def main():
     texts, _ = read_tsv(a.tsv, a.text_col, a.pair_col, None)
     enc = encode(Tokenizer.from_file(os.path.join(a.model_dir, "tokenizer.json")), texts, a.max_len)
     pad_id = cfg.get("pad_token_id", 0)
-    ours = predict(a.distill, a.model_dir, texts, a.max_len, [])
+    ours = distill_logits(a.distill, a.model_dir, texts, a.max_len, int8=False)
     checks = []
     for precision, graph in [("f32", "model.onnx"), ("int8", "model.int8.onnx")]:
-        q = ["--int8"] if precision == "int8" else []
-        runtime = predict(a.distill, a.model_dir, texts, a.max_len, q + ["--runtime", "onnxruntime"])
-        batch = 1 if precision == "int8" else 64
+        int8 = precision == "int8"
+        # Batch-dependent int8 (see above): one input at a time on both sides.
+        batch = 1 if int8 else 64
+        runtime = distill_logits(a.distill, a.model_dir, texts, a.max_len, int8,
+                                 ["--runtime", "onnxruntime", "--batch-size", str(batch)])
         _, python = run_onnx(os.path.join(a.model_dir, graph), enc, pad_id, a.threads, batch)
         checks.append((f"{precision}: --runtime onnxruntime vs onnxruntime (Python)", runtime, python))
         if precision == "f32":
