@@ -39,3 +39,19 @@ pub fn select_device(spec: &str) -> Result<Device> {
         }
     }
 }
+
+/// The device of one data-parallel rank, and the group's way of summing gradients on it: with several
+/// ranks and a GPU chosen without an ordinal (`auto`, `cuda`), each rank takes the GPU of its place
+/// on its machine; with the `nccl` feature, gradients on a GPU are summed there by NCCL.
+pub fn rank_device(spec: &str, group: &train::dist::Group) -> Result<Device> {
+    let chosen = select_device(spec)?;
+    let device = if group.world() > 1 && chosen.is_cuda() && !spec.contains(':') {
+        Device::new_cuda(group.local_rank())?
+    } else {
+        chosen
+    };
+    if group.use_gpu(&device)? {
+        tracing::info!("data-parallel: gradients summed by NCCL on the GPU");
+    }
+    Ok(device)
+}

@@ -12,7 +12,7 @@ use data::Label;
 use modeling::{Classifier, ModelSource};
 use serde::Serialize;
 
-use std::sync::Arc;
+use std::rc::Rc;
 
 use train::dist::Group;
 
@@ -125,7 +125,7 @@ fn run_task(task: &str, a: &GlueArgs) -> Result<Outcome> {
     // Each task's run lives beside the table, so a suite never collides with single-task runs.
     cfg.output_dir = a.out.join(task);
     let device = crate::device::select_device(&cfg.device)?;
-    let plan = Plan::new(cfg, device, Arc::new(Group::single()))?;
+    let plan = Plan::new(cfg, device, Rc::new(Group::single()))?;
     let train_file = plan.cfg().data.dir.join(&plan.spec().train_file);
     if plan.cfg().data.hub.is_none() && !train_file.is_file() {
         return Ok(Outcome::Skipped {

@@ -6,14 +6,13 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use distill::device::select_device;
-use distill::launch::Launch;
+use distill::device::{rank_device, select_device};
 use distill::pipeline;
 use distill::plan::Plan;
 use distill::{
-    bench, config, encode, fill_mask, glue, predict, pretrain, pretrain_config, serve, sweep,
+    bench, config, encode, fill_mask, glue, predict, pretrain, pretrain_config, ranks, serve, sweep,
 };
-use std::sync::Arc;
+use std::rc::Rc;
 use train::dist::Group;
 
 #[derive(Parser)]
@@ -98,13 +97,11 @@ enum Command {
         finetune_only: bool,
     },
     /// Train the student against the cached targets and the task labels.
+    /// Data-parallel under an MPI launcher: `mpirun -np N distill train CONFIG` (build with `--features
+    /// mpi`; each rank takes `train.batch_size` examples of every update; see docs/multi-gpu.md).
     Train {
         #[command(flatten)]
         args: ConfigArgs,
-        /// Data-parallel training in N local processes (each takes `train.batch_size` examples of
-        /// every update and a share of the cores; see docs/training.md).
-        #[arg(long, value_name = "N")]
-        nproc: Option<usize>,
     },
     /// Evaluate teacher and student on the dev set; write report.json, report.md and plots/*.png.
     Compare {
@@ -162,10 +159,6 @@ enum Command {
         /// learning-rate schedule stays the config's, so a later run without the flag resumes the same path.
         #[arg(long, value_name = "STEP")]
         stop_after: Option<usize>,
-        /// Data-parallel pre-training in N local processes (each takes `train.batch_size` inputs of
-        /// every micro-batch step and a share of the cores).
-        #[arg(long, value_name = "N")]
-        nproc: Option<usize>,
     },
     /// Fill the [MASK] / <mask> tokens of texts with a masked-LM folder; one JSON object per mask.
     FillMask(fill_mask::FillMaskArgs),
@@ -203,7 +196,9 @@ fn main() {
         tune_allocator();
     }
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.quiet);
+    // Under an MPI launcher, rank 0 logs the run; the other ranks say only what goes wrong.
+    let quiet = cli.quiet.max(u8::from(train::dist::launcher_rank() > 0));
+    init_logging(cli.verbose, quiet);
     if let Err(e) = dispatch(cli.command) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -222,10 +217,33 @@ fn parse_shard(s: &str) -> Result<(usize, usize)> {
 }
 
 /// The plan of a config command, on the device the config names, alone.
-fn plan(args: &ConfigArgs) -> Result<Plan> {
+fn plan(command: &str, args: &ConfigArgs) -> Result<Plan> {
+    ranks::alone(command)?;
     let cfg = config::load(&args.config, &args.set)?;
     let device = select_device(&cfg.device)?;
-    Plan::new(cfg, device, Arc::new(Group::single()))
+    Plan::new(cfg, device, Rc::new(Group::single()))
+}
+
+/// `distill teacher` under an MPI launcher: rank 0 fine-tunes a head-less teacher once while the others
+/// wait, every rank computes the targets of its shard of the training set, and rank 0 merges them.
+fn teacher_ranks(args: &ConfigArgs) -> Result<()> {
+    let group = ranks::join()?;
+    let result = config::load(&args.config, &args.set).and_then(|cfg| {
+        let device = rank_device(&cfg.device, &group)?;
+        let p = Plan::new(cfg, device, group.clone())?;
+        let _lock = p.lock()?;
+        if group.is_main() {
+            p.teacher_model()?;
+        }
+        group.barrier()?;
+        p.teacher_shard(group.rank(), group.world())?;
+        group.barrier()?;
+        if group.is_main() {
+            p.merge_shards(group.world())?;
+        }
+        Ok(())
+    });
+    ranks::finish(&group, result)
 }
 
 /// For the commands that write a run: SIGINT or SIGTERM ends the process at once (every output is written
@@ -267,7 +285,7 @@ fn dispatch(cmd: Command) -> Result<()> {
     }
     match cmd {
         Command::Run { args, json } => {
-            let p = plan(&args)?;
+            let p = plan("run", &args)?;
             let _lock = p.lock()?;
             print_report(&pipeline::run_all(&p)?, json)
         }
@@ -277,7 +295,13 @@ fn dispatch(cmd: Command) -> Result<()> {
             merge,
             finetune_only,
         } => {
-            let p = plan(&args)?;
+            if train::dist::several_ranks() {
+                if shard.is_some() || merge.is_some() || finetune_only {
+                    anyhow::bail!("under mpirun each rank computes its own shard and rank 0 merges them: leave out --shard, --merge and --finetune-only");
+                }
+                return teacher_ranks(&args);
+            }
+            let p = plan("teacher", &args)?;
             if let Some(s) = shard {
                 // Shards share the folder: each one locks only its own file.
                 let (i, n) = parse_shard(&s)?;
@@ -296,20 +320,20 @@ fn dispatch(cmd: Command) -> Result<()> {
             }
         }
         Command::Sweep(a) => {
-            let p = plan(&a)?;
+            let p = plan("sweep", &a)?;
             let _lock = p.lock()?;
             sweep::run(&p).map(|_| ())
         }
         Command::Glue(a) => glue::run(&a).map(|_| ()),
-        Command::Train { args, nproc } => {
-            let launch = Launch::new(nproc)?;
+        Command::Train { args } => {
+            let group = ranks::join()?;
             let result = config::load(&args.config, &args.set).and_then(|cfg| {
-                let device = launch.device(&cfg.device, select_device(&cfg.device)?)?;
-                let p = Plan::new(cfg, device, launch.group.clone())?;
+                let device = rank_device(&cfg.device, &group)?;
+                let p = Plan::new(cfg, device, group.clone())?;
                 let _lock = p.lock()?;
                 p.train()
             });
-            launch.finish(result).map(|_| ())
+            ranks::finish(&group, result).map(|_| ())
         }
         Command::Compare {
             args,
@@ -317,7 +341,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             json,
             runtime,
         } => {
-            let p = plan(&args)?;
+            let p = plan("compare", &args)?;
             let _lock = p.lock()?;
             print_report(&pipeline::compare(&p, &runs, runtime)?, json)
         }
@@ -330,7 +354,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             if int8 && format != ExportFormat::Onnx {
                 anyhow::bail!("--int8 quantizes the ONNX graph: add --format onnx (for int8 inference in Rust, use `predict --int8`)");
             }
-            let p = plan(&args)?;
+            let p = plan("export", &args)?;
             let _lock = p.lock()?;
             p.export(out, format == ExportFormat::Onnx, int8)
                 .map(|_| ())
@@ -351,15 +375,11 @@ fn dispatch(cmd: Command) -> Result<()> {
             Ok(())
         }
         Command::Predict(a) => predict::run(&a),
-        Command::Pretrain {
-            args,
-            stop_after,
-            nproc,
-        } => {
-            let launch = Launch::new(nproc)?;
+        Command::Pretrain { args, stop_after } => {
+            let group = ranks::join()?;
             let result = pretrain_config::load(&args.config, &args.set)
-                .and_then(|cfg| pretrain::run(&cfg, stop_after, &launch));
-            launch.finish(result).map(|_| ())
+                .and_then(|cfg| pretrain::run(&cfg, stop_after, &group));
+            ranks::finish(&group, result).map(|_| ())
         }
         Command::FillMask(a) => fill_mask::run(&a),
         Command::Serve(a) => serve::run(&a),

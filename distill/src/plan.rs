@@ -4,7 +4,7 @@
 //! share: reading the data, tokenising it, the student's tokenizer.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::rc::Rc;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
@@ -34,8 +34,8 @@ pub struct Plan {
     student_seed: u64,
     /// For a stage of `stages:` before the last, its folder name under `student/stages/`.
     stage: Option<String>,
-    /// The data-parallel group student training runs in (a group of one unless `DISTILL_WORLD_SIZE`).
-    group: Arc<Group>,
+    /// The data-parallel group student training runs in (a group of one outside an MPI launcher).
+    group: Rc<Group>,
 }
 
 /// Tokenised examples and their labels.
@@ -46,7 +46,7 @@ pub struct Tokenised {
 
 impl Plan {
     /// The plan of a run of `cfg` on `device`, training in `group` (`Group::single()` alone).
-    pub fn new(cfg: RunConfig, device: Device, group: Arc<Group>) -> Result<Self> {
+    pub fn new(cfg: RunConfig, device: Device, group: Rc<Group>) -> Result<Self> {
         let spec = cfg.task_spec()?;
         let out = cfg.output_dir.clone();
         std::fs::create_dir_all(&out).with_context(|| format!("output_dir {}", out.display()))?;

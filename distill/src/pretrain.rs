@@ -10,7 +10,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use data::corpus::{BuildOptions, CacheStatus, Masker, MlmDataset, TokenCache};
 use modeling::{MaskedLm, ModelSource, TextTokenizer};
 
-use crate::launch::Launch;
 use crate::pretrain_config::{PretrainConfig, PretrainDistill};
 
 /// Builds (or reuses) the token cache, pre-trains (until `stop_after` optimizer steps when set, a
@@ -19,10 +18,9 @@ use crate::pretrain_config::{PretrainConfig, PretrainDistill};
 pub fn run(
     cfg: &PretrainConfig,
     stop_after: Option<usize>,
-    launch: &Launch,
+    group: &train::dist::Group,
 ) -> Result<train::TrainReport> {
-    let group = &launch.group;
-    let device = launch.device(&cfg.device, crate::device::select_device(&cfg.device)?)?;
+    let device = crate::device::rank_device(&cfg.device, group)?;
     let s = &cfg.student;
     // The tokenizer's own limit only truncates corpus lines; packing cuts inputs at max_seq_len.
     let tok_len = cfg.max_seq_len.max(512);

@@ -7,6 +7,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::dist::Reduction;
 use crate::precision::Precision;
 
 /// The optimisation settings of one training run.
@@ -55,6 +56,11 @@ pub struct TrainSettings {
     /// stopping). The best checkpoint is kept as always.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub early_stopping: Option<EarlyStopping>,
+    /// How data-parallel ranks sum their gradients: `deterministic` (the default: gathered and added
+    /// in rank order, so N ranks equal one process accumulating N micro-batches, bit for bit) or
+    /// `fast` (MPI_Allreduce, or NCCL's ring on GPUs). Left out of stamps when deterministic.
+    #[serde(skip_serializing_if = "Reduction::is_deterministic")]
+    pub all_reduce: Reduction,
 }
 
 /// The learning rate's shape after the warmup.
@@ -138,6 +144,7 @@ impl TrainSettings {
             precision: Precision::Fp32,
             schedule: Schedule::Linear,
             early_stopping: None,
+            all_reduce: Reduction::Deterministic,
         }
     }
 
@@ -176,6 +183,7 @@ impl TrainSettings {
             precision: p.precision.unwrap_or(base.precision),
             schedule: p.schedule.unwrap_or(base.schedule),
             early_stopping: p.early_stopping.or(base.early_stopping),
+            all_reduce: p.all_reduce.unwrap_or(base.all_reduce),
         }
     }
 
@@ -271,6 +279,7 @@ struct Partial {
     precision: Option<Precision>,
     schedule: Option<Schedule>,
     early_stopping: Option<EarlyStopping>,
+    all_reduce: Option<Reduction>,
 }
 
 #[cfg(test)]

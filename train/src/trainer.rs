@@ -16,7 +16,7 @@ use candle_core::{DType, Tensor, Var};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::dist::Group;
+use crate::dist::{Group, Reduction};
 use crate::metrics::Scores;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::precision::LossScale;
@@ -187,6 +187,19 @@ pub fn run<T: Task>(
     let last_dir = out.join("last");
     let state = resume(task, &mut opt, &last_dir, group)?;
     same_start(&vars, group)?;
+    if world > 1 && group.is_main() {
+        // The flat buffer of all_reduce: every value and one presence flag per parameter.
+        let floats: usize = vars.iter().map(|v| v.elem_count() + 1).sum();
+        tracing::info!(
+            "data-parallel: {:.1} MB of gradients summed per update ({})",
+            floats as f64 * 4.0 / 1e6,
+            if cfg.all_reduce.is_deterministic() {
+                "deterministic"
+            } else {
+                "fast"
+            }
+        );
+    }
     let start = state.as_ref().map_or(0, |s| s.step);
     let mut history = state
         .as_ref()
@@ -242,7 +255,14 @@ pub fn run<T: Task>(
             }
             let progress = step as f64 / total.max(1) as f64;
             let (info_loss, line) = optimizer_step(
-                task, &mut opt, &mut scale, &vars, batches, epoch, step, k, progress, seed, group,
+                task,
+                &mut opt,
+                &mut scale,
+                &vars,
+                batches,
+                (epoch, step, k, progress),
+                seed,
+                (group, cfg.all_reduce),
             )?;
             tokens += line.tokens;
             step += 1;
@@ -309,7 +329,7 @@ pub fn run<T: Task>(
                     0.0
                 }];
                 if world > 1 {
-                    group.all_reduce_sum(&mut verdict)?;
+                    group.all_reduce_sum(&mut verdict, Reduction::Deterministic)?;
                 }
                 if verdict[0] > 0.0 {
                     if group.is_main() {
@@ -390,12 +410,9 @@ fn optimizer_step<T: Task>(
     ls: &mut LossScale,
     vars: &[Var],
     batches: &[Vec<usize>],
-    epoch: usize,
-    step: usize,
-    k: usize,
-    progress: f64,
+    (epoch, step, k, progress): (usize, usize, usize, f64),
     seed: u64,
-    group: &Group,
+    (group, how): (&Group, Reduction),
 ) -> Result<(f32, StepLine)> {
     let n = batches.len();
     let units = if n == 1 {
@@ -458,9 +475,9 @@ fn optimizer_step<T: Task>(
             }
         });
     }
-    let grads = if group.world() > 1 {
+    let grads = if group.world() > 1 || group.sums_on_gpu() {
         line = merge_lines(line, group)?;
-        all_reduce(acc.unwrap_or_default(), vars, group)?
+        all_reduce(acc.unwrap_or_default(), vars, group, how)?
     } else {
         acc.ok_or_else(|| Error::Msg("an optimizer step without micro-batches".into()))?
     };
@@ -474,34 +491,47 @@ fn optimizer_step<T: Task>(
     Ok((line.loss, line))
 }
 
-/// The gradients summed over the group, in `vars` order through one flat buffer. A parameter that no
-/// rank has a gradient for stays without one (AdamW leaves it alone, as in one process).
-fn all_reduce(mut grads: GradStore, vars: &[Var], group: &Group) -> Result<GradStore> {
-    let total: usize = vars.iter().map(|v| v.elem_count()).sum();
+/// The gradients summed over the group, in `vars` order through one flat buffer on their device (NCCL
+/// sums it there on GPUs). A parameter that no rank has a gradient for stays without one (AdamW leaves
+/// it alone, as in one process).
+fn all_reduce(
+    mut grads: GradStore,
+    vars: &[Var],
+    group: &Group,
+    how: Reduction,
+) -> Result<GradStore> {
+    let Some(device) = vars.first().map(|v| v.device().clone()) else {
+        return Ok(grads);
+    };
     // The values, then one presence flag per parameter.
-    let mut buf = Vec::with_capacity(total + vars.len());
+    let mut parts = Vec::with_capacity(vars.len() + 1);
     let mut present = Vec::with_capacity(vars.len());
     for v in vars {
         match grads.remove(v.as_tensor()) {
             Some(g) => {
-                buf.extend(g.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?);
+                parts.push(g.flatten_all()?.to_dtype(DType::F32)?);
                 present.push(1f32);
             }
             None => {
-                buf.extend(std::iter::repeat_n(0f32, v.elem_count()));
+                parts.push(Tensor::zeros(v.elem_count(), DType::F32, &device)?);
                 present.push(0f32);
             }
         }
     }
-    buf.extend(present);
-    group.all_reduce_sum(&mut buf)?;
+    let flags = present.len();
+    parts.push(Tensor::from_vec(present, flags, &device)?);
+    let sum = group.sum(&Tensor::cat(&parts, 0)?, how)?;
+    let total = sum.elem_count() - flags;
+    let present = sum.narrow(0, total, flags)?.to_vec1::<f32>()?;
     let mut out = GradStore::default();
     let mut at = 0;
-    for (i, v) in vars.iter().enumerate() {
+    for (v, p) in vars.iter().zip(present) {
         let n = v.elem_count();
-        if buf[total + i] > 0.0 {
-            let g =
-                Tensor::from_slice(&buf[at..at + n], v.shape(), v.device())?.to_dtype(v.dtype())?;
+        if p > 0.0 {
+            let g = sum
+                .narrow(0, at, n)?
+                .reshape(v.shape())?
+                .to_dtype(v.dtype())?;
             out.insert(v.as_tensor(), g);
         }
         at += n;
@@ -566,7 +596,7 @@ fn same_start(vars: &[Var], group: &Group) -> Result<()> {
     let mut sums = vec![0f32; 2 * group.world()];
     sums[2 * group.rank()] = s1 as f32;
     sums[2 * group.rank() + 1] = s2 as f32;
-    group.all_reduce_sum(&mut sums)?;
+    group.all_reduce_sum(&mut sums, Reduction::Deterministic)?;
     if let Some(r) = (1..group.world()).find(|&r| sums[2 * r..2 * r + 2] != sums[..2]) {
         return Err(Error::Msg(format!(
             "data-parallel rank {r} starts from other weights than rank 0 (another student.init, seed \
