@@ -19,6 +19,10 @@ pub fn run_all(plan: &Plan) -> Result<Report> {
         tracing::info!("== {name}: {s:.1} s");
         times.insert(name.into(), s.into());
     };
+    // A refusal that the teacher's stage cannot change comes before its hours, not after them.
+    if !plan.cfg().preflight.allow_casing_mismatch {
+        plan.student_preflight()?;
+    }
     let t0 = Instant::now();
     plan.teacher()?;
     timed("teacher", t0);

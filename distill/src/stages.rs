@@ -445,6 +445,13 @@ impl Plan {
         last.context("no stage ran")
     }
 
+    /// The student's preflight check (its tokenizer's casing against the training texts), on its own:
+    /// `distill run` makes it before the teacher's hours, which it does not depend on.
+    pub fn student_preflight(&self) -> Result<()> {
+        let (train, _) = self.read_data()?;
+        student_casing(self, &self.student_tokenizer()?, &train)
+    }
+
     /// One training stage: the run's `distill` and `train` sections (a stage's, under `stages:`).
     fn train_stage(&self, stop: &dyn Fn(usize) -> bool) -> Result<train::TrainReport> {
         let d = &self.cfg().distill;
@@ -464,16 +471,7 @@ impl Plan {
         };
         let tok = self.student_tokenizer()?;
         let (mut train, dev) = self.read_data()?;
-        let texts: Vec<&str> = train
-            .iter()
-            .flat_map(|e| std::iter::once(e.text_a.as_str()).chain(e.text_b.as_deref()))
-            .collect();
-        preflight::casing(
-            &self.cfg().preflight,
-            &tok,
-            &texts,
-            "the student's tokenizer",
-        )?;
+        student_casing(self, &tok, &train)?;
         if let Some(t) = &targets {
             let want = hash_examples(&train);
             if t.fingerprint.dataset != want || t.len() != train.len() + t.augmented.len() {
@@ -660,4 +658,18 @@ fn fresh_targets(path: &Path, fp: &Fingerprint) -> Option<Targets> {
         );
     }
     None
+}
+
+/// The student tokenizer's casing against the training texts (`preflight.allow_casing_mismatch`).
+fn student_casing(plan: &Plan, tok: &TextTokenizer, train: &[Example]) -> Result<()> {
+    let texts: Vec<&str> = train
+        .iter()
+        .flat_map(|e| std::iter::once(e.text_a.as_str()).chain(e.text_b.as_deref()))
+        .collect();
+    preflight::casing(
+        &plan.cfg().preflight,
+        tok,
+        &texts,
+        "the student's tokenizer",
+    )
 }

@@ -50,6 +50,8 @@ fn a_lowercasing_student_on_cased_data_is_refused_unless_allowed() {
         e.contains("lower-cases") && e.contains("preflight.allow_casing_mismatch"),
         "{e}"
     );
+    // Refused before the teacher's stage, which it does not depend on.
+    assert!(!tmp.path().join("teacher").exists(), "{e}");
     let o = distill(
         tmp.path(),
         &[
