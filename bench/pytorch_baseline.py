@@ -75,13 +75,15 @@ def train_steps(model, b, s, steps, precision="fp32"):
 
 
 @torch.inference_mode()
-def inference(model, b, s, steps):
+def inference(model, b, s, steps, dtype=None):
+    """Tokens/s of a forward pass; with `dtype`, under autocast (bf16 products over fp32 weights)."""
     ids, mask = batch(b, s, model.config.vocab_size, 2)
     model.eval()
     times = []
     for i in range(steps + 1):
         t0 = time.perf_counter()
-        model(input_ids=ids, attention_mask=mask).logits.tolist()
+        with torch.autocast(DEVICE.type, dtype=dtype, enabled=dtype is not None):
+            model(input_ids=ids, attention_mask=mask).logits.tolist()
         if i > 0:
             times.append(time.perf_counter() - t0)
     m = sum(times) / len(times)
@@ -156,6 +158,9 @@ def main():
         teacher = BertForSequenceClassification(config(hidden_size=768, num_hidden_layers=12,
                                                        num_attention_heads=12, intermediate_size=3072)).to(DEVICE)
         out["teacher_inference"] = inference(teacher, 32, 128, a.steps)
+        if DEVICE.type == "cpu":
+            # Beside `distill bench`'s bf16 row (`teacher.precision: bf16`), where this CPU has AVX-512 BF16.
+            out["teacher_bf16_inference"] = inference(teacher, 32, 128, a.steps, torch.bfloat16)
     if DEVICE.type == "cpu":
         out["ceilings"] = ceilings(a.steps)
     out["device"] = str(DEVICE)

@@ -213,7 +213,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     // Inference runs as `predict` and `serve` load models: dense weights packed once (`packed`).
     let mut packed = student.clone();
     if !a.no_pack {
-        packed.pack_f32()?;
+        packed.pack(modeling::Packing::F32)?;
     }
     let mut lat = Vec::new();
     for s in [16, 32, 64] {
@@ -252,11 +252,20 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             intermediate_size: 3072,
             ..EncoderConfig::roberta_tiny_cased()
         };
-        let mut teacher = Classifier::new(&base, 2, 0, &dev)?;
-        teacher.pack_f32()?;
-        let r = inference(&teacher, 32, 128, a.steps, &dev)?;
+        let teacher = Classifier::new(&base, 2, 0, &dev)?;
+        let mut packed = teacher.clone();
+        packed.pack(modeling::Packing::F32)?;
+        let r = inference(&packed, 32, 128, a.steps, &dev)?;
         eprintln!("teacher (BERT-base) inference b32 s128: {r}");
         results.insert("teacher_inference".into(), r);
+        if dev.is_cpu() && kernels::bf16::available() {
+            // The target pass of `teacher.precision: bf16`.
+            let mut bf16 = teacher;
+            bf16.pack(modeling::Packing::Bf16)?;
+            let r = inference(&bf16, 32, 128, a.steps, &dev)?;
+            eprintln!("teacher (BERT-base) bf16 inference b32 s128: {r}");
+            results.insert("teacher_bf16_inference".into(), r);
+        }
     }
     if dev.is_cpu() {
         let c = ceilings(a.steps)?;

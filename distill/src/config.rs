@@ -188,6 +188,11 @@ pub struct TeacherConfig {
     /// Inference batch size for targets and evaluation.
     #[serde(default = "default_eval_batch")]
     pub batch_size: usize,
+    /// The products of the target pass: `fp32` (the default) or `bf16` (CPUs with AVX-512 BF16: about
+    /// twice as fast, logits within bf16's precision of fp32's; docs/performance.md). Evaluation stays
+    /// fp32; fine-tuning has `finetune.precision`.
+    #[serde(default, skip_serializing_if = "train::Precision::is_fp32")]
+    pub precision: train::Precision,
     /// Used when the checkpoint has no task head: fine-tune it on the task first.
     #[serde(default)]
     pub finetune: TrainSettings,
@@ -523,6 +528,11 @@ impl RunConfig {
             self.teacher.batch_size > 0,
             "teacher.batch_size",
             "must be positive",
+        )?;
+        check(
+            self.teacher.precision != train::Precision::F16,
+            "teacher.precision",
+            "must be fp32 or bf16 (f16 has no CPU kernel for the target pass)",
         )?;
         check(
             self.data.hub.is_some() || !self.data.dir.as_os_str().is_empty(),

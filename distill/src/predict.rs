@@ -98,7 +98,7 @@ impl Predictor {
                     model.quantize_int8()?;
                 } else {
                     // Requests of a few tokens take the packed f32 kernel; same numbers, lower latency.
-                    model.pack_f32()?;
+                    model.pack(modeling::Packing::F32)?;
                 }
                 Engine::Candle(model)
             }

@@ -463,7 +463,7 @@ pub fn compare(
     };
     // Both models run as `predict` and `serve` load them: dense weights packed for few-token batches.
     let (mut t_model, t_tok, t_files) = teacher;
-    t_model.pack_f32()?;
+    t_model.pack(modeling::Packing::F32)?;
     let teacher = Measured {
         parameters: t_model.num_parameters(),
         size_bytes: t_files.weights_size(),

@@ -250,6 +250,22 @@ impl Plan {
         Ok(targets)
     }
 
+    /// The teacher as the target pass runs it: itself, or with `teacher.precision: bf16` an inference
+    /// copy whose dense products run in bf16 (`modeling::Packing::Bf16`).
+    fn target_pass_model(&self, model: &Classifier) -> Result<Classifier> {
+        let mut m = model.clone();
+        if !self.cfg().teacher.precision.is_fp32() {
+            if !self.device().is_cpu() {
+                bail!(
+                    "teacher.precision: bf16 is the CPU target pass's; on a GPU leave it at fp32"
+                );
+            }
+            m.pack(modeling::Packing::Bf16)
+                .context("teacher.precision: bf16")?;
+        }
+        Ok(m)
+    }
+
     /// Everything the training targets depend on.
     fn fingerprint(
         &self,
@@ -280,6 +296,7 @@ impl Plan {
             ensemble: self.ensemble_fingerprint(files)?,
             shard: None,
             augment: None,
+            precision: (!t.precision.is_fp32()).then(|| "bf16".to_string()),
         })
     }
 
@@ -323,6 +340,7 @@ impl Plan {
                 .context(key.clone())?;
             self.preflight_teacher(&model, &tok).context(key)?;
             let enc = tokenise(&tok, examples)?;
+            let model = self.target_pass_model(&model)?;
             let bar = train::progress_bar(enc.ids.len() as u64, &format!("member {i}"));
             let out = infer::run(
                 &model,
@@ -352,6 +370,7 @@ impl Plan {
     ) -> Result<Targets> {
         let t = &self.cfg().teacher;
         let ids = tokenise(tok, examples)?.ids;
+        let model = &self.target_pass_model(model)?;
         let bar = train::progress_bar(ids.len() as u64, "targets");
         let out = infer::run(
             model,
@@ -448,8 +467,11 @@ impl Plan {
     /// The student's preflight check (its tokenizer's casing against the training texts), on its own:
     /// `distill run` makes it before the teacher's hours, which it does not depend on.
     pub fn student_preflight(&self) -> Result<()> {
-        let (train, _) = self.read_data()?;
-        student_casing(self, &self.student_tokenizer()?, &train)
+        // Only the casing refusal: unreadable data or tokenizer files are the stages' to report, in order.
+        let (Ok((train, _)), Ok(tok)) = (self.read_data(), self.student_tokenizer()) else {
+            return Ok(());
+        };
+        student_casing(self, &tok, &train)
     }
 
     /// One training stage: the run's `distill` and `train` sections (a stage's, under `stages:`).

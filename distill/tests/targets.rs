@@ -141,3 +141,33 @@ fn an_ensemble_averages_its_teachers_logits_with_their_weights() {
         &["teacher.weight"],
     );
 }
+
+/// `teacher.precision: bf16` recomputes the targets (the fingerprint names it) with bf16 products, within
+/// bf16's precision of the fp32 logits; a CPU without AVX-512 BF16 refuses it by name.
+#[test]
+fn the_bf16_target_pass_stays_near_fp32() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    ok(&distill(&out, &["teacher"]));
+    let fp32 = logits(out.join("targets/train.safetensors"));
+    let o = distill(&out, &["teacher", "--set", "teacher.precision=bf16"]);
+    if !kernels::bf16::available() {
+        fails(&o, &["teacher.precision", "AVX-512 BF16"]);
+        return;
+    }
+    let t = ok(&o);
+    assert!(t.contains("precision"), "the stale targets' reason: {t}");
+    let bf16 = logits(out.join("targets/train.safetensors"));
+    let worst = fp32
+        .iter()
+        .flatten()
+        .zip(bf16.iter().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst > 0.0 && worst < 0.05, "bf16 logits {worst} from fp32");
+    let t = ok(&distill(
+        &out,
+        &["teacher", "--set", "teacher.precision=bf16"],
+    ));
+    assert!(t.contains("is fresh"), "{t}");
+}

@@ -11,6 +11,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod bf16;
 pub mod dense;
 pub mod ops;
 pub mod packed;

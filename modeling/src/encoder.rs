@@ -12,7 +12,7 @@ use candle_core::{DType, Tensor, D};
 use candle_nn::{Embedding, Init, VarBuilder};
 
 use crate::config::{Activation, EncoderConfig, ModelKind};
-use crate::nn::{apply, linear, softmax_t, Dense, DropoutRng, LayerNorm};
+use crate::nn::{apply, linear, softmax_t, Dense, DropoutRng, LayerNorm, Packing};
 use crate::Result;
 use kernels::attention::FusedAttention;
 use kernels::quant::QEmbedding;
@@ -216,10 +216,10 @@ impl Encoder {
         self.compute
     }
 
-    /// Switches every dense layer of every block to the packed f32 inference kernel (see `packed`).
-    pub fn pack_f32(&mut self) -> Result<()> {
+    /// Switches every dense layer of every block to the `how` inference copy (see `nn::Packing`).
+    pub fn pack(&mut self, how: Packing) -> Result<()> {
         for d in self.layers.iter_mut().flat_map(Layer::dense_mut) {
-            d.pack_f32()?;
+            d.pack(how)?;
         }
         Ok(())
     }

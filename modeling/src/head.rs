@@ -7,7 +7,7 @@ use candle_nn::VarBuilder;
 
 use crate::config::{EncoderConfig, ModelKind};
 use crate::encoder::first_token;
-use crate::nn::{apply, linear, Dense, DropoutRng};
+use crate::nn::{apply, linear, Dense, DropoutRng, Packing};
 use crate::Result;
 
 #[derive(Debug, Clone)]
@@ -47,14 +47,14 @@ impl Head {
         }
     }
 
-    /// Switches the head's dense layers to the packed f32 inference kernel.
-    pub fn pack_f32(&mut self) -> Result<()> {
+    /// Switches the head's dense layers to the `how` inference copy.
+    pub fn pack(&mut self, how: Packing) -> Result<()> {
         let (a, b) = match self {
             Head::Bert { pooler, classifier } => (pooler, classifier),
             Head::Roberta { dense, out_proj } => (dense, out_proj),
         };
-        a.pack_f32()?;
-        b.pack_f32()
+        a.pack(how)?;
+        b.pack(how)
     }
 
     /// Switches the head's dense layers to int8 inference; returns their (f32 bytes, int8 bytes).

@@ -31,4 +31,5 @@ pub use hub::{ModelFiles, ModelSource};
 pub use io::{save_tensors, write_atomic};
 pub use mlm::{mlm_loss, MaskedLm};
 pub use model::{Classifier, LoadReport};
+pub use nn::Packing;
 pub use tokenizer::{Encoded, SpecialTokens, TextTokenizer, WordEncoded};

@@ -15,7 +15,7 @@ use crate::config::{EncoderConfig, ModelKind};
 use crate::encoder::{Batch, Encoder, EncoderOutput, Want};
 use crate::head::Head;
 use crate::hub::ModelFiles;
-use crate::nn::DropoutRng;
+use crate::nn::{DropoutRng, Packing};
 use crate::{Error, Result};
 
 /// What loading a checkpoint found.
@@ -277,11 +277,12 @@ impl Classifier {
         self.encoder.set_compute_dtype(dtype)
     }
 
-    /// Switches CPU inference to dense layers packed once for the f32 kernel of `packed` (for
-    /// inference-only copies: the packed weights are a snapshot that training would not update).
-    pub fn pack_f32(&mut self) -> Result<()> {
-        self.encoder.pack_f32()?;
-        self.head.pack_f32()
+    /// Switches CPU inference to dense layers packed once (`Packing::F32` for the f32 kernel of
+    /// `packed`, `Packing::Bf16` for bf16 products), for inference-only copies: the packed weights are
+    /// a snapshot that training would not update.
+    pub fn pack(&mut self, how: Packing) -> Result<()> {
+        self.encoder.pack(how)?;
+        self.head.pack(how)
     }
 
     /// Switches inference to int8: dynamic quantization of every dense layer of the blocks and the head,

@@ -347,7 +347,7 @@ fn packed_inference_matches_the_composed_path() {
             .unwrap();
         let (plain, _) = Classifier::load(&files, None, 0, &Device::Cpu).unwrap();
         let mut packed = plain.clone();
-        packed.pack_f32().unwrap();
+        packed.pack(modeling::Packing::F32).unwrap();
         let b = batch(&tok(dir.path()));
         let (want, want_enc) = plain.forward(&b, false, true).unwrap();
         let (got, got_enc) = packed.forward(&b, false, false).unwrap();
@@ -478,7 +478,7 @@ fn mpnet_saves_trains_packs_and_quantizes_like_the_others() {
 
     // Packed f32 gives the same numbers; int8 stays close.
     let mut packed = model.clone();
-    packed.pack_f32().unwrap();
+    packed.pack(modeling::Packing::F32).unwrap();
     assert!(max_diff(&want, &packed.forward(&b, false, false).unwrap().0) < 1e-5);
     let mut q = model.clone();
     q.quantize_int8().unwrap();

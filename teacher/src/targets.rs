@@ -32,6 +32,9 @@ pub struct Fingerprint {
     /// augmentation, so caches written before it stay fresh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub augment: Option<String>,
+    /// `bf16` when the target pass ran its products in bf16 (`teacher.precision`); absent for fp32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
 }
 
 impl Fingerprint {

@@ -17,6 +17,7 @@ fn fp() -> Fingerprint {
         ensemble: Vec::new(),
         shard: None,
         augment: None,
+        precision: None,
     }
 }
 

@@ -179,7 +179,7 @@ pub(super) fn student_engine(
             (Engine::Candle(model), bytes as u64)
         }
         Runtime::Candle => {
-            model.pack_f32()?;
+            model.pack(modeling::Packing::F32)?;
             (Engine::Candle(model), files.weights_size())
         }
         Runtime::Onnxruntime => {
