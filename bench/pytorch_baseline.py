@@ -13,7 +13,7 @@ import resource
 import time
 
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import BertConfig, BertForSequenceClassification, MPNetConfig, MPNetForSequenceClassification
 
 
 def config(**kw):
@@ -158,9 +158,13 @@ def main():
         teacher = BertForSequenceClassification(config(hidden_size=768, num_hidden_layers=12,
                                                        num_attention_heads=12, intermediate_size=3072)).to(DEVICE)
         out["teacher_inference"] = inference(teacher, 32, 128, a.steps)
+        # all-mpnet-base-v2's shape (MPNet-base: relative position bias, 514 positions).
+        mpnet = MPNetForSequenceClassification(MPNetConfig(vocab_size=30527, num_labels=2)).to(DEVICE)
+        out["mpnet_inference"] = inference(mpnet, 32, 128, a.steps)
         if DEVICE.type == "cpu":
-            # Beside `distill bench`'s bf16 row (`teacher.precision: bf16`), where this CPU has AVX-512 BF16.
+            # Beside `distill bench`'s bf16 rows (`teacher.precision: bf16`), where this CPU has AVX-512 BF16.
             out["teacher_bf16_inference"] = inference(teacher, 32, 128, a.steps, torch.bfloat16)
+            out["mpnet_bf16_inference"] = inference(mpnet, 32, 128, a.steps, torch.bfloat16)
     if DEVICE.type == "cpu":
         out["ceilings"] = ceilings(a.steps)
     out["device"] = str(DEVICE)

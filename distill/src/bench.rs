@@ -252,19 +252,34 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             intermediate_size: 3072,
             ..EncoderConfig::roberta_tiny_cased()
         };
-        let teacher = Classifier::new(&base, 2, 0, &dev)?;
-        let mut packed = teacher.clone();
-        packed.pack(modeling::Packing::F32)?;
-        let r = inference(&packed, 32, 128, a.steps, &dev)?;
-        eprintln!("teacher (BERT-base) inference b32 s128: {r}");
-        results.insert("teacher_inference".into(), r);
-        if dev.is_cpu() && kernels::bf16::available() {
-            // The target pass of `teacher.precision: bf16`.
-            let mut bf16 = teacher;
-            bf16.pack(modeling::Packing::Bf16)?;
-            let r = inference(&bf16, 32, 128, a.steps, &dev)?;
-            eprintln!("teacher (BERT-base) bf16 inference b32 s128: {r}");
-            results.insert("teacher_bf16_inference".into(), r);
+        // all-mpnet-base-v2's shape: MPNet's relative position bias, RoBERTa-style positions.
+        let mpnet = EncoderConfig {
+            model_type: "mpnet".into(),
+            vocab_size: 30527,
+            max_position_embeddings: 514,
+            pad_token_id: 1,
+            layer_norm_eps: 1e-5,
+            relative_attention_num_buckets: Some(32),
+            ..base.clone()
+        };
+        for (key, name, cfg) in [
+            ("teacher", "teacher (BERT-base)", &base),
+            ("mpnet", "teacher (MPNet-base)", &mpnet),
+        ] {
+            let teacher = Classifier::new(cfg, 2, 0, &dev)?;
+            let mut packed = teacher.clone();
+            packed.pack(modeling::Packing::F32)?;
+            let r = inference(&packed, 32, 128, a.steps, &dev)?;
+            eprintln!("{name} inference b32 s128: {r}");
+            results.insert(format!("{key}_inference"), r);
+            if dev.is_cpu() && kernels::bf16::available() {
+                // The target pass of `teacher.precision: bf16`.
+                let mut bf16 = teacher;
+                bf16.pack(modeling::Packing::Bf16)?;
+                let r = inference(&bf16, 32, 128, a.steps, &dev)?;
+                eprintln!("{name} bf16 inference b32 s128: {r}");
+                results.insert(format!("{key}_bf16_inference"), r);
+            }
         }
     }
     if dev.is_cpu() {
