@@ -55,7 +55,8 @@ def table(task, runs):
     lines = [
         f"### {task} ({rep['dev_examples']} dev examples, {names})",
         "",
-        f"| model | {names} | 95% interval | % of teacher | parameters | size | batch-1 p50 | examples/s (batch 64) |",
+        f"| model | {names} | 95% interval | % of teacher | parameters | size | batch-1 p50 "
+        f"| examples/s (batch {rep['batch_size']}) |",
         "|---|---|---|---|---|---|---|---|",
         row("teacher: all-mpnet-base-v2, fine-tuned", teacher, teacher),
     ]
