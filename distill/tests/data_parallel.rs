@@ -180,17 +180,7 @@ mod under_mpirun {
         let (a, b) = (load(&acc3), load(&fast));
         let mut worst = 0f32;
         for (name, t) in &a {
-            let d = (t - &b[name])
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            worst = worst.max(d);
+            worst = worst.max(kernels::max_abs_diff(t, &b[name]).unwrap());
         }
         eprintln!("fast against deterministic, 3 ranks: largest weight difference {worst:e}");
         assert!(worst < 1e-5, "fast strays {worst} from deterministic");
