@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # bench/full_data.sh: the full-data results with the large teacher (all-mpnet-base-v2), task by task: the
-# fine-tuned teacher and the RoBERTa-tiny-cased student distilled from random weights (`distill run
-# configs/TASK.yaml`), the same student on the gold labels alone (alpha_kd 0), and the student made of the
-# teacher's bottom four blocks. The variants reuse the run's fine-tuned teacher and targets (hard links: the
-# stamps then find them fresh), so the teacher is fine-tuned once per task. Every step resumes from `last/`,
+# fine-tuned teacher and its targets (`distill teacher configs/TASK.yaml`), the student made of the teacher's
+# bottom four blocks, the RoBERTa-tiny-cased student on the gold labels alone (alpha_kd 0), and the same student
+# distilled from random weights (`distill run configs/TASK.yaml`). The variants reuse the run's fine-tuned teacher
+# and targets (hard links: the stamps then find them fresh), so the teacher is fine-tuned once per task. Every step resumes from `last/`,
 # so the same command continues a cut-off run; finished steps are skipped as fresh. Prints the table at the end.
 #   bash bench/full_data.sh [TASK...]          # default: sst2 cola mrpc stsb
 set -euo pipefail
@@ -22,11 +22,8 @@ share_teacher() {
 }
 
 for t in "${TASKS[@]}"; do
-  echo "== $t: teacher and distilled student"
-  "$BIN" run "configs/$t.yaml"
-  echo "== $t: student on the labels alone"
-  share_teacher "runs/$t" "runs/$t-labels"
-  "$BIN" run "configs/$t.yaml" --set "output_dir=runs/$t-labels" --set distill.alpha_kd=0
+  echo "== $t: teacher and its targets"
+  "$BIN" teacher "configs/$t.yaml"
   echo "== $t: student made of the teacher's blocks 1-4"
   share_teacher "runs/$t" "runs/$t-teacher-layers"
   if [ -f "configs/$t-teacher-layers.yaml" ]; then
@@ -37,5 +34,10 @@ for t in "${TASKS[@]}"; do
       --set 'student.teacher_layers=[1, 2, 3, 4]' --set student.tokenizer=null \
       --set preflight.allow_casing_mismatch=true
   fi
+  echo "== $t: student on the labels alone"
+  share_teacher "runs/$t" "runs/$t-labels"
+  "$BIN" run "configs/$t.yaml" --set "output_dir=runs/$t-labels" --set distill.alpha_kd=0
+  echo "== $t: RoBERTa-tiny-cased distilled from random weights"
+  "$BIN" run "configs/$t.yaml"
 done
 python3 bench/full_data.py "${TASKS[@]}"

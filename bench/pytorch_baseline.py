@@ -2,7 +2,7 @@
 
 Student (RoBERTa-tiny-cased shape: 4 layers, hidden 512, 8 heads, FFN 2048, vocab 28996) training steps
 (forward + backward + AdamW) at batch 32 x 128 and x 64 tokens, student batch-1 latency at 16/32/64 tokens,
-teacher (BERT-base shape) inference at 32 x 128. Random weights and ids, fp32 (the training steps optionally
+teacher (BERT-base and MPNet-base shapes) inference at 32 x 128, an MPNet-base training step at 32 x 128. Random weights and ids, fp32 (the training steps optionally
 in autocast bf16, or f16 with a GradScaler: `--precision`), dropout as configured (0.1).
 Usage: tools/.venv/bin/python bench/pytorch_baseline.py [--threads 2] [--steps 3] [--json out.json]
 """
@@ -161,6 +161,8 @@ def main():
         # all-mpnet-base-v2's shape (MPNet-base: relative position bias, 514 positions).
         mpnet = MPNetForSequenceClassification(MPNetConfig(vocab_size=30527, num_labels=2)).to(DEVICE)
         out["mpnet_inference"] = inference(mpnet, 32, 128, a.steps)
+        # A step of the teacher's fine-tuning, beside `distill bench`'s row.
+        out["mpnet_train"] = train_steps(mpnet, 32, 128, a.steps, a.precision)
         if DEVICE.type == "cpu":
             # Beside `distill bench`'s bf16 rows (`teacher.precision: bf16`), where this CPU has AVX-512 BF16.
             out["teacher_bf16_inference"] = inference(teacher, 32, 128, a.steps, torch.bfloat16)

@@ -84,7 +84,7 @@ fn check(name: &str) {
         "{name}: loss at positions {fast} vs {got}"
     );
 
-    let grads = loss.backward().unwrap();
+    let grads = modeling::backward(&loss, model.encoder.grad_sink()).unwrap();
     let vars: HashMap<String, candle_core::Var> = model.named_vars().into_iter().collect();
     let mut checked = 0;
     for (k, g_ref) in r.iter().filter(|(k, _)| k.starts_with("grad.")) {

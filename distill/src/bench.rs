@@ -1,6 +1,7 @@
 //! `distill bench`: throughput and latency of our encoder on random weights and synthetic batches, in the
 //! shapes of the speed targets (docs/performance.md): student (RoBERTa-tiny-cased) training steps at b32 × s128 and s64, teacher
-//! (BERT-base shape) inference at b32 × s128, and student batch-1 latency at 16/32/64 tokens.
+//! (BERT-base and MPNet-base shapes) inference and an MPNet-base training step at b32 × s128, and student batch-1 latency
+//! at 16/32/64 tokens.
 //! `bench/pytorch_baseline.py` measures the same with transformers; `bench/run.sh` runs both side by side.
 
 use std::path::PathBuf;
@@ -105,9 +106,9 @@ fn train_steps(
         loss.to_scalar::<f32>()?;
         let t1 = Instant::now();
         let grads = if scale.dynamic {
-            (loss * scale.scale)?.backward()?
+            modeling::backward(&(loss * scale.scale)?, mixed.encoder.grad_sink())?
         } else {
-            loss.backward()?
+            modeling::backward(&loss, mixed.encoder.grad_sink())?
         };
         dev.synchronize()?;
         let t2 = Instant::now();
@@ -272,6 +273,12 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             let r = inference(&packed, 32, 128, a.steps, &dev)?;
             eprintln!("{name} inference b32 s128: {r}");
             results.insert(format!("{key}_inference"), r);
+            if key == "mpnet" && !a.skip_train {
+                // A step of the teacher's fine-tuning (`distill teacher` on a head-less checkpoint).
+                let r = train_steps(&teacher, 32, 128, a.steps, a.precision)?;
+                eprintln!("{name} train b32 s128: {r}");
+                results.insert(format!("{key}_train"), r);
+            }
             if dev.is_cpu() && kernels::bf16::available() {
                 // The target pass of `teacher.precision: bf16`.
                 let mut bf16 = teacher;

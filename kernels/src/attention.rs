@@ -272,11 +272,7 @@ impl CustomOp3 for FusedAttention {
         _ctx: &Tensor,
         dctx: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let op = AttentionBwd {
-            fwd: self,
-            dctx: dctx.contiguous()?.flatten_all()?.to_vec1()?,
-        };
-        let grads = q.apply_op3_no_bwd(k, v, &op)?; // [3, b, s, h]
+        let (grads, _) = self.backward(q, k, v, dctx, false)?;
         Ok((
             Some(grads.get(0)?),
             Some(grads.get(1)?),
@@ -285,10 +281,45 @@ impl CustomOp3 for FusedAttention {
     }
 }
 
-/// dq, dk, dv stacked as [3, batch, seq, hidden], from q, k, v and the context's gradient.
+impl FusedAttention {
+    /// dq, dk and dv stacked as [3, batch, seq, hidden], from q, k, v and the context's gradient; with
+    /// `bias_grad`, also the position bias's gradient [1, heads, seq, seq] (the scores' gradient summed
+    /// over the batch, in batch order).
+    pub fn backward(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        dctx: &Tensor,
+        bias_grad: bool,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+        let bias_grad = bias_grad && self.position_bias.is_some();
+        let op = AttentionBwd {
+            fwd: self,
+            dctx: dctx.contiguous()?,
+            bias_grad,
+        };
+        let flat = q.apply_op3_no_bwd(k, v, &op)?;
+        let (b, s, h) = q.dims3()?;
+        let n = b * s * h;
+        let dqkv = flat.narrow(0, 0, 3 * n)?.reshape((3, b, s, h))?;
+        let dbias = match bias_grad {
+            true => Some(
+                flat.narrow(0, 3 * n, self.heads * s * s)?
+                    .reshape((1, self.heads, s, s))?,
+            ),
+            false => None,
+        };
+        Ok((dqkv, dbias))
+    }
+}
+
+/// dq, dk, dv ([3, batch, seq, hidden]) and, with `bias_grad`, the position bias's gradient ([heads,
+/// seq, seq]) in one flat buffer, from q, k, v and the context's gradient.
 struct AttentionBwd<'a> {
     fwd: &'a FusedAttention,
-    dctx: Vec<f32>,
+    dctx: Tensor,
+    bias_grad: bool,
 }
 
 impl CustomOp3 for AttentionBwd<'_> {
@@ -314,15 +345,23 @@ impl CustomOp3 for AttentionBwd<'_> {
         let (b, d) = self.fwd.dims(l1, l2, l3)?;
         let Dims { s, h, hd, heads } = d;
         let n = q.len();
-        if self.dctx.len() != n {
+        let (dctx_storage, dctx_layout) = self.dctx.storage_and_layout();
+        let dctx = match &*dctx_storage {
+            candle_core::Storage::Cpu(c) => slice(c, dctx_layout, name)?,
+            _ => candle_core::bail!("{name}: the context gradient is not on the CPU"),
+        };
+        if dctx.len() != n {
             candle_core::bail!(
                 "{name}: the context gradient has {} elements, not {n}",
-                self.dctx.len()
+                dctx.len()
             );
         }
-        let mut out = vec![0f32; 3 * n];
+        let bias_len = if self.bias_grad { heads * s * s } else { 0 };
+        let mut out = vec![0f32; 3 * n + bias_len];
         let dst = Out(out.as_mut_ptr());
-        let dctx = &self.dctx;
+        // Each (sequence, head)'s score gradient, summed over the batch below in a fixed order.
+        let mut scores = vec![0f32; if self.bias_grad { b * heads * s * s } else { 0 }];
+        let ds_all = Out(scores.as_mut_ptr());
         let scale = 1.0 / (hd as f32).sqrt();
         (0..b * heads).into_par_iter().for_each(|t| {
             let (bi, hh) = (t / heads, t % heads);
@@ -369,9 +408,15 @@ impl CustomOp3 for AttentionBwd<'_> {
             for (dp, p) in dp.chunks_mut(s).zip(p.chunks(s)) {
                 let dot = crate::ops::dot(dp, p);
                 for (x, &p) in dp.iter_mut().zip(p) {
-                    *x = p * (*x - dot) * scale;
+                    *x = p * (*x - dot);
                 }
             }
+            if self.bias_grad {
+                let at = ds_all.at(FusedAttention::index(d, bi, hh));
+                // SAFETY: this task alone writes its [s, s] block of the [b, heads, s, s] buffer.
+                unsafe { std::ptr::copy_nonoverlapping(dp.as_ptr(), at, s * s) };
+            }
+            dp.iter_mut().for_each(|x| *x *= scale);
             // SAFETY: as above: this task alone writes its blocks of dq and dk; ds is [s, s].
             unsafe {
                 // dq = ds · k
@@ -392,9 +437,20 @@ impl CustomOp3 for AttentionBwd<'_> {
                 );
             }
         });
-        let mut dims = vec![3];
-        dims.extend_from_slice(l1.dims());
-        Ok((CpuStorage::F32(out), Shape::from(dims)))
+        if self.bias_grad {
+            let per_head = s * s;
+            out[3 * n..]
+                .par_chunks_mut(per_head)
+                .enumerate()
+                .for_each(|(hh, dst)| {
+                    for bi in 0..b {
+                        let at = (bi * heads + hh) * per_head;
+                        let src = &scores[at..at + per_head];
+                        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                    }
+                });
+        }
+        Ok((CpuStorage::F32(out), Shape::from(3 * n + bias_len)))
     }
 }
 
@@ -415,6 +471,64 @@ mod tests {
         for (b, s, nh, hd) in [(2usize, 7usize, 3usize, 12usize), (2, 37, 2, 8)] {
             check_against_composed(b, s, nh, hd);
         }
+    }
+
+    /// MPNet trains its relative-position bias: the backward pass's bias gradient (and q, k, v's,
+    /// with the bias in the scores) against the composed form's, with padding and dropout.
+    #[test]
+    fn position_bias_gradient_matches_the_composed_form() {
+        let (b, s, nh, hd) = (3usize, 7usize, 2usize, 4usize);
+        let dev = Device::Cpu;
+        let h = nh * hd;
+        let var = |shape: &[usize]| Var::randn(0f32, 1.0, shape, &dev).unwrap();
+        let (q, k, v) = (var(&[b, s, h]), var(&[b, s, h]), var(&[b, s, h]));
+        let pb = var(&[1, nh, s, s]);
+        let dctx = Tensor::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
+        let mut mask = vec![0f32; b * s];
+        mask[s - 3..s].fill(f32::MIN);
+        let dropout = Dropout { seed: 4, p: 0.2 };
+        let heads = |t: &Tensor| {
+            let t = t.reshape((b, s, nh, hd)).unwrap();
+            t.transpose(1, 2).unwrap().contiguous().unwrap()
+        };
+        let bias = Tensor::from_vec(mask.clone(), (b, 1, 1, s), &dev).unwrap();
+        let scores = (heads(&q).matmul(&heads(&k).t().unwrap()).unwrap()
+            * (1.0 / (hd as f64).sqrt()))
+        .unwrap();
+        let scores = scores.broadcast_add(pb.as_tensor()).unwrap();
+        let probs = scores
+            .broadcast_add(&bias)
+            .unwrap()
+            .apply_op1(crate::ops::Softmax)
+            .unwrap()
+            .apply_op1(dropout)
+            .unwrap();
+        let ctx = probs.matmul(&heads(&v)).unwrap().transpose(1, 2).unwrap();
+        let ctx = ctx.contiguous().unwrap().reshape((b, s, h)).unwrap();
+        let g = (ctx * &dctx)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let op = FusedAttention {
+            heads: nh,
+            mask,
+            position_bias: Some(pb.flatten_all().unwrap().to_vec1().unwrap()),
+            dropout: Some(dropout),
+        };
+        let (dqkv, dpb) = op.backward(&q, &k, &v, &dctx, true).unwrap();
+        let dpb = dpb.unwrap();
+        assert_eq!(dpb.dims(), &[1, nh, s, s]);
+        assert!(max_diff(&dpb, g.get(pb.as_tensor()).unwrap()) < 1e-5);
+        for (i, t) in [&q, &k, &v].into_iter().enumerate() {
+            let d = max_diff(&dqkv.get(i).unwrap(), g.get(t.as_tensor()).unwrap());
+            assert!(d < 1e-4, "{i}: {d}");
+        }
+        // Without the flag, no bias gradient (and the same q, k, v gradients).
+        let (again, none) = op.backward(&q, &k, &v, &dctx, false).unwrap();
+        assert!(none.is_none());
+        assert_eq!(max_diff(&again, &dqkv), 0.0);
     }
 
     fn check_against_composed(b: usize, s: usize, nh: usize, hd: usize) {

@@ -98,13 +98,22 @@ impl CustomOp3 for LinearOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = self.backward(x, w, dy)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+impl LinearOp {
+    /// The gradients (dx, dW, db) from the input `x`, the weight `w` [out, in] and the output's
+    /// gradient `dy`.
+    pub fn backward(&self, x: &Tensor, w: &Tensor, dy: &Tensor) -> crate::Result<crate::Grads> {
         let (n, k) = w.dims2()?;
         let dy = dy.contiguous()?.reshape(((), n))?;
         let x2 = x.reshape(((), k))?;
         let dx = dy.matmul(w)?.reshape(x.shape())?;
         let dw = dy.t()?.matmul(&x2)?;
         let db = dy.apply_op1_no_bwd(&ColumnSums)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        Ok((dx, dw, db))
     }
 }
 

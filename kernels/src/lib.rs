@@ -22,6 +22,13 @@ pub mod x86;
 
 pub use candle_core::{Error, Result};
 
+/// The gradients of an op's input, weight and bias, in that order.
+pub type Grads = (
+    candle_core::Tensor,
+    candle_core::Tensor,
+    candle_core::Tensor,
+);
+
 /// Output channels per panel of the packed weight layouts (`packed`, `vnni`) and of their kernels: one
 /// panel is four 16-lane AVX-512 registers wide.
 pub(crate) const NR: usize = 64;

@@ -195,6 +195,20 @@ fn layer_norm_bwd_rows(x: &[f32], dx: &mut [f32], (dy, w, eps): (&[f32], &[f32],
     }
 }
 
+impl LayerNormOp {
+    /// The gradients (dx, dw, db) from the input `x`, the weight `w` and the output's gradient `dy`.
+    pub fn backward(&self, x: &Tensor, w: &Tensor, dy: &Tensor) -> crate::Result<crate::Grads> {
+        let d = w.elem_count();
+        let rows = x.elem_count() / d;
+        // One pass computes dx for every row and the column sums for dw and db: [rows + 2, d].
+        let packed = x.apply_op3_no_bwd(w, &dy.contiguous()?, &LayerNormBwd { eps: self.eps })?;
+        let dx = packed.narrow(0, 0, rows)?.reshape(x.shape())?;
+        let dw = packed.narrow(0, rows, 1)?.reshape(w.shape())?;
+        let db = packed.narrow(0, rows + 1, 1)?.reshape(w.shape())?;
+        Ok((dx, dw, db))
+    }
+}
+
 impl CustomOp3 for LayerNormOp {
     fn name(&self) -> &'static str {
         "fused-layer-norm"
@@ -234,14 +248,8 @@ impl CustomOp3 for LayerNormOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let d = w.elem_count();
-        let rows = x.elem_count() / d;
-        // One pass computes dx for every row and the column sums for dw and db: [rows + 2, d].
-        let packed = x.apply_op3_no_bwd(w, &dy.contiguous()?, &LayerNormBwd { eps: self.eps })?;
-        let dx = packed.narrow(0, 0, rows)?.reshape(x.shape())?;
-        let dw = packed.narrow(0, rows, 1)?.reshape(w.shape())?;
-        let db = packed.narrow(0, rows + 1, 1)?.reshape(w.shape())?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        self.backward(x, w, dy)
+            .map(|(dx, dw, db)| (Some(dx), Some(dw), Some(db)))
     }
 }
 
@@ -441,7 +449,14 @@ impl CustomOp1 for Gelu {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2_no_bwd(&dy.contiguous()?, &GeluBwd)?))
+        Ok(Some(self.backward(x, dy)?))
+    }
+}
+
+impl Gelu {
+    /// The input's gradient from the input `x` and the output's gradient `dy`.
+    pub fn backward(&self, x: &Tensor, dy: &Tensor) -> candle_core::Result<Tensor> {
+        x.apply_op2_no_bwd(&dy.contiguous()?, &GeluBwd)
     }
 }
 

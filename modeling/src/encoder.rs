@@ -12,6 +12,7 @@ use candle_core::{DType, Tensor, D};
 use candle_nn::{Embedding, Init, VarBuilder};
 
 use crate::config::{Activation, EncoderConfig, ModelKind};
+use crate::fused_layer::{self, BlockWeights, GradSink};
 use crate::nn::{apply, linear, softmax_t, Dense, DropoutRng, LayerNorm, Packing};
 use crate::Result;
 use kernels::attention::FusedAttention;
@@ -123,6 +124,27 @@ impl Layer {
         ]
     }
 
+    /// The weights for a fused block: `None` while a dense layer has an inference copy (or no bias).
+    fn block_weights(&self) -> Option<BlockWeights> {
+        let d = |l: &Dense| {
+            let b = l.linear.bias()?;
+            (!l.has_inference_copy()).then(|| (l.linear.weight().clone(), b.clone()))
+        };
+        let [q, k, v, o, i, out] = [
+            &self.query,
+            &self.key,
+            &self.value,
+            &self.attn_out,
+            &self.intermediate,
+            &self.output,
+        ]
+        .map(d);
+        Some(BlockWeights {
+            dense: [q?, k?, v?, o?, i?, out?],
+            norms: [self.attn_norm.parts(), self.out_norm.parts()],
+        })
+    }
+
     fn new(cfg: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
         let h = cfg.hidden_size;
         let att = vb.pp("attention");
@@ -164,6 +186,8 @@ pub struct Encoder {
     dropout: DropoutRng,
     /// The dtype of the matrix products (see `set_compute_dtype`).
     compute: DType,
+    /// The fused blocks' weight gradients, for `modeling::backward` (shared by clones).
+    grads: GradSink,
 }
 
 impl Encoder {
@@ -190,11 +214,18 @@ impl Encoder {
             relative_bias,
             dropout,
             compute: DType::F32,
+            grads: GradSink::default(),
         })
     }
 
     pub fn config(&self) -> &EncoderConfig {
         &self.cfg
+    }
+
+    /// Where training's fused blocks leave their weights' gradients: differentiate a training step
+    /// with `modeling::backward(&loss, encoder.grad_sink())`.
+    pub fn grad_sink(&self) -> &GradSink {
+        &self.grads
     }
 
     /// Mixed precision, as PyTorch's autocast does it: with BF16 or F16 the blocks' matrix products
@@ -299,12 +330,21 @@ impl Encoder {
         let bias = ((1.0 - &batch.attention_mask)? * f32::MIN as f64)?.reshape((b, 1, 1, s))?;
         // MPNet: [1, heads, s, s], the same for every layer.
         let position_bias = self.position_bias(s, batch.input_ids.device())?;
+        // Training on the CPU in f32: each block is one graph node (`fused_layer`) unless Q/K/V or the
+        // probabilities are wanted or a block differs from the BERT block it implements.
+        let blocks = train
+            && bias.device().is_cpu()
+            && self.compute == DType::F32
+            && !want.qkv
+            && !want.attentions
+            && cfg.hidden_act == Activation::Gelu
+            && self.layers.iter().all(|l| l.block_weights().is_some());
         // On the CPU, attention is one fused op (`attention`) unless the probabilities are wanted, or
-        // MPNet trains (its position bias is a weight, which the fused op gives no gradient).
+        // MPNet trains outside the blocks (the bare op gives its position bias no gradient).
         let fused = !want.attentions
             && bias.device().is_cpu()
             && self.compute == DType::F32
-            && !(train && position_bias.is_some());
+            && !(train && position_bias.is_some() && !blocks);
         let fused_mask = if fused {
             let mask = bias.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
             let pb = match &position_bias {
@@ -316,11 +356,32 @@ impl Encoder {
             None
         };
 
+        if blocks {
+            self.grads.check_empty()?;
+        }
+
         let mut hidden_states = Vec::with_capacity(self.layers.len() + 1);
         let mut probs_out = Vec::new();
         let mut qkv_out = Vec::new();
         hidden_states.push(x.clone());
         for layer in &self.layers {
+            if let (true, Some((mask, pb)), Some(w)) = (blocks, &fused_mask, layer.block_weights())
+            {
+                let attention = FusedAttention {
+                    heads: cfg.num_attention_heads,
+                    mask: mask.clone(),
+                    position_bias: pb.clone(),
+                    dropout: self.dropout.op(cfg.attention_probs_dropout_prob, train)?,
+                };
+                let hidden = [
+                    self.dropout.op(p_hidden, train)?,
+                    self.dropout.op(p_hidden, train)?,
+                ];
+                let pb = position_bias.as_ref();
+                x = fused_layer::forward(&w, &x, pb, attention, hidden, &self.grads)?;
+                hidden_states.push(x.clone());
+                continue;
+            }
             let (y, probs, qkv) = self.layer_forward(
                 layer,
                 &x,

@@ -83,6 +83,11 @@ impl Dense {
         }
     }
 
+    /// Whether `pack` or `quantize_int8` gave the layer an inference copy.
+    pub fn has_inference_copy(&self) -> bool {
+        self.fast.is_some()
+    }
+
     /// Switches CPU inference to the `how` copy, unless the layer has an inference copy already. bf16
     /// needs a CPU with AVX-512 BF16 (an error names it otherwise).
     pub fn pack(&mut self, how: Packing) -> Result<()> {
@@ -127,6 +132,11 @@ impl LayerNorm {
             bias: vb.get_with_hints(dim, "bias", Init::Const(0.))?,
             eps,
         })
+    }
+
+    /// The weight, the bias and epsilon.
+    pub(crate) fn parts(&self) -> (Tensor, Tensor, f32) {
+        (self.weight.clone(), self.bias.clone(), self.eps as f32)
     }
 
     /// Normalises over the last dimension. In training a form with a backward pass is needed: candle's

@@ -302,9 +302,9 @@ impl Task for Mlm<'_> {
             });
         }
         let grads = if scale == 1.0 {
-            loss.backward()?
+            modeling::backward(&loss, self.mixed.encoder.grad_sink())?
         } else {
-            (&loss * scale)?.backward()?
+            modeling::backward(&(&loss * scale)?, self.mixed.encoder.grad_sink())?
         };
         Ok(MicroStep {
             grads,

@@ -270,9 +270,9 @@ where
         }
         // Scaled only under gradient accumulation (1.0 keeps the graph, and the result, unchanged).
         let grads = if scale == 1.0 {
-            out.total.backward()?
+            modeling::backward(&out.total, model.encoder.grad_sink())?
         } else {
-            (&out.total * scale)?.backward()?
+            modeling::backward(&(&out.total * scale)?, model.encoder.grad_sink())?
         };
         Ok(MicroStep {
             grads,
