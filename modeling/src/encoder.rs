@@ -378,7 +378,7 @@ impl Encoder {
                     self.dropout.op(p_hidden, train)?,
                 ];
                 let pb = position_bias.as_ref();
-                x = fused_layer::forward(&w, &x, pb, attention, hidden, &self.grads)?;
+                x = fused_layer::forward(w, &x, pb, attention, hidden, &self.grads)?;
                 hidden_states.push(x.clone());
                 continue;
             }

@@ -5,9 +5,11 @@
 //! forward pass runs the same kernels outside the graph and keeps what the backward pass needs; the
 //! backward pass calls each kernel's own backward in reverse order and sums the residual branches
 //! itself. Only the input's gradient goes back through candle: the weights' gradients go to the
-//! encoder's `GradSink`, which `backward` adds to the store. The kernels are the composed block's, so
-//! the numbers are too, up to the order of the residual sums; `tests/fused_layer.rs` checks the output
-//! and every gradient against the composed block.
+//! encoder's `GradSink`, which `backward` adds to the store. MPNet's relative-position bias, a graph
+//! tensor all blocks share, is the node's second input and gets its gradient from the fused attention's
+//! backward pass. The kernels are the composed block's, so the numbers are too, up to the order of the
+//! residual sums; `tests/fused_layer.rs` checks the output and every gradient against the composed
+//! block.
 
 use std::sync::{Arc, Mutex};
 
@@ -67,6 +69,19 @@ pub(crate) struct BlockWeights {
     pub norms: [(Tensor, Tensor, f32); 2],
 }
 
+impl BlockWeights {
+    /// Copies outside the graph (the same storage): products with them build no graph nodes.
+    fn detach(&self) -> Self {
+        Self {
+            dense: self.dense.each_ref().map(|(w, b)| (w.detach(), b.detach())),
+            norms: self
+                .norms
+                .each_ref()
+                .map(|(w, b, eps)| (w.detach(), b.detach(), *eps)),
+        }
+    }
+}
+
 /// The block's hidden-state dropouts: after the attention output and after the FFN output.
 pub(crate) type HiddenDropout = [Option<Dropout>; 2];
 
@@ -87,27 +102,20 @@ struct Saved {
 /// The block `x` → LN(a + FFN(a)), a = LN(x + attention(x)), as one node. MPNet's relative-position
 /// bias (`position_bias`, the tensor whose values `attention` holds) gets its gradient through it.
 pub(crate) fn forward(
-    w: &BlockWeights,
+    weights: BlockWeights,
     x: &Tensor,
     position_bias: Option<&Tensor>,
     attention: FusedAttention,
     dropout: HiddenDropout,
     sink: &GradSink,
 ) -> Result<Tensor> {
-    // Detached copies (the same storage): nothing below builds graph nodes.
-    let dense: Vec<(Tensor, Tensor)> = w
-        .dense
-        .iter()
-        .map(|(w, b)| (w.detach(), b.detach()))
-        .collect();
-    let norms: Vec<(Tensor, Tensor, f32)> = w
-        .norms
-        .iter()
-        .map(|(w, b, eps)| (w.detach(), b.detach(), *eps))
-        .collect();
-    let lin = |t: &Tensor, i: usize| t.apply_op3_no_bwd(&dense[i].0, &dense[i].1, &LinearOp);
+    let detached = weights.detach();
+    let lin = |t: &Tensor, i: usize| {
+        let (w, b) = &detached.dense[i];
+        t.apply_op3_no_bwd(w, b, &LinearOp)
+    };
     let norm = |t: &Tensor, i: usize| {
-        let (w, b, eps) = &norms[i];
+        let (w, b, eps) = &detached.norms[i];
         t.apply_op3_no_bwd(w, b, &LayerNormOp { eps: *eps })
     };
     let drop = |t: Tensor, d: &Option<Dropout>| match d {
@@ -124,13 +132,8 @@ pub(crate) fn forward(
     let o_in = (drop(lin(&ffn, 5)?, &dropout[1])? + &a)?;
     let y = norm(&o_in, 1)?;
     let node = Block {
-        keys: w.dense.clone(),
-        norm_keys: [
-            (w.norms[0].0.clone(), w.norms[0].1.clone()),
-            (w.norms[1].0.clone(), w.norms[1].1.clone()),
-        ],
-        dense,
-        norms,
+        weights,
+        detached,
         attention,
         dropout,
         saved: Saved {
@@ -158,10 +161,9 @@ pub(crate) fn forward(
 /// The node: its forward copies the block's result, its backward is the block's.
 struct Block {
     /// The model's weights (graph tensors), under which the gradients go to the sink.
-    keys: [(Tensor, Tensor); 6],
-    norm_keys: [(Tensor, Tensor); 2],
-    dense: Vec<(Tensor, Tensor)>,
-    norms: Vec<(Tensor, Tensor, f32)>,
+    weights: BlockWeights,
+    /// The same outside the graph, for the products.
+    detached: BlockWeights,
     attention: FusedAttention,
     dropout: HiddenDropout,
     saved: Saved,
@@ -232,12 +234,14 @@ impl Block {
         let s = &self.saved;
         let mut grads: Vec<(Tensor, Tensor)> = Vec::with_capacity(16);
         let mut dense_grads = |i: usize, dw: Tensor, db: Tensor| {
-            grads.push((self.keys[i].0.clone(), dw));
-            grads.push((self.keys[i].1.clone(), db));
+            let (w, b) = &self.weights.dense[i];
+            grads.push((w.clone(), dw));
+            grads.push((b.clone(), db));
         };
-        let lin = |t: &Tensor, i: usize, dy: &Tensor| LinearOp.backward(t, &self.dense[i].0, dy);
+        let lin =
+            |t: &Tensor, i: usize, dy: &Tensor| LinearOp.backward(t, &self.detached.dense[i].0, dy);
         let norm = |t: &Tensor, i: usize, dy: &Tensor| {
-            let (w, _, eps) = &self.norms[i];
+            let (w, _, eps) = &self.detached.norms[i];
             LayerNormOp { eps: *eps }.backward(t, w, dy)
         };
         let drop = |t: Tensor, d: &Option<Dropout>| match d {
@@ -266,8 +270,9 @@ impl Block {
             dx = (dx + d)?;
         }
         for (i, (dw, db)) in [(dw_n1, db_n1), (dw_n2, db_n2)].into_iter().enumerate() {
-            grads.push((self.norm_keys[i].0.clone(), dw));
-            grads.push((self.norm_keys[i].1.clone(), db));
+            let (w, b, _) = &self.weights.norms[i];
+            grads.push((w.clone(), dw));
+            grads.push((b.clone(), db));
         }
         self.sink.lock()?.extend(grads);
         Ok((dx, dpb))
