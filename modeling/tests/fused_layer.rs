@@ -121,3 +121,66 @@ fn a_step_differentiated_without_modeling_backward_is_refused() {
     // Inference is not affected.
     m.forward(&b, false, false).unwrap();
 }
+
+/// Thirty SGD steps on batches of changing length: the fused and the composed blocks stay together (a
+/// gradient the sink lost, kept from an earlier step, or filed under the wrong weight would part them).
+#[test]
+fn thirty_training_steps_stay_with_the_composed_blocks() {
+    use candle_nn::optim::{Optimizer, SGD};
+    let dir = tempfile::tempdir().unwrap();
+    write_vocab(&dir.path().join("vocab.txt")).unwrap();
+    let tok = TextTokenizer::from_file(&dir.path().join("vocab.txt"), 32, false).unwrap();
+    let texts = [
+        "the movie was great !",
+        "The plot was dull and very boring .",
+        "boring",
+        "great great movie",
+    ];
+    let encoded: Vec<_> = texts.iter().map(|t| tok.encode(t, None).unwrap()).collect();
+    for mpnet in [false, true] {
+        let train = |want: Want| {
+            let m = model(mpnet);
+            let vars: Vec<_> = m.named_vars().into_iter().map(|(_, v)| v).collect();
+            let mut opt = SGD::new(vars, 0.05).unwrap();
+            for step in 0..30 {
+                // Two or three sentences a step, so the padded length changes.
+                let pick: Vec<_> = (0..2 + step % 2)
+                    .map(|i| &encoded[(step + i) % 4])
+                    .collect();
+                let b = make_batch(&pick, tok.pad_id(), &Device::Cpu).unwrap();
+                let y: Vec<u32> = (0..pick.len() as u32)
+                    .map(|i| (i + step as u32) % 3)
+                    .collect();
+                let y = Tensor::new(y.as_slice(), &Device::Cpu).unwrap();
+                let (logits, _) = m.forward_with(&b, true, want).unwrap();
+                let loss = candle_nn::loss::cross_entropy(&logits, &y).unwrap();
+                opt.step(&modeling::backward(&loss, m.encoder.grad_sink()).unwrap())
+                    .unwrap();
+            }
+            let b = make_batch(
+                &encoded.iter().collect::<Vec<_>>(),
+                tok.pad_id(),
+                &Device::Cpu,
+            );
+            m.forward(&b.unwrap(), false, false).unwrap().0
+        };
+        let fused = train(Want::default());
+        let composed = train(Want {
+            attentions: false,
+            qkv: true,
+        });
+        let d = max_abs_diff(&fused, &composed).unwrap();
+        assert!(
+            d < 1e-4,
+            "mpnet {mpnet}: logits after training differ by {d}"
+        );
+        // And the training moved them: an untrained model's logits are elsewhere.
+        let b = make_batch(
+            &encoded.iter().collect::<Vec<_>>(),
+            tok.pad_id(),
+            &Device::Cpu,
+        );
+        let start = model(mpnet).forward(&b.unwrap(), false, false).unwrap().0;
+        assert!(max_abs_diff(&fused, &start).unwrap() > 0.1);
+    }
+}
