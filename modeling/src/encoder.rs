@@ -332,19 +332,22 @@ impl Encoder {
         let position_bias = self.position_bias(s, batch.input_ids.device())?;
         // Training on the CPU in f32: each block is one graph node (`fused_layer`) unless Q/K/V or the
         // probabilities are wanted or a block differs from the BERT block it implements.
-        let blocks = train
+        let blockwise = train
             && bias.device().is_cpu()
             && self.compute == DType::F32
             && !want.qkv
             && !want.attentions
-            && cfg.hidden_act == Activation::Gelu
-            && self.layers.iter().all(|l| l.block_weights().is_some());
+            && cfg.hidden_act == Activation::Gelu;
+        let blocks: Option<Vec<BlockWeights>> = match blockwise {
+            true => self.layers.iter().map(Layer::block_weights).collect(),
+            false => None,
+        };
         // On the CPU, attention is one fused op (`attention`) unless the probabilities are wanted, or
         // MPNet trains outside the blocks (the bare op gives its position bias no gradient).
         let fused = !want.attentions
             && bias.device().is_cpu()
             && self.compute == DType::F32
-            && !(train && position_bias.is_some() && !blocks);
+            && !(train && position_bias.is_some() && blocks.is_none());
         let fused_mask = if fused {
             let mask = bias.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
             let pb = match &position_bias {
@@ -356,16 +359,18 @@ impl Encoder {
             None
         };
 
-        if blocks {
+        if blocks.is_some() {
             self.grads.check_empty()?;
         }
+        let mut blocks = blocks.map(Vec::into_iter);
 
         let mut hidden_states = Vec::with_capacity(self.layers.len() + 1);
         let mut probs_out = Vec::new();
         let mut qkv_out = Vec::new();
         hidden_states.push(x.clone());
         for layer in &self.layers {
-            if let (true, Some((mask, pb)), Some(w)) = (blocks, &fused_mask, layer.block_weights())
+            if let (Some(w), Some((mask, pb))) =
+                (blocks.as_mut().and_then(Iterator::next), &fused_mask)
             {
                 let attention = FusedAttention {
                     heads: cfg.num_attention_heads,
