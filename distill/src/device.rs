@@ -11,7 +11,7 @@ pub fn select_device(spec: &str) -> Result<Device> {
             if candle_core::utils::cuda_is_available() {
                 // cudarc may panic instead of erroring when the driver library is missing.
                 match std::panic::catch_unwind(|| Device::new_cuda(0)) {
-                    Ok(Ok(d)) => Ok(d),
+                    Ok(Ok(d)) => set_up(d),
                     _ => {
                         tracing::warn!("device: CUDA unavailable at run time; using the CPU");
                         Ok(Device::Cpu)
@@ -33,11 +33,19 @@ pub fn select_device(spec: &str) -> Result<Device> {
             if !candle_core::utils::cuda_is_available() {
                 bail!("device: `{s}` asked for, but this build has no CUDA support (build with `--features cuda`)");
             }
-            std::panic::catch_unwind(|| Device::new_cuda(n))
+            let d = std::panic::catch_unwind(|| Device::new_cuda(n))
                 .map_err(|_| anyhow!("device: CUDA driver could not be loaded"))?
-                .map_err(|e| anyhow!("device: {s}: {e}"))
+                .map_err(|e| anyhow!("device: {s}: {e}"))?;
+            set_up(d)
         }
     }
+}
+
+/// A GPU made here allocates without cudarc's per-buffer events (`kernels::cuda`); the CPU as it is.
+fn set_up(device: Device) -> Result<Device> {
+    #[cfg(feature = "cuda")]
+    kernels::cuda::untrack_events(&device)?;
+    Ok(device)
 }
 
 /// The device of one data-parallel rank, and the group's way of summing gradients on it: with several
@@ -46,7 +54,7 @@ pub fn select_device(spec: &str) -> Result<Device> {
 pub fn rank_device(spec: &str, group: &train::dist::Group) -> Result<Device> {
     let chosen = select_device(spec)?;
     let device = if group.world() > 1 && chosen.is_cuda() && !spec.contains(':') {
-        Device::new_cuda(group.local_rank())?
+        set_up(Device::new_cuda(group.local_rank())?)?
     } else {
         chosen
     };

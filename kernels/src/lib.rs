@@ -2,16 +2,18 @@
 //! (`dense`, `attention`, and softmax, LayerNorm, GELU and hashed dropout in `ops`), f32 products
 //! against a weight packed once (`packed`), dynamic int8 products (`quant`, on the VNNI layout of
 //! `vnni`), and the AdamW update passes (`adamw`). Each fast form is tested against the plain candle
-//! form it replaces; other devices keep candle's own ops.
+//! form it replaces; other devices keep candle's own ops. Built with CUDA, `cuda` sets up a device.
 //!
-//! The only crate with `unsafe`: the instruction-set kernels (`x86`, one file per instruction set)
-//! and the attention op's writes into disjoint columns of a shared output. Every `unsafe` block says
+//! The only crate with `unsafe`: the instruction-set kernels (`x86`, one file per instruction set),
+//! the attention op's writes into disjoint columns of a shared output, and the CUDA device's set-up. Every `unsafe` block says
 //! why it is sound, and every `unsafe fn` what its caller must guarantee.
 #![allow(unsafe_code)]
 
 pub mod adamw;
 pub mod attention;
 pub mod bf16;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod dense;
 pub mod ops;
 pub mod packed;

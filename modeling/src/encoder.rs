@@ -556,9 +556,11 @@ impl ForwardIds for Embedding {
     }
 }
 
-/// First-token ([CLS] / <s>) vectors of a [b, s, h] tensor: [b, h].
+/// First-token ([CLS] / <s>) vectors of a [b, s, h] tensor: [b, h], contiguous. The narrowed rows
+/// are `s * h` apart, and candle's CUDA matmul refuses a left-hand side whose row stride is not its
+/// width (`MatMulNonContiguous`) once the batch has more than one row; the CPU's takes any stride.
 pub fn first_token(x: &Tensor) -> Result<Tensor> {
-    Ok(x.narrow(1, 0, 1)?.squeeze(1)?)
+    Ok(x.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?)
 }
 
 /// Mean over real tokens of a [b, s, h] tensor, with a [b, s] f32 mask: [b, h].

@@ -59,7 +59,7 @@ impl Dense {
             // (the cast is differentiable, so the f32 weight gets an f32 gradient).
             let dt = x.dtype();
             let b = self.linear.bias().map(|b| b.to_dtype(dt)).transpose()?;
-            return Ok(Linear::new(w.to_dtype(dt)?, b).forward(x)?);
+            return Ok(Linear::new(w.to_dtype(dt)?, b).forward(&x.contiguous()?)?);
         }
         match &self.fast {
             Some(Fast::Packed(p))
@@ -78,7 +78,8 @@ impl Dense {
                 Some(b) if x.device().is_cpu() && x.dtype() == DType::F32 => Ok(x
                     .contiguous()?
                     .apply_op3(self.linear.weight(), b, LinearOp)?),
-                _ => Ok(self.linear.forward(x)?),
+                // candle's CUDA matmul takes only row-contiguous inputs (see `first_token`).
+                _ => Ok(self.linear.forward(&x.contiguous()?)?),
             },
         }
     }

@@ -513,3 +513,19 @@ fn some_of_a_checkpoints_blocks_make_a_shallower_classifier() {
         );
     }
 }
+
+#[test]
+fn the_head_reads_a_contiguous_first_token() {
+    // candle's CUDA matmul refuses a strided left-hand side once the batch has more than one row
+    // (`MatMulNonContiguous`); the CPU's accepts it, so the CPU can only check the layout it gets.
+    let x = Tensor::arange(0f32, 2. * 3. * 4., &Device::Cpu)
+        .unwrap()
+        .reshape((2, 3, 4))
+        .unwrap();
+    let cls = modeling::encoder::first_token(&x).unwrap();
+    assert!(cls.is_contiguous());
+    assert_eq!(
+        cls.to_vec2::<f32>().unwrap(),
+        vec![vec![0., 1., 2., 3.], vec![12., 13., 14., 15.]]
+    );
+}

@@ -145,20 +145,27 @@ impl AdamW {
     /// while `ls.may_skip()` (an f16 overflow) and stop training otherwise.
     pub fn step_scaled(&mut self, grads: &GradStore, ls: &LossScale) -> Result<StepInfo> {
         let mut sq = 0f64;
+        // Off the CPU each parameter's sum stays on the device and the total is read once: a read
+        // per parameter would wait for the device as many times a step.
+        let mut on_device = Vec::new();
         for s in &self.slots {
             if let Some(g) = grads.get(s.var.as_tensor()) {
-                sq += if g.device().is_cpu() && g.dtype() == candle_core::DType::F32 {
+                if g.device().is_cpu() && g.dtype() == candle_core::DType::F32 {
                     // One pass, no squared copy of every gradient.
-                    g.contiguous()?
+                    sq += g
+                        .contiguous()?
                         .apply_op1_no_bwd(&SumSquares)?
-                        .to_scalar::<f64>()?
+                        .to_scalar::<f64>()?;
                 } else {
-                    g.sqr()?
-                        .sum_all()?
-                        .to_dtype(candle_core::DType::F64)?
-                        .to_scalar::<f64>()?
-                };
+                    on_device.push(g.to_dtype(candle_core::DType::F32)?.sqr()?.sum_all()?);
+                }
             }
+        }
+        if !on_device.is_empty() {
+            sq += Tensor::stack(&on_device, 0)?
+                .sum_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
         }
         let norm = sq.sqrt() / ls.scale;
         if !norm.is_finite() && ls.may_skip() {
@@ -388,6 +395,36 @@ mod tests {
             assert!(ob.step_scaled(&inf.backward().unwrap(), &ls).is_err());
             ls = LossScale::new(Precision::F16);
         }
+    }
+
+    #[test]
+    fn the_norm_summed_off_the_fast_path_is_the_same() {
+        // f64 gradients take the path other devices take (per-parameter sums kept as tensors, one
+        // read); f32 ones on the CPU the fused pass. Both see the same clipping norm.
+        let norm = |dtype: candle_core::DType| -> f64 {
+            let vars: Vec<(String, Var)> = [vec![3f32, -4.0], vec![12f32]]
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let t = Tensor::new(v, &Device::Cpu)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap();
+                    (format!("p{i}"), Var::from_tensor(&t).unwrap())
+                })
+                .collect();
+            let mut opt = AdamW::new(vars.clone(), AdamWConfig::default()).unwrap();
+            opt.fused = false;
+            let loss = vars
+                .iter()
+                .map(|(_, v)| (v.as_tensor().sqr().unwrap().sum_all().unwrap() * 0.5).unwrap())
+                .reduce(|a, b| (a + b).unwrap())
+                .unwrap();
+            opt.step(&loss.backward().unwrap()).unwrap().grad_norm
+        };
+        // The gradients are the values themselves: (3, -4, 12), norm 13.
+        assert!((norm(candle_core::DType::F32) - 13.0).abs() < 1e-9);
+        assert!((norm(candle_core::DType::F64) - 13.0).abs() < 1e-9);
     }
 
     #[test]
