@@ -186,19 +186,38 @@ pub fn softmax_t(x: &Tensor, train: bool) -> Result<Tensor> {
 /// Dropout masks from a shared seeded RNG. The trainer reseeds it at every step from (seed, step), so a
 /// run is reproducible and a resumed run draws the same masks as an uninterrupted one.
 #[derive(Debug, Clone)]
-pub struct DropoutRng(Arc<Mutex<StdRng>>);
+pub struct DropoutRng(Arc<Mutex<Draws>>);
+
+#[derive(Debug)]
+struct Draws {
+    rng: StdRng,
+    /// Whether a GPU's own generator was seeded from `rng` since the last reseed.
+    device_seeded: bool,
+}
 
 impl Default for DropoutRng {
     fn default() -> Self {
-        Self(Arc::new(Mutex::new(StdRng::seed_from_u64(0))))
+        Self(Arc::new(Mutex::new(Draws {
+            rng: StdRng::seed_from_u64(0),
+            device_seeded: false,
+        })))
     }
 }
 
 impl DropoutRng {
     pub fn reseed(&self, seed: u64) {
-        if let Ok(mut rng) = self.0.lock() {
-            *rng = StdRng::seed_from_u64(seed);
+        if let Ok(mut d) = self.0.lock() {
+            *d = Draws {
+                rng: StdRng::seed_from_u64(seed),
+                device_seeded: false,
+            };
         }
+    }
+
+    fn draws(&self) -> Result<std::sync::MutexGuard<'_, Draws>> {
+        self.0
+            .lock()
+            .map_err(|_| crate::Error::Msg("dropout RNG poisoned".into()))
     }
 
     /// The hashed dropout of the next `apply` on the CPU, for a fused kernel that applies it itself
@@ -207,12 +226,8 @@ impl DropoutRng {
         if !train || p <= 0.0 {
             return Ok(None);
         }
-        let mut rng = self
-            .0
-            .lock()
-            .map_err(|_| crate::Error::Msg("dropout RNG poisoned".into()))?;
         Ok(Some(kernels::ops::Dropout {
-            seed: rng.random::<u64>(),
+            seed: self.draws()?.rng.random::<u64>(),
             p: p as f32,
         }))
     }
@@ -222,14 +237,11 @@ impl DropoutRng {
         if !train || p <= 0.0 {
             return Ok(x.clone());
         }
-        let mut rng = self
-            .0
-            .lock()
-            .map_err(|_| crate::Error::Msg("dropout RNG poisoned".into()))?;
+        let mut d = self.draws()?;
         if x.device().is_cpu() {
             // A fresh seed per call; the mask itself is a hash of (seed, index), never stored.
             let op = kernels::ops::Dropout {
-                seed: rng.random::<u64>(),
+                seed: d.rng.random::<u64>(),
                 p: p as f32,
             };
             // The kernel is f32: half-precision activations go through it (the same mask either way).
@@ -240,22 +252,15 @@ impl DropoutRng {
                 .apply_op1(op)?
                 .to_dtype(dt)?);
         }
-        let n = x.elem_count();
-        let scale = (1.0 / (1.0 - p)) as f32;
-        // Compare raw u32 draws against a threshold: cheaper than drawing floats.
-        let threshold = (p * u32::MAX as f64) as u32;
-        let mask: Vec<f32> = {
-            (0..n)
-                .map(|_| {
-                    if rng.random::<u32>() < threshold {
-                        0.0
-                    } else {
-                        scale
-                    }
-                })
-                .collect()
-        };
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        // Elsewhere the device draws the mask itself: drawn on the host, it would be one RNG draw per
+        // element and an upload (about 143 MB a RoBERTa-tiny step at b32 s128). Its generator is
+        // seeded from ours once per reseed, so a step's masks still follow from (seed, step).
+        if !d.device_seeded {
+            x.device().set_seed(d.rng.random::<u64>())?;
+            d.device_seeded = true;
+        }
+        let keep = Tensor::rand(0f32, 1f32, x.shape(), x.device())?.ge(p)?;
+        let mask = (keep.to_dtype(x.dtype())? * (1.0 / (1.0 - p)))?;
         Ok((x * mask)?)
     }
 }
