@@ -5,8 +5,8 @@
 //! form it replaces; other devices keep candle's own ops. Built with CUDA, `cuda` sets up a device.
 //!
 //! The only crate with `unsafe`: the instruction-set kernels (`x86`, one file per instruction set),
-//! the attention op's writes into disjoint columns of a shared output, and the CUDA device's set-up. Every `unsafe` block says
-//! why it is sound, and every `unsafe fn` what its caller must guarantee.
+//! the attention op's writes into disjoint columns of a shared output, and the CUDA device's set-up.
+//! Every `unsafe` block says why it is sound, and every `unsafe fn` what its caller must guarantee.
 #![allow(unsafe_code)]
 
 pub mod adamw;
