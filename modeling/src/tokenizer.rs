@@ -8,7 +8,7 @@ use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{AddedToken, Tokenizer, TruncationParams, TruncationStrategy};
+use tokenizers::{AddedToken, ModelWrapper, Tokenizer, TruncationParams, TruncationStrategy};
 
 use crate::{Error, Result};
 
@@ -146,6 +146,13 @@ impl TextTokenizer {
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
+    }
+
+    /// Whether the vocabulary is BPE (RoBERTa's and GPT-2's byte-level one marks word starts with
+    /// `Ġ`) rather than WordPiece (which marks continuations `##`). The special tokens do not tell:
+    /// MPNet's WordPiece vocabulary has RoBERTa's `<s>`, `</s>` and `<mask>`.
+    pub fn is_bpe(&self) -> bool {
+        matches!(self.inner.get_model(), ModelWrapper::BPE(_))
     }
 
     /// The id used for padding: `[PAD]` or `<pad>`, else 0.

@@ -174,3 +174,43 @@ fn mlm_candidates_with_a_bert_mlm_head() {
 fn mlm_candidates_with_a_roberta_mlm_head() {
     mlm_path("roberta_mlm", "the cat was on the mat and it was not there");
 }
+
+/// MPNet's vocabulary is WordPiece with RoBERTa's `<s>`/`</s>`/`<mask>`: its whole words (no `##`)
+/// replace words; the special tokens must not be taken for byte-level BPE's.
+#[test]
+fn neighbour_candidates_with_an_mpnet_wordpiece_vocabulary() {
+    let dir = fixture("mpnet_cls");
+    let tok = TextTokenizer::from_file(&dir.join("tokenizer.json"), 64, false).unwrap();
+    assert!(tok.token_to_id("<mask>").is_some() && !tok.is_bpe());
+    let weights =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let emb = weights
+        .into_iter()
+        .find(|(k, _)| k.ends_with("embeddings.word_embeddings.weight"))
+        .unwrap()
+        .1;
+    let t = Teacher {
+        tok: &tok,
+        embeddings: &emb,
+        mlm: None,
+        batch_size: 8,
+    };
+    let ex = vec![Example {
+        text_a: "the film was a wonderful story of a small dog and a big city".into(),
+        text_b: None,
+        label: Label::Class(1),
+    }];
+    let a = run(&ex, &cfg(3, 0.5), 5, &t);
+    assert!(a.neighbour_words > 0);
+    assert!(a.replaced > 0, "no word replaced");
+    assert_eq!(a.examples.len(), 3, "{:?}", a.examples);
+    for v in &a.examples {
+        for w in words(&v.text_a) {
+            assert!(
+                tok.token_to_id(&w).is_some() && !w.starts_with("##"),
+                "`{w}`"
+            );
+            assert!(!w.starts_with('<'), "a special token `{w}` replaced a word");
+        }
+    }
+}

@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Device, Tensor, D};
 
-use crate::Result;
+use crate::{Error, Result};
 use modeling::batch::make_batch;
 use modeling::mlm::MaskedLm;
 use modeling::tokenizer::{Encoded, TextTokenizer};
@@ -22,7 +22,7 @@ impl Vocab {
     pub fn new(tok: &TextTokenizer) -> Result<Self> {
         let specials = tok.special_tokens()?;
         // A byte-level BPE vocabulary marks word starts with `Ġ`; WordPiece marks continuations `##`.
-        let bpe = tok.token_to_id("<mask>").is_some();
+        let bpe = tok.is_bpe();
         let n = tok.vocab_size();
         let (mut allowed, mut text) = (vec![false; n], vec![String::new(); n]);
         for id in 0..n as u32 {
@@ -45,6 +45,13 @@ impl Vocab {
                 allowed[id as usize] = true;
                 text[id as usize] = s;
             }
+        }
+        // Without a single replacement word every variant would equal its sentence and be dropped.
+        if !allowed.contains(&true) {
+            return Err(Error::file(
+                tok.path(),
+                "augment: no vocabulary entry can replace a word (none is a whole word)",
+            ));
         }
         Ok(Self { allowed, text })
     }

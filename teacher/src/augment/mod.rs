@@ -227,7 +227,7 @@ fn word_candidates(
     let plain = t.tok.plain()?;
     let specials = t.tok.special_tokens()?;
     // Byte-level BPE encodes a word differently after a space: encode it as it stands in a sentence.
-    let bpe = t.tok.token_to_id("<mask>").is_some();
+    let bpe = t.tok.is_bpe();
     let max_len = t.tok.max_len();
     let sentence = |ex: usize, is_b: bool| -> &Sentence {
         let (a, b) = &sentences[ex];
