@@ -214,3 +214,28 @@ fn neighbour_candidates_with_an_mpnet_wordpiece_vocabulary() {
         }
     }
 }
+
+/// A vocabulary with no whole word cannot replace any: an error naming the tokenizer file, not a silent
+/// run with no variants.
+#[test]
+fn a_vocabulary_without_whole_words_is_an_error_naming_it() {
+    let d = tempfile::tempdir().unwrap();
+    let vocab = d.path().join("vocab.txt");
+    std::fs::write(&vocab, "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n##a\n##b\n,\n").unwrap();
+    let tok = TextTokenizer::from_file(&vocab, 16, false).unwrap();
+    let emb = Tensor::ones((tok.vocab_size(), 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let t = Teacher {
+        tok: &tok,
+        embeddings: &emb,
+        mlm: None,
+        batch_size: 4,
+    };
+    let ex = examples(3, false);
+    let err = augment(&ex, &cfg(2, 1.0), 1, false, &t)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("vocab.txt") && err.contains("whole word"),
+        "{err}"
+    );
+}
