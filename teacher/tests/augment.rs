@@ -41,6 +41,16 @@ fn embeddings(vars: Vec<(String, candle_core::Var)>) -> Tensor {
         .clone()
 }
 
+/// A teacher without a masked-LM head: embedding neighbours only, `batch` words per matmul.
+fn without_mlm<'a>(tok: &'a TextTokenizer, emb: &'a Tensor, batch: usize) -> Teacher<'a> {
+    Teacher {
+        tok,
+        embeddings: emb,
+        mlm: None,
+        batch_size: batch,
+    }
+}
+
 fn cfg(copies: usize, p: f64) -> AugmentConfig {
     AugmentConfig {
         copies,
@@ -66,12 +76,7 @@ fn words_split_like_bert_basic_tokenizer() {
 fn deterministic_per_seed_and_rate_close_to_p() {
     let d = tempfile::tempdir().unwrap();
     let (tok, emb) = tiny_teacher(d.path());
-    let t = Teacher {
-        tok: &tok,
-        embeddings: &emb,
-        mlm: None,
-        batch_size: 16,
-    };
+    let t = without_mlm(&tok, &emb, 16);
     let ex = examples(40, true);
     let c = cfg(3, 0.4);
     let a = run(&ex, &c, 7, &t);
@@ -104,12 +109,7 @@ fn deterministic_per_seed_and_rate_close_to_p() {
 fn replacements_are_whole_vocabulary_words_other_than_the_original() {
     let d = tempfile::tempdir().unwrap();
     let (tok, emb) = tiny_teacher(d.path());
-    let t = Teacher {
-        tok: &tok,
-        embeddings: &emb,
-        mlm: None,
-        batch_size: 4,
-    };
+    let t = without_mlm(&tok, &emb, 4);
     let ex = examples(30, false);
     let a = run(&ex, &cfg(1, 1.0), 3, &t);
     // copies: 1 at p = 1: one variant per sentence, every word with a letter replaced.
@@ -189,12 +189,7 @@ fn neighbour_candidates_with_an_mpnet_wordpiece_vocabulary() {
         .find(|(k, _)| k.ends_with("embeddings.word_embeddings.weight"))
         .unwrap()
         .1;
-    let t = Teacher {
-        tok: &tok,
-        embeddings: &emb,
-        mlm: None,
-        batch_size: 8,
-    };
+    let t = without_mlm(&tok, &emb, 8);
     let ex = vec![Example {
         text_a: "the film was a wonderful story of a small dog and a big city".into(),
         text_b: None,
@@ -224,12 +219,7 @@ fn a_vocabulary_without_whole_words_is_an_error_naming_it() {
     std::fs::write(&vocab, "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n##a\n##b\n,\n").unwrap();
     let tok = TextTokenizer::from_file(&vocab, 16, false).unwrap();
     let emb = Tensor::ones((tok.vocab_size(), 4), candle_core::DType::F32, &Device::Cpu).unwrap();
-    let t = Teacher {
-        tok: &tok,
-        embeddings: &emb,
-        mlm: None,
-        batch_size: 4,
-    };
+    let t = without_mlm(&tok, &emb, 4);
     let ex = examples(3, false);
     let err = augment(&ex, &cfg(2, 1.0), 1, false, &t)
         .unwrap_err()
