@@ -2,9 +2,10 @@
 # bench/full_data.sh: the full-data results with the large teacher (all-mpnet-base-v2), task by task: the
 # fine-tuned teacher and its targets (`distill teacher configs/TASK.yaml`), the student made of the teacher's
 # bottom four blocks, the RoBERTa-tiny-cased student on the gold labels alone (alpha_kd 0), and the same student
-# distilled from random weights (`distill run configs/TASK.yaml`). The variants reuse the run's fine-tuned teacher
-# and targets (hard links: the stamps then find them fresh), so the teacher is fine-tuned once per task. Every step resumes from `last/`,
-# so the same command continues a cut-off run; finished steps are skipped as fresh. Prints the table at the end.
+# distilled from random weights (`distill run configs/TASK.yaml`). The variants take the fine-tuned teacher and
+# its targets from the machine's cache (`distill cache` lists it), so the teacher is fine-tuned once per task.
+# Every step resumes from `last/`, so the same command continues a cut-off run; finished steps are skipped as
+# fresh. Prints the table at the end.
 #   bash bench/full_data.sh [TASK...]          # default: sst2 cola mrpc stsb
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,20 +13,10 @@ BIN="${DISTILL_BIN:-target/release/distill}"
 TASKS=("$@")
 [ ${#TASKS[@]} -gt 0 ] || TASKS=(sst2 cola mrpc stsb)
 
-# Links the fine-tuned teacher and its targets of runs/TASK into another run folder.
-share_teacher() {
-  local from="$1" to="$2"
-  mkdir -p "$to/teacher" "$to/targets"
-  cp -al "$from/teacher/model" "$to/teacher/" 2>/dev/null || true
-  cp -l "$from/teacher/stamp.json" "$to/teacher/" 2>/dev/null || true
-  cp -l "$from/targets/train.safetensors" "$to/targets/" 2>/dev/null || true
-}
-
 for t in "${TASKS[@]}"; do
   echo "== $t: teacher and its targets"
   "$BIN" teacher "configs/$t.yaml"
   echo "== $t: student made of the teacher's blocks 1-4"
-  share_teacher "runs/$t" "runs/$t-teacher-layers"
   if [ -f "configs/$t-teacher-layers.yaml" ]; then
     "$BIN" run "configs/$t-teacher-layers.yaml"
   else
@@ -35,7 +26,6 @@ for t in "${TASKS[@]}"; do
       --set preflight.allow_casing_mismatch=true
   fi
   echo "== $t: student on the labels alone"
-  share_teacher "runs/$t" "runs/$t-labels"
   "$BIN" run "configs/$t.yaml" --set "output_dir=runs/$t-labels" --set distill.alpha_kd=0
   echo "== $t: RoBERTa-tiny-cased distilled from random weights"
   "$BIN" run "configs/$t.yaml"

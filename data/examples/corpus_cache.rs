@@ -10,7 +10,15 @@ use std::time::Instant;
 use data::corpus::{BuildOptions, CacheStatus, Masker, MaskingConfig, MlmDataset, TokenCache};
 use modeling::TextTokenizer;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+// A `main` returning the error would print `Error: ` and its Debug form; print it as `distill` does.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut max_len = 256;
     if let Some(i) = args.iter().position(|a| a == "--max-seq-len") {

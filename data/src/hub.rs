@@ -155,11 +155,15 @@ fn read_file(spec: &TaskSpec, path: &Path) -> Result<Vec<Example>> {
         crate::tasks::Column::Name(n) if glue_columns(&spec.name).is_none() => n.clone(),
         _ => "label".to_string(),
     };
-    // Class ids map through the file's ClassLabel names when the task's labels have them all, else by
-    // position (GLUE's SST-2 names its classes negative/positive; the task's labels are 0/1).
+    // Class ids map through the file's ClassLabel names when the task's labels (as the files spell them,
+    // or their names: SST-2's 0/1 are negative/positive) have them all, else by position.
+    let shown = spec.label_names();
     let by_name: Option<Vec<usize>> = names.as_ref().and_then(|n| {
         n.iter()
-            .map(|name| spec.labels.iter().position(|l| l == name))
+            .map(|name| {
+                (spec.labels.iter().position(|l| l == name))
+                    .or_else(|| shown.iter().position(|l| l == name))
+            })
             .collect()
     });
     let rows = reader

@@ -112,6 +112,25 @@ impl TaskSpec {
         self.labels.is_empty()
     }
 
+    /// The class names people read, in index order (predictions, `id2label`, the model card): for the
+    /// GLUE tasks whose files hold bare ids, the names of the Hub's `nyu-mll/glue` dataset card (SST-2
+    /// `negative`/`positive`); otherwise the labels as the files spell them (RTE's `entailment`).
+    pub fn label_names(&self) -> Vec<String> {
+        let glue: &[&str] = match self.name.as_str() {
+            "sst2" => &["negative", "positive"],
+            "cola" => &["unacceptable", "acceptable"],
+            "mrpc" => &["not_equivalent", "equivalent"],
+            "qqp" => &["not_duplicate", "duplicate"],
+            "wnli" => &["not_entailment", "entailment"],
+            _ => &[],
+        };
+        if glue.len() == self.labels.len() && self.labels == ["0", "1"] {
+            glue.iter().map(|s| s.to_string()).collect()
+        } else {
+            self.labels.clone()
+        }
+    }
+
     /// Outputs of the model's head: the class count, or 1 for regression.
     pub fn num_outputs(&self) -> usize {
         self.labels.len().max(1)

@@ -23,11 +23,15 @@ pub fn model_card(plan: &Plan, dest: &Path, report: Option<&Report>) -> Result<S
     let task = cfg.task.as_str();
     let shape = modeling::EncoderConfig::from_file(&dest.join("config.json"))?;
     let glue = GLUE.contains(&task);
-    let teacher = cfg.teacher.model.as_str();
-    // A hub id (`owner/name`), not a local folder: only then is it a `base_model` the Hub can link.
-    let hub_teacher = teacher.matches('/').count() == 1
-        && !Path::new(teacher).exists()
-        && !teacher.starts_with('.');
+    // The teacher by its Hub id where it can be known (a local copy of a Hub model included): the card's
+    // `base_model`, which the Hub links; else by its folder's name, never by a path of this machine.
+    let hub_teacher =
+        modeling::ModelSource::parse(&cfg.teacher.model, &cfg.teacher.revision).hub_id();
+    let teacher = hub_teacher.clone().unwrap_or_else(|| {
+        Path::new(&cfg.teacher.model)
+            .file_name()
+            .map_or_else(|| cfg.teacher.model.clone(), |n| n.to_string_lossy().into())
+    });
     let name = dest
         .parent()
         .and_then(|p| p.file_name())
@@ -42,8 +46,8 @@ pub fn model_card(plan: &Plan, dest: &Path, report: Option<&Report>) -> Result<S
         meta["datasets"] = json!(["nyu-mll/glue"]);
         meta["language"] = json!(["en"]);
     }
-    if hub_teacher {
-        meta["base_model"] = json!(teacher);
+    if let Some(id) = &hub_teacher {
+        meta["base_model"] = json!(id);
     }
     if let Some(r) = report {
         let split = if task == "mnli" {

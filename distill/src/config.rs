@@ -1,5 +1,8 @@
 //! The run configuration: YAML -> `--set` overrides -> `${VAR}` expansion -> `RunConfig` (serde, unknown
-//! keys refused) -> `validate()`. Every error names the file and the YAML key.
+//! keys refused) -> `validate()`. Every error names the file (or the `--set` argument) and the YAML key
+//! ([`errors`] words them).
+
+mod errors;
 
 use std::path::{Path, PathBuf};
 
@@ -211,6 +214,12 @@ pub struct TeacherConfig {
     /// states and token-level terms use `model` alone.
     #[serde(default)]
     pub ensemble: Vec<EnsembleMember>,
+    /// Take the fine-tuned teacher and its targets from the machine's cache when another run made them,
+    /// and put them there when this one does (`$DISTILL_CACHE`, else `$XDG_CACHE_HOME/distill`, else
+    /// `~/.cache/distill`; `DISTILL_CACHE=off` turns it off everywhere). `false`: this run's output folder
+    /// alone.
+    #[serde(default = "default_true")]
+    pub cache: bool,
 }
 
 /// One more teacher of `teacher.ensemble`.
@@ -373,10 +382,12 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig> {
 }
 
 /// The loading steps every config type shares: read, `--set` overrides, `${VAR}` expansion, and serde
-/// with errors naming the key.
-pub fn parse<T: serde::de::DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<T> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("config {}", path.display()))?;
+/// with errors naming the key, and the `--set` argument when one put the value there.
+pub fn parse<T: serde::de::DeserializeOwned + JsonSchema>(
+    path: &Path,
+    overrides: &[String],
+) -> Result<T> {
+    let text = errors::read_text(path)?;
     let mut value: Value = serde_yaml::from_str(&text)
         .map_err(|e| anyhow!("config {}: invalid YAML: {e}", path.display()))?;
     if value.is_null() {
@@ -388,20 +399,17 @@ pub fn parse<T: serde::de::DeserializeOwned>(path: &Path, overrides: &[String]) 
             path.display()
         );
     }
+    // The file's own tree, to tell a value the file gave from one a `--set` gave.
+    let file = value.clone();
     for o in overrides {
         apply_override(&mut value, o).with_context(|| format!("--set {o}"))?;
     }
+    // Before `${VAR}` expansion, which changes strings only: what the file and the `--set`s wrote.
+    let written = value.clone();
     expand_env(&mut value, "").with_context(|| format!("config {}", path.display()))?;
     // serde_path_to_error names the key (`train.epochs`) that serde_yaml alone would not.
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let key = e.path().to_string();
-        let key = if key == "." {
-            String::new()
-        } else {
-            format!("{key}: ")
-        };
-        anyhow!("config {}: {key}{}", path.display(), e.inner())
-    })
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| errors::explain::<T>(path, &file, &written, overrides, &e))
 }
 
 /// Sets `a.b.c=value` in a YAML tree; the value is parsed as YAML (so numbers stay numbers).

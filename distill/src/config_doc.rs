@@ -17,7 +17,8 @@ pub fn markdown() -> String {
          the config types and their doc comments (`distill/src/config_doc.rs`); a test fails when it is \
          out of date, and `DISTILL_WRITE_DOCS=1 cargo test -p distill --test configuration` rewrites it.\n\n\
          Unknown keys are refused with the key named and the expected keys listed. `--set key.path=value` \
-         overrides any key from the command line (the value is read as YAML), and `${VAR}` / \
+         overrides any key from the command line (the value is read as YAML; a section's keys are set one \
+         at a time, `--set train.epochs=5`), and `${VAR}` / \
          `${VAR:-default}` in strings expand from the environment. A key nested in a section is written \
          with dots (`train.epochs`); `[]` marks the items of a list of sections.\n\n",
     );
@@ -93,8 +94,8 @@ fn section(
 }
 
 /// The schema a property stands for: through `$ref`, and through `anyOf` / `oneOf` with `null` (an
-/// optional value).
-fn resolve<'a>(root: &'a Value, v: &'a Value) -> &'a Value {
+/// optional value). Config errors use it too, to name a section's keys.
+pub(crate) fn resolve<'a>(root: &'a Value, v: &'a Value) -> &'a Value {
     if let Some(r) = v.get("$ref").and_then(Value::as_str) {
         let name = r.rsplit('/').next().unwrap_or_default();
         if let Some(t) = root.get("$defs").and_then(|d| d.get(name)) {

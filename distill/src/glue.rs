@@ -132,10 +132,12 @@ fn run_task(task: &str, a: &GlueArgs) -> Result<Outcome> {
             reason: format!("no training data at {}", train_file.display()),
         });
     }
-    let _lock = plan.lock()?;
     if plan.spec().name == "wnli" {
+        let _lock = plan.lock()?;
         return majority(&plan, a);
     }
+    crate::check::config_alone(&plan)?;
+    let _lock = plan.lock()?;
     let report = crate::pipeline::run_all(&plan)?;
     let submission = predict_test(&plan, a).context("test-set predictions")?;
     Ok(Outcome::Done {

@@ -3,7 +3,9 @@
 
 pub mod augment;
 pub mod bench;
+pub mod cache_cmd;
 pub mod card;
+pub mod check;
 pub mod config;
 pub mod config_doc;
 pub mod device;

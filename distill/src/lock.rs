@@ -1,9 +1,11 @@
 //! One writer per output folder. Every command that writes under a folder holds an advisory lock (`flock`,
 //! through std's `File::try_lock`) on `FOLDER/.distill.lock` for as long as it runs; a second writer is
-//! refused at once, before it changes anything, with the holder's PID and command line. Readers of an
-//! export (`predict`, `serve`) hold a shared lock on it, so the folder cannot be replaced under them. The
-//! kernel drops a lock when its holder exits, however it exits, so a killed run never leaves a stale lock
-//! behind and the next run resumes as usual.
+//! refused at once, before it changes anything, with the holder's PID and command line. A model folder
+//! that `export` replaces is locked beside it (`.NAME.distill.lock` in its parent), never inside, so that
+//! the folder holds only what a Hub upload should carry. Readers (`predict`, `serve`) write nothing: they
+//! hold a shared lock on that file when an export made one, so the folder cannot be replaced under them.
+//! The kernel drops a lock when its holder exits, however it exits, so a killed run never leaves a stale
+//! lock behind and the next run resumes as usual.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -37,13 +39,23 @@ impl Lock {
         Self::exclusive(&PathBuf::from(name), path)
     }
 
-    /// A reader's shared lock on the model folder `dir`: any number of readers, no writer. `None` when the
-    /// folder has no lock file and none can be made (a read-only copy, which no writer can replace either).
+    /// The exclusive lock of a writer that replaces the model folder `dir` (an export): on
+    /// `.NAME.distill.lock` beside it, created if missing.
+    pub fn replacing(dir: &Path) -> Result<Lock> {
+        let beside = beside(dir);
+        if let Some(d) = beside.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(d).with_context(|| format!("{}", d.display()))?;
+        }
+        Self::exclusive(&beside, dir)
+    }
+
+    /// A reader's shared lock on the model folder `dir`: any number of readers, no writer. `None` when no
+    /// writer ever made the lock file beside the folder (nothing of distill's replaces it) or it cannot be
+    /// opened; a reader creates no file.
     pub fn reader(dir: &Path) -> Result<Option<Lock>> {
-        let path = dir.join(LOCK_FILE);
-        let file = match open(&path).or_else(|_| File::open(&path)) {
-            Ok(f) => f,
-            Err(_) => return Ok(None),
+        let path = beside(dir);
+        let Ok(file) = File::open(&path) else {
+            return Ok(None);
         };
         match file.try_lock_shared() {
             Ok(()) => Ok(Some(Lock { _file: file })),
@@ -73,6 +85,15 @@ impl Lock {
             }
         }
     }
+}
+
+/// `PARENT/.NAME.distill.lock`, the lock file of the model folder `PARENT/NAME`.
+fn beside(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    dir.with_file_name(format!(".{name}{LOCK_FILE}"))
 }
 
 fn open(path: &Path) -> std::io::Result<File> {
@@ -165,14 +186,21 @@ mod tests {
     #[test]
     fn readers_share_and_keep_writers_out() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Lock::reader(dir.path()).unwrap().unwrap();
-        let b = Lock::reader(dir.path()).unwrap().unwrap();
-        assert!(Lock::folder(dir.path()).is_err());
+        let model = dir.path().join("export");
+        std::fs::create_dir(&model).unwrap();
+        // No writer ever replaced it: a reader locks nothing and writes nothing.
+        assert!(Lock::reader(&model).unwrap().is_none());
+        drop(Lock::replacing(&model).unwrap());
+        let a = Lock::reader(&model).unwrap().unwrap();
+        let b = Lock::reader(&model).unwrap().unwrap();
+        assert!(Lock::replacing(&model).is_err());
         drop((a, b));
-        let w = Lock::folder(dir.path()).unwrap();
-        let err = Lock::reader(dir.path()).unwrap_err().to_string();
+        let w = Lock::replacing(&model).unwrap();
+        let err = Lock::reader(&model).unwrap_err().to_string();
         assert!(err.contains("is being written by"), "{err}");
         drop(w);
+        assert_eq!(std::fs::read_dir(&model).unwrap().count(), 0);
+        assert!(dir.path().join(".export.distill.lock").is_file());
     }
 
     #[test]

@@ -10,7 +10,8 @@ use distill::device::{rank_device, select_device};
 use distill::pipeline;
 use distill::plan::Plan;
 use distill::{
-    bench, config, encode, fill_mask, glue, predict, pretrain, pretrain_config, ranks, serve, sweep,
+    bench, cache_cmd, config, encode, fill_mask, glue, predict, pretrain, pretrain_config, ranks,
+    serve, sweep,
 };
 use std::rc::Rc;
 use train::dist::Group;
@@ -168,6 +169,9 @@ enum Command {
     Encode(encode::EncodeArgs),
     /// Measure training and inference speed on synthetic batches (see bench/run.sh for the baseline).
     Bench(bench::BenchArgs),
+    /// List or remove the machine's cached fine-tuned teachers and targets ($DISTILL_CACHE, else
+    /// ~/.cache/distill).
+    Cache(cache_cmd::CacheArgs),
 }
 
 /// glibc returns big freed buffers to the kernel at once and page-faults them back on the next
@@ -286,6 +290,7 @@ fn dispatch(cmd: Command) -> Result<()> {
     match cmd {
         Command::Run { args, json } => {
             let p = plan("run", &args)?;
+            distill::check::config_alone(&p)?;
             let _lock = p.lock()?;
             print_report(&pipeline::run_all(&p)?, json)
         }
@@ -302,6 +307,7 @@ fn dispatch(cmd: Command) -> Result<()> {
                 return teacher_ranks(&args);
             }
             let p = plan("teacher", &args)?;
+            distill::check::config_alone(&p)?;
             if let Some(s) = shard {
                 // Shards share the folder: each one locks only its own file.
                 let (i, n) = parse_shard(&s)?;
@@ -321,6 +327,7 @@ fn dispatch(cmd: Command) -> Result<()> {
         }
         Command::Sweep(a) => {
             let p = plan("sweep", &a)?;
+            distill::check::config_alone(&p)?;
             let _lock = p.lock()?;
             sweep::run(&p).map(|_| ())
         }
@@ -330,6 +337,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             let result = config::load(&args.config, &args.set).and_then(|cfg| {
                 let device = rank_device(&cfg.device, &group)?;
                 let p = Plan::new(cfg, device, group.clone())?;
+                distill::check::config_alone(&p)?;
                 let _lock = p.lock()?;
                 p.train()
             });
@@ -385,5 +393,6 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Serve(a) => serve::run(&a),
         Command::Encode(a) => encode::run(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::Cache(a) => cache_cmd::run(&a),
     }
 }

@@ -11,7 +11,8 @@ use crate::plan::Plan;
 use crate::predict::Runtime;
 use crate::report::{self, Report};
 
-/// Every stage in order, timing each (written to `timings.json`); returns the comparison report.
+/// Every stage in order, timing each (written to `timings.json`); returns the comparison report. The
+/// caller has made `check::config_alone` first.
 pub fn run_all(plan: &Plan) -> Result<Report> {
     let mut times = serde_json::Map::new();
     let mut timed = |name: &str, t0: Instant| {
@@ -19,10 +20,6 @@ pub fn run_all(plan: &Plan) -> Result<Report> {
         tracing::info!("== {name}: {s:.1} s");
         times.insert(name.into(), s.into());
     };
-    // A refusal that the teacher's stage cannot change comes before its hours, not after them.
-    if !plan.cfg().preflight.allow_casing_mismatch {
-        plan.student_preflight()?;
-    }
     let t0 = Instant::now();
     plan.teacher()?;
     timed("teacher", t0);

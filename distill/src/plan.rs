@@ -48,8 +48,9 @@ impl Plan {
     /// The plan of a run of `cfg` on `device`, training in `group` (`Group::single()` alone).
     pub fn new(cfg: RunConfig, device: Device, group: Rc<Group>) -> Result<Self> {
         let spec = cfg.task_spec()?;
+        // The folder is made by the writer's lock (`lock`), after the checks that need no stage: a run
+        // refused at once leaves nothing behind.
         let out = cfg.output_dir.clone();
-        std::fs::create_dir_all(&out).with_context(|| format!("output_dir {}", out.display()))?;
         Ok(Self {
             student_seed: cfg.seed,
             cfg,
@@ -101,7 +102,9 @@ impl Plan {
     /// until dropped.
     pub fn lock(&self) -> Result<Option<Lock>> {
         if self.group.is_main() {
-            Lock::folder(&self.out).map(Some)
+            Lock::folder(&self.out)
+                .with_context(|| format!("output_dir {}", self.out.display()))
+                .map(Some)
         } else {
             Ok(None)
         }
@@ -149,8 +152,9 @@ impl Plan {
         Ok((train, dev))
     }
 
+    /// The class names a model of this task carries (`id2label`): GLUE's names, not its file's ids.
     pub(crate) fn labels(&self) -> Vec<String> {
-        self.spec.labels.clone()
+        self.spec.label_names()
     }
 
     /// The teacher's source files and tokenizer.
@@ -162,6 +166,21 @@ impl Plan {
         let tok =
             TextTokenizer::for_model(&files, self.cfg.data.max_seq_len).context("teacher.model")?;
         Ok((files, tok))
+    }
+
+    /// The machine's cache of fine-tuned teachers and targets, unless `teacher.cache` or
+    /// `DISTILL_CACHE=off` turns it off.
+    pub(crate) fn cache(&self) -> Option<teacher::cache::Cache> {
+        self.cfg
+            .teacher
+            .cache
+            .then(teacher::cache::Cache::from_env)
+            .flatten()
+    }
+
+    /// How cache entries name this run: its task and output folder.
+    pub(crate) fn cache_user(&self) -> String {
+        format!("{} -> {}", self.cfg.task, self.teacher_out.display())
     }
 
     pub(crate) fn teacher_dir(&self) -> PathBuf {

@@ -2,6 +2,7 @@
 //! sequence-classification folder) and prints one JSON object per input: label, its probability (or the
 //! score for regression) and the logits. A tab in an input separates a sentence pair. `--runtime
 //! onnxruntime` runs the folder's ONNX graph in onnxruntime instead of our encoder (see [`Runtime`]).
+//! An empty or whitespace-only input (or side of a pair) is an error naming its argument or FILE:LINE.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -180,25 +181,64 @@ pub fn prediction(row: &[f32], labels: &[String]) -> serde_json::Value {
     serde_json::json!({"label": label, "label_id": k, "score": exp[k] / sum, "logits": row})
 }
 
-pub fn run(a: &PredictArgs) -> Result<()> {
-    let mut inputs = a.texts.clone();
+/// Which part of an input has no text (empty or whitespace only), if any: `text`, or `pair` for the
+/// second text of a pair. Such an input is refused rather than classified: the model would still answer a
+/// confident label, from the special tokens alone (text-embeddings-inference refuses them too).
+pub fn blank_part(text: &str, pair: Option<&str>) -> Option<&'static str> {
+    if text.trim().is_empty() {
+        Some("text")
+    } else if pair.is_some_and(|p| p.trim().is_empty()) {
+        Some("second text of the pair")
+    } else {
+        None
+    }
+}
+
+/// The inputs of `predict`: the text arguments, then the lines of `--file`, each split at its first tab
+/// into a pair. A blank input is an error naming its argument number or FILE:LINE.
+fn read_inputs(a: &PredictArgs) -> Result<Vec<(String, Option<String>)>> {
+    let split = |t: &str| match t.split_once('\t') {
+        Some((x, y)) => (x.to_string(), Some(y.to_string())),
+        None => (t.to_string(), None),
+    };
+    let refuse = |place: String, part: &str| -> anyhow::Error {
+        anyhow::anyhow!(
+            "{place}: the {part} is empty or whitespace only; there is nothing to classify (the model \
+             would answer a label from its special tokens alone)"
+        )
+    };
+    let mut inputs = Vec::new();
+    for (i, t) in a.texts.iter().enumerate() {
+        let (x, y) = split(t);
+        if let Some(part) = blank_part(&x, y.as_deref()) {
+            return Err(refuse(format!("text argument {}", i + 1), part));
+        }
+        inputs.push((x, y));
+    }
     if let Some(f) = &a.file {
         let file = std::fs::File::open(f).with_context(|| format!("{}", f.display()))?;
         for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
             let line = line.with_context(|| format!("{}:{}", f.display(), i + 1))?;
-            inputs.push(line);
+            let (x, y) = split(&line);
+            if let Some(part) = blank_part(&x, y.as_deref()) {
+                return Err(refuse(format!("{}:{}", f.display(), i + 1), part));
+            }
+            inputs.push((x, y));
         }
     }
     if inputs.is_empty() {
         bail!("no input: give texts as arguments or --file");
     }
+    Ok(inputs)
+}
+
+pub fn run(a: &PredictArgs) -> Result<()> {
+    // Checked before the model loads: a bad input costs no load time.
+    let inputs = read_inputs(a)?;
     let p = Predictor::load(&a.model_dir, a.max_len, a.int8, a.runtime)?;
     let enc = inputs
         .iter()
-        .map(|t| match t.split_once('\t') {
-            Some((x, y)) => p.encode(x, Some(y)),
-            None => p.encode(t, None),
-        })
+        .map(|(x, y)| p.encode(x, y.as_deref()))
         .collect::<Result<Vec<_>>>()?;
     if a.time {
         let latency = crate::report::batch1_latency(&p.engine, &enc, p.tok.pad_id())?;

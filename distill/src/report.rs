@@ -526,7 +526,7 @@ pub fn compare(
         dev_examples: sets[0].1.len(),
         device: format!("{:?}", p.device()),
         runtime: runtime_name,
-        labels: p.spec().labels.clone(),
+        labels: p.labels(),
         batch_size: p.cfg().teacher.batch_size,
         bootstrap: cfg,
         retained_percent,

@@ -5,10 +5,12 @@
 //! queue; a single inference thread (a std thread: the forward is CPU-bound and blocking) takes the first
 //! request, then whatever else arrives within `--max-wait-ms`, up to `--max-batch` examples, runs one
 //! forward over all of them and answers each request through its oneshot. Concurrent requests thus share
-//! forwards; `/stats` counts requests, batches and examples so that this can be checked.
+//! forwards; `/stats` counts requests, batches and examples so that this can be checked. A request of more
+//! than `--max-batch` texts runs alone, as several forwards of at most `--max-batch`.
 //!
 //! Every error is JSON `{"error": "..."}`: 400 for a body that is not JSON, 413 past `--max-body-bytes` or
-//! `--max-texts`, 422 for JSON of the wrong shape, 404/405 for unknown routes and methods. SIGINT/SIGTERM
+//! `--max-texts`, 422 for JSON of the wrong shape or an empty (whitespace-only) input, 404/405 for unknown
+//! routes and methods. SIGINT/SIGTERM
 //! stop accepting, let in-flight requests finish, then exit 0.
 
 mod batch;

@@ -9,10 +9,14 @@ use candle_core::Tensor;
 use data::{hash_examples, Example};
 use modeling::infer;
 use modeling::io::hash_files;
-use modeling::{Classifier, ModelFiles, ModelKind, ModelSource, TextTokenizer};
+use modeling::{Classifier, EncoderConfig, ModelFiles, ModelSource, TextTokenizer};
 use teacher::{Fingerprint, Targets};
 
 use crate::plan::{shard_range, tokenise, Plan};
+
+/// The cache's kinds of entry: fine-tuned teacher folders, and training targets.
+const TEACHERS: &str = "teachers";
+const TARGETS: &str = "targets";
 use crate::preflight;
 use crate::stamp::{
     check_stamp, read_stamp, write_stamp, write_stamp_as, Freshness, StudentStamp, TeacherStamp,
@@ -25,16 +29,10 @@ impl Plan {
         self.load_teacher(true)
     }
 
-    /// `teacher_model`; without `may_finetune`, a teacher that needs fine-tuning is an error instead (a
-    /// shard of the targets runs beside the other shards, which must not all fine-tune one folder).
-    fn load_teacher(&self, may_finetune: bool) -> Result<(Classifier, TextTokenizer, ModelFiles)> {
-        let (files, tok) = self.teacher_source()?;
-        let n = self.spec().num_outputs();
-        let (model, report) = Classifier::load(&files, Some(n), self.cfg().seed, self.device())
-            .context("teacher.model")?;
-        tok.check_vocab(model.config.vocab_size, &files.config)
-            .context("teacher.model")?;
-        let (max_tokens, n_layers) = (model.config.max_tokens(), model.config.num_hidden_layers);
+    /// The teacher of shape `shape` (from `files`) reads inputs of `data.max_seq_len` tokens and has the
+    /// layers `teacher.hidden_layers` names.
+    pub(crate) fn teacher_fits(&self, shape: &EncoderConfig, files: &ModelFiles) -> Result<()> {
+        let (max_tokens, n_layers) = (shape.max_tokens(), shape.num_hidden_layers);
         if self.cfg().data.max_seq_len > max_tokens {
             bail!(
                 "data.max_seq_len: {} exceeds the {max_tokens} positions of the teacher ({})",
@@ -51,6 +49,19 @@ impl Plan {
         {
             bail!("teacher.hidden_layers: layer {l} does not exist (the teacher has layers 0..={n_layers}, 0 = embeddings)");
         }
+        Ok(())
+    }
+
+    /// `teacher_model`; without `may_finetune`, a teacher that needs fine-tuning is an error instead (a
+    /// shard of the targets runs beside the other shards, which must not all fine-tune one folder).
+    fn load_teacher(&self, may_finetune: bool) -> Result<(Classifier, TextTokenizer, ModelFiles)> {
+        let (files, tok) = self.teacher_source()?;
+        let n = self.spec().num_outputs();
+        let (model, report) = Classifier::load(&files, Some(n), self.cfg().seed, self.device())
+            .context("teacher.model")?;
+        tok.check_vocab(model.config.vocab_size, &files.config)
+            .context("teacher.model")?;
+        self.teacher_fits(&model.config, &files)?;
         if report.has_head {
             return Ok((model, tok, files));
         }
@@ -71,70 +82,143 @@ impl Plan {
         };
         let dir = self.teacher_dir();
         let stage = self.teacher_out().join("teacher");
-        match check_stamp(&stage, &stamp) {
-            Freshness::Fresh if dir.join("model.safetensors").is_file() => {
-                tracing::info!("teacher: fine-tuned teacher in {} is fresh", dir.display());
+        let cache = self.cache();
+        let key = teacher::cache::key(&stamp);
+        // Whoever computes or publishes the entry holds its lock: a second run waits, then takes it.
+        let _computing = match &cache {
+            Some(c) => Some(c.computing(TEACHERS, &key)?),
+            None => None,
+        };
+        let what = format!(
+            "{} fine-tuned on {}",
+            self.cfg().teacher.model,
+            self.spec().name
+        );
+        let fresh = check_stamp(&stage, &stamp);
+        if matches!(fresh, Freshness::Fresh) && dir.join("model.safetensors").is_file() {
+            tracing::info!("teacher: fine-tuned teacher in {} is fresh", dir.display());
+            if let Some(c) = cache.as_ref().filter(|c| !c.has(TEACHERS, &key)) {
+                self.publish(c, TEACHERS, &key, &what, &stamp, &dir)?;
             }
-            fresh => {
-                if !may_finetune {
-                    bail!(
-                        "teacher: {} has no task head and no fresh fine-tuned copy in {}; run `distill teacher CONFIG --finetune-only` once before the shards",
-                        self.cfg().teacher.model,
-                        dir.display()
-                    );
-                }
-                if let Freshness::Stale(why) = fresh {
-                    tracing::info!("teacher: redoing fine-tuning ({why})");
-                    let _ = std::fs::remove_dir_all(stage.join("finetune").join("last"));
-                }
-                tracing::info!(
-                    "teacher: {} has no task head; fine-tuning it on {} first",
+        } else if let Some(entry) = cache
+            .as_ref()
+            .and_then(|c| c.get(TEACHERS, &key, &self.cache_user()))
+        {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+            }
+            entry.link_into(&dir)?;
+            write_stamp(&stage, &stamp)?;
+            tracing::info!(
+                "teacher: took the fine-tuned teacher from the cache ({}, first made for {}); nothing to fine-tune",
+                entry.dir.display(),
+                entry.manifest.configs.first().map_or("?", String::as_str)
+            );
+        } else {
+            if !may_finetune {
+                bail!(
+                    "teacher: {} has no task head and no fresh fine-tuned copy in {}; run `distill teacher CONFIG --finetune-only` once before the shards",
                     self.cfg().teacher.model,
-                    self.spec().name
+                    dir.display()
                 );
-                let (train, dev) = self.read_data()?;
-                let tr = tokenise(&tok, &train)?;
-                let dv = tokenise(&tok, &dev)?;
-                let labels = self.labels();
-                let data = train::classify::ClassifyData {
-                    train: &tr.ids,
-                    train_labels: &tr.labels,
-                    dev: &dv.ids,
-                    dev_labels: &dv.labels,
-                    pad_id: tok.pad_id(),
-                    metric: self.spec().metric,
-                    label_names: &labels,
-                    group: None,
-                    tensorboard: Some(&self.tensorboard_dir("teacher")),
-                };
-                let ft = teacher::finetune::FinetuneConfig {
-                    settings: self.cfg().teacher.finetune.clone(),
-                    seed: self.cfg().seed,
-                    eval_batch_size: self.cfg().teacher.batch_size,
-                };
-                let rep = teacher::finetune::finetune(&model, &data, &ft, &stage.join("finetune"))?;
-                if let Some(b) = &rep.best {
-                    tracing::info!(
-                        "teacher: best dev {} at step {}",
-                        b.scores.summary(),
-                        b.step
-                    );
-                }
-                let lower = files.lowercase();
-                modeling::export::export(
-                    &stage.join("finetune").join("best"),
-                    &tok,
-                    model.config.kind(),
-                    lower,
-                    &dir,
-                )?;
-                write_stamp(&stage, &stamp)?;
+            }
+            if let Freshness::Stale(why) = fresh {
+                tracing::info!("teacher: redoing fine-tuning ({why})");
+                let _ = std::fs::remove_dir_all(stage.join("finetune").join("last"));
+            }
+            self.finetune_teacher(&model, &tok, &stage)?;
+            write_stamp(&stage, &stamp)?;
+            if let Some(c) = &cache {
+                self.publish(c, TEACHERS, &key, &what, &stamp, &dir)?;
             }
         }
         let ft_files = ModelSource::Local(dir.clone()).resolve(false)?;
         let tok = TextTokenizer::for_model(&ft_files, self.cfg().data.max_seq_len)?;
         let (model, _) = Classifier::load(&ft_files, Some(n), self.cfg().seed, self.device())?;
         Ok((model, tok, ft_files))
+    }
+
+    /// Fine-tunes the head-less `model` on the task (checkpoints under `stage/finetune`, resumed from
+    /// `last/`) and exports its best dev checkpoint as the teacher folder.
+    fn finetune_teacher(
+        &self,
+        model: &Classifier,
+        tok: &TextTokenizer,
+        stage: &Path,
+    ) -> Result<()> {
+        tracing::info!(
+            "teacher: {} has no task head; fine-tuning it on {} first",
+            self.cfg().teacher.model,
+            self.spec().name
+        );
+        let (train, dev) = self.read_data()?;
+        let tr = tokenise(tok, &train)?;
+        let dv = tokenise(tok, &dev)?;
+        let labels = self.labels();
+        let data = train::classify::ClassifyData {
+            train: &tr.ids,
+            train_labels: &tr.labels,
+            dev: &dv.ids,
+            dev_labels: &dv.labels,
+            pad_id: tok.pad_id(),
+            metric: self.spec().metric,
+            label_names: &labels,
+            group: None,
+            tensorboard: Some(&self.tensorboard_dir("teacher")),
+        };
+        let ft = teacher::finetune::FinetuneConfig {
+            settings: self.cfg().teacher.finetune.clone(),
+            seed: self.cfg().seed,
+            eval_batch_size: self.cfg().teacher.batch_size,
+        };
+        let rep = teacher::finetune::finetune(model, &data, &ft, &stage.join("finetune"))?;
+        if let Some(b) = &rep.best {
+            tracing::info!(
+                "teacher: best dev {} at step {}",
+                b.scores.summary(),
+                b.step
+            );
+        }
+        modeling::export::export(
+            &stage.join("finetune").join("best"),
+            tok,
+            &self.teacher_dir(),
+        )?;
+        Ok(())
+    }
+
+    /// Puts the files of `from` (a folder, or one file) in the cache as `kind/key`, computed from
+    /// `inputs`. A cache that cannot take it (a full disk) costs the run nothing: it says so and goes on
+    /// with its own copy.
+    fn publish<T: serde::Serialize>(
+        &self,
+        cache: &teacher::cache::Cache,
+        kind: &str,
+        key: &str,
+        what: &str,
+        inputs: &T,
+        from: &Path,
+    ) -> Result<()> {
+        let files: Vec<PathBuf> = if from.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(from)
+                .with_context(|| format!("{}", from.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            v.sort();
+            v
+        } else {
+            vec![from.to_path_buf()]
+        };
+        let inputs = serde_json::to_value(inputs)?;
+        match cache.put(kind, key, what, inputs, &files, &self.cache_user()) {
+            Ok(e) => tracing::info!("cache: put {what} in {}", e.dir.display()),
+            Err(e) => tracing::warn!(
+                "cache: could not put {what} in {}: {e}; this run goes on with its own copy",
+                cache.root().display()
+            ),
+        }
+        Ok(())
     }
 
     /// Stage 1: the teacher's targets for the training set, reused when their fingerprint matches.
@@ -147,8 +231,38 @@ impl Plan {
         let mlm = crate::augment::load_mlm(self)?;
         fp.augment = crate::augment::fingerprint(self, mlm.as_ref());
         let path = self.targets_path();
+        let cache = self.cache();
+        let key = teacher::cache::key(&fp);
+        let _computing = match &cache {
+            Some(c) => Some(c.computing(TARGETS, &key)?),
+            None => None,
+        };
+        let what = format!(
+            "targets of {} on {} ({} examples)",
+            self.cfg().teacher.model,
+            self.spec().name,
+            train.len()
+        );
         if let Some(t) = fresh_targets(&path, &fp) {
+            if let Some(c) = cache.as_ref().filter(|c| !c.has(TARGETS, &key)) {
+                self.publish(c, TARGETS, &key, &what, &fp, &path)?;
+            }
             return Ok(t);
+        }
+        if let Some(entry) = cache
+            .as_ref()
+            .and_then(|c| c.get(TARGETS, &key, &self.cache_user()))
+        {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            entry.link_into(dir)?;
+            if let Some(t) = fresh_targets(&path, &fp) {
+                tracing::info!(
+                    "targets: took them from the cache ({}, first made for {}); nothing to compute",
+                    entry.dir.display(),
+                    entry.manifest.configs.first().map_or("?", String::as_str)
+                );
+                return Ok(t);
+            }
         }
         self.preflight_teacher(&model, &tok)?;
         let augmented = if self.cfg().augment.copies > 0 {
@@ -158,7 +272,11 @@ impl Plan {
         };
         drop(mlm);
         let all: Vec<Example> = train.iter().chain(&augmented).cloned().collect();
-        self.compute_targets(&model, &tok, &all, fp, &path, augmented)
+        let targets = self.compute_targets(&model, &tok, &all, fp.clone(), &path, augmented)?;
+        if let Some(c) = &cache {
+            self.publish(c, TARGETS, &key, &what, &fp, &path)?;
+        }
+        Ok(targets)
     }
 
     /// Sharded targets do not carry augmented examples (yet): refuse rather than drop them silently.
@@ -290,7 +408,7 @@ impl Plan {
             tokenizer: hash_files(&[tok.path()])?,
             max_seq_len: self.cfg().data.max_seq_len,
             dataset: hash_examples(train),
-            head: format!("{}:{}", model.num_labels, self.labels().join(",")),
+            head: format!("{}:{}", model.num_labels, self.spec().labels.join(",")),
             hidden_layers: t.hidden_layers.clone(),
             pooling: format!("{:?}", t.pooling),
             ensemble: self.ensemble_fingerprint(files)?,
@@ -464,16 +582,6 @@ impl Plan {
         last.context("no stage ran")
     }
 
-    /// The student's preflight check (its tokenizer's casing against the training texts), on its own:
-    /// `distill run` makes it before the teacher's hours, which it does not depend on.
-    pub fn student_preflight(&self) -> Result<()> {
-        // Only the casing refusal: unreadable data or tokenizer files are the stages' to report, in order.
-        let (Ok((train, _)), Ok(tok)) = (self.read_data(), self.student_tokenizer()) else {
-            return Ok(());
-        };
-        student_casing(self, &tok, &train)
-    }
-
     /// One training stage: the run's `distill` and `train` sections (a stage's, under `stages:`).
     fn train_stage(&self, stop: &dyn Fn(usize) -> bool) -> Result<train::TrainReport> {
         let d = &self.cfg().distill;
@@ -626,18 +734,8 @@ impl Plan {
         let best = self.student_dir().join("best");
         let tok = self.student_tokenizer()?;
         // Replacing the folder waits for no reader: a `serve` or `predict` on it holds a shared lock.
-        let _readers_out = if dest.is_dir() {
-            Some(crate::lock::Lock::folder(&dest)?)
-        } else {
-            None
-        };
-        let kind = match self.cfg().student.model_type.as_deref() {
-            Some("roberta") => ModelKind::Roberta,
-            _ => modeling::EncoderConfig::from_file(&best.join("config.json"))
-                .map(|c| c.kind())
-                .unwrap_or(ModelKind::Bert),
-        };
-        modeling::export::export(&best, &tok, kind, self.cfg().student.lowercase, &dest)?;
+        let _readers_out = crate::lock::Lock::replacing(&dest)?;
+        modeling::export::export(&best, &tok, &dest)?;
         // The run's comparison, when `compare` has written one, fills the card's table and model-index.
         let report: Option<crate::report::Report> =
             std::fs::read_to_string(self.out().join("report.json"))
@@ -683,7 +781,7 @@ fn fresh_targets(path: &Path, fp: &Fingerprint) -> Option<Targets> {
 }
 
 /// The student tokenizer's casing against the training texts (`preflight.allow_casing_mismatch`).
-fn student_casing(plan: &Plan, tok: &TextTokenizer, train: &[Example]) -> Result<()> {
+pub(crate) fn student_casing(plan: &Plan, tok: &TextTokenizer, train: &[Example]) -> Result<()> {
     let texts: Vec<&str> = train
         .iter()
         .flat_map(|e| std::iter::once(e.text_a.as_str()).chain(e.text_b.as_deref()))

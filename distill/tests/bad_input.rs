@@ -49,6 +49,7 @@ fn good_run() -> &'static Path {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bad_input_good_run");
         let _ = std::fs::remove_dir_all(&dir);
         let o = Command::new(env!("CARGO_BIN_EXE_distill"))
+            .env("DISTILL_CACHE", "off")
             .args(["run", "configs/tiny.yaml", "--set"])
             .arg(format!("output_dir={}", dir.display()))
             .current_dir(root())
@@ -295,6 +296,7 @@ fn check(name: &str, c: Case) {
         );
     }
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_distill"));
+    cmd.env("DISTILL_CACHE", "off");
     cmd.args(&c.args)
         .current_dir(c.cwd.clone().unwrap_or_else(root))
         .env("NO_COLOR", "1");
@@ -506,7 +508,9 @@ cases! {
         let mut bytes = tiny_yaml().into_bytes();
         bytes.extend_from_slice(b"# caf\xe9 \xff\n");
         let c = sb.write("latin1.yaml", bytes);
-        with_config(&sb, "run", &c, &[]).expect(&["latin1.yaml", "UTF-8"])
+        // FILE:LINE:COLUMN of the first bad byte (after `# caf`), as an editor would point at it.
+        let at = format!("latin1.yaml:{}:6: not valid UTF-8 (byte 0xE9", tiny_yaml().lines().count() + 1);
+        with_config(&sb, "run", &c, &[]).expect(&[&at])
     };
     config_file_missing: |sb| {
         let c = sb.s("no-such.yaml");
@@ -543,7 +547,23 @@ cases! {
     map_for_a_string: |sb| on_good(&sb, "run", &["task={name: sst2}"]).expect(&["task: invalid type: map"]);
     map_for_a_path: |sb| on_good(&sb, "run", &["teacher.model={path: x}"]).expect(&["teacher.model: invalid type: map"]);
     list_for_a_path: |sb| on_good(&sb, "run", &["data.dir=[a, b]"]).expect(&["data.dir: invalid type: sequence"]);
-    number_for_a_section: |sb| on_good(&sb, "run", &["distill=3"]).expect(&["distill: invalid type: integer"]);
+    number_for_a_section: |sb| on_good(&sb, "run", &["distill=3"])
+        .expect(&["--set distill=3: `distill` is a section whose keys are set one at a time, e.g. `--set distill.alpha_kd=3`", "temperature"])
+        .reject(&["expected struct"]);
+    section_set_as_one_value_names_the_set: |sb| on_good(&sb, "run", &["train=5"])
+        .expect(&["--set train=5: `train` is a section whose keys are set one at a time, e.g. `--set train.epochs=5`"])
+        .reject(&["Partial", "tiny.yaml"]);
+    section_written_as_one_value_in_the_file: |sb| {
+        let t = tiny_yaml();
+        let yaml: Vec<&str> = t.lines().map(|l| if l.starts_with("train:") { "train: 5" } else { l }).collect();
+        let c = sb.write("c.yaml", yaml.join("\n") + "\n");
+        with_config(&sb, "run", &c, &[])
+            .expect(&["c.yaml: train: must be a section of keys (", "epochs", "not integer `5`"])
+            .reject(&["Partial"])
+    };
+    set_of_a_bad_value_names_the_set: |sb| on_good(&sb, "run", &["train.epochs=many"])
+        .expect(&["--set train.epochs=many: train.epochs: invalid type: string"])
+        .reject(&["tiny.yaml"]);
     negative_batch_size: |sb| on_good(&sb, "run", &["train.batch_size=-4"]).expect(&["train.batch_size", "-4"]);
     negative_seed: |sb| on_good(&sb, "run", &["seed=-1"]).expect(&["seed", "-1"]);
     float_for_an_integer: |sb| on_good(&sb, "run", &["train.epochs=2.5"]).expect(&["train.epochs", "2.5"]);
@@ -707,7 +727,7 @@ cases! {
         on_good(&sb, "run", &["teacher.model=nobody/no-such-model"])
             .env("HF_HUB_OFFLINE", "1")
             .env("HF_HUB_CACHE", &cache)
-            .expect(&["teacher.model", "nobody/no-such-model@main", "HF_HUB_OFFLINE"])
+            .expect(&["teacher.model", "hub id nobody/no-such-model (revision main)", "HF_HUB_OFFLINE"])
     };
     student_tokenizer_missing: |sb| {
         let v = format!("student.tokenizer={}", sb.s("no-vocab.txt"));
@@ -1051,7 +1071,12 @@ cases! {
         let out = sb.good();
         copy_dir(&out.join("teacher/model"), &sb.p("sst2-teacher"));
         let t = format!("teacher.model={}", sb.s("sst2-teacher"));
-        on_good(&sb, "run", &["task=mnli", &t]).expect(&["teacher.model", &sb.s("sst2-teacher/model.safetensors"), "2 outputs", "needs 3"])
+        // MNLI-shaped files, so that the run gets past the data to the teacher.
+        let rows = "sentence1\tsentence2\tgold_label\na b\tc d\tentailment\nc d\ta b\tneutral\nb a\td c\tcontradiction\n";
+        sb.write("mnli/train.tsv", rows);
+        sb.write("mnli/dev_matched.tsv", rows);
+        let d = format!("data.dir={}", sb.s("mnli"));
+        on_good(&sb, "run", &["task=mnli", &t, &d]).expect(&["teacher.model", &sb.s("sst2-teacher/model.safetensors"), "2 outputs", "needs 3"])
     };
     student_init_checkpoint_with_broken_config: |sb| {
         let init = sb.teacher().replace("teacher.model=", "student.init=");
@@ -1220,6 +1245,7 @@ fn stamp_a_failed_retrain_is_not_fresh_on_the_next_run() {
     let o = format!("output_dir={}", out.display());
     let run = || {
         Command::new(env!("CARGO_BIN_EXE_distill"))
+            .env("DISTILL_CACHE", "off")
             .args([
                 "train",
                 "configs/tiny.yaml",
@@ -1253,6 +1279,7 @@ fn stamp_a_retrain_killed_by_a_full_disk_is_redone() {
     let o = format!("output_dir={}", out.display());
     let run = || {
         Command::new(env!("CARGO_BIN_EXE_distill"))
+            .env("DISTILL_CACHE", "off")
             .args([
                 "train",
                 "configs/tiny.yaml",
@@ -1289,6 +1316,7 @@ fn usage_errors_exit_2_without_panicking() {
         ),
     ] {
         let o = Command::new(env!("CARGO_BIN_EXE_distill"))
+            .env("DISTILL_CACHE", "off")
             .args(args)
             .current_dir(root())
             .output()
@@ -1366,6 +1394,7 @@ fn tmpfs_run(
         .env("GOOD", &good)
         .env("BACK", sb.p("back"))
         .env("BIN", env!("CARGO_BIN_EXE_distill"))
+        .env("DISTILL_CACHE", "off")
         .current_dir(root())
         .output()
         .unwrap();

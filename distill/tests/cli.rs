@@ -15,6 +15,7 @@ fn root() -> PathBuf {
 
 fn distill(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_distill"))
+        .env("DISTILL_CACHE", "off")
         .args(args)
         .current_dir(root())
         .env("NO_COLOR", "1")
@@ -506,6 +507,83 @@ fn checkpoint_not_matching_its_config_is_refused() {
         &run_tiny(&out, &["--set", &format!("teacher.model={}", t.display())]),
         &["teacher.model", "model.safetensors", "shape"],
     );
+}
+
+/// Every program of the workspace says `error: ...` as `distill` does, never `Error: ...`: the form a
+/// `fn main() -> Result` prints (with the error's Debug form), which the examples used to.
+#[test]
+fn every_error_starts_with_lowercase_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let glue_out = tmp.path().join("glue");
+    let blank = tmp.path().join("blank.txt");
+    std::fs::write(&blank, "fine\n \n").unwrap();
+    let commands: &[&[&str]] = &[
+        &["run", "configs/tiny.yaml", "--set", "train=5"],
+        &["run", "/no/such.yaml"],
+        &[
+            "pretrain",
+            "configs/tiny-pretrain.yaml",
+            "--set",
+            "held_out=2",
+        ],
+        &["pretrain", "configs/tiny.yaml"],
+        &[
+            "glue",
+            "--configs",
+            "/no/configs",
+            "--tasks",
+            "sst2",
+            "--out",
+            glue_out.to_str().unwrap(),
+        ],
+        &["glue", "--bogus"],
+        &["predict", "configs/tiny/teacher", " "],
+        &[
+            "predict",
+            "configs/tiny/teacher",
+            "--file",
+            blank.to_str().unwrap(),
+        ],
+        &["serve", "configs/tiny/teacher", "--max-batch", "0"],
+        &["onnx", "/no/model"],
+    ];
+    for args in commands {
+        let o = distill(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?}: {}", text(&o));
+        assert!(
+            err.lines().any(|l| l.starts_with("error: ")),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !err.lines().any(|l| l.starts_with("Error")),
+            "{args:?}: {err}"
+        );
+    }
+    // The other programs: a `main` that returns its error would print `Error: {e:?}`.
+    for member in [
+        "kernels", "modeling", "data", "train", "teacher", "student", "distill",
+    ] {
+        let mut files = vec![root().join(member).join("src/main.rs")];
+        for dir in ["examples", "src/bin"] {
+            if let Ok(entries) = std::fs::read_dir(root().join(member).join(dir)) {
+                files.extend(entries.map(|e| e.unwrap().path()));
+            }
+        }
+        for f in files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "rs"))
+        {
+            let Ok(src) = std::fs::read_to_string(f) else {
+                continue;
+            };
+            assert!(
+                !src.contains("fn main() ->"),
+                "{}: `main` returns its error, which prints `Error: ...`; print `error: ...` and exit 1",
+                f.display()
+            );
+        }
+    }
 }
 
 #[test]

@@ -20,6 +20,7 @@ fn without_the_mpi_feature_a_rank_of_several_is_refused() {
         .unwrap();
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_distill"))
+            .env("DISTILL_CACHE", "off")
             .args(args)
             .args(["--set", &out])
             .current_dir(root)
@@ -66,6 +67,7 @@ mod under_mpirun {
         c.arg(env!("CARGO_BIN_EXE_distill"))
             .args(args)
             .current_dir(root())
+            .env("DISTILL_CACHE", "off")
             .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
             .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
             .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
@@ -79,6 +81,7 @@ mod under_mpirun {
     /// `distill ARGS` alone.
     fn one(args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_distill"))
+            .env("DISTILL_CACHE", "off")
             .args(args)
             .current_dir(root())
             .output()
@@ -236,6 +239,7 @@ mod under_mpirun {
         with_targets(&[&dir]);
         let out = set_out(&dir);
         let o = Command::new("mpirun")
+            .env("DISTILL_CACHE", "off")
             .args(["--oversubscribe", "--bind-to", "none", "-np", "1"])
             .arg(env!("CARGO_BIN_EXE_distill"))
             .args(["train", "configs/tiny.yaml", "--set", &out, ":", "-np", "1"])

@@ -148,6 +148,7 @@ fn an_export_carries_a_model_card_the_hub_reads() {
 fn without_onnxruntime(args: &[&str]) -> Output {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_distill"))
+        .env("DISTILL_CACHE", "off")
         .args(args)
         .current_dir(root)
         .env("ORT_DYLIB_PATH", "/no/such/libonnxruntime.so")
@@ -241,4 +242,44 @@ fn predict_time_reports_latency_and_throughput() {
     let p99 = v["latency"]["p99_ms"].as_f64().unwrap();
     assert!(p50 > 0.0 && p99 >= p50, "{v}");
     assert!(v["examples_per_second"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+#[test]
+fn predict_refuses_blank_inputs_naming_the_argument_or_the_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tiny_model(tmp.path());
+    let ms = m.to_str().unwrap();
+    for (args, needles) in [
+        (
+            vec![""],
+            vec!["text argument 1: the text is empty or whitespace only"],
+        ),
+        (
+            vec!["good", "   "],
+            vec!["text argument 2: the text is empty"],
+        ),
+        (
+            vec!["good film\t "],
+            vec!["text argument 1: the second text of the pair is empty"],
+        ),
+    ] {
+        let mut all = vec!["predict", ms];
+        all.extend(args);
+        let o = distill(&all);
+        fails(&o, &needles);
+        assert!(o.stderr.starts_with(b"error: "), "{}", text(&o));
+        assert!(
+            o.stdout.is_empty(),
+            "a label for a blank input: {}",
+            text(&o)
+        );
+    }
+    let f = tmp.path().join("inputs.txt");
+    std::fs::write(&f, "a fine film\n\t\nanother one\n").unwrap();
+    let o = distill(&["predict", ms, "--file", f.to_str().unwrap()]);
+    fails(&o, &[&format!("{}:2: the text is empty", f.display())]);
+    assert!(o.stdout.is_empty(), "{}", text(&o));
+    std::fs::write(&f, "a fine film\n  \n").unwrap();
+    let o = distill(&["predict", ms, "--file", f.to_str().unwrap()]);
+    fails(&o, &[&format!("{}:2:", f.display())]);
 }

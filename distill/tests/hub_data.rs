@@ -91,6 +91,7 @@ fn hub_cache(dir: &Path, train: &[(String, i64)], dev: &[(String, i64)]) {
 fn run_hub(cache: &Path, out: &Path, extra: &[&str]) -> Output {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     Command::new(env!("CARGO_BIN_EXE_distill"))
+        .env("DISTILL_CACHE", "off")
         .args(["-q", "run", "configs/tiny.yaml", "--set"])
         .arg(format!("output_dir={}", out.display()))
         .args(["--set", "data.hub={repo: nyu-mll/glue}"])

@@ -68,6 +68,7 @@ fn two_runs_on_one_folder_the_second_is_refused_and_a_killed_holder_frees_it() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     // A first run long enough to still be running when the second starts.
     let mut first = Command::new(env!("CARGO_BIN_EXE_distill"))
+        .env("DISTILL_CACHE", "off")
         .args(["run", "configs/tiny.yaml", "--set"])
         .arg(format!("output_dir={}", out.display()))
         .args(["--set", "teacher.finetune.epochs=100000"])
@@ -112,10 +113,23 @@ fn readers_keep_an_export_from_being_replaced_and_wait_for_no_writer() {
     ok(&p);
     drop(reading);
     ok(&tiny_cmd(&out, &["export"]));
-    let writing = Lock::folder(&export).unwrap();
+    let writing = Lock::replacing(&export).unwrap();
     let p = common::distill(&["predict", export.to_str().unwrap(), "a fine film"]);
     fails(&p, &["is being written by"]);
     drop(writing);
+    // Readers leave nothing in the folder (a Hub upload of it carries no lock file), and nor does export.
+    ok(&common::distill(&[
+        "predict",
+        export.to_str().unwrap(),
+        "a fine film",
+    ]));
+    let stray: Vec<_> = std::fs::read_dir(&export)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("lock"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
 }
 
 #[test]

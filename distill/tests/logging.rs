@@ -11,6 +11,7 @@ fn run(out: &std::path::Path, flags: &[&str], env: Option<(&str, &str)>) -> (Str
         .parent()
         .unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_distill"));
+    cmd.env("DISTILL_CACHE", "off");
     cmd.args(flags)
         .args(["run", "configs/tiny.yaml", "--set"])
         .arg(format!("output_dir={}", out.display()))

@@ -22,6 +22,7 @@ fn fixture(name: &str) -> PathBuf {
 
 fn distill(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_distill"))
+        .env("DISTILL_CACHE", "off")
         .args(args)
         .current_dir(root())
         .env("NO_COLOR", "1")

@@ -19,6 +19,7 @@ fn root() -> PathBuf {
 
 fn cmd(out: &Path, sets: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_distill"));
+    c.env("DISTILL_CACHE", "off");
     c.args([
         "pretrain",
         "configs/tiny-pretrain.yaml",
@@ -91,6 +92,7 @@ fn pretraining_lowers_the_held_out_loss_and_the_export_fills_masks() {
 
     let export = out.join("export");
     let o = Command::new(env!("CARGO_BIN_EXE_distill"))
+        .env("DISTILL_CACHE", "off")
         .args([
             "fill-mask",
             export.to_str().unwrap(),
@@ -243,10 +245,11 @@ fn config_errors_name_the_key() {
             "{set}: the error does not name `{key}`:\n{t}"
         );
         if key != "max_seq_len" {
-            // Checked when the config loads; max_seq_len against the model only once it is built.
+            // Checked when the config loads (max_seq_len against the model only once it is built): the
+            // message names where the value came from, the `--set` that gave it or the file.
             assert!(
-                t.contains("tiny-pretrain.yaml"),
-                "{set}: no file named:\n{t}"
+                t.contains(&format!("--set {set}")) || t.contains("tiny-pretrain.yaml"),
+                "{set}: neither the --set nor the file named:\n{t}"
             );
         }
     }

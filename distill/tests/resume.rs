@@ -15,6 +15,7 @@ fn root() -> PathBuf {
 
 fn cmd(sub: &str, out: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_distill"));
+    c.env("DISTILL_CACHE", "off");
     c.args([
         sub,
         "configs/tiny.yaml",

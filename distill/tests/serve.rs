@@ -123,6 +123,21 @@ fn serve_errors_are_json_with_their_status() {
         ("POST", "/predict", big.as_str(), 413, "--max-body-bytes"),
         ("POST", "/predict", nine.as_str(), 413, "--max-texts"),
         ("POST", "/predict", "{\"texts\": []}", 422, "empty"),
+        // Blank inputs would get a label from the special tokens alone: refused, by index.
+        (
+            "POST",
+            "/predict",
+            "{\"texts\": [\"good\", \" \\n\"]}",
+            422,
+            "input 1: the text is empty or whitespace only",
+        ),
+        (
+            "POST",
+            "/predict",
+            "{\"inputs\": [[\"good\"], [\"bad\", \"\"]]}",
+            422,
+            "input 1: the second text of the pair is empty",
+        ),
         (
             "POST",
             "/predict",
@@ -348,5 +363,45 @@ fn serve_speaks_text_embeddings_inference_and_prometheus() {
         "{text}"
     );
     assert_eq!(count(value("distill_failed_forwards_total", &[])), 0.0);
+    assert_eq!(s.stop(libc::SIGTERM).code(), Some(0));
+}
+
+#[test]
+fn serve_runs_a_request_larger_than_max_batch_as_forwards_of_max_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&model(tmp.path(), 2), &["--max-batch", "8"]);
+    let texts: Vec<String> = (0..20).map(|k| sentence(k).0).collect();
+    let got = s.predict(&json!({ "texts": texts }));
+    assert_eq!(got.len(), 20);
+    let (_, st) = s.call("GET", "/stats", None);
+    // 8 + 8 + 4: one request, three forwards, none past --max-batch.
+    assert_eq!(st["requests"], 1, "{st}");
+    assert_eq!(st["batches"], 3, "{st}");
+    assert_eq!(st["examples"], 20, "{st}");
+    assert_eq!(st["largest_batch"], 8, "{st}");
+    let text = ureq::get(&format!("{}/metrics", s.url))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let sizes = scrape
+        .samples
+        .iter()
+        .find(|x| x.metric == "distill_batch_size")
+        .map(|x| x.value.clone());
+    match sizes {
+        Some(prometheus_parse::Value::Histogram(buckets)) => {
+            let at = |le: f64| buckets.iter().find(|b| b.less_than == le).unwrap().count;
+            assert_eq!(at(4.0), 1.0, "{text}");
+            assert_eq!(at(8.0), 3.0, "{text}");
+            assert_eq!(buckets.last().unwrap().count, 3.0, "{text}");
+        }
+        other => panic!("{other:?}\n{text}"),
+    }
+    // The same answers as each text alone.
+    for (t, g) in texts.iter().zip(&got) {
+        close(g, &s.predict(&json!({ "text": t }))[0]);
+    }
     assert_eq!(s.stop(libc::SIGTERM).code(), Some(0));
 }

@@ -44,6 +44,76 @@ fn a_student_made_of_the_teachers_blocks_trains_and_keeps_the_teachers_width() {
     assert!(out.join("report.json").is_file());
 }
 
+/// The tiny teacher (hidden 32, 4 heads, FFN 64) taken down to hidden 16, 2 heads, FFN 32: the student
+/// trains, and its export says its shape (tools/parity/ci.sh checks its logits in transformers).
+#[test]
+fn a_narrower_student_is_selected_from_the_teachers_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let log = ok(&tiny_run(
+        &out,
+        &[
+            "student.init=teacher",
+            "student.teacher_layers=[1, 2]",
+            "student.tokenizer=null",
+            "student.hidden_size=16",
+            "student.num_heads=2",
+            "student.intermediate_size=32",
+        ],
+    ));
+    assert!(
+        log.contains("narrowed to hidden 16, 2 heads, FFN 32 (Even selection)"),
+        "{log}"
+    );
+    let c = config(&out.join("export"));
+    let shape = (
+        &c["num_hidden_layers"],
+        &c["hidden_size"],
+        &c["num_attention_heads"],
+        &c["intermediate_size"],
+    );
+    assert_eq!(shape, (&2.into(), &16.into(), &2.into(), &32.into()));
+    assert!(out.join("report.json").is_file());
+}
+
+/// Another vocabulary than the teacher's: capitalised words the cased tiny teacher splits into pieces,
+/// in another order. The student reads its own tokenizer and starts from the teacher's rows for them.
+#[test]
+fn a_student_with_another_vocabulary_is_transferred_from_the_teachers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut words: Vec<String> = std::fs::read_to_string("../configs/tiny/vocab.txt")
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    words.reverse();
+    // Special tokens first, as BERT vocabularies have them.
+    words.retain(|w| !w.starts_with('['));
+    let mut v: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "Film", "Warm"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.extend(words);
+    let vocab = tmp.path().join("vocab.txt");
+    std::fs::write(&vocab, v.join("\n") + "\n").unwrap();
+    let out = tmp.path().join("run");
+    let log = ok(&tiny_run(
+        &out,
+        &[
+            "student.init=teacher",
+            "student.teacher_layers=[2]",
+            &format!("student.tokenizer={}", vocab.display()),
+            "student.hidden_size=16",
+            "student.num_heads=2",
+        ],
+    ));
+    assert!(log.contains("vocabulary transferred"), "{log}");
+    let c = config(&out.join("export"));
+    assert_eq!(c["vocab_size"], v.len());
+    let exported = std::fs::read_to_string(out.join("export/vocab.txt")).unwrap();
+    assert!(exported.starts_with("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nFilm\n"));
+}
+
 #[test]
 fn teacher_layers_are_checked_with_the_key_named() {
     let tmp = tempfile::tempdir().unwrap();
@@ -59,9 +129,14 @@ fn teacher_layers_are_checked_with_the_key_named() {
     fails(
         &tiny_run(
             &o("c"),
-            &["student.init=teacher", "student.teacher_layers=[1]"],
+            &[
+                "student.init=teacher",
+                "student.teacher_layers=[1]",
+                "student.tokenizer=null",
+                "student.hidden_size=64",
+            ],
         ),
-        &["student.tokenizer", "teacher's tokenizer"],
+        &["hidden_size 64 is larger than the teacher's 32"],
     );
     fails(
         &tiny_run(
@@ -108,6 +183,7 @@ fn the_model_cards_roberta_tiny_cased_starts_a_student_from_the_hub_cache() {
     let out = tmp.path().join("run");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let run = Command::new(env!("CARGO_BIN_EXE_distill"))
+        .env("DISTILL_CACHE", "off")
         .args(["run", "configs/tiny.yaml", "--set"])
         .arg(format!("output_dir={}", out.display()))
         .args([

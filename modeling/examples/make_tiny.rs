@@ -4,7 +4,15 @@
 
 use std::path::PathBuf;
 
-fn main() -> modeling::Result<()> {
+// A `main` returning the error would print `Error: ` and its Debug form; print it as `distill` does.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> modeling::Result<()> {
     let root = PathBuf::from(
         std::env::args()
             .nth(1)

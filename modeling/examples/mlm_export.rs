@@ -8,7 +8,15 @@ use std::path::PathBuf;
 use candle_core::Device;
 use modeling::{MaskedLm, ModelSource, TextTokenizer};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+// A `main` returning the error would print `Error: ` and its Debug form; print it as `distill` does.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [src, out, rest @ ..] = args.as_slice() else {
         return Err("usage: mlm_export SRC OUT [SEED]".into());

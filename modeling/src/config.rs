@@ -172,6 +172,26 @@ impl EncoderConfig {
         self.kind() != ModelKind::Mpnet
     }
 
+    /// The shape of a model made of this one's blocks `layers` (1-based, increasing: `[3, 6, 9, 12]`
+    /// keeps every third of twelve), checked against the blocks this one has.
+    pub fn keep_layers(&self, layers: &[usize]) -> Result<Self> {
+        let n = self.num_hidden_layers;
+        if layers.is_empty() || layers.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(Error::Msg(format!(
+                "teacher layers {layers:?} must be a non-empty increasing list"
+            )));
+        }
+        if let Some(l) = layers.iter().find(|&&l| l == 0 || l > n) {
+            return Err(Error::Msg(format!(
+                "layer {l} does not exist: the checkpoint has blocks 1..={n}"
+            )));
+        }
+        Ok(Self {
+            num_hidden_layers: layers.len(),
+            ..self.clone()
+        })
+    }
+
     /// Longest input (special tokens included) the position table can hold.
     pub fn max_tokens(&self) -> usize {
         self.max_position_embeddings - self.position_offset()

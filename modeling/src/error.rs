@@ -27,7 +27,7 @@ pub enum Error {
     #[error("checkpoint {path}: {msg}")]
     Checkpoint { path: PathBuf, msg: String },
 
-    #[error("hub {id}@{revision}: {msg}")]
+    #[error("hub id {id} (revision {revision}): {msg}")]
     Hub {
         id: String,
         revision: String,

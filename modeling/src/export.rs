@@ -5,19 +5,13 @@
 
 use std::path::Path;
 
-use crate::{MaskedLm, ModelKind, TextTokenizer};
+use crate::{MaskedLm, TextTokenizer};
 
 use crate::{Error, Result};
 
 /// Copies the weights and config of `model_dir` (a folder written by `Classifier::save`) and writes the
 /// tokenizer files into `out`.
-pub fn export(
-    model_dir: &Path,
-    tokenizer: &TextTokenizer,
-    kind: ModelKind,
-    lowercase: bool,
-    out: &Path,
-) -> Result<()> {
+pub fn export(model_dir: &Path, tokenizer: &TextTokenizer, out: &Path) -> Result<()> {
     for f in ["model.safetensors", "config.json"] {
         if !model_dir.join(f).is_file() {
             return Err(Error::file(
@@ -33,20 +27,14 @@ pub fn export(
         }
         Ok(())
     };
-    write_folder(out, copy, tokenizer, kind, lowercase)
+    write_folder(out, copy, tokenizer)
 }
 
 /// Writes a masked LM (`BertForMaskedLM` / `RobertaForMaskedLM` weights and config) and its tokenizer
 /// files into `out`, for `AutoModelForMaskedLM`, `distill fill-mask` or a task's `student.init`.
 pub fn export_mlm(model: &MaskedLm, tokenizer: &TextTokenizer, out: &Path) -> Result<()> {
     let save = |tmp: &Path| -> Result<()> { model.save(tmp) };
-    write_folder(
-        out,
-        save,
-        tokenizer,
-        model.config.kind(),
-        tokenizer.lowercase(),
-    )
+    write_folder(out, save, tokenizer)
 }
 
 /// Builds the folder `out` in a temporary sibling: the model files from `model_files`, then the
@@ -55,8 +43,6 @@ fn write_folder(
     out: &Path,
     model_files: impl FnOnce(&Path) -> Result<()>,
     tokenizer: &TextTokenizer,
-    kind: ModelKind,
-    lowercase: bool,
 ) -> Result<()> {
     let parent = out
         .parent()
@@ -72,7 +58,7 @@ fn write_folder(
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    if let Err(e) = model_files(&tmp).and_then(|_| fill(tokenizer, kind, lowercase, &tmp)) {
+    if let Err(e) = model_files(&tmp).and_then(|_| fill(tokenizer, &tmp)) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
@@ -83,8 +69,9 @@ fn write_folder(
     Ok(())
 }
 
-/// Writes the tokenizer's files into the (temporary) folder `tmp`.
-fn fill(tokenizer: &TextTokenizer, kind: ModelKind, lowercase: bool, tmp: &Path) -> Result<()> {
+/// Writes the tokenizer's files into the (temporary) folder `tmp`: tokenizer.json with the
+/// tokenizer_config.json read off it, and the vocab.txt it was built from, if any.
+fn fill(tokenizer: &TextTokenizer, tmp: &Path) -> Result<()> {
     tokenizer.save(&tmp.join("tokenizer.json"))?;
     let src = tokenizer.path();
     if src.extension().is_some_and(|e| e == "txt") {
@@ -96,20 +83,6 @@ fn fill(tokenizer: &TextTokenizer, kind: ModelKind, lowercase: bool, tmp: &Path)
     {
         std::fs::copy(&v, tmp.join("vocab.txt")).map_err(|e| Error::io(&v, e))?;
     }
-    let class = match kind {
-        ModelKind::Bert => "BertTokenizerFast",
-        ModelKind::Roberta => "RobertaTokenizerFast",
-        ModelKind::Mpnet => "MPNetTokenizerFast",
-    };
-    let tok_cfg = serde_json::json!({
-        "tokenizer_class": class,
-        "do_lower_case": lowercase,
-        "model_max_length": tokenizer.max_len(),
-    });
-    crate::write_atomic(
-        &tmp.join("tokenizer_config.json"),
-        tok_cfg.to_string().as_bytes(),
-    )?;
     Ok(())
 }
 

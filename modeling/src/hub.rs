@@ -40,14 +40,14 @@ impl ModelFiles {
 }
 
 impl ModelSource {
-    /// A folder that exists is local; otherwise `org/name` is a hub id.
+    /// A folder that exists is local, and so is any spec that reads as a path: one that starts with `.`,
+    /// `/`, `~` or `models/` (the git-ignored folder of downloaded checkpoints), has no `/` or more than one,
+    /// or whose first part is a folder here (`runs/x`). Only what is left, `owner/name` in the Hub's
+    /// characters, is a hub id; so a mistyped or missing local folder is reported as missing, not looked
+    /// up on the network.
     pub fn parse(spec: &str, revision: &str) -> Self {
         let p = Path::new(spec);
-        if p.is_dir()
-            || spec.starts_with('.')
-            || spec.starts_with('/')
-            || spec.matches('/').count() != 1
-        {
+        if p.is_dir() || !looks_like_hub_id(spec) {
             ModelSource::Local(p.to_path_buf())
         } else {
             ModelSource::Hub {
@@ -66,6 +66,43 @@ impl ModelSource {
         }
     }
 
+    /// The model's id on the Hub, where it can be known: a hub source's own; a folder of the hub cache
+    /// (`models--owner--name/snapshots/REV`); or a folder whose model card (`README.md`) loads one id
+    /// alone (`SentenceTransformer('owner/name')`, `from_pretrained('owner/name')`), as the cards of
+    /// sentence-transformers and transformers models load themselves. For a model card's `base_model`.
+    pub fn hub_id(&self) -> Option<String> {
+        let dir = match self {
+            ModelSource::Hub { id, .. } => return Some(id.clone()),
+            ModelSource::Local(dir) => dir.canonicalize().ok()?,
+        };
+        let cached = dir
+            .parent()
+            .filter(|p| p.file_name().is_some_and(|n| n == "snapshots"))
+            .and_then(Path::parent)
+            .and_then(|repo| repo.file_name()?.to_str()?.strip_prefix("models--"))
+            .and_then(|name| name.split_once("--"))
+            .map(|(owner, name)| format!("{owner}/{name}"));
+        if cached.is_some() {
+            return cached;
+        }
+        let card = std::fs::read_to_string(dir.join("README.md")).ok()?;
+        let mut ids: Vec<&str> = ["SentenceTransformer(", "from_pretrained("]
+            .iter()
+            .flat_map(|call| card.split(call).skip(1))
+            .filter_map(|rest| {
+                let quote = rest.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+                let id = rest[1..].split(quote).next()?;
+                looks_like_hub_id(id).then_some(id)
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        match ids.as_slice() {
+            [id] => Some(id.to_string()),
+            _ => None,
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             ModelSource::Local(p) => p.display().to_string(),
@@ -74,9 +111,35 @@ impl ModelSource {
     }
 }
 
+/// `owner/name` with the Hub's characters (letters, digits, `-`, `_`, `.`; no `--` or `..`, 96 at most),
+/// and an owner that is no folder here.
+fn looks_like_hub_id(spec: &str) -> bool {
+    let Some((owner, name)) = spec.split_once('/') else {
+        return false;
+    };
+    let part = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 96
+            && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !s.contains("--")
+            && !s.contains("..")
+    };
+    part(owner) && part(name) && owner != "models" && !Path::new(owner).is_dir()
+}
+
 fn resolve_dir(dir: &Path, allow_pickle: bool) -> Result<ModelFiles> {
     if !dir.is_dir() {
-        return Err(Error::file(dir, "model folder not found"));
+        let here = std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|_| "the current directory".into());
+        let msg = if dir.is_relative() {
+            format!("model folder not found (a relative path, looked up from {here}); for a model on the Hugging Face Hub give its id as `owner/name`")
+        } else {
+            "model folder not found; for a model on the Hugging Face Hub give its id as `owner/name`".to_string()
+        };
+        return Err(Error::file(dir, msg));
     }
     let opt = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
     let config = opt("config.json").ok_or_else(|| Error::file(dir, "no config.json"))?;
@@ -158,7 +221,10 @@ fn resolve_hub(id: &str, revision: &str, allow_pickle: bool) -> Result<ModelFile
     let err = |msg: String| Error::Hub {
         id: id.into(),
         revision: revision.into(),
-        msg,
+        msg: format!(
+            "{msg}. `{id}` was read as a Hugging Face Hub id because no folder `{id}` exists here; \
+             for a local folder give its path (`./{id}` or an absolute path)"
+        ),
     };
     let cache = hub_cache();
     // A snapshot already in the cache is used as is: by branch/tag through refs/, or by commit hash.

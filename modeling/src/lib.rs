@@ -20,7 +20,9 @@ pub mod nn;
 pub mod onnx;
 mod onnx_proto;
 pub mod onnx_runtime;
+pub mod select;
 pub mod tokenizer;
+pub mod tokenizer_config;
 
 #[cfg(any(test, feature = "testutil"))]
 pub mod testutil;

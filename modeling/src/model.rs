@@ -123,33 +123,46 @@ impl Classifier {
         seed: u64,
         device: &Device,
     ) -> Result<(Self, LoadReport)> {
-        let mut config = EncoderConfig::from_file(&files.config)?;
-        let n = config.num_hidden_layers;
-        if layers.is_empty() || layers.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(Error::Msg(format!(
-                "teacher layers {layers:?} must be a non-empty increasing list"
-            )));
-        }
-        if let Some(l) = layers.iter().find(|&&l| l == 0 || l > n) {
-            return Err(Error::Msg(format!(
-                "layer {l} does not exist: the checkpoint has blocks 1..={n}"
-            )));
-        }
-        config.num_hidden_layers = layers.len();
-        let model = Self::new(&config, num_labels, seed, device)?;
+        let teacher = EncoderConfig::from_file(&files.config)?;
+        let config = teacher.keep_layers(layers)?;
+        // Whole blocks are a selection that keeps every dimension.
+        let sel = crate::select::Selection::even(&teacher, &config, layers)?;
+        Self::load_selected(files, &config, &sel, None, num_labels, seed, device)
+    }
+
+    /// A narrower, shallower classifier of shape `config` whose every weight is a subset of a
+    /// checkpoint's, chosen by `sel` (weight selection, see `select`): its blocks `sel.layers`, hidden
+    /// dimensions, heads and FFN units; with `vocab`, word embeddings for another vocabulary. The
+    /// checkpoint's head is kept, cut down likewise, when it has one for `num_labels`.
+    pub fn load_selected(
+        files: &ModelFiles,
+        config: &EncoderConfig,
+        sel: &crate::select::Selection,
+        vocab: Option<&crate::select::VocabMap>,
+        num_labels: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<(Self, LoadReport)> {
+        let teacher = EncoderConfig::from_file(&files.config)?;
+        crate::select::check_fits(&teacher, config, &sel.layers)?;
+        let model = Self::new(config, num_labels, seed, device)?;
         let mut tensors = HashMap::new();
         for (name, t) in files.read_tensors(device)? {
+            let name = name
+                .replace("LayerNorm.gamma", "LayerNorm.weight")
+                .replace("LayerNorm.beta", "LayerNorm.bias");
             match block_of(&name) {
                 None => {
                     tensors.insert(name, t);
                 }
                 Some((at, block, rest)) => {
-                    if let Some(j) = layers.iter().position(|&l| l == block + 1) {
+                    if let Some(j) = sel.layers.iter().position(|&l| l == block + 1) {
                         tensors.insert(format!("{}{j}{rest}", &name[..at]), t);
                     }
                 }
             }
         }
+        let mut tensors = crate::select::apply(tensors, &teacher, &model.config, sel, vocab)?;
         model.drop_mismatched_head(&mut tensors);
         let report = model.assign(tensors, &files.weights_label())?;
         Ok((model, report))

@@ -325,18 +325,29 @@ impl TextTokenizer {
         Ok(())
     }
 
-    /// Writes the tokenizer as `tokenizer.json` (without truncation, as transformers expects).
+    /// Writes the tokenizer as `tokenizer.json` (without truncation, as transformers expects), and beside
+    /// it the `tokenizer_config.json` that makes transformers tokenize as this tokenizer does.
     pub fn save(&self, path: &Path) -> Result<()> {
+        let err = |e: tokenizers::Error| Error::Tokenizer {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        };
         let mut t = self.inner.clone();
-        t.with_truncation(None).map_err(|e| Error::Tokenizer {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
-        let json = t.to_string(true).map_err(|e| Error::Tokenizer {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
-        crate::write_atomic(path, json.as_bytes())
+        t.with_truncation(None).map_err(err)?;
+        let json = t.to_string(true).map_err(err)?;
+        let value: serde_json::Value =
+            serde_json::from_str(&json).map_err(|e| Error::Tokenizer {
+                path: path.to_path_buf(),
+                msg: e.to_string(),
+            })?;
+        let config = crate::tokenizer_config::tokenizer_config(&value, self.max_len);
+        crate::write_atomic(path, json.as_bytes())?;
+        crate::write_atomic(
+            &path.with_file_name("tokenizer_config.json"),
+            serde_json::to_string_pretty(&config)
+                .unwrap_or_default()
+                .as_bytes(),
+        )
     }
 }
 

@@ -255,7 +255,49 @@ fn hub_id_resolves_from_the_local_hub_cache_without_network() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("acme/absent@main") && err.contains("HF_HUB_OFFLINE"),
+        err.contains("hub id acme/absent (revision main)")
+            && err.contains("HF_HUB_OFFLINE")
+            && err.contains("./acme/absent"),
+        "{err}"
+    );
+}
+
+/// A path that reads as a local folder is never looked up on the Hub: a missing one is reported as a
+/// missing folder, with the directory it was looked up from.
+#[test]
+fn a_missing_local_looking_folder_is_not_a_hub_id() {
+    let here = tempfile::tempdir().unwrap();
+    std::fs::create_dir(here.path().join("runs")).unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    std::env::set_current_dir(here.path()).unwrap();
+    let kinds: Vec<bool> = [
+        "models/all-mpnet-base-v2",
+        "./acme/model",
+        "../acme/model",
+        "/abs/acme",
+        "runs/model",
+        "a/b/c",
+        "plain-name",
+        "owner/na me",
+        "acme/tiny-bert",
+    ]
+    .iter()
+    .map(|s| matches!(ModelSource::parse(s, "main"), ModelSource::Local(_)))
+    .collect();
+    let err = ModelSource::parse("models/all-mpnet-base-v2", "main")
+        .resolve(false)
+        .unwrap_err()
+        .to_string();
+    std::env::set_current_dir(cwd).unwrap();
+    assert_eq!(
+        kinds,
+        [true, true, true, true, true, true, true, true, false]
+    );
+    assert!(
+        err.contains("models/all-mpnet-base-v2")
+            && err.contains("model folder not found")
+            && err.contains(&here.path().display().to_string())
+            && !err.contains("hub id"),
         "{err}"
     );
 }

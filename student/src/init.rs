@@ -29,7 +29,9 @@ pub struct StudentConfig {
     /// The hub revision of `init` (a branch, tag or commit).
     #[serde(default = "default_revision")]
     pub revision: String,
-    /// vocab.txt or tokenizer.json; default: the tokenizer of `init`.
+    /// vocab.txt or tokenizer.json; default: the tokenizer of `init`. With `init: teacher`, another
+    /// vocabulary than the teacher's: each token's embedding starts from the teacher's rows for it
+    /// (vocabulary transfer).
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
     /// Lower-case input (vocab.txt tokenizers only). The reference student is cased.
@@ -38,16 +40,19 @@ pub struct StudentConfig {
     /// Architecture of a randomly initialised student (defaults: RoBERTa-tiny-cased).
     #[serde(default)]
     pub model_type: Option<String>,
-    /// Width of a random student (default 512).
+    /// Width of a random student (default 512); with `init: teacher`, a width below the teacher's
+    /// selects that many of its hidden dimensions (`selection`).
     #[serde(default)]
     pub hidden_size: Option<usize>,
     /// Transformer blocks of a random student (default 4).
     #[serde(default)]
     pub num_layers: Option<usize>,
-    /// Attention heads of a random student (default 8).
+    /// Attention heads of a random student (default 8); with `init: teacher`, fewer than the teacher's
+    /// keep that many of its heads.
     #[serde(default)]
     pub num_heads: Option<usize>,
-    /// FFN width of a random student (default 2048).
+    /// FFN width of a random student (default 2048); with `init: teacher`, fewer than the teacher's keep
+    /// that many of its FFN units.
     #[serde(default)]
     pub intermediate_size: Option<usize>,
     /// Longest input a random student can read, in tokens (default 512).
@@ -56,6 +61,20 @@ pub struct StudentConfig {
     /// Hidden and attention dropout of a randomly initialised student (default 0.1).
     #[serde(default)]
     pub dropout: Option<f64>,
+    /// With `init: teacher` and a student narrower than the teacher (`hidden_size`, `num_heads`,
+    /// `intermediate_size` below the teacher's), how its hidden dimensions, heads and FFN units are
+    /// chosen from the teacher's: `even`, evenly spaced (weight selection, Xu et al. 2024).
+    #[serde(default)]
+    pub selection: SelectionMethod,
+}
+
+/// How a narrower student's dimensions are chosen from the teacher's (`student.selection`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectionMethod {
+    /// Evenly spaced indices of each dimension.
+    #[default]
+    Even,
 }
 
 fn default_init() -> String {
@@ -81,6 +100,7 @@ impl Default for StudentConfig {
             intermediate_size: None,
             max_position_embeddings: None,
             dropout: None,
+            selection: SelectionMethod::Even,
         }
     }
 }
@@ -103,9 +123,9 @@ impl StudentConfig {
                 "student.teacher_layers: set it with `init: teacher` and only then (e.g. `init: teacher`, `teacher_layers: [3, 6, 9, 12]`)".into(),
             ));
         }
-        if self.from_teacher() && self.tokenizer.is_some() {
+        if self.from_teacher() && self.model_type.is_some() {
             return Err(Error::Msg(
-                "student.tokenizer: a student made of the teacher's blocks reads the teacher's tokenizer; leave it out".into(),
+                "student.model_type: a student made of the teacher's weights has the teacher's architecture; leave it out".into(),
             ));
         }
         Ok(())
@@ -134,6 +154,54 @@ impl StudentConfig {
                     .map_err(|e| Error::Msg(format!("student.init: {e}")))
             }
         }
+    }
+
+    /// The shape of a student made of the teacher's weights (shape `teacher`): its blocks
+    /// `teacher_layers`, and its width, heads and FFN unless the keys ask for fewer; sized to `tok`'s
+    /// vocabulary (the teacher's, or another one transferred to).
+    pub fn teacher_shape(
+        &self,
+        teacher: &EncoderConfig,
+        tok: &TextTokenizer,
+    ) -> Result<EncoderConfig> {
+        let key = |e: modeling::Error| Error::Msg(format!("student.teacher_layers: {e}"));
+        let mut c = teacher.keep_layers(&self.teacher_layers).map_err(key)?;
+        c.hidden_size = self.hidden_size.unwrap_or(c.hidden_size);
+        c.num_attention_heads = self.num_heads.unwrap_or(c.num_attention_heads);
+        c.intermediate_size = self.intermediate_size.unwrap_or(c.intermediate_size);
+        if self.tokenizer.is_some() {
+            let old_offset = c.position_offset();
+            c.vocab_size = tok.vocab_size();
+            c.pad_token_id = tok.pad_id();
+            c.max_position_embeddings =
+                c.max_position_embeddings - old_offset + c.position_offset();
+        }
+        if let Some(p) = self.max_position_embeddings {
+            c.max_position_embeddings = c
+                .max_position_embeddings
+                .min(p.saturating_add(c.position_offset()));
+        }
+        if let Some(p) = self.dropout {
+            c.hidden_dropout_prob = p;
+            c.attention_probs_dropout_prob = p;
+        }
+        c.check().map_err(|e| Error::Msg(format!("student: {e}")))?;
+        modeling::select::check_fits(teacher, &c, &self.teacher_layers)
+            .map_err(|e| Error::Msg(format!("student: {e}")))?;
+        Ok(c)
+    }
+
+    /// Whether a student made of the teacher's weights is narrower than the teacher or reads another
+    /// vocabulary: then its weights are selected (`modeling::select`), not whole blocks.
+    fn selects(&self, teacher: &EncoderConfig) -> bool {
+        self.tokenizer.is_some()
+            || self.hidden_size.is_some_and(|h| h != teacher.hidden_size)
+            || self
+                .num_heads
+                .is_some_and(|h| h != teacher.num_attention_heads)
+            || self
+                .intermediate_size
+                .is_some_and(|f| f != teacher.intermediate_size)
     }
 
     /// The encoder shape of a randomly initialised student: RoBERTa-tiny-cased, with the keys that set
@@ -184,12 +252,33 @@ impl StudentConfig {
             let files = teacher.ok_or_else(|| {
                 Error::Msg("student.init: `teacher` needs the teacher's files".into())
             })?;
-            let (m, report) =
+            let teacher = EncoderConfig::from_file(&files.config)
+                .map_err(|e| Error::Msg(format!("student.init: {e}")))?;
+            let (m, report) = if self.selects(&teacher) {
+                self.select_from(files, &teacher, tok, num_outputs, seed, device)?
+            } else {
                 Classifier::load_layers(files, &self.teacher_layers, num_outputs, seed, device)
-                    .map_err(|e| Error::Msg(format!("student.teacher_layers: {e}")))?;
+                    .map_err(|e| Error::Msg(format!("student.teacher_layers: {e}")))?
+            };
             tracing::info!(
-                "student: the teacher's embeddings and blocks {:?}{}",
+                "student: the teacher's embeddings and blocks {:?}{}{}",
                 self.teacher_layers,
+                if self.selects(&teacher) {
+                    format!(
+                        ", narrowed to hidden {}, {} heads, FFN {} ({:?} selection){}",
+                        m.config.hidden_size,
+                        m.config.num_attention_heads,
+                        m.config.intermediate_size,
+                        self.selection,
+                        if self.tokenizer.is_some() {
+                            ", vocabulary transferred"
+                        } else {
+                            ""
+                        }
+                    )
+                } else {
+                    String::new()
+                },
                 if report.has_head {
                     " with its head"
                 } else {
@@ -214,14 +303,89 @@ impl StudentConfig {
             }
             m
         };
-        tok.check_vocab(model.config.vocab_size, Path::new("student"))
-            .map_err(|e| Error::Msg(format!("student.tokenizer: {e}")))?;
-        if max_len > model.config.max_tokens() {
-            return Err(Error::Msg(format!(
-                "data.max_seq_len: {max_len} exceeds the student's {} positions",
-                model.config.max_tokens()
-            )));
-        }
+        fits(&model.config, tok, max_len)?;
         Ok(model)
     }
+
+    /// A student selected from the teacher's weights (`files`, shape `teacher`): see `teacher_shape`.
+    fn select_from(
+        &self,
+        files: &modeling::ModelFiles,
+        teacher: &EncoderConfig,
+        tok: &TextTokenizer,
+        num_outputs: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<(Classifier, modeling::LoadReport)> {
+        let config = self.teacher_shape(teacher, tok)?;
+        let sel = match self.selection {
+            SelectionMethod::Even => {
+                modeling::select::Selection::even(teacher, &config, &self.teacher_layers)
+            }
+        }
+        .map_err(|e| Error::Msg(format!("student: {e}")))?;
+        let vocab = match &self.tokenizer {
+            Some(_) => {
+                let teacher_tok = TextTokenizer::for_model(files, tok.max_len()).map_err(|e| {
+                    Error::Msg(format!("student.init: the teacher's tokenizer: {e}"))
+                })?;
+                Some(crate::vocab::vocab_map(tok, &teacher_tok)?)
+            }
+            None => None,
+        };
+        Classifier::load_selected(
+            files,
+            &config,
+            &sel,
+            vocab.as_ref(),
+            num_outputs,
+            seed,
+            device,
+        )
+        .map_err(|e| Error::Msg(format!("student.init: {e}")))
+    }
+
+    /// The student's shape, before any weight is read: the random shape, the teacher's (`teacher`: its
+    /// files) with the kept blocks, or that of `init`; checked against `tok` and inputs of `max_len`
+    /// tokens. A run makes this check before any stage, so that an impossible student is refused before
+    /// the teacher's hours rather than after them.
+    pub fn check(
+        &self,
+        tok: &TextTokenizer,
+        teacher: Option<&modeling::ModelFiles>,
+        max_len: usize,
+    ) -> Result<EncoderConfig> {
+        self.validate()?;
+        let config = if self.is_random() {
+            self.random_config(tok)?
+        } else if self.from_teacher() {
+            let files = teacher.ok_or_else(|| {
+                Error::Msg("student.init: `teacher` needs the teacher's files".into())
+            })?;
+            let teacher = EncoderConfig::from_file(&files.config)
+                .map_err(|e| Error::Msg(format!("student.init: {e}")))?;
+            self.teacher_shape(&teacher, tok)?
+        } else {
+            let init = |e: modeling::Error| Error::Msg(format!("student.init: {e}"));
+            let files = ModelSource::parse(&self.init, &self.revision)
+                .resolve(false)
+                .map_err(init)?;
+            EncoderConfig::from_file(&files.config).map_err(init)?
+        };
+        fits(&config, tok, max_len)?;
+        Ok(config)
+    }
+}
+
+/// A student of shape `config` reads every id of `tok` and inputs of `max_len` tokens.
+fn fits(config: &EncoderConfig, tok: &TextTokenizer, max_len: usize) -> Result<()> {
+    tok.check_vocab(config.vocab_size, Path::new("student"))
+        .map_err(|e| Error::Msg(format!("student.tokenizer: {e}")))?;
+    if max_len > config.max_tokens() {
+        return Err(Error::Msg(format!(
+            "data.max_seq_len: {max_len} exceeds the student's {} positions",
+            config.max_tokens()
+        )));
+    }
+    Ok(())
 }

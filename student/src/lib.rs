@@ -10,6 +10,7 @@ pub mod objective;
 pub mod pretrain;
 pub mod terms;
 pub mod train;
+pub mod vocab;
 
 pub use error::{Error, Result};
 pub use train::{train, train_until, TrainConfig, TrainData, WordAlign};

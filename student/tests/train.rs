@@ -149,7 +149,7 @@ fn export_then_reload_gives_identical_logits() {
     train(&model, &data(&f, None, &labels), &c, &f.root.join("run")).unwrap();
     let best = f.root.join("run/best");
     let out = f.root.join("export");
-    modeling::export::export(&best, &f.tok, modeling::ModelKind::Bert, false, &out).unwrap();
+    modeling::export::export(&best, &f.tok, &out).unwrap();
     for file in [
         "model.safetensors",
         "config.json",

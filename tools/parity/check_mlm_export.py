@@ -33,6 +33,11 @@ TEXTS = [
     "The quick brown [MASK] jumped over the lazy dog.",
     "Hello [MASK]!",
     "How are you [MASK] today? I am [MASK], thanks.",
+    # Capitals, accents and other scripts: the export's tokenizer_config.json must say what its
+    # tokenizer.json does, or transformers tokenizes these differently.
+    "Zürich is a [MASK] City, said Amélie.",
+    "Крайне [MASK] фильм.",
+    "Ένα [MASK] ΦΙΛΜ; 这部电影.",
 ]
 CASES = [("bert_mlm", True), ("roberta_mlm", True), ("bert_bare", False)]
 

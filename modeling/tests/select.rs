@@ -1,0 +1,229 @@
+//! Weight selection on the committed MPNet and BERT fixtures: every tensor of a narrower, shallower
+//! student is the teacher's, cut down along each dimension by the same indices (hidden dimensions
+//! everywhere, whole heads with MPNet's bias columns, FFN units), and the position table follows a
+//! vocabulary whose padding id moved.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use modeling::select::{evenly, Selection};
+use modeling::{Classifier, EncoderConfig, ModelSource};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/parity")
+        .join(name)
+}
+
+fn tensors(name: &str) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixture(name).join("model.safetensors"), &Device::Cpu).unwrap()
+}
+
+fn student_vars(m: &Classifier) -> HashMap<String, Tensor> {
+    m.named_vars()
+        .into_iter()
+        .map(|(n, v)| (n, v.as_tensor().clone()))
+        .collect()
+}
+
+/// `t[rows][:, cols]` (all of a dimension when None).
+fn cut(t: &Tensor, rows: Option<&[usize]>, cols: Option<&[usize]>) -> Vec<f32> {
+    let idx = |v: &[usize]| {
+        Tensor::new(
+            v.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            &Device::Cpu,
+        )
+        .unwrap()
+    };
+    let mut t = t.clone();
+    if let Some(r) = rows {
+        t = t.index_select(&idx(r), 0).unwrap();
+    }
+    if let Some(c) = cols {
+        t = t.index_select(&idx(c), 1).unwrap();
+    }
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+/// A student tensor, the teacher tensor it comes from, and the teacher rows and columns it keeps.
+type Check<'a> = (&'a str, &'a str, Option<&'a [usize]>, Option<&'a [usize]>);
+
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+#[test]
+fn an_mpnet_student_keeps_the_teachers_weights_along_every_dimension() {
+    let files = ModelSource::Local(fixture("mpnet_cls"))
+        .resolve(false)
+        .unwrap();
+    let teacher = EncoderConfig::from_file(&files.config).unwrap();
+    let mut student = teacher.keep_layers(&[2]).unwrap();
+    student.hidden_size = 16;
+    student.num_attention_heads = 2;
+    student.intermediate_size = 32;
+    let sel = Selection::even(&teacher, &student, &[2]).unwrap();
+    assert_eq!(sel.hidden, evenly(16, 32));
+    assert_eq!(sel.heads, vec![0, 2]);
+    assert_eq!(sel.head_dims, (0..8).collect::<Vec<_>>());
+    let (m, report) =
+        Classifier::load_selected(&files, &student, &sel, None, 3, 0, &Device::Cpu).unwrap();
+    assert!(report.has_head, "the teacher's head, cut down, is kept");
+    let t = tensors("mpnet_cls");
+    let s = student_vars(&m);
+    let h = &sel.hidden;
+    let attn: Vec<usize> = [0usize, 2]
+        .iter()
+        .flat_map(|hd| (hd * 8)..(hd * 8 + 8))
+        .collect();
+    let f = &sel.ffn[0];
+    let checks: Vec<Check> = vec![
+        (
+            "mpnet.embeddings.word_embeddings.weight",
+            "mpnet.embeddings.word_embeddings.weight",
+            None,
+            Some(h),
+        ),
+        (
+            "mpnet.embeddings.LayerNorm.weight",
+            "mpnet.embeddings.LayerNorm.weight",
+            Some(h),
+            None,
+        ),
+        (
+            "mpnet.encoder.relative_attention_bias.weight",
+            "mpnet.encoder.relative_attention_bias.weight",
+            None,
+            Some(&[0, 2]),
+        ),
+        // Student block 0 is teacher block 2 (index 1).
+        (
+            "mpnet.encoder.layer.0.attention.attn.q.weight",
+            "mpnet.encoder.layer.1.attention.attn.q.weight",
+            Some(&attn),
+            Some(h),
+        ),
+        (
+            "mpnet.encoder.layer.0.attention.attn.v.bias",
+            "mpnet.encoder.layer.1.attention.attn.v.bias",
+            Some(&attn),
+            None,
+        ),
+        (
+            "mpnet.encoder.layer.0.attention.attn.o.weight",
+            "mpnet.encoder.layer.1.attention.attn.o.weight",
+            Some(h),
+            Some(&attn),
+        ),
+        (
+            "mpnet.encoder.layer.0.attention.LayerNorm.bias",
+            "mpnet.encoder.layer.1.attention.LayerNorm.bias",
+            Some(h),
+            None,
+        ),
+        (
+            "mpnet.encoder.layer.0.intermediate.dense.weight",
+            "mpnet.encoder.layer.1.intermediate.dense.weight",
+            Some(f),
+            Some(h),
+        ),
+        (
+            "mpnet.encoder.layer.0.output.dense.weight",
+            "mpnet.encoder.layer.1.output.dense.weight",
+            Some(h),
+            Some(f),
+        ),
+        (
+            "classifier.dense.weight",
+            "classifier.dense.weight",
+            Some(h),
+            Some(h),
+        ),
+        (
+            "classifier.out_proj.weight",
+            "classifier.out_proj.weight",
+            None,
+            Some(h),
+        ),
+        (
+            "classifier.out_proj.bias",
+            "classifier.out_proj.bias",
+            None,
+            None,
+        ),
+    ];
+    for (ours, theirs, rows, cols) in checks {
+        let want = cut(&t[theirs], rows, cols);
+        assert_eq!(flat(&s[ours]), want, "{ours}");
+    }
+    // Positions: the same padding id, the same rows.
+    let pos = "mpnet.embeddings.position_embeddings.weight";
+    assert_eq!(flat(&s[pos]), cut(&t[pos], None, Some(h)));
+}
+
+#[test]
+fn whole_blocks_are_the_selection_that_keeps_every_dimension() {
+    let files = ModelSource::Local(fixture("bert_cls"))
+        .resolve(false)
+        .unwrap();
+    let (a, _) = Classifier::load_layers(&files, &[1, 2], 3, 0, &Device::Cpu).unwrap();
+    let (b, _) = Classifier::load(&files, Some(3), 0, &Device::Cpu).unwrap();
+    let (a, b) = (student_vars(&a), student_vars(&b));
+    for (name, t) in &b {
+        assert_eq!(flat(t), flat(&a[name]), "{name}");
+    }
+}
+
+#[test]
+fn a_new_vocabulary_averages_the_teacher_rows_and_moves_the_positions_with_the_padding_id() {
+    let files = ModelSource::Local(fixture("mpnet_cls"))
+        .resolve(false)
+        .unwrap();
+    let teacher = EncoderConfig::from_file(&files.config).unwrap();
+    let mut student = teacher.keep_layers(&[1, 2]).unwrap();
+    // Three tokens: [PAD] at 0 (MPNet's <pad> is 1), the mean of teacher rows 5 and 7, and row 9.
+    student.vocab_size = 3;
+    student.pad_token_id = 0;
+    student.max_position_embeddings = teacher.max_position_embeddings - 1;
+    let sel = Selection::even(&teacher, &student, &[1, 2]).unwrap();
+    let map = vec![vec![1], vec![5, 7], vec![9]];
+    let (m, _) =
+        Classifier::load_selected(&files, &student, &sel, Some(&map), 3, 0, &Device::Cpu).unwrap();
+    let s = student_vars(&m);
+    let t = tensors("mpnet_cls");
+    let words = "mpnet.embeddings.word_embeddings.weight";
+    let tw = t[words].to_vec2::<f32>().unwrap();
+    let sw = s[words].to_vec2::<f32>().unwrap();
+    assert_eq!(sw[0], tw[1]);
+    for (j, x) in sw[1].iter().enumerate() {
+        assert!((x - (tw[5][j] + tw[7][j]) / 2.0).abs() < 1e-7);
+    }
+    assert_eq!(sw[2], tw[9]);
+    // Position p sits at row p + pad + 1 on both sides: the student's row 1 is the teacher's row 2.
+    let pos = "mpnet.embeddings.position_embeddings.weight";
+    let (tp, sp) = (
+        t[pos].to_vec2::<f32>().unwrap(),
+        s[pos].to_vec2::<f32>().unwrap(),
+    );
+    assert_eq!(sp[1], tp[2]);
+    assert_eq!(sp[10], tp[11]);
+}
+
+#[test]
+fn a_student_wider_than_its_teacher_is_refused() {
+    let files = ModelSource::Local(fixture("bert_cls"))
+        .resolve(false)
+        .unwrap();
+    let teacher = EncoderConfig::from_file(&files.config).unwrap();
+    let mut student = teacher.keep_layers(&[1]).unwrap();
+    student.intermediate_size = teacher.intermediate_size * 2;
+    let err = Selection::even(&teacher, &student, &[1])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("intermediate_size") && err.contains("larger than the teacher's"),
+        "{err}"
+    );
+}
