@@ -1,4 +1,4 @@
-"""The full-data table from the runs of bench/full_data.sh: for each task, the teacher and the three students,
+"""The full-data table from the runs of bench/full_data.sh: for each task, the teacher and the students,
 each with its dev metrics (x100), the 95% bootstrap interval of the task's main metric, the share of the
 teacher's main metric kept, parameters, size, batch-1 latency and batch-64 throughput, all as the run's
 `report.json` (written by `distill compare`) has them. A run not finished yet is left out with a note.
@@ -11,9 +11,13 @@ import json
 from pathlib import Path
 
 ROWS = [
-    ("{t}", "student", "RoBERTa-tiny-cased, KD from random weights"),
-    ("{t}-labels", "student", "RoBERTa-tiny-cased, labels only"),
-    ("{t}-teacher-layers", "student", "the teacher's blocks 1-4, KD"),
+    ("{t}-teacher-layers", "the teacher's blocks 1-4, KD"),
+    ("{t}-tiny-even", "RoBERTa-tiny's shape from the teacher, evenly spaced, KD"),
+    ("{t}-tiny-importance", "RoBERTa-tiny's shape from the teacher, by importance, KD"),
+    ("{t}-tiny-even-labels", "RoBERTa-tiny's shape from the teacher, evenly spaced, labels only"),
+    ("{t}-tiny-cased-even", "RoBERTa-tiny-cased from the teacher (vocabulary transferred), KD"),
+    ("{t}", "RoBERTa-tiny-cased, KD from random weights"),
+    ("{t}-labels", "RoBERTa-tiny-cased, labels only"),
 ]
 
 
@@ -46,10 +50,15 @@ def row(name, side, teacher):
 
 
 def table(task, runs):
-    head = runs / task / "report.json"
-    if not head.is_file():
-        return f"{task}: not finished ({head} is missing)\n"
-    rep = json.loads(head.read_text())
+    reports = {}
+    for folder, label in ROWS:
+        path = runs / folder.format(t=task) / "report.json"
+        if path.is_file():
+            reports[label] = json.loads(path.read_text())
+    if not reports:
+        return f"{task}: no run finished (no runs/{task}*/report.json)\n"
+    # The teacher's row, and every ratio, from the first finished run in ROWS's order.
+    rep = next(iter(reports.values()))
     names = "/".join(rep["teacher"]["dev"]["values"])
     teacher = rep["teacher"]
     lines = [
@@ -60,14 +69,9 @@ def table(task, runs):
         "|---|---|---|---|---|---|---|---|",
         row("teacher: all-mpnet-base-v2, fine-tuned", teacher, teacher),
     ]
-    missing = []
-    for folder, key, label in ROWS:
-        path = runs / folder.format(t=task) / "report.json"
-        if path.is_file():
-            lines.append(row(label, json.loads(path.read_text())[key], teacher))
-        else:
-            missing.append(f"{label}: {path} is missing")
-    lines += [""] + [f"Not finished: {m}." for m in missing]
+    lines += [row(label, r["student"], teacher) for label, r in reports.items()]
+    missing = [label for _, label in ROWS if label not in reports]
+    lines += ["", f"Not run or not finished: {', '.join(missing)}." if missing else ""]
     return "\n".join(lines) + "\n"
 
 

@@ -1,33 +1,55 @@
 #!/usr/bin/env bash
 # bench/full_data.sh: the full-data results with the large teacher (all-mpnet-base-v2), task by task: the
-# fine-tuned teacher and its targets (`distill teacher configs/TASK.yaml`), the student made of the teacher's
-# bottom four blocks, the RoBERTa-tiny-cased student on the gold labels alone (alpha_kd 0), and the same student
-# distilled from random weights (`distill run configs/TASK.yaml`). The variants take the fine-tuned teacher and
-# its targets from the machine's cache (`distill cache` lists it), so the teacher is fine-tuned once per task.
-# Every step resumes from `last/`, so the same command continues a cut-off run; finished steps are skipped as
-# fresh. Prints the table at the end.
+# fine-tuned teacher and its targets (`distill teacher configs/TASK.yaml`), then the students against that same
+# teacher and targets, taken from the machine's cache (`distill cache` lists it), so the teacher is fine-tuned
+# once per task. Every step resumes from `last/`, so the same command continues a cut-off run; finished steps
+# are skipped as fresh. Prints the table at the end.
 #   bash bench/full_data.sh [TASK...]          # default: sst2 cola mrpc stsb
+#   STUDENTS="tiny-even tiny-importance" bash bench/full_data.sh stsb   # some of the students
+# The students (each a run folder runs/TASK-NAME, the random one runs/TASK):
+#   teacher-layers          the teacher's blocks 1-4 (its width and tokenizer), KD
+#   labels, random          RoBERTa-tiny-cased from random weights, on the labels alone and with KD
+#   tiny-even               RoBERTa-tiny's shape (4 x 512, 8 heads, FFN 2048) selected from the teacher's
+#                           blocks 1-4, evenly spaced, the teacher's vocabulary, KD; `-labels`: labels alone
+#   tiny-importance         the same, the most important dimensions (`student.selection: importance`)
+#   tiny-cased-even         the even selection with bert-base-cased's vocabulary transferred:
+#                           RoBERTa-tiny-cased of the model card's exact shape, KD
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${DISTILL_BIN:-target/release/distill}"
 TASKS=("$@")
 [ ${#TASKS[@]} -gt 0 ] || TASKS=(sst2 cola mrpc stsb)
+read -r -a STUDENTS <<< "${STUDENTS:-teacher-layers labels random tiny-even tiny-importance tiny-even-labels tiny-cased-even}"
+
+# RoBERTa-tiny's shape from the teacher's first four blocks. The uncased teacher's own tokenizer reads the cased
+# task: the preflight's casing refusal is expected for those students.
+TINY=(--set student.init=teacher --set 'student.teacher_layers=[1, 2, 3, 4]' --set student.hidden_size=512
+  --set student.num_heads=8 --set student.intermediate_size=2048)
+UNCASED=(--set student.tokenizer=null --set preflight.allow_casing_mismatch=true)
+
+student() { # TASK NAME
+  local t=$1 c="configs/$1.yaml" out="runs/$1-$2"
+  echo "== $t: $2"
+  case $2 in
+    teacher-layers)
+      if [ -f "configs/$t-teacher-layers.yaml" ]; then "$BIN" run "configs/$t-teacher-layers.yaml"
+      else "$BIN" run "$c" --set "output_dir=$out" --set student.init=teacher \
+        --set 'student.teacher_layers=[1, 2, 3, 4]' "${UNCASED[@]}"; fi ;;
+    labels) "$BIN" run "$c" --set "output_dir=$out" --set distill.alpha_kd=0 ;;
+    random) "$BIN" run "$c" ;;
+    tiny-even|tiny-importance) "$BIN" run "$c" --set "output_dir=$out" "${TINY[@]}" "${UNCASED[@]}" \
+      --set "student.selection=${2#tiny-}" ;;
+    tiny-even-labels|tiny-importance-labels) "$BIN" run "$c" --set "output_dir=$out" "${TINY[@]}" \
+      "${UNCASED[@]}" --set "student.selection=$(cut -d- -f2 <<< "$2")" --set distill.alpha_kd=0 ;;
+    tiny-cased-even|tiny-cased-importance) "$BIN" run "$c" --set "output_dir=$out" "${TINY[@]}" \
+      --set "student.selection=${2#tiny-cased-}" ;;
+    *) echo "unknown student $2" >&2; exit 2 ;;
+  esac
+}
 
 for t in "${TASKS[@]}"; do
   echo "== $t: teacher and its targets"
   "$BIN" teacher "configs/$t.yaml"
-  echo "== $t: student made of the teacher's blocks 1-4"
-  if [ -f "configs/$t-teacher-layers.yaml" ]; then
-    "$BIN" run "configs/$t-teacher-layers.yaml"
-  else
-    # The student keeps the teacher's uncased tokenizer: the preflight's casing refusal is expected here.
-    "$BIN" run "configs/$t.yaml" --set "output_dir=runs/$t-teacher-layers" --set student.init=teacher \
-      --set 'student.teacher_layers=[1, 2, 3, 4]' --set student.tokenizer=null \
-      --set preflight.allow_casing_mismatch=true
-  fi
-  echo "== $t: student on the labels alone"
-  "$BIN" run "configs/$t.yaml" --set "output_dir=runs/$t-labels" --set distill.alpha_kd=0
-  echo "== $t: RoBERTa-tiny-cased distilled from random weights"
-  "$BIN" run "configs/$t.yaml"
+  for s in "${STUDENTS[@]}"; do student "$t" "$s"; done
 done
 python3 bench/full_data.py "${TASKS[@]}"

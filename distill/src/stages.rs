@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::Tensor;
 use data::{hash_examples, Example};
+use modeling::importance::Importance;
 use modeling::infer;
 use modeling::io::hash_files;
 use modeling::{Classifier, EncoderConfig, ModelFiles, ModelSource, TextTokenizer};
+use student::init::TeacherWeights;
 use teacher::{Fingerprint, Targets};
 
 use crate::plan::{shard_range, tokenise, Plan};
@@ -521,24 +523,60 @@ impl Plan {
     }
 
     /// The student before training: RoBERTa-tiny-cased (or the configured shape) with random weights,
-    /// or a checkpoint (its head re-initialised when absent).
-    pub fn student_model(&self, tok: &TextTokenizer) -> Result<Classifier> {
+    /// a checkpoint (its head re-initialised when absent), or the task teacher's weights, chosen by their
+    /// importance on the training examples `train` when `student.selection` asks for that.
+    pub fn student_model(&self, tok: &TextTokenizer, train: &[Example]) -> Result<Classifier> {
         let n = self.spec().num_outputs();
         let max_len = self.cfg().data.max_seq_len;
+        let st = &self.cfg().student;
         // `init: teacher` takes its blocks from the task teacher (fine-tuned first when it has no head).
-        let teacher = if self.cfg().student.from_teacher() {
-            Some(self.teacher_model()?.2)
+        let teacher = if st.from_teacher() {
+            Some(self.teacher_model()?)
         } else {
             None
         };
-        Ok(self.cfg().student.build(
-            tok,
-            teacher.as_ref(),
-            n,
-            max_len,
-            self.student_seed(),
-            self.device(),
-        )?)
+        let importance = match &teacher {
+            Some((model, ttok, _)) if st.needs_importance(&model.config) => {
+                Some(self.importance(model, ttok, train)?)
+            }
+            _ => None,
+        };
+        let from = teacher.as_ref().map(|(_, _, files)| TeacherWeights {
+            files,
+            importance: importance.as_ref(),
+        });
+        Ok(st.build(tok, from, n, max_len, self.student_seed(), self.device())?)
+    }
+
+    /// The teacher's dimensions scored on `student.importance_examples` training examples, evenly
+    /// spaced through `train` (`modeling::importance`).
+    fn importance(
+        &self,
+        teacher: &Classifier,
+        tok: &TextTokenizer,
+        train: &[Example],
+    ) -> Result<Importance> {
+        let st = &self.cfg().student;
+        let keep = st.importance_examples.clamp(1, train.len().max(1));
+        let sample: Vec<Example> = modeling::select::evenly(keep, train.len())
+            .into_iter()
+            .filter_map(|i| train.get(i).cloned())
+            .collect();
+        let ids = tokenise(tok, &sample)?.ids;
+        let lengths: Vec<usize> = ids.iter().map(|e| e.ids.len()).collect();
+        let batches = modeling::batch::sorted_batches(&lengths, 32)
+            .iter()
+            .map(|b| {
+                let items: Vec<&modeling::Encoded> = b.iter().map(|&i| &ids[i]).collect();
+                modeling::batch::make_batch(&items, tok.pad_id(), self.device())
+            })
+            .collect::<modeling::Result<Vec<_>>>()?;
+        let scores = Importance::measure(teacher, &st.teacher_layers, &batches)?;
+        tracing::info!(
+            "student: scored the teacher's hidden dimensions, heads and FFN units on {} training examples",
+            sample.len()
+        );
+        Ok(scores)
     }
 
     /// Stage 2: trains the student on the task loss and the teacher's targets.
@@ -615,7 +653,7 @@ impl Plan {
         }
         // Build (and so validate) the student, and the online teacher with its checks, before touching
         // any earlier output.
-        let model = self.student_model(&tok)?;
+        let model = self.student_model(&tok, &train)?;
         let online = if crate::online::needed(d) {
             Some(crate::online::prepare(self, &model.config, &tok, &train)?)
         } else {

@@ -44,23 +44,23 @@ fn a_student_made_of_the_teachers_blocks_trains_and_keeps_the_teachers_width() {
     assert!(out.join("report.json").is_file());
 }
 
+/// The tiny teacher's two blocks taken down to hidden 16, 2 heads, FFN 32.
+const NARROW: [&str; 6] = [
+    "student.init=teacher",
+    "student.teacher_layers=[1, 2]",
+    "student.tokenizer=null",
+    "student.hidden_size=16",
+    "student.num_heads=2",
+    "student.intermediate_size=32",
+];
+
 /// The tiny teacher (hidden 32, 4 heads, FFN 64) taken down to hidden 16, 2 heads, FFN 32: the student
 /// trains, and its export says its shape (tools/parity/ci.sh checks its logits in transformers).
 #[test]
 fn a_narrower_student_is_selected_from_the_teachers_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let log = ok(&tiny_run(
-        &out,
-        &[
-            "student.init=teacher",
-            "student.teacher_layers=[1, 2]",
-            "student.tokenizer=null",
-            "student.hidden_size=16",
-            "student.num_heads=2",
-            "student.intermediate_size=32",
-        ],
-    ));
+    let log = ok(&tiny_run(&out, &NARROW));
     assert!(
         log.contains("narrowed to hidden 16, 2 heads, FFN 32 (Even selection)"),
         "{log}"
@@ -74,6 +74,36 @@ fn a_narrower_student_is_selected_from_the_teachers_weights() {
     );
     assert_eq!(shape, (&2.into(), &16.into(), &2.into(), &32.into()));
     assert!(out.join("report.json").is_file());
+}
+
+/// `selection: importance`: the teacher's dimensions are scored on training examples first, and the
+/// choice is in the run's stamp, so changing it retrains the student.
+#[test]
+fn a_narrower_student_can_keep_the_teachers_most_important_dimensions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let sets = [
+        &NARROW[..],
+        &[
+            "student.selection=importance",
+            "student.importance_examples=40",
+        ],
+    ]
+    .concat();
+    let log = ok(&tiny_run(&out, &sets));
+    assert!(
+        log.contains(
+            "scored the teacher's hidden dimensions, heads and FFN units on 40 training examples"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("narrowed to hidden 16, 2 heads, FFN 32 (Importance selection)"),
+        "{log}"
+    );
+    let stamp = std::fs::read_to_string(out.join("student/stamp.json")).unwrap();
+    assert!(stamp.contains("\"selection\": \"importance\""), "{stamp}");
+    assert_eq!(config(&out.join("export"))["hidden_size"], 16);
 }
 
 /// Another vocabulary than the teacher's: capitalised words the cased tiny teacher splits into pieces,

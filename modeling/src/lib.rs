@@ -11,6 +11,7 @@ pub mod export;
 pub mod fused_layer;
 pub mod head;
 pub mod hub;
+pub mod importance;
 pub mod infer;
 pub mod io;
 pub mod mlm;

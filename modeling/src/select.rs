@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::importance::{top, Importance};
 use crate::{EncoderConfig, Error, Result};
 
 /// What a student keeps of the teacher, as indices into the teacher's dimensions (0-based, increasing).
@@ -48,6 +49,36 @@ impl Selection {
             heads: evenly(student.num_attention_heads, teacher.num_attention_heads),
             head_dims: evenly(ds, dt),
             ffn: vec![evenly(student.intermediate_size, teacher.intermediate_size); layers.len()],
+        })
+    }
+
+    /// The most important hidden dimensions, heads and FFN units of each block (`importance`, measured
+    /// on task examples); dimensions inside a narrower head evenly spaced.
+    pub fn by_importance(
+        teacher: &EncoderConfig,
+        student: &EncoderConfig,
+        layers: &[usize],
+        scores: &Importance,
+    ) -> Result<Self> {
+        check_fits(teacher, student, layers)?;
+        if scores.hidden.len() != teacher.hidden_size
+            || scores.heads.len() != teacher.num_attention_heads
+            || scores.ffn.len() != layers.len()
+        {
+            return Err(Error::Msg(
+                "importance scores measured for another teacher or other blocks".into(),
+            ));
+        }
+        Ok(Self {
+            layers: layers.to_vec(),
+            hidden: top(&scores.hidden, student.hidden_size),
+            heads: top(&scores.heads, student.num_attention_heads),
+            head_dims: evenly(head_dim(student), head_dim(teacher)),
+            ffn: scores
+                .ffn
+                .iter()
+                .map(|f| top(f, student.intermediate_size))
+                .collect(),
         })
     }
 

@@ -227,3 +227,112 @@ fn a_student_wider_than_its_teacher_is_refused() {
         "{err}"
     );
 }
+
+/// The fixture's tokens as a batch of two padded sentences.
+fn two_sentences(vocab: u32) -> modeling::Batch {
+    let ids: Vec<u32> = (0..16).map(|i| (i * 7 + 3) % vocab).collect();
+    let mut mask = vec![1f32; 16];
+    mask[13..].iter_mut().for_each(|m| *m = 0.0);
+    modeling::Batch {
+        input_ids: Tensor::from_vec(ids, (2, 8), &Device::Cpu).unwrap(),
+        token_type_ids: Tensor::zeros((2, 8), candle_core::DType::U32, &Device::Cpu).unwrap(),
+        attention_mask: Tensor::from_vec(mask, (2, 8), &Device::Cpu).unwrap(),
+    }
+}
+
+/// Sets `name` to `t` with `f` applied to its values.
+fn edit(m: &Classifier, name: &str, f: impl Fn(&Tensor) -> Tensor) {
+    let vars = m.named_vars();
+    let (_, v) = vars.iter().find(|(n, _)| n == name).expect(name);
+    v.set(&f(v.as_tensor())).unwrap();
+}
+
+/// Zeroes `cols` of a [rows, cols] matrix (or entries of a vector when `dim` is 0).
+fn zero(t: &Tensor, dim: usize, idx: &[usize]) -> Tensor {
+    let n = t.dim(dim).unwrap();
+    let keep: Vec<f32> = (0..n)
+        .map(|i| if idx.contains(&i) { 0.0 } else { 1.0 })
+        .collect();
+    let keep = Tensor::new(keep.as_slice(), &Device::Cpu).unwrap();
+    let keep = if dim == 0 && t.rank() == 2 {
+        keep.unsqueeze(1).unwrap()
+    } else {
+        keep
+    };
+    t.broadcast_mul(&keep).unwrap()
+}
+
+/// What the scores are for: a head whose output projection is zero adds nothing and scores 0, an FFN unit
+/// whose output column is zero likewise, and a hidden dimension that every LayerNorm zeroes carries nothing;
+/// `by_importance` leaves exactly those out.
+#[test]
+fn importance_leaves_out_the_heads_units_and_dimensions_that_add_nothing() {
+    use modeling::importance::{top, Importance};
+    for fixture_name in ["mpnet_cls", "bert_cls"] {
+        let files = ModelSource::Local(fixture(fixture_name))
+            .resolve(false)
+            .unwrap();
+        let (m, _) = Classifier::load(&files, Some(3), 0, &Device::Cpu).unwrap();
+        let teacher = m.config.clone();
+        let hd = teacher.head_dim();
+        let (dead_head, dead_unit, dead_dim) = (1usize, 5usize, 3usize);
+        for (name, _) in m.named_vars() {
+            let rest = name.split("encoder.layer.").nth(1).unwrap_or("");
+            let layer1 = rest.starts_with("1.");
+            if layer1
+                && (rest.ends_with("attention.attn.o.weight")
+                    || rest.ends_with("attention.output.dense.weight"))
+            {
+                let cols: Vec<usize> = (dead_head * hd..(dead_head + 1) * hd).collect();
+                edit(&m, &name, |t| zero(t, 1, &cols));
+            }
+            if layer1 && rest.ends_with(".output.dense.weight") && !rest.contains("attention") {
+                edit(&m, &name, |t| zero(t, 1, &[dead_unit]));
+            }
+            if name.contains("LayerNorm") {
+                edit(&m, &name, |t| zero(t, 0, &[dead_dim]));
+            }
+        }
+        let batch = two_sentences(teacher.vocab_size as u32);
+        // Only teacher block 2 (index 1) had a head silenced: score the student of that block alone.
+        let scores = Importance::measure(&m, &[2], std::slice::from_ref(&batch)).unwrap();
+        assert_eq!(scores.heads.len(), teacher.num_attention_heads);
+        assert_eq!(
+            scores.heads[dead_head], 0.0,
+            "{fixture_name}: {:?}",
+            scores.heads
+        );
+        assert!(scores
+            .heads
+            .iter()
+            .enumerate()
+            .all(|(h, &s)| h == dead_head || s > 0.0));
+        assert_eq!(scores.ffn[0][dead_unit], 0.0, "{fixture_name}");
+        assert_eq!(scores.hidden[dead_dim], 0.0, "{fixture_name}");
+        assert!(scores.hidden.iter().all(|s| s.is_finite()));
+
+        let mut student = teacher.keep_layers(&[2]).unwrap();
+        student.hidden_size = teacher.hidden_size - hd;
+        student.num_attention_heads = teacher.num_attention_heads - 1;
+        student.intermediate_size = teacher.intermediate_size - 1;
+        let sel = Selection::by_importance(&teacher, &student, &[2], &scores).unwrap();
+        assert!(
+            !sel.heads.contains(&dead_head),
+            "{fixture_name}: {:?}",
+            sel.heads
+        );
+        assert!(!sel.ffn[0].contains(&dead_unit));
+        assert!(!sel.hidden.contains(&dead_dim));
+        assert_eq!(sel.hidden, top(&scores.hidden, student.hidden_size));
+        assert!(sel.hidden.windows(2).all(|w| w[0] < w[1]), "increasing");
+        // The selection loads: every weight is the teacher's, cut by these indices.
+        Classifier::load_selected(&files, &student, &sel, None, 3, 0, &Device::Cpu).unwrap();
+    }
+}
+
+#[test]
+fn top_keeps_the_largest_in_index_order() {
+    let scores = [0.5, 3.0, 1.0, 3.0, 0.0];
+    assert_eq!(modeling::importance::top(&scores, 3), vec![1, 2, 3]);
+    assert_eq!(modeling::importance::top(&scores, 0), Vec::<usize>::new());
+}

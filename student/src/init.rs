@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use modeling::{Classifier, EncoderConfig, ModelSource, TextTokenizer};
+use modeling::importance::Importance;
+use modeling::select::Selection;
+use modeling::{Classifier, EncoderConfig, ModelFiles, ModelSource, TextTokenizer};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -63,9 +65,22 @@ pub struct StudentConfig {
     pub dropout: Option<f64>,
     /// With `init: teacher` and a student narrower than the teacher (`hidden_size`, `num_heads`,
     /// `intermediate_size` below the teacher's), how its hidden dimensions, heads and FFN units are
-    /// chosen from the teacher's: `even`, evenly spaced (weight selection, Xu et al. 2024).
+    /// chosen from the teacher's: `even`, evenly spaced (weight selection, Xu et al. 2024), or
+    /// `importance`, the ones that contribute most to the teacher's outputs on training examples.
     #[serde(default)]
     pub selection: SelectionMethod,
+    /// With `selection: importance`: how many training examples (evenly spaced through the training
+    /// set) the teacher's dimensions are scored on.
+    #[serde(default = "default_importance_examples")]
+    pub importance_examples: usize,
+}
+
+/// The teacher a student made of its weights starts from: its files and, for `selection: importance`,
+/// the scores of its dimensions.
+#[derive(Debug, Clone, Copy)]
+pub struct TeacherWeights<'a> {
+    pub files: &'a ModelFiles,
+    pub importance: Option<&'a Importance>,
 }
 
 /// How a narrower student's dimensions are chosen from the teacher's (`student.selection`).
@@ -75,6 +90,13 @@ pub enum SelectionMethod {
     /// Evenly spaced indices of each dimension.
     #[default]
     Even,
+    /// The hidden dimensions, heads and FFN units that contribute most to the teacher's outputs on
+    /// training examples (`modeling::importance`).
+    Importance,
+}
+
+fn default_importance_examples() -> usize {
+    512
 }
 
 fn default_init() -> String {
@@ -101,6 +123,7 @@ impl Default for StudentConfig {
             max_position_embeddings: None,
             dropout: None,
             selection: SelectionMethod::Even,
+            importance_examples: default_importance_examples(),
         }
     }
 }
@@ -133,11 +156,7 @@ impl StudentConfig {
 
     /// The student's tokenizer: `tokenizer`, else the one of `init` (of the teacher's files
     /// `teacher`, with `init: teacher`).
-    pub fn tokenizer(
-        &self,
-        max_len: usize,
-        teacher: Option<&modeling::ModelFiles>,
-    ) -> Result<TextTokenizer> {
+    pub fn tokenizer(&self, max_len: usize, teacher: Option<&ModelFiles>) -> Result<TextTokenizer> {
         match (&self.tokenizer, teacher) {
             (Some(p), _) => TextTokenizer::from_file(p, max_len, self.lowercase)
                 .map_err(|e| Error::Msg(format!("student.tokenizer: {e}"))),
@@ -193,7 +212,7 @@ impl StudentConfig {
 
     /// Whether a student made of the teacher's weights is narrower than the teacher or reads another
     /// vocabulary: then its weights are selected (`modeling::select`), not whole blocks.
-    fn selects(&self, teacher: &EncoderConfig) -> bool {
+    pub fn selects(&self, teacher: &EncoderConfig) -> bool {
         self.tokenizer.is_some()
             || self.hidden_size.is_some_and(|h| h != teacher.hidden_size)
             || self
@@ -233,13 +252,21 @@ impl StudentConfig {
         Ok(c)
     }
 
+    /// Whether the student's dimensions are chosen by their importance to the teacher (which the
+    /// caller measures on training examples and gives `build`).
+    pub fn needs_importance(&self, teacher: &EncoderConfig) -> bool {
+        self.from_teacher()
+            && self.selection == SelectionMethod::Importance
+            && self.selects(teacher)
+    }
+
     /// The student for a task of `num_outputs` outputs, its weights drawn from `seed` (random), read
-    /// from `init`, or taken from the task teacher's files `teacher` (`init: teacher`), checked
-    /// against `tok`'s vocabulary and inputs of `max_len` tokens.
+    /// from `init`, or taken from the task teacher's (`init: teacher`), checked against `tok`'s
+    /// vocabulary and inputs of `max_len` tokens.
     pub fn build(
         &self,
         tok: &TextTokenizer,
-        teacher: Option<&modeling::ModelFiles>,
+        teacher: Option<TeacherWeights>,
         num_outputs: usize,
         max_len: usize,
         seed: u64,
@@ -249,13 +276,14 @@ impl StudentConfig {
         let model = if self.is_random() {
             Classifier::new(&self.random_config(tok)?, num_outputs, seed, device)?
         } else if self.from_teacher() {
-            let files = teacher.ok_or_else(|| {
+            let TeacherWeights { files, importance } = teacher.ok_or_else(|| {
                 Error::Msg("student.init: `teacher` needs the teacher's files".into())
             })?;
             let teacher = EncoderConfig::from_file(&files.config)
                 .map_err(|e| Error::Msg(format!("student.init: {e}")))?;
             let (m, report) = if self.selects(&teacher) {
-                self.select_from(files, &teacher, tok, num_outputs, seed, device)?
+                let from = TeacherWeights { files, importance };
+                self.select_from(from, &teacher, tok, num_outputs, seed, device)?
             } else {
                 Classifier::load_layers(files, &self.teacher_layers, num_outputs, seed, device)
                     .map_err(|e| Error::Msg(format!("student.teacher_layers: {e}")))?
@@ -310,17 +338,25 @@ impl StudentConfig {
     /// A student selected from the teacher's weights (`files`, shape `teacher`): see `teacher_shape`.
     fn select_from(
         &self,
-        files: &modeling::ModelFiles,
+        from: TeacherWeights,
         teacher: &EncoderConfig,
         tok: &TextTokenizer,
         num_outputs: usize,
         seed: u64,
         device: &Device,
     ) -> Result<(Classifier, modeling::LoadReport)> {
+        let files = from.files;
         let config = self.teacher_shape(teacher, tok)?;
-        let sel = match self.selection {
-            SelectionMethod::Even => {
-                modeling::select::Selection::even(teacher, &config, &self.teacher_layers)
+        let layers = &self.teacher_layers;
+        let sel = match (self.selection, from.importance) {
+            (SelectionMethod::Even, _) => Selection::even(teacher, &config, layers),
+            (SelectionMethod::Importance, Some(scores)) => {
+                Selection::by_importance(teacher, &config, layers, scores)
+            }
+            (SelectionMethod::Importance, None) => {
+                return Err(Error::Msg(
+                    "student.selection: `importance` needs the teacher's scores, measured on training examples".into(),
+                ))
             }
         }
         .map_err(|e| Error::Msg(format!("student: {e}")))?;
@@ -352,7 +388,7 @@ impl StudentConfig {
     pub fn check(
         &self,
         tok: &TextTokenizer,
-        teacher: Option<&modeling::ModelFiles>,
+        teacher: Option<&ModelFiles>,
         max_len: usize,
     ) -> Result<EncoderConfig> {
         self.validate()?;

@@ -22,10 +22,10 @@ target/debug/distill run configs/tiny.yaml --set "output_dir=$OUT/tiny" 2>/dev/n
 MAX_LEN=32 bash tools/parity/export_roundtrip.sh "$OUT/tiny/export" configs/tiny/data/dev.tsv
 # Capitals, accents and other scripts: the export's tokenizer_config.json must say what it does.
 MAX_LEN=32 bash tools/parity/export_roundtrip.sh "$OUT/tiny/export" tools/parity/mixed_case.tsv
-echo "== a student selected from the tiny teacher's weights (narrower; then another vocabulary)"
+echo "== a student selected from the tiny teacher's weights (narrower, by importance; then another vocabulary)"
 target/debug/distill -q run configs/tiny.yaml --set "output_dir=$OUT/narrow" --set student.init=teacher \
     --set 'student.teacher_layers=[1, 2]' --set student.tokenizer=null --set student.hidden_size=16 \
-    --set student.num_heads=2 --set student.intermediate_size=32 >/dev/null
+    --set student.num_heads=2 --set student.intermediate_size=32 --set student.selection=importance >/dev/null
 MAX_LEN=32 bash tools/parity/export_roundtrip.sh "$OUT/narrow/export" tools/parity/mixed_case.tsv
 if [[ -f ../shared/vocab/bert-base-cased-vocab.txt ]]; then
     target/debug/distill -q run configs/tiny.yaml --set "output_dir=$OUT/vocab" --set student.init=teacher \
