@@ -148,8 +148,7 @@ impl EncoderConfig {
                 return Err(format!("{key} must be positive"));
             }
         }
-        if self.kind() != ModelKind::Bert
-            && self.max_position_embeddings <= self.pad_token_id as usize + 1
+        if self.kind() != ModelKind::Bert && self.max_position_embeddings <= self.position_offset()
         {
             return Err("max_position_embeddings leaves no room after RoBERTa's offset".into());
         }
@@ -159,11 +158,23 @@ impl EncoderConfig {
         Ok(())
     }
 
-    /// First position id: RoBERTa and MPNet number positions from `pad_token_id + 1`, BERT from 0.
+    /// The token id that RoBERTa and MPNet number positions around (transformers'
+    /// `create_position_ids_from_input_ids`): RoBERTa's `pad_token_id`, and for MPNet always 1, since
+    /// transformers' `MPNetEmbeddings` fixes its `padding_idx` at 1 whatever the config says (a student
+    /// with another vocabulary must number its positions as transformers will).
+    pub fn position_padding_id(&self) -> u32 {
+        match self.kind() {
+            ModelKind::Mpnet => 1,
+            _ => self.pad_token_id,
+        }
+    }
+
+    /// First position id: RoBERTa and MPNet number positions from `position_padding_id() + 1`, BERT
+    /// from 0.
     pub fn position_offset(&self) -> usize {
         match self.kind() {
             ModelKind::Bert => 0,
-            ModelKind::Roberta | ModelKind::Mpnet => self.pad_token_id as usize + 1,
+            ModelKind::Roberta | ModelKind::Mpnet => self.position_padding_id() as usize + 1,
         }
     }
 

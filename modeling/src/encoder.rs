@@ -2,7 +2,7 @@
 //! (`embeddings.word_embeddings.weight`, `encoder.layer.{i}.attention.self.query.weight`, MPNet's
 //! `encoder.layer.{i}.attention.attn.q.weight`, ...). Mirrors transformers' `modeling_bert.py`,
 //! `modeling_roberta.py` and `modeling_mpnet.py` (eager attention): post-LayerNorm blocks, additive
-//! attention mask, RoBERTa and MPNet positions from `pad_token_id + 1`, MPNet's relative-position
+//! attention mask, RoBERTa and MPNet positions from `padding_idx + 1`, MPNet's relative-position
 //! bias (T5's log buckets, one table shared by all layers) added to the attention scores. Used by
 //! teacher and student.
 
@@ -274,8 +274,8 @@ impl Encoder {
         self.cfg.attention_probs_dropout_prob = p;
     }
 
-    /// Position ids as transformers computes them: 0.. for BERT; for RoBERTa `cumsum(ids != pad)` masked,
-    /// plus `pad_token_id`, so that padding keeps the padding position.
+    /// Position ids as transformers computes them: 0.. for BERT; for RoBERTa and MPNet `cumsum(ids !=
+    /// pad)` masked, plus `pad` (`position_padding_id`), so that padding keeps the padding position.
     fn position_ids(&self, input_ids: &Tensor) -> Result<Tensor> {
         let (b, s) = input_ids.dims2()?;
         match self.cfg.kind() {
@@ -284,8 +284,9 @@ impl Encoder {
                 .broadcast_as((b, s))?
                 .contiguous()?),
             ModelKind::Roberta | ModelKind::Mpnet => {
-                let pad = self.cfg.pad_token_id as f64;
-                let real = input_ids.ne(self.cfg.pad_token_id)?.to_dtype(DType::F32)?; // [b, s]
+                let pad_id = self.cfg.position_padding_id();
+                let pad = pad_id as f64;
+                let real = input_ids.ne(pad_id)?.to_dtype(DType::F32)?; // [b, s]
                 let pos = (real.cumsum(1)? * &real)?;
                 Ok((pos + pad)?.to_dtype(DType::U32)?)
             }

@@ -56,7 +56,7 @@ pub fn to_onnx(model: &Classifier, int8: bool) -> Result<Vec<u8>> {
         }
         // transformers' create_position_ids_from_input_ids: cumsum(ids != pad) * (ids != pad) + pad.
         ModelKind::Roberta | ModelKind::Mpnet => {
-            let pad = g.const_i64("pad", &[], &[cfg.pad_token_id as i64])?;
+            let pad = g.const_i64("pad", &[], &[cfg.position_padding_id() as i64])?;
             let axis = g.const_i64("axis1", &[], &[1])?;
             let is_pad = g.op("Equal", &["input_ids", &pad], &[])?;
             let real = g.op("Not", &[&is_pad], &[])?;

@@ -245,7 +245,7 @@ fn is_qkv(rest: &str) -> bool {
 }
 
 /// The position table of the student: the same positions as the teacher's (RoBERTa and MPNet number
-/// them from `pad_token_id + 1`, which another vocabulary may move), as many as the student reads.
+/// them from `padding_idx + 1`, which another RoBERTa vocabulary may move), as many as the student reads.
 fn positions(
     t: &Tensor,
     teacher: &EncoderConfig,

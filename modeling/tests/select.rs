@@ -177,7 +177,7 @@ fn whole_blocks_are_the_selection_that_keeps_every_dimension() {
 }
 
 #[test]
-fn a_new_vocabulary_averages_the_teacher_rows_and_moves_the_positions_with_the_padding_id() {
+fn a_new_vocabulary_averages_the_teacher_rows_and_keeps_mpnets_positions() {
     let files = ModelSource::Local(fixture("mpnet_cls"))
         .resolve(false)
         .unwrap();
@@ -186,7 +186,6 @@ fn a_new_vocabulary_averages_the_teacher_rows_and_moves_the_positions_with_the_p
     // Three tokens: [PAD] at 0 (MPNet's <pad> is 1), the mean of teacher rows 5 and 7, and row 9.
     student.vocab_size = 3;
     student.pad_token_id = 0;
-    student.max_position_embeddings = teacher.max_position_embeddings - 1;
     let sel = Selection::even(&teacher, &student, &[1, 2]).unwrap();
     let map = vec![vec![1], vec![5, 7], vec![9]];
     let (m, _) =
@@ -201,11 +200,34 @@ fn a_new_vocabulary_averages_the_teacher_rows_and_moves_the_positions_with_the_p
         assert!((x - (tw[5][j] + tw[7][j]) / 2.0).abs() < 1e-7);
     }
     assert_eq!(sw[2], tw[9]);
-    // Position p sits at row p + pad + 1 on both sides: the student's row 1 is the teacher's row 2.
+    // transformers numbers MPNet's positions from 2 whatever the padding id: the same table.
     let pos = "mpnet.embeddings.position_embeddings.weight";
+    assert_eq!(student.position_offset(), teacher.position_offset());
+    assert_eq!(flat(&s[pos]), flat(&t[pos]));
+}
+
+/// RoBERTa numbers positions from `pad_token_id + 1`: a vocabulary whose padding id moves from 1 to 0
+/// moves the table by a row, so that position p still reads the teacher's row for p.
+#[test]
+fn a_new_roberta_vocabulary_moves_the_positions_with_the_padding_id() {
+    let files = ModelSource::Local(fixture("roberta_cls"))
+        .resolve(false)
+        .unwrap();
+    let teacher = EncoderConfig::from_file(&files.config).unwrap();
+    assert_eq!(teacher.pad_token_id, 1);
+    let mut student = teacher.keep_layers(&[1]).unwrap();
+    student.vocab_size = 3;
+    student.pad_token_id = 0;
+    student.max_position_embeddings = teacher.max_position_embeddings - 1;
+    let sel = Selection::even(&teacher, &student, &[1]).unwrap();
+    let map = vec![vec![1], vec![5], vec![9]];
+    let n = teacher.num_labels.unwrap_or(2);
+    let (m, _) =
+        Classifier::load_selected(&files, &student, &sel, Some(&map), n, 0, &Device::Cpu).unwrap();
+    let pos = "roberta.embeddings.position_embeddings.weight";
     let (tp, sp) = (
-        t[pos].to_vec2::<f32>().unwrap(),
-        s[pos].to_vec2::<f32>().unwrap(),
+        tensors("roberta_cls")[pos].to_vec2::<f32>().unwrap(),
+        student_vars(&m)[pos].to_vec2::<f32>().unwrap(),
     );
     assert_eq!(sp[1], tp[2]);
     assert_eq!(sp[10], tp[11]);

@@ -33,6 +33,16 @@ if [[ -f ../shared/vocab/bert-base-cased-vocab.txt ]]; then
         --set student.hidden_size=16 --set student.num_heads=2 --set preflight.allow_casing_mismatch=true >/dev/null
     MAX_LEN=32 bash tools/parity/export_roundtrip.sh "$OUT/vocab/export" tools/parity/mixed_case.tsv
 fi
+echo "== an MPNet student with a WordPiece vocabulary of another padding id (transformers numbers MPNet's positions from 2)"
+mkdir -p "$OUT/mpnet-bare"
+cp modeling/tests/fixtures/parity/mpnet_cls/{config.json,tokenizer.json,tokenizer_config.json,vocab.txt} "$OUT/mpnet-bare/"
+$PY -c "import sys; from safetensors.torch import load_file, save_file
+t = load_file(sys.argv[1]); save_file({k: v for k, v in t.items() if not k.startswith('classifier.')}, sys.argv[2])" \
+    modeling/tests/fixtures/parity/mpnet_cls/model.safetensors "$OUT/mpnet-bare/model.safetensors"
+target/debug/distill -q run configs/tiny.yaml --set "output_dir=$OUT/mpnet-vocab" --set "teacher.model=$OUT/mpnet-bare" \
+    --set student.init=teacher --set 'student.teacher_layers=[2]' --set student.tokenizer=configs/tiny/vocab.txt \
+    --set student.hidden_size=16 --set student.num_heads=2 --set preflight.allow_casing_mismatch=true >/dev/null
+MAX_LEN=32 bash tools/parity/export_roundtrip.sh "$OUT/mpnet-vocab/export" tools/parity/mixed_case.tsv
 echo "== the export's model card, read by huggingface_hub"
 $PY tools/parity/check_model_card.py "$OUT/tiny"
 echo "== TensorBoard event files, read by the tensorboard package, against metrics.jsonl"
