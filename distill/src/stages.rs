@@ -563,15 +563,7 @@ impl Plan {
             .filter_map(|i| train.get(i).cloned())
             .collect();
         let ids = tokenise(tok, &sample)?.ids;
-        let lengths: Vec<usize> = ids.iter().map(|e| e.ids.len()).collect();
-        let batches = modeling::batch::sorted_batches(&lengths, 32)
-            .iter()
-            .map(|b| {
-                let items: Vec<&modeling::Encoded> = b.iter().map(|&i| &ids[i]).collect();
-                modeling::batch::make_batch(&items, tok.pad_id(), self.device())
-            })
-            .collect::<modeling::Result<Vec<_>>>()?;
-        let scores = Importance::measure(teacher, &st.teacher_layers, &batches)?;
+        let scores = Importance::measure(teacher, &st.teacher_layers, &ids, tok.pad_id())?;
         tracing::info!(
             "student: scored the teacher's hidden dimensions, heads and FFN units on {} training examples",
             sample.len()

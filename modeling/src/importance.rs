@@ -13,10 +13,12 @@
 //! Heads are scored summed over the kept blocks, since one set of heads serves them all (MPNet's single
 //! relative-position table has one column per head).
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Module, Tensor, D};
+use candle_nn::Linear;
 
-use crate::encoder::{activation, Batch, Want};
-use crate::{Classifier, Error, Result};
+use crate::batch::{make_batch, sorted_batches};
+use crate::encoder::{activation, Want};
+use crate::{Classifier, Encoded, Error, Result};
 
 /// Scores of a teacher's dimensions (larger: more important).
 #[derive(Debug, Clone, PartialEq)]
@@ -31,17 +33,23 @@ pub struct Importance {
 
 /// The weights of one block that the scores need.
 struct BlockWeights {
-    value: (Tensor, Tensor),
-    out: (Tensor, Tensor),
+    value: Linear,
+    out: Linear,
     norm: (Tensor, Tensor),
-    up: (Tensor, Tensor),
+    up: Linear,
     down: Tensor,
 }
 
 impl Importance {
-    /// Scores `teacher`'s dimensions for a student made of its blocks `layers` (1-based), over `batches`
-    /// of task examples (inference mode).
-    pub fn measure(teacher: &Classifier, layers: &[usize], batches: &[Batch]) -> Result<Self> {
+    /// Scores `teacher`'s dimensions for a student made of its blocks `layers` (1-based), over task
+    /// examples `data` tokenised by the teacher's tokenizer (padding id `pad_id`), in inference mode,
+    /// one length-sorted batch at a time.
+    pub fn measure(
+        teacher: &Classifier,
+        layers: &[usize],
+        data: &[Encoded],
+        pad_id: u32,
+    ) -> Result<Self> {
         let cfg = &teacher.config;
         teacher.config.keep_layers(layers)?;
         let blocks = layers
@@ -54,12 +62,15 @@ impl Importance {
         let mut ffn = vec![vec![0f64; cfg.intermediate_size]; layers.len()];
         let (mut tokens, mut stream_rows) = (0f64, 0f64);
         let deepest = layers.iter().copied().max().unwrap_or(0);
-        for batch in batches {
-            let want = Want {
-                attentions: true,
-                qkv: false,
-            };
-            let (_, out) = teacher.forward_with(batch, false, want)?;
+        let want = Want {
+            attentions: true,
+            qkv: false,
+        };
+        let lengths: Vec<usize> = data.iter().map(|e| e.ids.len()).collect();
+        for idx in sorted_batches(&lengths, 32) {
+            let items: Vec<&Encoded> = idx.iter().map(|&i| &data[i]).collect();
+            let batch = make_batch(&items, pad_id, &teacher.device)?;
+            let (_, out) = teacher.forward_with(&batch, false, want)?;
             // [b*s, 1] weights: 1 on real tokens, 0 on padding.
             let mask = batch.attention_mask.flatten_all()?.unsqueeze(1)?;
             let n = mask.sum_all()?.to_scalar::<f32>()? as f64;
@@ -69,8 +80,7 @@ impl Importance {
                 Ok(t.reshape(((), w))?.broadcast_mul(&mask)?)
             };
             let sum_rows = |t: &Tensor| -> Result<Vec<f64>> {
-                let v = t.sum(0)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-                Ok(v)
+                Ok(t.sum(0)?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
             };
             for h in out.hidden_states.iter().take(deepest + 1) {
                 let sq = sum_rows(&rows(h)?.sqr()?)?;
@@ -80,31 +90,33 @@ impl Importance {
             for (j, (&l, w)) in layers.iter().zip(&blocks).enumerate() {
                 let x = &out.hidden_states[l - 1];
                 let probs = &out.attentions[l - 1]; // [b, nh, s, s]
-                let (b, s, width) = x.dims3()?;
-                let v = linear(x, &w.value)?
+                let (b, s, _) = x.dims3()?;
+                let v = w
+                    .value
+                    .forward(x)?
                     .reshape((b, s, nh, hd))?
                     .transpose(1, 2)?
                     .contiguous()?;
                 let ctx = probs.contiguous()?.matmul(&v)?; // [b, nh, s, hd]
-                let mut added = Vec::with_capacity(nh);
                 for (h, score) in heads.iter_mut().enumerate() {
                     let ctx_h = ctx.narrow(1, h, 1)?.squeeze(1)?; // [b, s, hd]
-                    let w_o = w.out.0.narrow(1, h * hd, hd)?; // [width, hd]
+                    let w_o = w.out.weight().narrow(1, h * hd, hd)?; // [width, hd]
                     let part = ctx_h.broadcast_matmul(&w_o.t()?)?; // [b, s, width]
                     let norms = rows(&part)?.sqr()?.sum_keepdim(1)?.sqrt()?;
                     *score += norms.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                    added.push(part);
                 }
-                let attn = Tensor::stack(&added, 0)?.sum(0)?.broadcast_add(&w.out.1)?;
-                let a = layer_norm(&(attn + x)?, &w.norm, cfg.layer_norm_eps)?;
-                let act = activation(&linear(&a, &w.up)?, cfg.hidden_act)?;
+                // The block's own attention output (the heads' parts summed), then its FFN input.
+                let merged = ctx.transpose(1, 2)?.reshape((b, s, nh * hd))?;
+                let attn = (w.out.forward(&merged)? + x)?;
+                let (g, beta) = &w.norm;
+                let a = candle_nn::ops::layer_norm(&attn, g, beta, cfg.layer_norm_eps as f32)?;
+                let act = activation(&w.up.forward(&a)?, cfg.hidden_act)?;
                 let col_norms = w.down.sqr()?.sum(0)?.sqrt()?; // [ffn]
                 let mean_abs = sum_rows(&rows(&act)?.abs()?)?;
                 let col = col_norms.to_dtype(DType::F64)?.to_vec1::<f64>()?;
                 for ((f, m), c) in ffn[j].iter_mut().zip(mean_abs).zip(col) {
                     *f += m * c;
                 }
-                debug_assert_eq!(width, cfg.hidden_size);
             }
         }
         if tokens == 0.0 {
@@ -128,18 +140,6 @@ pub fn top(scores: &[f64], keep: usize) -> Vec<usize> {
     order.truncate(keep);
     order.sort_unstable();
     order
-}
-
-fn linear(x: &Tensor, (w, b): &(Tensor, Tensor)) -> Result<Tensor> {
-    Ok(x.broadcast_matmul(&w.t()?)?.broadcast_add(b)?)
-}
-
-fn layer_norm(x: &Tensor, (w, b): &(Tensor, Tensor), eps: f64) -> Result<Tensor> {
-    let mean = x.mean_keepdim(D::Minus1)?;
-    let xc = x.broadcast_sub(&mean)?;
-    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-    let y = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
-    Ok(y.broadcast_mul(w)?.broadcast_add(b)?)
 }
 
 /// Block `i`'s (0-based) value, attention output, attention LayerNorm, FFN up and down weights, by
@@ -168,9 +168,13 @@ fn block_weights(model: &Classifier, i: usize) -> Result<BlockWeights> {
         let b = find(&|r| prefixes.iter().any(|p| r == format!("{p}bias")), what)?;
         Ok((w, b))
     };
+    let dense = |prefixes: &[&str], what: &str| -> Result<Linear> {
+        let (w, b) = pair(prefixes, what)?;
+        Ok(Linear::new(w, Some(b)))
+    };
     Ok(BlockWeights {
-        value: pair(&["attention.self.value.", "attention.attn.v."], "value")?,
-        out: pair(
+        value: dense(&["attention.self.value.", "attention.attn.v."], "value")?,
+        out: dense(
             &["attention.output.dense.", "attention.attn.o."],
             "attention output",
         )?,
@@ -178,7 +182,7 @@ fn block_weights(model: &Classifier, i: usize) -> Result<BlockWeights> {
             &["attention.output.LayerNorm.", "attention.LayerNorm."],
             "attention LayerNorm",
         )?,
-        up: pair(&["intermediate.dense."], "FFN up-projection")?,
+        up: dense(&["intermediate.dense."], "FFN up-projection")?,
         down: find(&|r| r == "output.dense.weight", "FFN down-projection")?,
     })
 }

@@ -250,16 +250,16 @@ fn a_student_wider_than_its_teacher_is_refused() {
     );
 }
 
-/// The fixture's tokens as a batch of two padded sentences.
-fn two_sentences(vocab: u32) -> modeling::Batch {
-    let ids: Vec<u32> = (0..16).map(|i| (i * 7 + 3) % vocab).collect();
-    let mut mask = vec![1f32; 16];
-    mask[13..].iter_mut().for_each(|m| *m = 0.0);
-    modeling::Batch {
-        input_ids: Tensor::from_vec(ids, (2, 8), &Device::Cpu).unwrap(),
-        token_type_ids: Tensor::zeros((2, 8), candle_core::DType::U32, &Device::Cpu).unwrap(),
-        attention_mask: Tensor::from_vec(mask, (2, 8), &Device::Cpu).unwrap(),
-    }
+/// Two sentences of the fixture's tokens, of 8 and 5 tokens (so one batch pads the second).
+fn two_sentences(vocab: u32) -> Vec<modeling::Encoded> {
+    let ids: Vec<u32> = (0..13).map(|i| (i * 7 + 3) % vocab).collect();
+    [&ids[..8], &ids[8..]]
+        .iter()
+        .map(|t| modeling::Encoded {
+            ids: t.to_vec(),
+            type_ids: vec![0; t.len()],
+        })
+        .collect()
 }
 
 /// Sets `name` to `t` with `f` applied to its values.
@@ -315,9 +315,9 @@ fn importance_leaves_out_the_heads_units_and_dimensions_that_add_nothing() {
                 edit(&m, &name, |t| zero(t, 0, &[dead_dim]));
             }
         }
-        let batch = two_sentences(teacher.vocab_size as u32);
+        let data = two_sentences(teacher.vocab_size as u32);
         // Only teacher block 2 (index 1) had a head silenced: score the student of that block alone.
-        let scores = Importance::measure(&m, &[2], std::slice::from_ref(&batch)).unwrap();
+        let scores = Importance::measure(&m, &[2], &data, teacher.pad_token_id).unwrap();
         assert_eq!(scores.heads.len(), teacher.num_attention_heads);
         assert_eq!(
             scores.heads[dead_head], 0.0,
