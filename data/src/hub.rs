@@ -124,18 +124,6 @@ impl HubDataset {
     }
 }
 
-/// The Hub's column names of a GLUE task's texts.
-fn glue_columns(task: &str) -> Option<(&'static str, Option<&'static str>)> {
-    Some(match task {
-        "sst2" | "cola" => ("sentence", None),
-        "mrpc" | "stsb" | "rte" | "wnli" => ("sentence1", Some("sentence2")),
-        "qqp" => ("question1", Some("question2")),
-        "mnli" => ("premise", Some("hypothesis")),
-        "qnli" => ("question", Some("sentence")),
-        _ => return None,
-    })
-}
-
 /// One Parquet file's rows as examples of `spec`.
 fn read_file(spec: &TaskSpec, path: &Path) -> Result<Vec<Example>> {
     let bad = |msg: String| Error::file(path, msg);
@@ -147,12 +135,13 @@ fn read_file(spec: &TaskSpec, path: &Path) -> Result<Vec<Example>> {
         crate::tasks::Column::Name(n) => n.clone(),
         crate::tasks::Column::Index(i) => i.to_string(),
     };
-    let (a, b) = match glue_columns(&spec.name) {
+    let glue = crate::glue::task(&spec.name);
+    let (a, b) = match glue.map(|t| t.hub_text) {
         Some((a, b)) => (a.to_string(), b.map(str::to_string)),
         None => (column(&spec.text_a), spec.text_b.as_ref().map(column)),
     };
     let label = match &spec.label {
-        crate::tasks::Column::Name(n) if glue_columns(&spec.name).is_none() => n.clone(),
+        crate::tasks::Column::Name(n) if glue.is_none() => n.clone(),
         _ => "label".to_string(),
     };
     // Class ids map through the file's ClassLabel names when the task's labels (as the files spell them,

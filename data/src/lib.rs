@@ -3,6 +3,7 @@
 //! (tokenized once, memory-mapped, packed into inputs, masked per epoch).
 
 pub mod corpus;
+pub mod glue;
 pub mod hub;
 pub mod tasks;
 

@@ -116,18 +116,11 @@ impl TaskSpec {
     /// GLUE tasks whose files hold bare ids, the names of the Hub's `nyu-mll/glue` dataset card (SST-2
     /// `negative`/`positive`); otherwise the labels as the files spell them (RTE's `entailment`).
     pub fn label_names(&self) -> Vec<String> {
-        let glue: &[&str] = match self.name.as_str() {
-            "sst2" => &["negative", "positive"],
-            "cola" => &["unacceptable", "acceptable"],
-            "mrpc" => &["not_equivalent", "equivalent"],
-            "qqp" => &["not_duplicate", "duplicate"],
-            "wnli" => &["not_entailment", "entailment"],
-            _ => &[],
-        };
-        if glue.len() == self.labels.len() && self.labels == ["0", "1"] {
-            glue.iter().map(|s| s.to_string()).collect()
-        } else {
-            self.labels.clone()
+        match crate::glue::task(&self.name) {
+            Some(t) if !t.label_names.is_empty() && self.labels == t.labels => {
+                t.label_names.iter().map(|s| s.to_string()).collect()
+            }
+            _ => self.labels.clone(),
         }
     }
 
@@ -136,92 +129,37 @@ impl TaskSpec {
         self.labels.len().max(1)
     }
 
-    /// The GLUE task of that name (`sst2`, `cola`, `mrpc`, `stsb`, `qqp`, `mnli`, `qnli`, `rte`, `wnli`).
+    /// The GLUE task of that name (`crate::glue::GLUE`): its TSV files as GLUE lays them out.
     pub fn glue(name: &str) -> Option<Self> {
+        let t = crate::glue::task(name)?;
         let n = |s: &str| Column::Name(s.to_string());
-        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let binary = names(&["0", "1"]);
-        let entail = names(&["entailment", "not_entailment"]);
-        let spec =
-            |a: Column, b: Option<Column>, label: Column, labels: Vec<String>, metric| TaskSpec {
-                name: name.to_string(),
-                format: Format::Tsv,
-                header: true,
-                text_a: a,
-                text_b: b,
-                label,
-                labels,
-                metric,
-                train_file: "train.tsv".into(),
-                dev_file: "dev.tsv".into(),
-                extra_dev: Vec::new(),
-            };
+        let spec = TaskSpec {
+            name: name.to_string(),
+            format: Format::Tsv,
+            header: true,
+            text_a: n(t.tsv_text.0),
+            text_b: t.tsv_text.1.map(n),
+            label: n(t.tsv_label),
+            labels: t.labels.iter().map(|s| s.to_string()).collect(),
+            metric: t.metric,
+            train_file: "train.tsv".into(),
+            dev_file: "dev.tsv".into(),
+            extra_dev: Vec::new(),
+        };
         Some(match name {
-            "sst2" => spec(n("sentence"), None, n("label"), binary, Metric::Accuracy),
+            // CoLA's training and dev files have no header: source, label, original mark, sentence.
             "cola" => TaskSpec {
                 header: false,
-                ..spec(
-                    Column::Index(3),
-                    None,
-                    Column::Index(1),
-                    binary,
-                    Metric::Matthews,
-                )
+                text_a: Column::Index(3),
+                label: Column::Index(1),
+                ..spec
             },
-            "mrpc" => spec(
-                n("#1 String"),
-                Some(n("#2 String")),
-                n("Quality"),
-                binary,
-                Metric::F1Accuracy,
-            ),
-            "stsb" => spec(
-                n("sentence1"),
-                Some(n("sentence2")),
-                n("score"),
-                Vec::new(),
-                Metric::PearsonSpearman,
-            ),
-            "qqp" => spec(
-                n("question1"),
-                Some(n("question2")),
-                n("is_duplicate"),
-                binary,
-                Metric::F1Accuracy,
-            ),
             "mnli" => TaskSpec {
                 dev_file: "dev_matched.tsv".into(),
                 extra_dev: vec![("mm".into(), "dev_mismatched.tsv".into())],
-                ..spec(
-                    n("sentence1"),
-                    Some(n("sentence2")),
-                    n("gold_label"),
-                    names(&["contradiction", "entailment", "neutral"]),
-                    Metric::Accuracy,
-                )
+                ..spec
             },
-            "qnli" => spec(
-                n("question"),
-                Some(n("sentence")),
-                n("label"),
-                entail,
-                Metric::Accuracy,
-            ),
-            "rte" => spec(
-                n("sentence1"),
-                Some(n("sentence2")),
-                n("label"),
-                entail,
-                Metric::Accuracy,
-            ),
-            "wnli" => spec(
-                n("sentence1"),
-                Some(n("sentence2")),
-                n("label"),
-                binary,
-                Metric::Accuracy,
-            ),
-            _ => return None,
+            _ => spec,
         })
     }
 
@@ -235,43 +173,20 @@ impl TaskSpec {
         &'static str,
         Option<&'static str>,
     )> {
-        let (name, a, b) = match self.name.as_str() {
-            "sst2" => ("SST-2", "sentence", None),
-            "cola" => ("CoLA", "sentence", None),
-            "mrpc" => ("MRPC", "#1 String", Some("#2 String")),
-            "stsb" => ("STS-B", "sentence1", Some("sentence2")),
-            "qqp" => ("QQP", "question1", Some("question2")),
-            "qnli" => ("QNLI", "question", Some("sentence")),
-            "rte" => ("RTE", "sentence1", Some("sentence2")),
-            "wnli" => ("WNLI", "sentence1", Some("sentence2")),
-            "mnli" => {
-                // The AX diagnostic set is predicted with the MNLI model; GLUE's download script puts
-                // it in diagnostic/, other mirrors in AX/.
-                return vec![
-                    ("MNLI-m", "test_matched.tsv", "sentence1", Some("sentence2")),
-                    (
-                        "MNLI-mm",
-                        "test_mismatched.tsv",
-                        "sentence1",
-                        Some("sentence2"),
-                    ),
-                    (
-                        "AX",
-                        "../diagnostic/diagnostic.tsv",
-                        "sentence1",
-                        Some("sentence2"),
-                    ),
-                    ("AX", "../AX/test.tsv", "sentence1", Some("sentence2")),
-                ];
-            }
-            _ => return Vec::new(),
+        let Some(t) = crate::glue::task(&self.name) else {
+            return Vec::new();
         };
-        vec![(name, "test.tsv", a, b)]
-    }
-
-    pub fn glue_names() -> &'static [&'static str] {
-        &[
-            "sst2", "cola", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli",
+        let (a, b) = t.tsv_text;
+        if t.name != "mnli" {
+            return vec![(t.submission, "test.tsv", a, b)];
+        }
+        // The AX diagnostic set is predicted with the MNLI model; GLUE's download script puts it in
+        // diagnostic/, other mirrors in AX/.
+        vec![
+            ("MNLI-m", "test_matched.tsv", a, b),
+            ("MNLI-mm", "test_mismatched.tsv", a, b),
+            ("AX", "../diagnostic/diagnostic.tsv", a, b),
+            ("AX", "../AX/test.tsv", a, b),
         ]
     }
 

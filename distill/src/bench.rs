@@ -19,7 +19,7 @@ pub struct BenchArgs {
     /// Timed repetitions of each training step / inference batch (after one warm-up).
     #[arg(long, default_value_t = 3)]
     pub steps: usize,
-    /// Timed batch-1 forward passes per sequence length.
+    /// Timed batch-1 forward passes per sequence length (after 10 untimed ones; at most 200).
     #[arg(long, default_value_t = 50)]
     pub latency_runs: usize,
     /// Write the results as JSON here too.
@@ -57,11 +57,6 @@ fn random_batch(b: usize, s: usize, vocab: usize, rng: &mut StdRng, dev: &Device
         token_type_ids: Tensor::zeros((b, s), candle_core::DType::U32, dev)?,
         attention_mask: Tensor::ones((b, s), candle_core::DType::F32, dev)?,
     })
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).copied().unwrap_or(f64::NAN)
 }
 
 /// Peak resident memory of this process (VmHWM), in MiB.
@@ -151,20 +146,19 @@ fn inference(
     Ok(json!({"batch": b, "seq": s, "tokens_per_s": (b * s) as f64 / mean, "batch_s": mean}))
 }
 
-fn latency(model: &Classifier, s: usize, runs: usize, dev: &Device) -> Result<serde_json::Value> {
+/// Batch-1 latency at `s` random tokens, measured as `compare` measures it (`inference::batch1_latency`)
+/// over `runs` passes of the same input.
+fn latency(model: &Classifier, s: usize, runs: usize) -> Result<serde_json::Value> {
     let mut rng = StdRng::seed_from_u64(3);
-    let batch = random_batch(1, s, model.config.vocab_size, &mut rng, dev)?;
-    let mut times = Vec::new();
-    for i in 0..runs + 3 {
-        let t0 = Instant::now();
-        let (logits, _) = model.forward(&batch, false, false)?;
-        logits.to_vec2::<f32>()?;
-        if i >= 3 {
-            times.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(json!({"seq": s, "p50_ms": percentile(&times, 0.5), "p99_ms": percentile(&times, 0.99)}))
+    let ids: Vec<u32> = (0..s)
+        .map(|_| rng.random_range(1000..model.config.vocab_size as u32))
+        .collect();
+    let input = modeling::Encoded {
+        type_ids: vec![0; s],
+        ids,
+    };
+    let l = inference::batch1_latency(model, &vec![input; runs], 0)?;
+    Ok(json!({"seq": s, "p50_ms": l.p50_ms, "p99_ms": l.p99_ms}))
 }
 
 pub fn run(a: &BenchArgs) -> Result<()> {
@@ -218,7 +212,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
     let mut lat = Vec::new();
     for s in [16, 32, 64] {
-        let r = latency(&packed, s, a.latency_runs, &dev)?;
+        let r = latency(&packed, s, a.latency_runs)?;
         eprintln!("student latency b1 s{s}: {r}");
         lat.push(r);
     }
@@ -232,7 +226,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
     let mut lat8 = Vec::new();
     for s in [16, 32, 64] {
-        let r = latency(&int8, s, a.latency_runs, &dev)?;
+        let r = latency(&int8, s, a.latency_runs)?;
         eprintln!("student int8 latency b1 s{s}: {r}");
         lat8.push(r);
     }
@@ -345,7 +339,7 @@ fn ceilings(steps: usize) -> Result<serde_json::Value> {
         }
     }
     times.sort_by(f64::total_cmp);
-    Ok(json!({"matmul_gflops": gflops, "dense_s16_ms": percentile(&times, 0.5)}))
+    Ok(json!({"matmul_gflops": gflops, "dense_s16_ms": inference::percentile(&times, 0.5)}))
 }
 
 fn rayon_threads() -> usize {

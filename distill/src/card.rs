@@ -12,17 +12,12 @@ use serde_json::{json, Value};
 use crate::plan::Plan;
 use crate::report::Report;
 
-/// The GLUE tasks, by the config name of the Hub's `nyu-mll/glue` dataset.
-const GLUE: [&str; 9] = [
-    "cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli",
-];
-
 /// The card of the student exported to `dest`, with `report` (the run's `report.json`) when there is one.
 pub fn model_card(plan: &Plan, dest: &Path, report: Option<&Report>) -> Result<String> {
     let cfg = plan.cfg();
     let task = cfg.task.as_str();
     let shape = modeling::EncoderConfig::from_file(&dest.join("config.json"))?;
-    let glue = GLUE.contains(&task);
+    let glue = data::glue::task(task).is_some();
     // The teacher by its Hub id where it can be known (a local copy of a Hub model included): the card's
     // `base_model`, which the Hub links; else by its folder's name, never by a path of this machine.
     let hub_teacher =

@@ -3,6 +3,7 @@
 //! ([`errors`] words them).
 
 mod errors;
+pub(crate) mod schema;
 
 use std::path::{Path, PathBuf};
 
@@ -721,7 +722,7 @@ impl RunConfig {
             anyhow!(
                 "task: unknown task `{}` (one of {} or custom)",
                 self.task,
-                TaskSpec::glue_names().join(", ")
+                data::glue::names().collect::<Vec<_>>().join(", ")
             )
         })
     }

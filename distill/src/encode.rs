@@ -52,7 +52,7 @@ pub fn run(a: &EncodeArgs) -> Result<()> {
     let n_states = model.config.num_hidden_layers + 1;
     let mut states: Vec<Vec<Tensor>> = vec![Vec::new(); n_states];
     let (mut ids, mut masks) = (Vec::new(), Vec::new());
-    let bar = train::progress_bar(enc.len() as u64, "encode");
+    let bar = inference::progress_bar(enc.len() as u64, "encode");
     for chunk in enc.chunks(a.batch_size.max(1)) {
         let items: Vec<_> = chunk.iter().collect();
         let batch = make_batch(&items, tok.pad_id(), &Device::Cpu)?;

@@ -17,9 +17,9 @@ use std::rc::Rc;
 use train::dist::Group;
 
 use crate::config;
-use crate::lock::Lock;
 use crate::plan::Plan;
 use crate::report::Report;
+use inference::Lock;
 
 #[derive(clap::Args)]
 pub struct GlueArgs {
@@ -186,17 +186,22 @@ fn predict_test(plan: &Plan, a: &GlueArgs) -> Result<Option<PathBuf>> {
             .iter()
             .map(|r| tok.encode(&r.text_a, r.text_b.as_deref()))
             .collect::<modeling::Result<Vec<_>>>()?;
-        let logits: Vec<Vec<f32>> =
-            train::eval::logits(&model, &enc, tok.pad_id(), plan.cfg().teacher.batch_size)?
-                .to_vec2()?;
+        let logits: Vec<Vec<f32>> = inference::logits(
+            &model,
+            &enc,
+            tok.pad_id(),
+            plan.cfg().teacher.batch_size,
+            Some("test"),
+        )?
+        .logits
+        .to_vec2()?;
         Ok(logits
             .iter()
             .map(|l| {
                 if spec.is_regression() {
                     format!("{:.3}", l[0].clamp(0.0, 5.0))
                 } else {
-                    let k = train::metrics::argmax_rows(std::slice::from_ref(l))[0];
-                    spec.labels[k].clone()
+                    spec.labels[inference::argmax(l)].clone()
                 }
             })
             .collect())

@@ -11,7 +11,7 @@ use distill::pipeline;
 use distill::plan::Plan;
 use distill::{
     bench, cache_cmd, config, encode, fill_mask, glue, predict, pretrain, pretrain_config, ranks,
-    serve, sweep,
+    sweep,
 };
 use std::rc::Rc;
 use train::dist::Group;
@@ -116,8 +116,8 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// What runs the students (f32 and int8): our encoder, or their ONNX graphs in onnxruntime.
-        #[arg(long, value_enum, default_value_t = predict::Runtime::Candle)]
-        runtime: predict::Runtime,
+        #[arg(long, value_enum, default_value_t = inference::Runtime::Candle)]
+        runtime: inference::Runtime,
     },
     /// Search the `sweep:` grid (batch size × learning rate × seeds) over one teacher; keeps the best.
     Sweep(ConfigArgs),

@@ -8,8 +8,8 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::plan::Plan;
-use crate::predict::Runtime;
 use crate::report::{self, Report};
+use inference::Runtime;
 
 /// Every stage in order, timing each (written to `timings.json`); returns the comparison report. The
 /// caller has made `check::config_alone` first.

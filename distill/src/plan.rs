@@ -5,10 +5,9 @@
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use data::hash_examples;
 use data::{Example, Label, TaskSpec};
 use modeling::{ModelFiles, ModelSource, TextTokenizer};
@@ -19,7 +18,7 @@ use teacher::Targets;
 use train::dist::Group;
 
 use crate::config::RunConfig;
-use crate::lock::Lock;
+use inference::Lock;
 
 pub struct Plan {
     cfg: RunConfig,
@@ -271,20 +270,4 @@ pub fn tokenise(tok: &TextTokenizer, examples: &[Example]) -> Result<Tokenised> 
         ids,
         labels: examples.iter().map(|e| e.label).collect(),
     })
-}
-
-/// Times a dev-set pass of `model`; returns logits and examples per second.
-pub fn timed_logits(
-    model: &modeling::infer::Engine,
-    data: &[modeling::Encoded],
-    pad: u32,
-    batch: usize,
-) -> Result<(Tensor, f64)> {
-    let bar = train::progress_bar(data.len() as u64, "eval");
-    let t0 = Instant::now();
-    let logits = modeling::infer::logits(model, data, pad, batch, Some(&bar));
-    let secs = t0.elapsed().as_secs_f64();
-    bar.finish_and_clear();
-    let logits = logits?;
-    Ok((logits, data.len() as f64 / secs.max(1e-9)))
 }

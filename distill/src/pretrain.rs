@@ -36,7 +36,7 @@ pub fn run(
         }
     };
     let _lock = if group.is_main() {
-        Some(crate::lock::Lock::folder(&cfg.output_dir).context("output_dir")?)
+        Some(inference::Lock::folder(&cfg.output_dir).context("output_dir")?)
     } else {
         None
     };

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
-use modeling::infer::Engine;
+use inference::{Engine, Latency, Runtime};
 use modeling::{Classifier, ModelFiles, TextTokenizer};
 use serde::{Deserialize, Serialize};
 use train::bootstrap::{bootstrap, BootstrapConfig, Interval};
@@ -20,33 +20,17 @@ use train::eval::{score_dev_sets, Predictions};
 use train::Scores;
 
 use crate::plan::{Plan, Tokenised};
-use crate::predict::Runtime;
 
 mod figures;
 mod measure;
 
 use figures::figures;
-pub(crate) use measure::batch1_latency;
 use measure::{
     dev_sets, gold_classes, run_model, student_engine, summarise, tokenise_sets, Measured,
 };
 
 /// Bootstrap resamples for every interval of the report.
 pub const BOOTSTRAP_RESAMPLES: usize = 1000;
-/// Batch-1 forward passes timed per model (the first dev examples, in file order) ...
-pub const LATENCY_EXAMPLES: usize = 200;
-/// ... after this many untimed ones (first-call allocations, kernel loading on a GPU).
-pub const LATENCY_WARMUP: usize = 10;
-
-/// Batch-1 latency: tokenised input to logits back on the host, one dev example at a time.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Latency {
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    /// Timed examples.
-    pub examples: usize,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelSummary {
     pub name: String,

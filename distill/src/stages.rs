@@ -295,8 +295,14 @@ impl Plan {
         preflight::label_names(pf, &model.config.labels(), &self.labels())?;
         let (_, dev) = self.read_data()?;
         let enc = tokenise(tok, &dev)?;
-        let logits =
-            train::eval::logits(model, &enc.ids, tok.pad_id(), self.cfg().teacher.batch_size)?;
+        let logits = inference::logits(
+            model,
+            &enc.ids,
+            tok.pad_id(),
+            self.cfg().teacher.batch_size,
+            Some("eval"),
+        )?
+        .logits;
         let scores = train::eval::score(&logits, &enc.labels, self.spec().metric)?;
         let name = scores.values.keys().next().cloned().unwrap_or_default();
         preflight::teacher_dev(pf, &logits.to_vec2()?, &enc.labels, scores.main, &name)?;
@@ -311,7 +317,7 @@ impl Plan {
     pub fn teacher_shard(&self, i: usize, n: usize) -> Result<PathBuf> {
         self.no_augment_with_shards()?;
         let path = self.shard_path(i, n);
-        let _lock = crate::lock::Lock::file(&path)?;
+        let _lock = inference::Lock::file(&path)?;
         let (model, tok, files) = self.load_teacher(false)?;
         let (train, _) = self.read_data()?;
         let mut fp = self.fingerprint(&model, &tok, &files, &train)?;
@@ -461,7 +467,7 @@ impl Plan {
             self.preflight_teacher(&model, &tok).context(key)?;
             let enc = tokenise(&tok, examples)?;
             let model = self.target_pass_model(&model)?;
-            let bar = train::progress_bar(enc.ids.len() as u64, &format!("member {i}"));
+            let bar = inference::progress_bar(enc.ids.len() as u64, &format!("member {i}"));
             let out = infer::run(
                 &model,
                 &enc.ids,
@@ -491,7 +497,7 @@ impl Plan {
         let t = &self.cfg().teacher;
         let ids = tokenise(tok, examples)?.ids;
         let model = &self.target_pass_model(model)?;
-        let bar = train::progress_bar(ids.len() as u64, "targets");
+        let bar = inference::progress_bar(ids.len() as u64, "targets");
         let out = infer::run(
             model,
             &ids,
@@ -764,7 +770,7 @@ impl Plan {
         let best = self.student_dir().join("best");
         let tok = self.student_tokenizer()?;
         // Replacing the folder waits for no reader: a `serve` or `predict` on it holds a shared lock.
-        let _readers_out = crate::lock::Lock::replacing(&dest)?;
+        let _readers_out = inference::Lock::replacing(&dest)?;
         modeling::export::export(&best, &tok, &dest)?;
         // The run's comparison, when `compare` has written one, fills the card's table and model-index.
         let report: Option<crate::report::Report> =

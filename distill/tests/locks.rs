@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{fails, ok, tiny_cmd, tiny_run};
-use distill::lock::{Lock, LOCK_FILE};
+use inference::lock::{Lock, LOCK_FILE};
 
 /// Every file under `dir` (but the lock file) with its size and modification time.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, SystemTime)> {

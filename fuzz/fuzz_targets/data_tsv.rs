@@ -51,8 +51,7 @@ fn specs() -> &'static Vec<TaskSpec> {
     static SPECS: OnceLock<Vec<TaskSpec>> = OnceLock::new();
     SPECS.get_or_init(|| {
         let n = |s: &str| Column::Name(s.to_string());
-        let mut v: Vec<TaskSpec> = TaskSpec::glue_names()
-            .iter()
+        let mut v: Vec<TaskSpec> = data::glue::names()
             .map(|t| TaskSpec::glue(t).expect("glue task"))
             .collect();
         v.push(custom(

@@ -112,9 +112,12 @@ impl Bf16Linear {
             .for_each(|(dst, src)| {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `from_linear` built this layer only after `available()` saw the instructions.
-                unsafe {
-                    crate::x86::avx512bf16::round_row(src, &mut dst[..k])
-                };
+                let done = unsafe { crate::x86::avx512bf16::round_row(src, &mut dst[..k]) };
+                #[cfg(not(target_arch = "x86_64"))]
+                let done = 0;
+                for (d, &x) in dst[done..k].iter_mut().zip(&src[done..]) {
+                    *d = to_bf16(x);
+                }
             });
         tiled(m, n, NR, |row0, rows, p, out, stride| {
             let panel = &self.panels[p * k2 * NR..(p + 1) * k2 * NR];

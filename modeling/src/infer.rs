@@ -1,6 +1,6 @@
-//! Batched inference over a tokenised dataset: logits, and pooled hidden states of chosen layers, in
-//! the dataset's order, from the encoder or (logits only) from its ONNX graph in onnxruntime. Shared by
-//! teacher targets, dev evaluation, prediction and serving.
+//! Batched forward passes over a tokenised dataset: logits, and pooled hidden states of chosen layers, in
+//! the dataset's order. Shared by teacher targets and dev evaluation; the `inference` crate runs exported
+//! models (our encoder or onnxruntime) through the same length-sorted batches.
 
 use candle_core::{Device, Tensor};
 use schemars::JsonSchema;
@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use crate::batch::{make_batch, sorted_batches};
 use crate::encoder::{first_token, masked_mean};
 use crate::model::Classifier;
-use crate::onnx_runtime::OrtClassifier;
 use crate::tokenizer::Encoded;
 use crate::Result;
 
@@ -27,27 +26,6 @@ pub struct Outputs {
     pub logits: Tensor,
     /// (layer, [n, h]) on the CPU, for the requested layers (0 = embeddings).
     pub hidden: Vec<(usize, Tensor)>,
-}
-
-/// What turns a batch of encoded inputs into logits: the encoder of this crate, or the same model's
-/// ONNX graph in onnxruntime (`crate::onnx_runtime`). `predict`, `serve` and `compare` take either.
-#[allow(clippy::large_enum_variant)] // one per loaded model, never copied: size is no concern
-pub enum Engine {
-    Candle(Classifier),
-    OnnxRuntime(OrtClassifier),
-}
-
-impl Engine {
-    /// Logits [b, c] of `items`, padded to the longest with `pad_id`, on the model's device.
-    pub fn logits(&self, items: &[&Encoded], pad_id: u32) -> Result<Tensor> {
-        match self {
-            Self::Candle(model) => {
-                let batch = make_batch(items, pad_id, &model.device)?;
-                Ok(model.forward(&batch, false, false)?.0)
-            }
-            Self::OnnxRuntime(graph) => graph.logits(items, pad_id),
-        }
-    }
 }
 
 /// Runs `model` in eval mode over `data` in length-sorted batches. `progress` is ticked per example.
@@ -88,25 +66,9 @@ pub fn run(
     })
 }
 
-/// Logits [n, c] on the CPU of `data`, in its order, from either engine.
-pub fn logits(
-    engine: &Engine,
-    data: &[Encoded],
-    pad_id: u32,
-    batch_size: usize,
-    progress: Option<&indicatif::ProgressBar>,
-) -> Result<Tensor> {
-    let mut parts = in_sorted_batches(data, batch_size, progress, |items| {
-        Ok(vec![engine.logits(items, pad_id)?])
-    })?;
-    parts
-        .pop()
-        .ok_or_else(|| crate::Error::Msg("no outputs".into()))
-}
-
 /// Calls `f` on `data` in length-sorted batches; `f` returns the same number of [b, ...] tensors for each
 /// batch. Each of them comes back as one tensor on the CPU, its rows in `data`'s order.
-fn in_sorted_batches(
+pub fn in_sorted_batches(
     data: &[Encoded],
     batch_size: usize,
     progress: Option<&indicatif::ProgressBar>,

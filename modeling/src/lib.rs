@@ -20,7 +20,6 @@ pub mod model;
 pub mod nn;
 pub mod onnx;
 mod onnx_proto;
-pub mod onnx_runtime;
 pub mod select;
 pub mod tokenizer;
 pub mod tokenizer_config;

@@ -175,8 +175,12 @@ fn export_then_reload_gives_identical_logits() {
         tok2.encode("The movie was Brilliant", None).unwrap(),
         f.tok.encode("The movie was Brilliant", None).unwrap()
     );
-    let a = ::train::eval::logits(&exported, &f.dev, f.tok.pad_id(), 8).unwrap();
-    let b = ::train::eval::logits(&best_model, &f.dev, f.tok.pad_id(), 8).unwrap();
+    let a = inference::logits(&exported, &f.dev, f.tok.pad_id(), 8, None)
+        .unwrap()
+        .logits;
+    let b = inference::logits(&best_model, &f.dev, f.tok.pad_id(), 8, None)
+        .unwrap()
+        .logits;
     assert_eq!(a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
 }
 

@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::eval::{score_dev_sets, Predictions};
+use inference::percentile;
 
 /// A two-sided interval `[low, high]`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -47,20 +48,6 @@ impl Default for BootstrapConfig {
             level: 0.95,
             seed: 0,
         }
-    }
-}
-
-/// The `q`-quantile (q in [0, 1]) of ascending `sorted` values, interpolating linearly between order
-/// statistics as numpy's default `np.percentile(x, 100 * q)` does; NaN when empty.
-pub fn percentile(sorted: &[f64], q: f64) -> f64 {
-    let Some(last) = sorted.len().checked_sub(1) else {
-        return f64::NAN;
-    };
-    let pos = q.clamp(0.0, 1.0) * last as f64;
-    let (i, frac) = (pos.floor() as usize, pos.fract());
-    match sorted.get(i + 1) {
-        Some(next) if frac > 0.0 => sorted[i] + frac * (next - sorted[i]),
-        _ => sorted[i.min(last)],
     }
 }
 
@@ -149,25 +136,6 @@ mod tests {
             Metric::Accuracy,
             &cfg,
         )["accuracy"]
-    }
-
-    #[test]
-    fn percentile_matches_numpy() {
-        // np.percentile([1, 2, 3, 4, 10], [0, 25, 50, 90, 97.5, 100])
-        //   = [1.0, 2.0, 3.0, 7.6, 9.4, 10.0]
-        let x = [1.0, 2.0, 3.0, 4.0, 10.0];
-        for (q, want) in [
-            (0.0, 1.0),
-            (0.25, 2.0),
-            (0.5, 3.0),
-            (0.9, 7.6),
-            (0.975, 9.4),
-            (1.0, 10.0),
-        ] {
-            assert!((percentile(&x, q) - want).abs() < 1e-12, "q {q}");
-        }
-        assert!(percentile(&[], 0.5).is_nan());
-        assert_eq!(percentile(&[3.0], 0.975), 3.0);
     }
 
     #[test]

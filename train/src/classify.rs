@@ -284,8 +284,15 @@ where
 
     fn evaluate(&self) -> Result<Scores> {
         let batch = self.run.eval_batch_size;
-        let logits = eval::logits(self.model, self.data.dev, self.data.pad_id, batch)?;
-        eval::score(&logits, self.data.dev_labels, self.data.metric)
+        let pass = inference::logits(
+            self.model,
+            self.data.dev,
+            self.data.pad_id,
+            batch,
+            Some("eval"),
+        )
+        .map_err(|e| Error::Msg(format!("{e:#}")))?;
+        eval::score(&pass.logits, self.data.dev_labels, self.data.metric)
     }
 
     fn param_groups(&self) -> Vec<(Vec<(String, Var)>, f64)> {

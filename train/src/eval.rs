@@ -2,35 +2,9 @@
 
 use candle_core::Tensor;
 use data::{Label, Metric};
-use modeling::infer::{self, Pooling};
-use modeling::{Classifier, Encoded};
 
 use crate::metrics::{argmax_rows, score_classes, score_regression, Scores};
 use crate::Result;
-
-/// Logits [n, c] of `model` over `data` (eval mode, dataset order).
-pub fn logits(
-    model: &Classifier,
-    data: &[Encoded],
-    pad_id: u32,
-    batch_size: usize,
-) -> Result<Tensor> {
-    if data.is_empty() {
-        return Err(crate::Error::Msg("no examples to evaluate".into()));
-    }
-    let bar = crate::progress_bar(data.len() as u64, "eval");
-    let out = infer::run(
-        model,
-        data,
-        pad_id,
-        batch_size,
-        &[],
-        Pooling::Cls,
-        Some(&bar),
-    );
-    bar.finish_and_clear();
-    Ok(out?.logits)
-}
 
 /// Scores logits [n, c] against gold labels with `metric` (regression when c == 1).
 pub fn score(logits: &Tensor, gold: &[Label], metric: Metric) -> Result<Scores> {

@@ -24,16 +24,3 @@ pub use metrics::Scores;
 pub use precision::Precision;
 pub use settings::TrainSettings;
 pub use trainer::{EvalRecord, TrainReport};
-
-/// A progress bar on stderr (indicatif hides it when stderr is not a terminal).
-pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len);
-    let style = indicatif::ProgressStyle::with_template(
-        "{prefix:>8} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_prefix(what.to_string());
-    bar
-}

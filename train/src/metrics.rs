@@ -116,21 +116,7 @@ pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
 
 /// Predicted classes (argmax) of a row-major [n, c] logit matrix.
 pub fn argmax_rows(logits: &[Vec<f32>]) -> Vec<usize> {
-    logits
-        .iter()
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                    if v > best.1 {
-                        (i, v)
-                    } else {
-                        best
-                    }
-                })
-                .0
-        })
-        .collect()
+    logits.iter().map(|row| inference::argmax(row)).collect()
 }
 
 /// Counts [gold][predicted] over `k` classes (scikit-learn's `confusion_matrix` layout: rows are the

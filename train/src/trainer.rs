@@ -220,7 +220,7 @@ pub fn run<T: Task>(
         None
     };
 
-    let bar = crate::progress_bar(total as u64, "train");
+    let bar = inference::progress_bar(total as u64, "train");
     if !group.is_main() {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }

@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 use serde_path_to_error::Segment;
 use serde_yaml::Value;
 
-use crate::config_doc::resolve;
+use super::schema::resolve;
 
 /// The file's text; bytes that are not UTF-8 are an error naming FILE:LINE:COLUMN (the column in
 /// characters, from 1) and the byte's offset, as a text editor would point at them.

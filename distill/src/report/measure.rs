@@ -2,21 +2,18 @@
 //! through either engine, the scores, intervals and calibration of one model, and the student as each
 //! runtime runs it.
 
-use std::time::Instant;
-
 use anyhow::{Context, Result};
 use candle_core::Tensor;
 use data::Example;
-use modeling::infer::Engine;
-use modeling::onnx_runtime::OrtClassifier;
-use modeling::{Classifier, Encoded, ModelFiles, TextTokenizer};
-use train::bootstrap::{percentile, score_intervals, BootstrapConfig};
+use inference::onnxruntime::OrtClassifier;
+use inference::{batch1_latency, Engine, Runtime};
+use modeling::{Classifier, ModelFiles, TextTokenizer};
+use train::bootstrap::{score_intervals, BootstrapConfig};
 use train::calibration::{calibration, ECE_BINS};
 use train::eval::{score_dev_sets, Predictions};
 
-use super::{Latency, ModelSummary, LATENCY_EXAMPLES, LATENCY_WARMUP};
-use crate::plan::{timed_logits, tokenise, Plan, Tokenised};
-use crate::predict::Runtime;
+use super::ModelSummary;
+use crate::plan::{tokenise, Plan, Tokenised};
 
 /// The dev sets scored: the main one first (suffix ""), then `extra_dev` (MNLI mismatched).
 pub(super) fn dev_sets(p: &Plan) -> Result<Vec<(String, Vec<Example>)>> {
@@ -58,7 +55,8 @@ pub(super) fn run_model(
     let mut predictions = Vec::with_capacity(sets.len());
     let mut main = None;
     for (i, (suffix, t)) in sets.iter().enumerate() {
-        let (logits, speed) = timed_logits(model, &t.ids, pad, batch_size)?;
+        let pass = inference::logits(model, &t.ids, pad, batch_size, Some("eval"))?;
+        let (logits, speed) = (pass.logits, pass.examples_per_second);
         let rows: Vec<Vec<f32>> = logits.to_vec2()?;
         predictions.push((suffix.clone(), Predictions::new(&rows, &t.labels)));
         if i == 0 {
@@ -71,32 +69,6 @@ pub(super) fn run_model(
         rows,
         predictions,
         examples_per_second,
-    })
-}
-
-/// p50 and p99 of batch-1 forward passes over the first `LATENCY_EXAMPLES` examples, after
-/// `LATENCY_WARMUP` untimed ones. Reading the logits back waits for the device, so GPU time counts.
-pub(crate) fn batch1_latency(model: &Engine, data: &[Encoded], pad: u32) -> Result<Latency> {
-    let n = data.len().min(LATENCY_EXAMPLES);
-    let warm = data.len().min(LATENCY_WARMUP);
-    let mut ms = Vec::with_capacity(n);
-    for (i, e) in data
-        .iter()
-        .take(warm)
-        .chain(data.iter().take(n))
-        .enumerate()
-    {
-        let t0 = Instant::now();
-        model.logits(&[e], pad)?.to_vec2::<f32>()?;
-        if i >= warm {
-            ms.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    ms.sort_by(f64::total_cmp);
-    Ok(Latency {
-        p50_ms: percentile(&ms, 0.5),
-        p99_ms: percentile(&ms, 0.99),
-        examples: n,
     })
 }
 

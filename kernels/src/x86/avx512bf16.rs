@@ -60,12 +60,13 @@ unsafe fn block_rows<const R: usize>(x: &[u16], k2: usize, panel: &[u16], out: &
     }
 }
 
-/// `dst[i] = bf16(src[i])`, rounded to nearest even, 32 at a time (the tail as `to_bf16` rounds it).
+/// `dst[i] = bf16(src[i])`, rounded to nearest even, 32 at a time; returns how many it wrote (a multiple of
+/// 32), leaving the tail to the caller's scalar rounding.
 ///
 /// # Safety
 /// The CPU must have AVX-512F and AVX-512 BF16.
 #[target_feature(enable = "avx512f,avx512bf16")]
-pub unsafe fn round_row(src: &[f32], dst: &mut [u16]) {
+pub unsafe fn round_row(src: &[f32], dst: &mut [u16]) -> usize {
     let n = src.len().min(dst.len());
     let body = n / 32 * 32;
     // SAFETY: reads src[i..i + 32] and writes dst[i..i + 32] for i + 32 ≤ body ≤ both lengths.
@@ -81,7 +82,5 @@ pub unsafe fn round_row(src: &[f32], dst: &mut [u16]) {
             );
         }
     }
-    for i in body..n {
-        dst[i] = crate::bf16::to_bf16(src[i]);
-    }
+    body
 }

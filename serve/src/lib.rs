@@ -1,5 +1,6 @@
 //! `distill serve MODEL_DIR`: an HTTP JSON inference server for an exported model folder (the folders
-//! `distill predict` reads). `GET /health`, `GET /stats`, `POST /predict`.
+//! `distill predict` reads), on the `inference` crate alone: it builds without the training crates.
+//! `GET /health`, `GET /stats`, `POST /predict`.
 //!
 //! Dynamic batching as in text-embeddings-inference: handlers tokenise their request and put it on one
 //! queue; a single inference thread (a std thread: the forward is CPU-bound and blocking) takes the first
@@ -14,6 +15,7 @@
 //! stop accepting, let in-flight requests finish, then exit 0.
 
 mod batch;
+mod histogram;
 mod listen;
 mod metrics;
 mod request;
@@ -32,8 +34,8 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::predict::{Predictor, Runtime};
 use batch::{Job, Stats};
+use inference::{Predictor, Runtime};
 pub use request::Inputs;
 use request::{ApiError, Request};
 

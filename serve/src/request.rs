@@ -19,7 +19,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::predict::{blank_part, prediction};
+use inference::{blank_part, prediction};
 
 /// The inputs of one request: texts, each with its pair's second text if any.
 pub type Inputs = Vec<(String, Option<String>)>;

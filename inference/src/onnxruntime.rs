@@ -1,4 +1,4 @@
-//! Runs a classifier's ONNX graph (`crate::onnx`, f32 or int8) in onnxruntime, the runtime most ONNX
+//! Runs a classifier's ONNX graph (`modeling::onnx`, f32 or int8) in onnxruntime, the runtime most ONNX
 //! deployments use, through the `ort` crate. The shared library is opened at run time, from
 //! `ORT_DYLIB_PATH` or the system's library path: builds need no onnxruntime, and only
 //! `--runtime onnxruntime` looks for it.
@@ -10,8 +10,8 @@ use candle_core::{Device, Tensor};
 use ort::session::{builder::GraphOptimizationLevel, Session as Runner};
 use ort::value::Tensor as OrtTensor;
 
-use crate::tokenizer::Encoded;
-use crate::{Error, Result};
+use modeling::Encoded;
+use modeling::{Error, Result};
 
 /// The variable that names the shared library, as `ort` reads it.
 pub const LIBRARY_VAR: &str = "ORT_DYLIB_PATH";
@@ -83,7 +83,7 @@ impl OrtClassifier {
         Self::from_bytes(&bytes, threads, path.display().to_string())
     }
 
-    /// Loads a serialised graph (`crate::onnx::to_onnx`); `source` names it in errors.
+    /// Loads a serialised graph (`modeling::onnx::to_onnx`); `source` names it in errors.
     pub fn from_bytes(bytes: &[u8], threads: usize, source: String) -> Result<Self> {
         let env = environment()?;
         let fail = |e: &dyn std::fmt::Display| Error::Msg(format!("{source}: onnxruntime: {e}"));
@@ -115,7 +115,7 @@ impl OrtClassifier {
     }
 
     /// Logits [b, c] on the CPU for `items`, padded to the longest with `pad_id`: the batch that
-    /// `crate::batch::make_batch` builds, in int64.
+    /// `modeling::batch::make_batch` builds, in int64.
     pub fn logits(&self, items: &[&Encoded], pad_id: u32) -> Result<Tensor> {
         let b = items.len();
         let s = items.iter().map(|e| e.ids.len()).max().unwrap_or(0).max(1);

@@ -14,8 +14,8 @@ use modeling::Encoded;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::metrics::{Histogram, BATCH_BOUNDS};
-use crate::predict::Predictor;
+use crate::histogram::{Histogram, BATCH_BOUNDS};
+use inference::Predictor;
 
 /// One request: its tokenised inputs and where its logit rows (or an error message) go.
 pub struct Job {
@@ -265,7 +265,7 @@ fn forward_one(
     stats.batch_sizes.observe(n as f64);
     let out = std::panic::catch_unwind(AssertUnwindSafe(|| {
         if fault {
-            anyhow::bail!("injected fault ({})", super::FAULT_VAR);
+            anyhow::bail!("injected fault ({})", crate::FAULT_VAR);
         }
         // `enc` already fits one forward: the predictor does not split it again.
         predictor.logits(enc, enc.len(), None)

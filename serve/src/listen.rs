@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use super::batch::Stats;
+use crate::batch::Stats;
 
 /// After SIGINT/SIGTERM, how long open connections may take to finish before the server exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
