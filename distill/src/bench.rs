@@ -37,7 +37,7 @@ pub struct BenchArgs {
     pub no_pack: bool,
     /// `cpu`, `cuda`, `cuda:N` or `auto` (a CUDA build: see tools/cuda/build.sh and bench/gpu.sh).
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: crate::device::DeviceSpec,
     /// The training steps' precision: `fp32`, or `bf16` / `f16` mixed precision (f32 master weights;
     /// f16 with a loss scale), as `train.precision` sets it. Inference is timed in f32.
     #[arg(long, default_value = "fp32", value_parser = parse_precision)]
@@ -162,7 +162,7 @@ fn latency(model: &Classifier, s: usize, runs: usize) -> Result<serde_json::Valu
 }
 
 pub fn run(a: &BenchArgs) -> Result<()> {
-    let dev = crate::device::select_device(&a.device)?;
+    let dev = a.device.select()?;
     let student_cfg = EncoderConfig::roberta_tiny_cased();
     let mut results = serde_json::Map::new();
     let student = if dev.is_cpu() {

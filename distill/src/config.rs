@@ -30,8 +30,8 @@ pub struct RunConfig {
     #[serde(default = "default_seed")]
     pub seed: u64,
     /// auto | cpu | cuda | cuda:N
-    #[serde(default = "default_device")]
-    pub device: String,
+    #[serde(default)]
+    pub device: crate::device::DeviceSpec,
     /// The task's data.
     pub data: DataConfig,
     /// The teacher: a checkpoint, fine-tuned on the task first when it has no task head.
@@ -107,10 +107,6 @@ impl Default for SweepConfig {
 fn default_seed() -> u64 {
     42
 }
-fn default_device() -> String {
-    "auto".into()
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
@@ -522,11 +518,6 @@ impl RunConfig {
             self.data.max_seq_len >= 8 && self.data.max_seq_len <= 4096,
             "data.max_seq_len",
             format!("must be between 8 and 4096 (got {})", self.data.max_seq_len),
-        )?;
-        check(
-            self.device == "auto" || self.device == "cpu" || self.device.starts_with("cuda"),
-            "device",
-            format!("must be auto, cpu, cuda or cuda:N (got `{}`)", self.device),
         )?;
         check(
             !self.teacher.model.is_empty(),

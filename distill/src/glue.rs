@@ -124,7 +124,7 @@ fn run_task(task: &str, a: &GlueArgs) -> Result<Outcome> {
     let mut cfg = config::load(&path, &a.set)?;
     // Each task's run lives beside the table, so a suite never collides with single-task runs.
     cfg.output_dir = a.out.join(task);
-    let device = crate::device::select_device(&cfg.device)?;
+    let device = cfg.device.select()?;
     let plan = Plan::new(cfg, device, Rc::new(Group::single()))?;
     let train_file = plan.cfg().data.dir.join(&plan.spec().train_file);
     if plan.cfg().data.hub.is_none() && !train_file.is_file() {

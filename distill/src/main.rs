@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use distill::device::{rank_device, select_device};
 use distill::pipeline;
 use distill::plan::Plan;
 use distill::{
@@ -224,7 +223,7 @@ fn parse_shard(s: &str) -> Result<(usize, usize)> {
 fn plan(command: &str, args: &ConfigArgs) -> Result<Plan> {
     ranks::alone(command)?;
     let cfg = config::load(&args.config, &args.set)?;
-    let device = select_device(&cfg.device)?;
+    let device = cfg.device.select()?;
     Plan::new(cfg, device, Rc::new(Group::single()))
 }
 
@@ -233,7 +232,7 @@ fn plan(command: &str, args: &ConfigArgs) -> Result<Plan> {
 fn teacher_ranks(args: &ConfigArgs) -> Result<()> {
     let group = ranks::join()?;
     let result = config::load(&args.config, &args.set).and_then(|cfg| {
-        let device = rank_device(&cfg.device, &group)?;
+        let device = cfg.device.for_rank(&group)?;
         let p = Plan::new(cfg, device, group.clone())?;
         let _lock = p.lock()?;
         if group.is_main() {
@@ -335,7 +334,7 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Train { args } => {
             let group = ranks::join()?;
             let result = config::load(&args.config, &args.set).and_then(|cfg| {
-                let device = rank_device(&cfg.device, &group)?;
+                let device = cfg.device.for_rank(&group)?;
                 let p = Plan::new(cfg, device, group.clone())?;
                 distill::check::config_alone(&p)?;
                 let _lock = p.lock()?;

@@ -20,7 +20,7 @@ pub fn run(
     stop_after: Option<usize>,
     group: &train::dist::Group,
 ) -> Result<train::TrainReport> {
-    let device = crate::device::rank_device(&cfg.device, group)?;
+    let device = cfg.device.for_rank(group)?;
     let s = &cfg.student;
     // The tokenizer's own limit only truncates corpus lines; packing cuts inputs at max_seq_len.
     let tok_len = cfg.max_seq_len.max(512);

@@ -22,8 +22,8 @@ pub struct PretrainConfig {
     #[serde(default = "default_seed")]
     pub seed: u64,
     /// auto | cpu | cuda | cuda:N
-    #[serde(default = "default_device")]
-    pub device: String,
+    #[serde(default)]
+    pub device: crate::device::DeviceSpec,
     /// Plain-text files: one sentence per line, blank lines between documents.
     pub corpus: Vec<PathBuf>,
     /// Where the token cache lives (default: OUTPUT_DIR/cache); rebuilt when the corpus or tokenizer
@@ -93,9 +93,6 @@ fn default_one() -> f64 {
 fn default_seed() -> u64 {
     42
 }
-fn default_device() -> String {
-    "auto".into()
-}
 fn default_max_seq_len() -> usize {
     256
 }
@@ -157,11 +154,6 @@ impl PretrainConfig {
             self.held_out > 0.0 && self.held_out < 1.0,
             "held_out",
             format!("must be within (0, 1) (got {})", self.held_out),
-        )?;
-        check(
-            self.device == "auto" || self.device == "cpu" || self.device.starts_with("cuda"),
-            "device",
-            format!("must be auto, cpu, cuda or cuda:N (got `{}`)", self.device),
         )?;
         if let Some(d) = &self.distill {
             check(

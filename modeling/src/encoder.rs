@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{Embedding, Init, VarBuilder};
 
 use crate::config::{Activation, EncoderConfig, ModelKind};
@@ -186,6 +186,8 @@ pub struct Encoder {
     dropout: DropoutRng,
     /// The dtype of the matrix products (see `set_compute_dtype`).
     compute: DType,
+    /// The kernels a forward pass may take, chosen from the device and the compute dtype.
+    kernels: Kernels,
     /// The fused blocks' weight gradients, for `modeling::backward` (shared by clones).
     grads: GradSink,
 }
@@ -214,6 +216,7 @@ impl Encoder {
             relative_bias,
             dropout,
             compute: DType::F32,
+            kernels: Kernels::choose(cfg, vb.device(), DType::F32),
             grads: GradSink::default(),
         })
     }
@@ -240,6 +243,8 @@ impl Encoder {
             )));
         }
         self.compute = dtype;
+        let device = self.embeddings.word.embeddings().device().clone();
+        self.kernels = Kernels::choose(&self.cfg, &device, dtype);
         Ok(())
     }
 
@@ -331,23 +336,17 @@ impl Encoder {
         let bias = ((1.0 - &batch.attention_mask)? * f32::MIN as f64)?.reshape((b, 1, 1, s))?;
         // MPNet: [1, heads, s, s], the same for every layer.
         let position_bias = self.position_bias(s, batch.input_ids.device())?;
-        // Training on the CPU in f32: each block is one graph node (`fused_layer`) unless Q/K/V or the
-        // probabilities are wanted or a block differs from the BERT block it implements.
-        let blockwise = train
-            && bias.device().is_cpu()
-            && self.compute == DType::F32
-            && !want.qkv
-            && !want.attentions
-            && cfg.hidden_act == Activation::Gelu;
+        // Training: each block is one graph node (`fused_layer`) where the kernels allow, unless Q/K/V or
+        // the probabilities are wanted.
+        let blockwise = train && self.kernels.fused_blocks && !want.qkv && !want.attentions;
         let blocks: Option<Vec<BlockWeights>> = match blockwise {
             true => self.layers.iter().map(Layer::block_weights).collect(),
             false => None,
         };
-        // On the CPU, attention is one fused op (`attention`) unless the probabilities are wanted, or
-        // MPNet trains outside the blocks (the bare op gives its position bias no gradient).
-        let fused = !want.attentions
-            && bias.device().is_cpu()
-            && self.compute == DType::F32
+        // Attention is one fused op (`attention`) where the kernels allow, unless the probabilities are
+        // wanted, or MPNet trains outside the blocks (the bare op gives its position bias no gradient).
+        let fused = self.kernels.fused_attention
+            && !want.attentions
             && !(train && position_bias.is_some() && blocks.is_none());
         let fused_mask = if fused {
             let mask = bias.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
@@ -503,6 +502,27 @@ impl Encoder {
             .out_norm
             .forward_t(&(o.to_dtype(DType::F32)? + &a)?, train)?;
         Ok((o, probs, qkv))
+    }
+}
+
+/// The kernels an encoder's forward passes may take, chosen when it is built and when its compute dtype
+/// is set (not on every call): the CPU's fused ops in f32, candle's composed ops elsewhere.
+#[derive(Debug, Clone, Copy)]
+struct Kernels {
+    /// Attention as one fused op (`kernels::attention`): on the CPU in f32.
+    fused_attention: bool,
+    /// Training's blocks as one graph node each (`fused_layer`): on the CPU in f32, for the BERT block
+    /// (GELU) it implements.
+    fused_blocks: bool,
+}
+
+impl Kernels {
+    fn choose(cfg: &EncoderConfig, device: &Device, compute: DType) -> Self {
+        let cpu_f32 = device.is_cpu() && compute == DType::F32;
+        Self {
+            fused_attention: cpu_f32,
+            fused_blocks: cpu_f32 && cfg.hidden_act == Activation::Gelu,
+        }
     }
 }
 
