@@ -112,82 +112,9 @@ impl TaskSpec {
         self.labels.is_empty()
     }
 
-    /// The class names people read, in index order (predictions, `id2label`, the model card): for the
-    /// GLUE tasks whose files hold bare ids, the names of the Hub's `nyu-mll/glue` dataset card (SST-2
-    /// `negative`/`positive`); otherwise the labels as the files spell them (RTE's `entailment`).
-    pub fn label_names(&self) -> Vec<String> {
-        match crate::glue::task(&self.name) {
-            Some(t) if !t.label_names.is_empty() && self.labels == t.labels => {
-                t.label_names.iter().map(|s| s.to_string()).collect()
-            }
-            _ => self.labels.clone(),
-        }
-    }
-
     /// Outputs of the model's head: the class count, or 1 for regression.
     pub fn num_outputs(&self) -> usize {
         self.labels.len().max(1)
-    }
-
-    /// The GLUE task of that name (`crate::glue::GLUE`): its TSV files as GLUE lays them out.
-    pub fn glue(name: &str) -> Option<Self> {
-        let t = crate::glue::task(name)?;
-        let n = |s: &str| Column::Name(s.to_string());
-        let spec = TaskSpec {
-            name: name.to_string(),
-            format: Format::Tsv,
-            header: true,
-            text_a: n(t.tsv_text.0),
-            text_b: t.tsv_text.1.map(n),
-            label: n(t.tsv_label),
-            labels: t.labels.iter().map(|s| s.to_string()).collect(),
-            metric: t.metric,
-            train_file: "train.tsv".into(),
-            dev_file: "dev.tsv".into(),
-            extra_dev: Vec::new(),
-        };
-        Some(match name {
-            // CoLA's training and dev files have no header: source, label, original mark, sentence.
-            "cola" => TaskSpec {
-                header: false,
-                text_a: Column::Index(3),
-                label: Column::Index(1),
-                ..spec
-            },
-            "mnli" => TaskSpec {
-                dev_file: "dev_matched.tsv".into(),
-                extra_dev: vec![("mm".into(), "dev_mismatched.tsv".into())],
-                ..spec
-            },
-            _ => spec,
-        })
-    }
-
-    /// GLUE test files of this task (no labels) and the submission file name of each, with the header
-    /// names of their text columns: `(submission name, file, text_a, text_b)`.
-    pub fn glue_test_files(
-        &self,
-    ) -> Vec<(
-        &'static str,
-        &'static str,
-        &'static str,
-        Option<&'static str>,
-    )> {
-        let Some(t) = crate::glue::task(&self.name) else {
-            return Vec::new();
-        };
-        let (a, b) = t.tsv_text;
-        if t.name != "mnli" {
-            return vec![(t.submission, "test.tsv", a, b)];
-        }
-        // The AX diagnostic set is predicted with the MNLI model; GLUE's download script puts it in
-        // diagnostic/, other mirrors in AX/.
-        vec![
-            ("MNLI-m", "test_matched.tsv", a, b),
-            ("MNLI-mm", "test_mismatched.tsv", a, b),
-            ("AX", "../diagnostic/diagnostic.tsv", a, b),
-            ("AX", "../AX/test.tsv", a, b),
-        ]
     }
 
     /// Reads a labelled split file.
