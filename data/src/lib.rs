@@ -3,9 +3,11 @@
 //! (tokenized once, memory-mapped, packed into inputs, masked per epoch).
 
 pub mod corpus;
+pub mod encoded;
 pub mod glue;
 pub mod hub;
 pub mod tasks;
 
+pub use encoded::{tokenise, Tokenised};
 pub use modeling::{Error, Result};
 pub use tasks::{hash_examples, Example, Label, Metric, TaskSpec};

@@ -40,7 +40,19 @@ pub fn run_all(plan: &Plan) -> Result<Report> {
 /// The teacher and the student on the dev set (`runs`: other runs' students for the seed summary).
 pub fn compare(plan: &Plan, runs: &[PathBuf], runtime: Runtime) -> Result<Report> {
     let teacher = plan.teacher_model()?;
-    let report = report::compare(plan, teacher, runs, runtime)?;
+    let ctx = report::Context {
+        spec: plan.spec().clone(),
+        dev_sets: plan.dev_sets()?,
+        seed: plan.cfg().seed,
+        device: plan.device().clone(),
+        batch_size: plan.cfg().teacher.batch_size,
+        teacher_name: plan.cfg().teacher.model.clone(),
+        student: plan.student_dir().join("best"),
+        student_tokenizer: plan.student_tokenizer()?,
+        training_log: std::fs::read_to_string(plan.student_dir().join("metrics.jsonl")).ok(),
+        out: plan.out().to_path_buf(),
+    };
+    let report = report::compare(&ctx, teacher, runs, runtime)?;
     teacher_line(plan, &report)?;
     Ok(report)
 }

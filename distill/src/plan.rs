@@ -9,7 +9,7 @@ use std::rc::Rc;
 use anyhow::{anyhow, Context, Result};
 use candle_core::Device;
 use data::hash_examples;
-use data::{Example, Label, TaskSpec};
+use data::{Example, TaskSpec};
 use modeling::{ModelFiles, ModelSource, TextTokenizer};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -35,12 +35,6 @@ pub struct Plan {
     stage: Option<String>,
     /// The data-parallel group student training runs in (a group of one outside an MPI launcher).
     group: Rc<Group>,
-}
-
-/// Tokenised examples and their labels.
-pub struct Tokenised {
-    pub ids: Vec<modeling::Encoded>,
-    pub labels: Vec<Label>,
 }
 
 impl Plan {
@@ -151,6 +145,17 @@ impl Plan {
         Ok((train, dev))
     }
 
+    /// The dev sets `compare` scores: the main one first (suffix ""), then `extra_dev` (MNLI mismatched).
+    pub fn dev_sets(&self) -> Result<Vec<(String, Vec<Example>)>> {
+        let (_, dev) = self.read_data()?;
+        let mut sets = vec![(String::new(), dev)];
+        for (suffix, file) in &self.spec.extra_dev {
+            let path = self.cfg.data.dir.join(file);
+            sets.push((suffix.clone(), self.spec.read(&path).context("data.dir")?));
+        }
+        Ok(sets)
+    }
+
     /// The class names a model of this task carries (`id2label`): GLUE's names, not its file's ids.
     pub(crate) fn labels(&self) -> Vec<String> {
         self.spec.label_names()
@@ -259,15 +264,4 @@ impl Plan {
 /// Rows `[i·len/n, (i+1)·len/n)`: n contiguous slices that cover `0..len` exactly.
 pub fn shard_range(len: usize, i: usize, n: usize) -> std::ops::Range<usize> {
     (i * len / n)..((i + 1) * len / n)
-}
-
-pub fn tokenise(tok: &TextTokenizer, examples: &[Example]) -> Result<Tokenised> {
-    let ids = examples
-        .iter()
-        .map(|e| tok.encode(&e.text_a, e.text_b.as_deref()))
-        .collect::<modeling::Result<Vec<_>>>()?;
-    Ok(Tokenised {
-        ids,
-        labels: examples.iter().map(|e| e.label).collect(),
-    })
 }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Context as _, Result};
 use candle_core::Tensor;
 use inference::{Engine, Latency, Runtime};
 use modeling::{Classifier, ModelFiles, TextTokenizer};
@@ -19,15 +19,36 @@ use train::calibration::{calibration, Calibration, ECE_BINS};
 use train::eval::{score_dev_sets, Predictions};
 use train::Scores;
 
-use crate::plan::{Plan, Tokenised};
+use data::{Example, TaskSpec, Tokenised};
 
 mod figures;
 mod measure;
 
 use figures::figures;
-use measure::{
-    dev_sets, gold_classes, run_model, student_engine, summarise, tokenise_sets, Measured,
-};
+use measure::{gold_classes, run_model, student_engine, summarise, tokenise_sets, Measured};
+
+/// What the report needs of a run, and nothing else of it: the compare stage fills it in from the run's
+/// plan, so that the report reads no config and calls no stage.
+pub struct Context {
+    pub spec: TaskSpec,
+    /// The dev sets scored: the main one first (suffix ""), then `extra_dev` (MNLI mismatched).
+    pub dev_sets: Vec<(String, Vec<Example>)>,
+    /// Seeds the bootstrap; the models load with it.
+    pub seed: u64,
+    pub device: candle_core::Device,
+    /// The batch of the throughput pass.
+    pub batch_size: usize,
+    /// How the report names the teacher (its config's `teacher.model`).
+    pub teacher_name: String,
+    /// The trained student's folder (`student/best`) and its tokenizer.
+    pub student: PathBuf,
+    pub student_tokenizer: TextTokenizer,
+    /// The student's training log (`metrics.jsonl`) for the learning curves; none for a sweep's parent
+    /// run (its student is a trial's copy).
+    pub training_log: Option<String>,
+    /// Where report.json, report.md and plots/ go.
+    pub out: PathBuf,
+}
 
 /// Bootstrap resamples for every interval of the report.
 pub const BOOTSTRAP_RESAMPLES: usize = 1000;
@@ -354,7 +375,7 @@ fn retained_interval(
 
 /// The student of another run of this task (`OUT/student/best`), scored on the same dev sets.
 fn seed_run(
-    p: &Plan,
+    ctx: &Context,
     dir: &Path,
     tok: &TextTokenizer,
     enc: &[(String, Tokenised)],
@@ -371,22 +392,12 @@ fn seed_run(
     }
     let hash = modeling::io::hash_files(&[&best.join("model.safetensors")])?;
     let files = modeling::ModelSource::Local(best.clone()).resolve(false)?;
-    let (model, _) = Classifier::load(
-        &files,
-        Some(p.spec().num_outputs()),
-        p.cfg().seed,
-        p.device(),
-    )
-    .with_context(|| format!("--runs {}", dir.display()))?;
+    let (model, _) = Classifier::load(&files, Some(ctx.spec.num_outputs()), ctx.seed, &ctx.device)
+        .with_context(|| format!("--runs {}", dir.display()))?;
     tok.check_vocab(model.config.vocab_size, &files.config)
         .with_context(|| format!("--runs {}: not a student of this config", dir.display()))?;
-    let out = run_model(
-        &Engine::Candle(model),
-        tok.pad_id(),
-        enc,
-        p.cfg().teacher.batch_size,
-    )?;
-    let dev = score_dev_sets(&out.predictions, p.spec().metric);
+    let out = run_model(&Engine::Candle(model), tok.pad_id(), enc, ctx.batch_size)?;
+    let dev = score_dev_sets(&out.predictions, ctx.spec.metric);
     let ece = gold_classes(&out.predictions).map(|g| calibration(&out.rows, g, ECE_BINS).ece);
     let run = SeedRun {
         output_dir: dir.to_path_buf(),
@@ -432,18 +443,18 @@ fn seed_summary(runs: Vec<SeedRun>, duplicates: Vec<PathBuf>) -> SeedSummary {
 /// output folders of further runs of this task (other seeds) whose students join a mean ± std row.
 /// `runtime` runs the students (f32 and int8) in our encoder or as ONNX graphs in onnxruntime.
 pub fn compare(
-    p: &Plan,
+    ctx: &Context,
     teacher: (Classifier, TextTokenizer, ModelFiles),
     runs: &[PathBuf],
     runtime: Runtime,
 ) -> Result<Report> {
     // A missing onnxruntime library fails here, before any model runs.
     let runtime_name = runtime.describe()?;
-    let sets = dev_sets(p)?;
+    let sets = &ctx.dev_sets;
     let cfg = BootstrapConfig {
         resamples: BOOTSTRAP_RESAMPLES,
         level: 0.95,
-        seed: p.cfg().seed,
+        seed: ctx.seed,
     };
     // Both models run as `predict` and `serve` load them: dense weights packed for few-token batches.
     let (mut t_model, t_tok, t_files) = teacher;
@@ -453,23 +464,23 @@ pub fn compare(
         size_bytes: t_files.weights_size(),
         engine: Engine::Candle(t_model),
     };
-    let name = format!("teacher ({})", p.cfg().teacher.model);
-    let (t_sum, t_out) = summarise(p, name, &teacher, &t_tok, &sets, &cfg)?;
+    let name = format!("teacher ({})", ctx.teacher_name);
+    let (t_sum, t_out) = summarise(ctx, name, &teacher, &t_tok, sets, &cfg)?;
     drop(teacher);
 
-    let best = p.student_dir().join("best");
+    let best = &ctx.student;
     let s_files = modeling::ModelSource::Local(best.clone())
         .resolve(false)
         .with_context(|| "no trained student: run `distill train` first".to_string())?;
-    let s_tok = p.student_tokenizer()?;
-    let student = |int8: bool| student_engine(p, &s_files, int8, runtime);
+    let s_tok = &ctx.student_tokenizer;
+    let student = |int8: bool| student_engine(ctx, &s_files, int8, runtime);
     let f32_student = student(false)?;
-    let (s_sum, s_out) = summarise(p, "student".into(), &f32_student, &s_tok, &sets, &cfg)?;
+    let (s_sum, s_out) = summarise(ctx, "student".into(), &f32_student, s_tok, sets, &cfg)?;
     drop(f32_student);
     // Candle's int8 inference runs on the CPU (see kernels::quant); on a GPU run it is left out.
-    let (student_int8, int8_agreement) = if p.device().is_cpu() || runtime == Runtime::Onnxruntime {
+    let (student_int8, int8_agreement) = if ctx.device.is_cpu() || runtime == Runtime::Onnxruntime {
         let q = student(true)?;
-        let (q_sum, q_out) = summarise(p, "student int8".into(), &q, &s_tok, &sets, &cfg)?;
+        let (q_sum, q_out) = summarise(ctx, "student int8".into(), &q, s_tok, sets, &cfg)?;
         let agree = train::eval::agreement(&s_out.logits, &q_out.logits)?;
         (Some(q_sum), Some(agree))
     } else {
@@ -481,9 +492,9 @@ pub fn compare(
     let seeds = if runs.is_empty() {
         None
     } else {
-        let enc = tokenise_sets(&s_tok, &sets)?;
+        let enc = tokenise_sets(s_tok, sets)?;
         let this = SeedRun {
-            output_dir: p.out().to_path_buf(),
+            output_dir: ctx.out.clone(),
             dev: s_sum.dev.clone(),
             ece: s_sum.calibration.as_ref().map(|c| c.ece),
             agreement,
@@ -494,7 +505,7 @@ pub fn compare(
         )?];
         let (mut counted, mut duplicates) = (vec![this], Vec::new());
         for dir in runs {
-            let (run, hash) = seed_run(p, dir, &s_tok, &enc, &t_out.logits, t_sum.dev.main)?;
+            let (run, hash) = seed_run(ctx, dir, s_tok, &enc, &t_out.logits, t_sum.dev.main)?;
             if seen.contains(&hash) {
                 duplicates.push(dir.clone());
             } else {
@@ -506,18 +517,18 @@ pub fn compare(
     };
 
     let mut report = Report {
-        task: p.spec().name.clone(),
+        task: ctx.spec.name.clone(),
         dev_examples: sets[0].1.len(),
-        device: format!("{:?}", p.device()),
+        device: format!("{:?}", ctx.device),
         runtime: runtime_name,
-        labels: p.labels(),
-        batch_size: p.cfg().teacher.batch_size,
+        labels: ctx.spec.label_names(),
+        batch_size: ctx.batch_size,
         bootstrap: cfg,
         retained_percent,
         retained_interval: retained_interval(
             &t_out.predictions,
             &s_out.predictions,
-            p.spec().metric,
+            ctx.spec.metric,
             &cfg,
         ),
         agreement,
@@ -528,15 +539,13 @@ pub fn compare(
         seeds,
         plots: Vec::new(),
     };
-    // A sweep's parent run has no training log of its own (its student/best is a trial's copy).
-    let log = std::fs::read_to_string(p.student_dir().join("metrics.jsonl")).ok();
-    let figs = figures(&report, log.as_deref())?;
+    let figs = figures(&report, ctx.training_log.as_deref())?;
     report.plots = figs.iter().map(|(plot, _)| plot.clone()).collect();
     let files: Vec<(String, Vec<u8>)> = figs
         .into_iter()
         .map(|(plot, png)| (plot.file, png))
         .collect();
-    report.write(p.out(), &files)?;
+    report.write(&ctx.out, &files)?;
     Ok(report)
 }
 fn candle() -> String {

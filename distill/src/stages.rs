@@ -14,7 +14,8 @@ use modeling::{Classifier, EncoderConfig, ModelFiles, ModelSource, TextTokenizer
 use student::init::TeacherWeights;
 use teacher::{Fingerprint, Targets};
 
-use crate::plan::{shard_range, tokenise, Plan};
+use crate::plan::{shard_range, Plan};
+use data::tokenise;
 
 /// The cache's kinds of entry: fine-tuned teacher folders, and training targets.
 const TEACHERS: &str = "teachers";

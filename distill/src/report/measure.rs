@@ -2,7 +2,7 @@
 //! through either engine, the scores, intervals and calibration of one model, and the student as each
 //! runtime runs it.
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 use candle_core::Tensor;
 use data::Example;
 use inference::onnxruntime::OrtClassifier;
@@ -12,19 +12,8 @@ use train::bootstrap::{score_intervals, BootstrapConfig};
 use train::calibration::{calibration, ECE_BINS};
 use train::eval::{score_dev_sets, Predictions};
 
-use super::ModelSummary;
-use crate::plan::{tokenise, Plan, Tokenised};
-
-/// The dev sets scored: the main one first (suffix ""), then `extra_dev` (MNLI mismatched).
-pub(super) fn dev_sets(p: &Plan) -> Result<Vec<(String, Vec<Example>)>> {
-    let (_, dev) = p.read_data()?;
-    let mut sets = vec![(String::new(), dev)];
-    for (suffix, file) in &p.spec().extra_dev {
-        let path = p.cfg().data.dir.join(file);
-        sets.push((suffix.clone(), p.spec().read(&path).context("data.dir")?));
-    }
-    Ok(sets)
-}
+use super::{Context, ModelSummary};
+use data::{tokenise, Tokenised};
 
 pub(super) fn tokenise_sets(
     tok: &TextTokenizer,
@@ -89,7 +78,7 @@ pub(super) struct Measured {
 
 /// Scores, intervals, calibration and speed of one model over the dev sets.
 pub(super) fn summarise(
-    p: &Plan,
+    ctx: &Context,
     name: String,
     measured: &Measured,
     tok: &TextTokenizer,
@@ -101,16 +90,16 @@ pub(super) fn summarise(
     let main = &enc.first().context("no dev set")?.1;
     // Batch-1 first: its warm-up passes also warm the model for the throughput pass.
     let latency = batch1_latency(model, &main.ids, tok.pad_id())?;
-    let out = run_model(model, tok.pad_id(), &enc, p.cfg().teacher.batch_size)?;
-    let dev = score_dev_sets(&out.predictions, p.spec().metric);
-    let dev_interval = score_intervals(&out.predictions, p.spec().metric, cfg);
+    let out = run_model(model, tok.pad_id(), &enc, ctx.batch_size)?;
+    let dev = score_dev_sets(&out.predictions, ctx.spec.metric);
+    let dev_interval = score_intervals(&out.predictions, ctx.spec.metric, cfg);
     let (calibration, confusion) = match (gold_classes(&out.predictions), &out.predictions[0].1) {
         (Some(gold), Predictions::Classes { pred, .. }) => (
             Some(calibration(&out.rows, gold, ECE_BINS)),
             Some(train::metrics::confusion(
                 pred,
                 gold,
-                p.spec().num_outputs(),
+                ctx.spec.num_outputs(),
             )),
         ),
         _ => (None, None),
@@ -133,17 +122,16 @@ pub(super) fn summarise(
 /// bytes of its weights: in candle, the safetensors file (f32) or the quantized weights in memory; in
 /// onnxruntime, the ONNX graph that `distill export --format onnx [--int8]` writes, built in memory.
 pub(super) fn student_engine(
-    p: &Plan,
+    ctx: &Context,
     files: &ModelFiles,
     int8: bool,
     runtime: Runtime,
 ) -> Result<Measured> {
     let device = match runtime {
-        Runtime::Candle => p.device().clone(),
+        Runtime::Candle => ctx.device.clone(),
         Runtime::Onnxruntime => candle_core::Device::Cpu,
     };
-    let (mut model, _) =
-        Classifier::load(files, Some(p.spec().num_outputs()), p.cfg().seed, &device)?;
+    let (mut model, _) = Classifier::load(files, Some(ctx.spec.num_outputs()), ctx.seed, &device)?;
     let parameters = model.num_parameters();
     let (engine, size_bytes) = match runtime {
         Runtime::Candle if int8 => {
