@@ -3,7 +3,9 @@
 
 A module is a top-level module of a crate's src/ (`src/report.rs` and `src/report/*.rs` are one module,
 `report`); it imports another when its files name `crate::OTHER`, or `super::OTHER` from a file of a
-submodule folder. Prints every circle found and exits 1 if there is one; prints the module graph with -v.
+submodule folder. Inside each such folder, its files are checked the same way among themselves
+(`super::SIBLING`, `crate::FOLDER::SIBLING`). Prints every circle found and exits 1 if there is one;
+prints the module graph with -v.
 """
 import re
 import sys
@@ -38,6 +40,28 @@ def graph(crate: str):
         mods = {module_of(src, p) for p in src.rglob("*.rs")}
         edges.setdefault(m, set()).update(n for n in names if n in mods and n != m)
     return edges
+
+
+def folder_graphs(crate: str):
+    """For each submodule folder of the crate, the graph of its files among themselves."""
+    src = ROOT / crate / "src"
+    out = {}
+    for folder in sorted(p for p in src.rglob("*") if p.is_dir()):
+        files = sorted(folder.glob("*.rs"))
+        names = {f.stem for f in files if f.stem != "mod"}
+        path = "::".join(folder.relative_to(src).parts)
+        edges = {}
+        for f in files:
+            if f.stem == "mod":
+                continue
+            text = re.sub(r"//[^\n]*", "", f.read_text()).split("#[cfg(test)]")[0]
+            used = set(re.findall(r"\bsuper::([a-z_0-9]+)", text))
+            for group in re.findall(r"\bsuper::\{([^}]*)\}", text):
+                used |= set(re.findall(r"\b([a-z_0-9]+)\b", group))
+            used |= set(re.findall(rf"\bcrate::{path}::([a-z_0-9]+)", text))
+            edges[f.stem] = {n for n in used if n in names and n != f.stem}
+        out[f"{crate}::{path}"] = edges
+    return out
 
 
 def cycles(edges):
@@ -80,6 +104,13 @@ def main():
         for c in cycles(edges):
             print(f"{crate}:", " -> ".join(c))
             bad = True
+        for folder, fedges in folder_graphs(crate).items():
+            if "-v" in sys.argv:
+                for m in sorted(fedges):
+                    print(f"{folder}::{m} -> {', '.join(sorted(fedges[m])) or '-'}")
+            for c in cycles(fedges):
+                print(f"{folder}:", " -> ".join(c))
+                bad = True
     if bad:
         sys.exit(1)
     print("no import circle between crates or between the modules of any crate")

@@ -50,7 +50,7 @@ pub struct RunConfig {
     pub sweep: SweepConfig,
     /// Overrides of the checks run before the teacher's targets and the student's training.
     #[serde(default)]
-    pub preflight: crate::preflight::PreflightConfig,
+    pub preflight: PreflightConfig,
     /// Training in stages (TinyBERT's intermediate-layer then prediction-layer distillation): each
     /// stage trains with its own terms, epochs and learning rate, starting from the previous stage's
     /// final weights. Empty: one stage with `distill` and `train`.
@@ -717,4 +717,16 @@ impl RunConfig {
             )
         })
     }
+}
+
+/// `preflight:` overrides; each `true` turns one refusal into a warning.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreflightConfig {
+    /// Go on with a teacher that scores at chance level on dev.
+    pub allow_weak_teacher: bool,
+    /// Go on with a teacher whose labels seem to be the dataset's in another order.
+    pub allow_label_mismatch: bool,
+    /// Go on with a student tokenizer whose casing does not match the data.
+    pub allow_casing_mismatch: bool,
 }

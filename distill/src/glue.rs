@@ -17,8 +17,8 @@ use std::rc::Rc;
 use train::dist::Group;
 
 use crate::config;
-use crate::plan::Plan;
 use crate::report::Report;
+use crate::run::plan::Plan;
 use inference::Lock;
 
 #[derive(clap::Args)]
@@ -115,7 +115,7 @@ pub fn run(a: &GlueArgs) -> Result<Vec<Row>> {
         .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
         .map(|r| r.task.as_str())
         .collect();
-    crate::pipeline::fail_if_any("tasks", &failed, rows.len(), &a.out.join("glue.md"))?;
+    crate::run::pipeline::fail_if_any("tasks", &failed, rows.len(), &a.out.join("glue.md"))?;
     Ok(rows)
 }
 
@@ -136,9 +136,9 @@ fn run_task(task: &str, a: &GlueArgs) -> Result<Outcome> {
         let _lock = plan.lock()?;
         return majority(&plan, a);
     }
-    crate::check::config_alone(&plan)?;
+    crate::run::check::config_alone(&plan)?;
     let _lock = plan.lock()?;
-    let report = crate::pipeline::run_all(&plan)?;
+    let report = crate::run::pipeline::run_all(&plan)?;
     let submission = predict_test(&plan, a).context("test-set predictions")?;
     Ok(Outcome::Done {
         report: Box::new(report),

@@ -1,27 +1,19 @@
 //! The library behind the `distill` binary: the run configuration, the stages of a run, the comparison
 //! report and the inference commands. `main.rs` only parses arguments and dispatches.
 
-pub mod augment;
 pub mod bench;
 pub mod cache_cmd;
-pub mod card;
-pub mod check;
 pub mod config;
 pub mod config_doc;
 pub mod device;
 pub mod encode;
 pub mod fill_mask;
 pub mod glue;
-pub mod online;
-pub mod pipeline;
-pub mod plan;
 pub mod plots;
 pub mod predict;
-pub mod preflight;
 pub mod pretrain;
 pub mod pretrain_config;
 pub mod ranks;
 pub mod report;
-pub mod stages;
-pub mod stamp;
+pub mod run;
 pub mod sweep;

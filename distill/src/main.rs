@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use distill::pipeline;
-use distill::plan::Plan;
+use distill::run::pipeline;
+use distill::run::{ExportStage, Plan, StudentStage, TeacherStage};
 use distill::{
     bench, cache_cmd, config, encode, fill_mask, glue, predict, pretrain, pretrain_config, ranks,
     sweep,
@@ -236,13 +236,13 @@ fn teacher_ranks(args: &ConfigArgs) -> Result<()> {
         let p = Plan::new(cfg, device, group.clone())?;
         let _lock = p.lock()?;
         if group.is_main() {
-            p.teacher_model()?;
+            TeacherStage::new(&p).model()?;
         }
         group.barrier()?;
-        p.teacher_shard(group.rank(), group.world())?;
+        TeacherStage::new(&p).shard(group.rank(), group.world())?;
         group.barrier()?;
         if group.is_main() {
-            p.merge_shards(group.world())?;
+            TeacherStage::new(&p).merge_shards(group.world())?;
         }
         Ok(())
     });
@@ -289,7 +289,7 @@ fn dispatch(cmd: Command) -> Result<()> {
     match cmd {
         Command::Run { args, json } => {
             let p = plan("run", &args)?;
-            distill::check::config_alone(&p)?;
+            distill::run::check::config_alone(&p)?;
             let _lock = p.lock()?;
             print_report(&pipeline::run_all(&p)?, json)
         }
@@ -306,27 +306,27 @@ fn dispatch(cmd: Command) -> Result<()> {
                 return teacher_ranks(&args);
             }
             let p = plan("teacher", &args)?;
-            distill::check::config_alone(&p)?;
+            distill::run::check::config_alone(&p)?;
             if let Some(s) = shard {
                 // Shards share the folder: each one locks only its own file.
                 let (i, n) = parse_shard(&s)?;
-                return p.teacher_shard(i, n).map(|_| ());
+                return TeacherStage::new(&p).shard(i, n).map(|_| ());
             }
             let _lock = p.lock()?;
             if finetune_only {
-                p.teacher_model().map(|_| ())
+                TeacherStage::new(&p).model().map(|_| ())
             } else if let Some(n) = merge {
                 if n == 0 {
                     anyhow::bail!("--merge: the shard count must be at least 1");
                 }
-                p.merge_shards(n).map(|_| ())
+                TeacherStage::new(&p).merge_shards(n).map(|_| ())
             } else {
-                p.teacher().map(|_| ())
+                TeacherStage::new(&p).targets().map(|_| ())
             }
         }
         Command::Sweep(a) => {
             let p = plan("sweep", &a)?;
-            distill::check::config_alone(&p)?;
+            distill::run::check::config_alone(&p)?;
             let _lock = p.lock()?;
             sweep::run(&p).map(|_| ())
         }
@@ -336,9 +336,9 @@ fn dispatch(cmd: Command) -> Result<()> {
             let result = config::load(&args.config, &args.set).and_then(|cfg| {
                 let device = cfg.device.for_rank(&group)?;
                 let p = Plan::new(cfg, device, group.clone())?;
-                distill::check::config_alone(&p)?;
+                distill::run::check::config_alone(&p)?;
                 let _lock = p.lock()?;
-                p.train()
+                StudentStage::new(&p).train()
             });
             ranks::finish(&group, result).map(|_| ())
         }
@@ -363,7 +363,8 @@ fn dispatch(cmd: Command) -> Result<()> {
             }
             let p = plan("export", &args)?;
             let _lock = p.lock()?;
-            p.export(out, format == ExportFormat::Onnx, int8)
+            ExportStage::new(&p)
+                .write(out, format == ExportFormat::Onnx, int8)
                 .map(|_| ())
         }
         Command::Onnx {

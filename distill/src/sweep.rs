@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::config::RunConfig;
-use crate::plan::Plan;
+use crate::run::{Plan, StudentStage, TeacherStage};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Trial {
@@ -48,7 +48,7 @@ fn trial_plan(parent: &Plan, b: usize, lr: f64, seed: u64) -> Result<Plan> {
 }
 
 pub fn run(parent: &Plan) -> Result<Vec<GridPoint>> {
-    parent.teacher()?;
+    TeacherStage::new(parent).targets()?;
     let w = &parent.cfg().sweep;
     let seeds = if w.seeds.is_empty() {
         vec![parent.cfg().seed]
@@ -106,7 +106,7 @@ pub fn run(parent: &Plan) -> Result<Vec<GridPoint>> {
                 until.min(total)
             );
             // A failed trial is recorded with its reason; the others go on.
-            match plan.train_until(&|step| step >= until && frac < 1.0) {
+            match StudentStage::new(plan).train_until(&|step| step >= until && frac < 1.0) {
                 Ok(report) => {
                     trial.best = report.best.as_ref().map(|b| b.scores.main);
                     trial.steps = report.steps;
@@ -206,7 +206,7 @@ pub fn run(parent: &Plan) -> Result<Vec<GridPoint>> {
         .filter(|t| t.failed.is_some())
         .map(|t| t.name.as_str())
         .collect();
-    crate::pipeline::fail_if_any("trials", &failed, all.len(), &table)?;
+    crate::run::pipeline::fail_if_any("trials", &failed, all.len(), &table)?;
     if points.is_empty() {
         bail!("no trial finished");
     }

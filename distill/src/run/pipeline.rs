@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::plan::Plan;
+use super::{ExportStage, Plan, StudentStage, TeacherStage};
 use crate::report::{self, Report};
 use inference::Runtime;
 
@@ -21,16 +21,16 @@ pub fn run_all(plan: &Plan) -> Result<Report> {
         times.insert(name.into(), s.into());
     };
     let t0 = Instant::now();
-    plan.teacher()?;
+    TeacherStage::new(plan).targets()?;
     timed("teacher", t0);
     let t0 = Instant::now();
-    plan.train()?;
+    StudentStage::new(plan).train()?;
     timed("train", t0);
     let t0 = Instant::now();
     let report = compare(plan, &[], Runtime::Candle)?;
     timed("compare", t0);
     let t0 = Instant::now();
-    plan.export(None, false, false)?;
+    ExportStage::new(plan).write(None, false, false)?;
     timed("export", t0);
     let text = serde_json::to_string_pretty(&times)?;
     modeling::write_atomic(&plan.out().join("timings.json"), text.as_bytes())?;
@@ -39,7 +39,7 @@ pub fn run_all(plan: &Plan) -> Result<Report> {
 
 /// The teacher and the student on the dev set (`runs`: other runs' students for the seed summary).
 pub fn compare(plan: &Plan, runs: &[PathBuf], runtime: Runtime) -> Result<Report> {
-    let teacher = plan.teacher_model()?;
+    let teacher = TeacherStage::new(plan).model()?;
     let ctx = report::Context {
         spec: plan.spec().clone(),
         dev_sets: plan.dev_sets()?,

@@ -10,7 +10,7 @@ use modeling::io::hash_files;
 use modeling::{Classifier, MaskedLm, ModelSource, TextTokenizer};
 use teacher::augment::{self, AugmentConfig, MlmMode};
 
-use crate::plan::Plan;
+use crate::run::plan::Plan;
 
 /// The masked LM of the teacher's checkpoint, when `augment.mlm` asks for it and it has a head, with
 /// the hash of its weights.

@@ -7,7 +7,7 @@
 
 use anyhow::{Context, Result};
 
-use crate::plan::Plan;
+use crate::run::plan::Plan;
 
 /// Every check of `plan` that needs no stage's output; the first failure, with its config key.
 pub fn config_alone(plan: &Plan) -> Result<()> {
@@ -15,12 +15,12 @@ pub fn config_alone(plan: &Plan) -> Result<()> {
     let (train, _) = plan.read_data()?;
     let (teacher, _) = plan.teacher_source()?;
     let shape = modeling::EncoderConfig::from_file(&teacher.config).context("teacher.model")?;
-    plan.teacher_fits(&shape, &teacher)?;
+    super::TeacherStage::new(plan).fits(&shape, &teacher)?;
     let tok = plan.student_tokenizer()?;
     cfg.student
         .check(&tok, Some(&teacher), cfg.data.max_seq_len)?;
     if !cfg.preflight.allow_casing_mismatch {
-        crate::stages::student_casing(plan, &tok, &train)?;
+        crate::run::student::student_casing(plan, &tok, &train)?;
     }
     Ok(())
 }

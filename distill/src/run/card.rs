@@ -9,8 +9,8 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::{json, Value};
 
-use crate::plan::Plan;
 use crate::report::Report;
+use crate::run::plan::Plan;
 
 /// The card of the student exported to `dest`, with `report` (the run's `report.json`) when there is one.
 pub fn model_card(plan: &Plan, dest: &Path, report: Option<&Report>) -> Result<String> {

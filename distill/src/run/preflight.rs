@@ -6,20 +6,8 @@
 use anyhow::{bail, Result};
 use data::Label;
 use modeling::TextTokenizer;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
-/// `preflight:` overrides; each `true` turns one refusal into a warning.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct PreflightConfig {
-    /// Go on with a teacher that scores at chance level on dev.
-    pub allow_weak_teacher: bool,
-    /// Go on with a teacher whose labels seem to be the dataset's in another order.
-    pub allow_label_mismatch: bool,
-    /// Go on with a student tokenizer whose casing does not match the data.
-    pub allow_casing_mismatch: bool,
-}
+use crate::config::PreflightConfig;
 
 /// Refuses (or, when `allowed`, warns about) a failed check.
 fn verdict(allowed: bool, key: &str, msg: String) -> Result<()> {

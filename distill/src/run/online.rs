@@ -9,7 +9,7 @@ use modeling::{EncoderConfig, TextTokenizer};
 use teacher::online::{Aligned, OnlineTeacher};
 
 use crate::config::DistillConfig;
-use crate::plan::Plan;
+use crate::run::plan::Plan;
 
 /// Whether the objective has a token-level term of non-zero weight.
 pub fn needed(d: &DistillConfig) -> bool {
@@ -26,7 +26,7 @@ pub fn prepare(
     student_tok: &TextTokenizer,
     train: &[Example],
 ) -> Result<OnlineTeacher> {
-    let (model, tok, files) = plan.teacher_model()?;
+    let (model, tok, files) = super::TeacherStage::new(plan).model()?;
     check_terms(&plan.cfg().distill, student, &model.config)?;
     Ok(OnlineTeacher::new(model, &tok, &files, student_tok, train)?)
 }
