@@ -2,7 +2,10 @@
 //! keys refused) -> `validate()`. Every error names the file (or the `--set` argument) and the YAML key
 //! ([`errors`] words them).
 
+mod device;
+pub mod doc;
 mod errors;
+pub mod pretrain;
 pub(crate) mod schema;
 
 use std::path::{Path, PathBuf};
@@ -10,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use data::tasks::{Column, Format};
 use data::{Metric, TaskSpec};
+pub use device::DeviceSpec;
 use modeling::infer::Pooling;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -31,7 +35,7 @@ pub struct RunConfig {
     pub seed: u64,
     /// auto | cpu | cuda | cuda:N
     #[serde(default)]
-    pub device: crate::device::DeviceSpec,
+    pub device: DeviceSpec,
     /// The task's data.
     pub data: DataConfig,
     /// The teacher: a checkpoint, fine-tuned on the task first when it has no task head.

@@ -1,19 +1,12 @@
-//! The library behind the `distill` binary: the run configuration, the stages of a run, the comparison
-//! report and the inference commands. `main.rs` only parses arguments and dispatches.
+//! The library behind the `distill` binary, one folder a concern: the configuration (`config`), a run of
+//! it (`run`: the plan, the stages, the pipeline), the comparison report (`report`), the suites of runs
+//! (`suites`: GLUE, sweeps), masked-LM pre-training (`pretrain`) and the commands outside a run
+//! (`commands`: predict, encode, fill-mask, bench, cache). Serving is the `serve` crate. `main.rs` only
+//! parses arguments and dispatches.
 
-pub mod bench;
-pub mod cache_cmd;
+pub mod commands;
 pub mod config;
-pub mod config_doc;
-pub mod device;
-pub mod encode;
-pub mod fill_mask;
-pub mod glue;
-pub mod plots;
-pub mod predict;
 pub mod pretrain;
-pub mod pretrain_config;
-pub mod ranks;
 pub mod report;
 pub mod run;
-pub mod sweep;
+pub mod suites;

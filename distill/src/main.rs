@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use distill::run::pipeline;
+use distill::commands::{bench, cache, encode, fill_mask, predict};
+use distill::config;
+use distill::config::pretrain as pretrain_config;
+use distill::pretrain;
+use distill::run::{pipeline, ranks};
 use distill::run::{ExportStage, Plan, StudentStage, TeacherStage};
-use distill::{
-    bench, cache_cmd, config, encode, fill_mask, glue, predict, pretrain, pretrain_config, ranks,
-    sweep,
-};
+use distill::suites::{glue, sweep};
 use std::rc::Rc;
 use train::dist::Group;
 
@@ -170,7 +171,7 @@ enum Command {
     Bench(bench::BenchArgs),
     /// List or remove the machine's cached fine-tuned teachers and targets ($DISTILL_CACHE, else
     /// ~/.cache/distill).
-    Cache(cache_cmd::CacheArgs),
+    Cache(cache::CacheArgs),
 }
 
 /// glibc returns big freed buffers to the kernel at once and page-faults them back on the next
@@ -393,6 +394,6 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Serve(a) => serve::run(&a),
         Command::Encode(a) => encode::run(&a),
         Command::Bench(a) => bench::run(&a),
-        Command::Cache(a) => cache_cmd::run(&a),
+        Command::Cache(a) => cache::run(&a),
     }
 }

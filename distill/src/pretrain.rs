@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use data::corpus::{BuildOptions, CacheStatus, Masker, MlmDataset, TokenCache};
 use modeling::{MaskedLm, ModelSource, TextTokenizer};
 
-use crate::pretrain_config::{PretrainConfig, PretrainDistill};
+use crate::config::pretrain::{PretrainConfig, PretrainDistill};
 
 /// Builds (or reuses) the token cache, pre-trains (until `stop_after` optimizer steps when set, a
 /// budget cut that a later run resumes past), evaluates and exports `OUTPUT_DIR/export` (the checkpoint

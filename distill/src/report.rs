@@ -23,6 +23,7 @@ use data::{Example, TaskSpec, Tokenised};
 
 mod figures;
 mod measure;
+pub mod plots;
 
 use figures::figures;
 use measure::{gold_classes, run_model, student_engine, summarise, tokenise_sets, Measured};

@@ -6,11 +6,13 @@
 pub mod augment;
 pub mod card;
 pub mod check;
+pub mod device;
 pub mod export;
 pub mod online;
 pub mod pipeline;
 pub mod plan;
 pub mod preflight;
+pub mod ranks;
 pub mod stamp;
 pub mod student;
 pub mod teacher;

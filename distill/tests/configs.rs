@@ -13,7 +13,7 @@ fn every_shipped_config_is_valid() {
         let name = p.file_name().unwrap().to_string_lossy().to_string();
         if name.ends_with("pretrain.yaml") {
             // `distill pretrain` configs (their corpus may not exist yet: not checked here).
-            let cfg: distill::pretrain_config::PretrainConfig =
+            let cfg: distill::config::pretrain::PretrainConfig =
                 distill::config::parse(&p, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
             cfg.validate().unwrap_or_else(|e| panic!("{name}: {e:#}"));
         } else if p.extension().is_some_and(|e| e == "yaml") {

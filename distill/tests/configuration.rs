@@ -8,7 +8,7 @@ use std::path::Path;
 #[test]
 fn the_configuration_reference_matches_the_config_types() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md");
-    let want = distill::config_doc::markdown();
+    let want = distill::config::doc::markdown();
     if std::env::var_os("DISTILL_WRITE_DOCS").is_some() {
         std::fs::write(&path, &want).unwrap();
     }
@@ -22,7 +22,7 @@ fn the_configuration_reference_matches_the_config_types() {
 
 #[test]
 fn every_key_of_the_shipped_configs_is_documented() {
-    let doc = distill::config_doc::markdown();
+    let doc = distill::config::doc::markdown();
     for key in [
         "`task`",
         "`train.epochs`",

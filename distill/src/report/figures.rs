@@ -8,7 +8,7 @@ use train::calibration::Calibration;
 use train::records::{self, Record};
 
 use super::{ModelSummary, Plot, Report};
-use crate::plots::{self, BarPanel, Series};
+use crate::report::plots::{self, BarPanel, Series};
 
 /// A loss term's name in the figure's legend.
 fn term_label(name: &str) -> String {

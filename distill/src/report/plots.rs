@@ -16,7 +16,7 @@ type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
 /// The family name the embedded font is registered under (plotters' default family for labels).
 const FONT: &str = "sans-serif";
-static DEJAVU_SANS: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static DEJAVU_SANS: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
 /// One colour per model, in the order models are listed (matplotlib's tab10), so that a model has the
 /// same colour in every figure.

@@ -23,7 +23,7 @@ pub struct PretrainConfig {
     pub seed: u64,
     /// auto | cpu | cuda | cuda:N
     #[serde(default)]
-    pub device: crate::device::DeviceSpec,
+    pub device: crate::config::DeviceSpec,
     /// Plain-text files: one sentence per line, blank lines between documents.
     pub corpus: Vec<PathBuf>,
     /// Where the token cache lives (default: OUTPUT_DIR/cache); rebuilt when the corpus or tokenizer

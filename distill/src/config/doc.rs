@@ -6,9 +6,9 @@
 use schemars::{schema_for, JsonSchema};
 use serde_json::{Map, Value};
 
+use crate::config::pretrain::PretrainConfig;
 use crate::config::schema::{is_null, resolve};
 use crate::config::RunConfig;
-use crate::pretrain_config::PretrainConfig;
 
 /// The whole page.
 pub fn markdown() -> String {

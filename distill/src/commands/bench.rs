@@ -37,7 +37,7 @@ pub struct BenchArgs {
     pub no_pack: bool,
     /// `cpu`, `cuda`, `cuda:N` or `auto` (a CUDA build: see tools/cuda/build.sh and bench/gpu.sh).
     #[arg(long, default_value = "cpu")]
-    pub device: crate::device::DeviceSpec,
+    pub device: crate::config::DeviceSpec,
     /// The training steps' precision: `fp32`, or `bf16` / `f16` mixed precision (f32 master weights;
     /// f16 with a loss scale), as `train.precision` sets it. Inference is timed in f32.
     #[arg(long, default_value = "fp32", value_parser = parse_precision)]
