@@ -15,7 +15,7 @@ pub fn markdown() -> String {
     let mut s = String::from(
         "# Configuration\n\n\
          Every key of the YAML configs, with its type, default and meaning. This page is generated from \
-         the config types and their doc comments (`distill/src/config_doc.rs`); a test fails when it is \
+         the config types and their doc comments (`distill/src/config/doc.rs`); a test fails when it is \
          out of date, and `DISTILL_WRITE_DOCS=1 cargo test -p distill --test configuration` rewrites it.\n\n\
          Unknown keys are refused with the key named and the expected keys listed. `--set key.path=value` \
          overrides any key from the command line (the value is read as YAML; a section's keys are set one \
