@@ -12,6 +12,8 @@
 #   tiny-even               RoBERTa-tiny's shape (4 x 512, 8 heads, FFN 2048) selected from the teacher's
 #                           blocks 1-4, evenly spaced, the teacher's vocabulary, KD; `-labels`: labels alone
 #   tiny-importance         the same, the most important dimensions (`student.selection: importance`)
+#   tiny-units              the most important heads and FFN units, evenly spaced hidden dimensions
+#                           (`student.selection: importance_units`)
 #   tiny-cased-even         the even selection with bert-base-cased's vocabulary transferred:
 #                           RoBERTa-tiny-cased of the model card's exact shape, KD
 set -euo pipefail
@@ -37,8 +39,8 @@ student() { # TASK NAME
         --set 'student.teacher_layers=[1, 2, 3, 4]' "${UNCASED[@]}"; fi ;;
     labels) "$BIN" run "$c" --set "output_dir=$out" --set distill.alpha_kd=0 ;;
     random) "$BIN" run "$c" ;;
-    tiny-even|tiny-importance) "$BIN" run "$c" --set "output_dir=$out" "${TINY[@]}" "${UNCASED[@]}" \
-      --set "student.selection=${2#tiny-}" ;;
+    tiny-even|tiny-importance|tiny-units) "$BIN" run "$c" --set "output_dir=$out" "${TINY[@]}" \
+      "${UNCASED[@]}" --set "student.selection=$(sed 's/^units$/importance_units/' <<< "${2#tiny-}")" ;;
     tiny-even-labels|tiny-importance-labels) "$BIN" run "$c" --set "output_dir=$out" "${TINY[@]}" \
       "${UNCASED[@]}" --set "student.selection=$(cut -d- -f2 <<< "$2")" --set distill.alpha_kd=0 ;;
     tiny-cased-even|tiny-cased-importance) "$BIN" run "$c" --set "output_dir=$out" "${TINY[@]}" \

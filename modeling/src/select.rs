@@ -52,13 +52,15 @@ impl Selection {
         })
     }
 
-    /// The most important hidden dimensions, heads and FFN units of each block (`importance`, measured
-    /// on task examples); dimensions inside a narrower head evenly spaced.
+    /// The most important heads and FFN units of each block (`importance`, measured on task examples),
+    /// and the most important hidden dimensions, or evenly spaced ones with `even_hidden`; dimensions
+    /// inside a narrower head evenly spaced.
     pub fn by_importance(
         teacher: &EncoderConfig,
         student: &EncoderConfig,
         layers: &[usize],
         scores: &Importance,
+        even_hidden: bool,
     ) -> Result<Self> {
         check_fits(teacher, student, layers)?;
         if scores.hidden.len() != teacher.hidden_size
@@ -71,7 +73,10 @@ impl Selection {
         }
         Ok(Self {
             layers: layers.to_vec(),
-            hidden: top(&scores.hidden, student.hidden_size),
+            hidden: match even_hidden {
+                true => evenly(student.hidden_size, teacher.hidden_size),
+                false => top(&scores.hidden, student.hidden_size),
+            },
             heads: top(&scores.heads, student.num_attention_heads),
             head_dims: evenly(head_dim(student), head_dim(teacher)),
             ffn: scores

@@ -337,7 +337,7 @@ fn importance_leaves_out_the_heads_units_and_dimensions_that_add_nothing() {
         student.hidden_size = teacher.hidden_size - hd;
         student.num_attention_heads = teacher.num_attention_heads - 1;
         student.intermediate_size = teacher.intermediate_size - 1;
-        let sel = Selection::by_importance(&teacher, &student, &[2], &scores).unwrap();
+        let sel = Selection::by_importance(&teacher, &student, &[2], &scores, false).unwrap();
         assert!(
             !sel.heads.contains(&dead_head),
             "{fixture_name}: {:?}",
@@ -349,6 +349,14 @@ fn importance_leaves_out_the_heads_units_and_dimensions_that_add_nothing() {
         assert!(sel.hidden.windows(2).all(|w| w[0] < w[1]), "increasing");
         // The selection loads: every weight is the teacher's, cut by these indices.
         Classifier::load_selected(&files, &student, &sel, None, 3, 0, &Device::Cpu).unwrap();
+        // `importance_units`: the same heads and FFN units, the hidden dimensions evenly spaced.
+        let units = Selection::by_importance(&teacher, &student, &[2], &scores, true).unwrap();
+        assert_eq!((&units.heads, &units.ffn), (&sel.heads, &sel.ffn));
+        assert_eq!(
+            units.hidden,
+            modeling::select::evenly(student.hidden_size, teacher.hidden_size)
+        );
+        Classifier::load_selected(&files, &student, &units, None, 3, 0, &Device::Cpu).unwrap();
     }
 }
 

@@ -93,6 +93,9 @@ pub enum SelectionMethod {
     /// The hidden dimensions, heads and FFN units that contribute most to the teacher's outputs on
     /// training examples (`modeling::importance`).
     Importance,
+    /// The heads and FFN units that contribute most; the hidden dimensions evenly spaced (every
+    /// LayerNorm then keeps statistics close to the teacher's over all its dimensions).
+    ImportanceUnits,
 }
 
 fn default_importance_examples() -> usize {
@@ -255,9 +258,7 @@ impl StudentConfig {
     /// Whether the student's dimensions are chosen by their importance to the teacher (which the
     /// caller measures on training examples and gives `build`).
     pub fn needs_importance(&self, teacher: &EncoderConfig) -> bool {
-        self.from_teacher()
-            && self.selection == SelectionMethod::Importance
-            && self.selects(teacher)
+        self.from_teacher() && self.selection != SelectionMethod::Even && self.selects(teacher)
     }
 
     /// The student for a task of `num_outputs` outputs, its weights drawn from `seed` (random), read
@@ -351,11 +352,14 @@ impl StudentConfig {
         let sel = match (self.selection, from.importance) {
             (SelectionMethod::Even, _) => Selection::even(teacher, &config, layers),
             (SelectionMethod::Importance, Some(scores)) => {
-                Selection::by_importance(teacher, &config, layers, scores)
+                Selection::by_importance(teacher, &config, layers, scores, false)
             }
-            (SelectionMethod::Importance, None) => {
+            (SelectionMethod::ImportanceUnits, Some(scores)) => {
+                Selection::by_importance(teacher, &config, layers, scores, true)
+            }
+            (_, None) => {
                 return Err(Error::Msg(
-                    "student.selection: `importance` needs the teacher's scores, measured on training examples".into(),
+                    "student.selection: `importance` and `importance_units` need the teacher's scores, measured on training examples".into(),
                 ))
             }
         }
