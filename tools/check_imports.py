@@ -91,26 +91,24 @@ def crate_edges():
     return out
 
 
+def report(name, edges, verbose):
+    """Prints the circles of `edges` (and the graph itself with `verbose`); whether there is one."""
+    if verbose:
+        for m in sorted(edges):
+            print(f"{name}::{m} -> {', '.join(sorted(edges[m])) or '-'}")
+    found = cycles(edges)
+    for c in found:
+        print(f"{name}:", " -> ".join(c))
+    return bool(found)
+
+
 def main():
-    bad = False
-    for c in cycles(crate_edges()):
-        print("crates:", " -> ".join(c))
-        bad = True
+    verbose = "-v" in sys.argv
+    bad = report("crates", crate_edges(), False)
     for crate in crates():
-        edges = graph(crate)
-        if "-v" in sys.argv:
-            for m in sorted(edges):
-                print(f"{crate}::{m} -> {', '.join(sorted(edges[m])) or '-'}")
-        for c in cycles(edges):
-            print(f"{crate}:", " -> ".join(c))
-            bad = True
-        for folder, fedges in folder_graphs(crate).items():
-            if "-v" in sys.argv:
-                for m in sorted(fedges):
-                    print(f"{folder}::{m} -> {', '.join(sorted(fedges[m])) or '-'}")
-            for c in cycles(fedges):
-                print(f"{folder}:", " -> ".join(c))
-                bad = True
+        bad |= report(crate, graph(crate), verbose)
+        for folder, edges in folder_graphs(crate).items():
+            bad |= report(folder, edges, verbose)
     if bad:
         sys.exit(1)
     print("no import circle between crates or between the modules of any crate")

@@ -93,10 +93,10 @@ impl<'a> TeacherStage<'a> {
         let cache = self.plan.cache();
         let key = teacher::cache::key(&stamp);
         // Whoever computes or publishes the entry holds its lock: a second run waits, then takes it.
-        let _computing = match &cache {
-            Some(c) => Some(c.computing(TEACHERS, &key)?),
-            None => None,
-        };
+        let _computing = cache
+            .as_ref()
+            .map(|c| c.computing(TEACHERS, &key))
+            .transpose()?;
         let what = format!(
             "{} fine-tuned on {}",
             self.plan.cfg().teacher.model,
@@ -237,10 +237,10 @@ impl<'a> TeacherStage<'a> {
         let path = self.plan.targets_path();
         let cache = self.plan.cache();
         let key = teacher::cache::key(&fp);
-        let _computing = match &cache {
-            Some(c) => Some(c.computing(TARGETS, &key)?),
-            None => None,
-        };
+        let _computing = cache
+            .as_ref()
+            .map(|c| c.computing(TARGETS, &key))
+            .transpose()?;
         let what = format!(
             "targets of {} on {} ({} examples)",
             self.plan.cfg().teacher.model,
