@@ -6,6 +6,7 @@ pub mod corpus;
 pub mod encoded;
 pub mod glue;
 pub mod hub;
+pub mod sentences;
 pub mod tasks;
 
 pub use encoded::{tokenise, Tokenised};

@@ -312,7 +312,7 @@ fn split_row(path: &Path, line: usize, raw: &[u8]) -> Result<Vec<String>> {
 }
 
 /// The non-empty lines of a TSV file with their line numbers, split into columns.
-fn tsv_records(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, Vec<String>)>> {
+pub(crate) fn tsv_records(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, Vec<String>)>> {
     let mut out = Vec::new();
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
@@ -326,7 +326,7 @@ fn tsv_records(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, Vec<String>)>> {
 /// The records of an RFC 4180 CSV file (the `csv` crate: quoted fields may hold commas, quotes as `""`,
 /// and newlines), each with the line it starts on. A quote left open runs to the end of the file, which
 /// the reader accepts silently; it is reported here, with the line of the record it opened in.
-fn csv_records(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, Vec<String>)>> {
+pub(crate) fn csv_records(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, Vec<String>)>> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)

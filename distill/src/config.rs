@@ -4,6 +4,7 @@
 
 mod device;
 pub mod doc;
+pub mod embedding;
 mod errors;
 pub mod pretrain;
 pub(crate) mod schema;

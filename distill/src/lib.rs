@@ -6,6 +6,7 @@
 
 pub mod commands;
 pub mod config;
+pub mod embedding;
 pub mod pretrain;
 pub mod report;
 pub mod run;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use distill::commands::{bench, cache, encode, fill_mask, predict};
+use distill::commands::{bench, cache, embed, encode, fill_mask, predict};
 use distill::config;
 use distill::config::pretrain as pretrain_config;
 use distill::pretrain;
@@ -75,6 +75,7 @@ enum ExportFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Every stage: teacher (fine-tune if needed) and targets, student training, comparison, export.
+    /// A config with `task: embedding` distils sentence embeddings (docs/embeddings.md).
     Run {
         #[command(flatten)]
         args: ConfigArgs,
@@ -165,6 +166,8 @@ enum Command {
     FillMask(fill_mask::FillMaskArgs),
     /// Serve an exported model over HTTP (JSON, dynamic batching); see docs/deployment.md.
     Serve(serve::ServeArgs),
+    /// Sentence embeddings of texts by a sentence-transformers folder; one JSON object per input.
+    Embed(embed::EmbedArgs),
     /// Write every layer's hidden states for a list of texts (safetensors).
     Encode(encode::EncodeArgs),
     /// Measure training and inference speed on synthetic batches (see bench/run.sh for the baseline).
@@ -288,6 +291,16 @@ fn dispatch(cmd: Command) -> Result<()> {
         stop_on_signal();
     }
     match cmd {
+        Command::Run { args, json } if config::embedding::is_embedding(&args.config, &args.set) => {
+            let cfg = config::embedding::load(&args.config, &args.set)?;
+            let report = distill::embedding::run(&cfg, &args.config)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}", report.markdown());
+            }
+            Ok(())
+        }
         Command::Run { args, json } => {
             let p = plan("run", &args)?;
             distill::run::check::config_alone(&p)?;
@@ -392,6 +405,7 @@ fn dispatch(cmd: Command) -> Result<()> {
         }
         Command::FillMask(a) => fill_mask::run(&a),
         Command::Serve(a) => serve::run(&a),
+        Command::Embed(a) => embed::run(&a),
         Command::Encode(a) => encode::run(&a),
         Command::Bench(a) => bench::run(&a),
         Command::Cache(a) => cache::run(&a),

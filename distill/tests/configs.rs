@@ -1,5 +1,5 @@
 //! Every shipped config parses and validates, and names a GLUE task whose reader exists (`*pretrain.yaml`:
-//! a `distill pretrain` config).
+//! a `distill pretrain` config; `task: embedding`: an embedding run's).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
 
 use std::path::Path;
@@ -14,6 +14,11 @@ fn every_shipped_config_is_valid() {
         if name.ends_with("pretrain.yaml") {
             // `distill pretrain` configs (their corpus may not exist yet: not checked here).
             let cfg: distill::config::pretrain::PretrainConfig =
+                distill::config::parse(&p, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            cfg.validate().unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        } else if distill::config::embedding::is_embedding(&p, &[]) {
+            // Their sentence files may live outside the repository (../shared): keys checked only.
+            let cfg: distill::config::embedding::EmbeddingConfig =
                 distill::config::parse(&p, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
             cfg.validate().unwrap_or_else(|e| panic!("{name}: {e:#}"));
         } else if p.extension().is_some_and(|e| e == "yaml") {

@@ -8,6 +8,8 @@ use anyhow::{Context, Result};
 use candle_core::Tensor;
 use modeling::batch::make_batch;
 use modeling::infer::in_sorted_batches;
+use modeling::sentence::SentenceEncoder;
+use modeling::static_model::StaticModel;
 use modeling::{Classifier, Encoded};
 
 use crate::onnxruntime::OrtClassifier;
@@ -22,6 +24,21 @@ impl Forward for Classifier {
     fn logits(&self, items: &[&Encoded], pad_id: u32) -> modeling::Result<Tensor> {
         let batch = make_batch(items, pad_id, &self.device)?;
         Ok(self.forward(&batch, false, false)?.0)
+    }
+}
+
+impl Forward for SentenceEncoder {
+    /// The sentence embeddings [b, d] (eval mode): what `logits` means for an embedding model.
+    fn logits(&self, items: &[&Encoded], pad_id: u32) -> modeling::Result<Tensor> {
+        let batch = make_batch(items, pad_id, &self.model.device)?;
+        self.embed(&batch, false)
+    }
+}
+
+impl Forward for StaticModel {
+    /// The mean of each input's token vectors [b, d].
+    fn logits(&self, items: &[&Encoded], _pad_id: u32) -> modeling::Result<Tensor> {
+        self.embed(items)
     }
 }
 

@@ -3,12 +3,14 @@
 //! speed, batch-1 latency, the predictor that `predict`, `serve` and `compare` load an export into, and the
 //! folder locks that keep an export from being replaced under a reader. Builds without the training crates.
 
+pub mod embedder;
 pub mod engine;
 pub mod latency;
 pub mod lock;
 pub mod onnxruntime;
 pub mod predictor;
 
+pub use embedder::{Embedder, EmbeddingModel};
 pub use engine::{logits, Engine, Forward, Pass};
 pub use latency::{batch1_latency, percentile, Latency};
 pub use lock::Lock;

@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use crate::sentence::SentenceEncoder;
+use crate::static_model::StaticModel;
 use crate::{MaskedLm, TextTokenizer};
 
 use crate::{Error, Result};
@@ -34,6 +36,42 @@ pub fn export(model_dir: &Path, tokenizer: &TextTokenizer, out: &Path) -> Result
 /// files into `out`, for `AutoModelForMaskedLM`, `distill fill-mask` or a task's `student.init`.
 pub fn export_mlm(model: &MaskedLm, tokenizer: &TextTokenizer, out: &Path) -> Result<()> {
     let save = |tmp: &Path| -> Result<()> { model.save(tmp) };
+    write_folder(out, save, tokenizer)
+}
+
+/// Writes a sentence-embedding model as a sentence-transformers folder (the encoder, its modules, the
+/// tokenizer files, and `card` as README.md), for `SentenceTransformer(out)` and `distill embed`.
+pub fn export_sentence(
+    model: &SentenceEncoder,
+    tokenizer: &TextTokenizer,
+    out: &Path,
+    card: Option<&str>,
+) -> Result<()> {
+    let save = |tmp: &Path| -> Result<()> {
+        model.save(tmp)?;
+        match card {
+            Some(c) => crate::write_atomic(&tmp.join("README.md"), c.as_bytes()),
+            None => Ok(()),
+        }
+    };
+    write_folder(out, save, tokenizer)
+}
+
+/// Writes a static model as a model2vec folder (`model.safetensors`, `config.json`, `tokenizer.json`, and
+/// `card` as README.md), for model2vec's `StaticModel.from_pretrained(out)` and `distill embed`.
+pub fn export_static(
+    model: &StaticModel,
+    tokenizer: &TextTokenizer,
+    out: &Path,
+    card: Option<&str>,
+) -> Result<()> {
+    let save = |tmp: &Path| -> Result<()> {
+        model.save(tmp)?;
+        match card {
+            Some(c) => crate::write_atomic(&tmp.join("README.md"), c.as_bytes()),
+            None => Ok(()),
+        }
+    };
     write_folder(out, save, tokenizer)
 }
 

@@ -21,6 +21,8 @@ pub mod nn;
 pub mod onnx;
 mod onnx_proto;
 pub mod select;
+pub mod sentence;
+pub mod static_model;
 pub mod tokenizer;
 pub mod tokenizer_config;
 

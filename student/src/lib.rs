@@ -3,11 +3,13 @@
 //! with general distillation (`pretrain`). The loop, the optimizer and the metrics it runs on are the
 //! `train` crate's; the model is the `modeling` crate's encoder.
 
+pub mod embedding;
 mod error;
 pub mod init;
 pub mod loss;
 pub mod objective;
 pub mod pretrain;
+pub mod static_embedding;
 pub mod terms;
 pub mod train;
 pub mod vocab;

@@ -1,0 +1,57 @@
+"""Checks that sentence-transformers (or model2vec, for a static model's folder) reads a folder as distill
+does: `SentenceTransformer(folder).encode(texts)` (`StaticModel.from_pretrained(folder).encode(texts)`)
+against `distill embed folder --file texts` (within --atol), on text with capitals, accents and non-Latin
+script. Used on embedding runs' exports (the tiny fixtures in CI) and on the real teacher folder.
+
+    python tools/parity/check_sentence_export.py FOLDER TEXTS_FILE --distill target/debug/distill
+"""
+import argparse
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("folder")
+    ap.add_argument("texts", help="one text per line (a tab and what follows is dropped: pair files work)")
+    ap.add_argument("--distill", default="target/debug/distill")
+    ap.add_argument("--atol", type=float, default=1e-5)
+    ap.add_argument("--n", type=int, default=0, help="first N texts (0: all)")
+    a = ap.parse_args()
+    texts = [l.rstrip("\n").split("\t")[0] for l in open(a.texts, encoding="utf-8")]
+    texts = [t for t in texts if t.strip()]
+    if texts and texts[0] in ("sentence", "sentence1"):
+        texts = texts[1:]
+    if a.n:
+        texts = texts[: a.n]
+    config = json.load(open(f"{a.folder}/config.json"))
+    if config.get("model_type") == "model2vec":
+        from model2vec import StaticModel
+
+        want = StaticModel.from_pretrained(a.folder).encode(texts)
+        library = "model2vec"
+    else:
+        from sentence_transformers import SentenceTransformer
+
+        want = SentenceTransformer(a.folder, device="cpu").encode(texts, batch_size=32, convert_to_numpy=True)
+        library = "sentence-transformers"
+    tmp = a.texts + ".embed-input.txt"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join(texts) + "\n")
+    out = subprocess.run([a.distill, "-q", "embed", a.folder, "--file", tmp], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"distill embed failed:\n{out.stderr}")
+    got = np.array([json.loads(l)["embedding"] for l in out.stdout.splitlines()], dtype=np.float32)
+    if got.shape != want.shape:
+        sys.exit(f"shape: distill {got.shape}, sentence-transformers {want.shape}")
+    diff = float(np.abs(got - want).max())
+    print(f"{a.folder}: {len(texts)} texts, {want.shape[1]} dimensions, max |distill - {library}| = {diff:.2e}")
+    if diff > a.atol:
+        sys.exit(f"FAIL: {diff:.2e} > {a.atol}")
+
+
+if __name__ == "__main__":
+    main()
