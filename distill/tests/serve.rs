@@ -405,3 +405,68 @@ fn serve_runs_a_request_larger_than_max_batch_as_forwards_of_max_batch() {
     }
     assert_eq!(s.stop(libc::SIGTERM).code(), Some(0));
 }
+
+/// An embedding run's export (configs/tiny-embedding.yaml) served on `/embed`: the same embeddings as
+/// `distill embed`, text-embeddings-inference's request and answer shapes, and `/predict` refused.
+#[test]
+fn serve_embeds_as_distill_embed_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("emb");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let run = Command::new(common::server::BIN)
+        .args(["-q", "run", "configs/tiny-embedding.yaml", "--set"])
+        .arg(format!("output_dir={}", out.display()))
+        .env("DISTILL_CACHE", "off")
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    let m = out.join("export");
+    let texts = ["the film was great !", "Héllo Wörld, 日本語"];
+    let cli = Command::new(common::server::BIN)
+        .arg("embed")
+        .arg(&m)
+        .args(texts)
+        .output()
+        .unwrap();
+    assert!(cli.status.success(), "{cli:?}");
+    let expected: Vec<Value> = String::from_utf8(cli.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["embedding"].clone())
+        .collect();
+
+    let s = Server::start(&m, &["--max-len", "32"]);
+    let (status, h) = s.call("GET", "/health", None);
+    assert_eq!(status, 200);
+    assert_eq!(h["task"], "embedding");
+    assert_eq!(h["dimensions"], 32);
+    let (status, got) = s.call(
+        "POST",
+        "/embed",
+        Some(&json!({ "inputs": texts }).to_string()),
+    );
+    assert_eq!(status, 200, "{got}");
+    let got = got.as_array().unwrap();
+    assert_eq!(got.len(), 2);
+    for (g, e) in got.iter().zip(&expected) {
+        let (g, e) = (g.as_array().unwrap(), e.as_array().unwrap());
+        assert_eq!(g.len(), e.len());
+        for (a, b) in g.iter().zip(e) {
+            assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-5);
+        }
+    }
+    // One text: still a list of lists, as text-embeddings-inference answers.
+    let (status, one) = s.call("POST", "/embed", Some(r#"{"inputs": "the film"}"#));
+    assert_eq!(status, 200);
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    let long = json!({ "inputs": "good film ".repeat(40) }).to_string();
+    let (status, e) = s.call("POST", "/embed", Some(&long));
+    assert_eq!(status, 413, "{e}");
+    let long = json!({ "inputs": "good film ".repeat(40), "truncate": true }).to_string();
+    assert_eq!(s.call("POST", "/embed", Some(&long)).0, 200);
+    let (status, e) = s.call("POST", "/predict", Some(r#"{"texts": ["a"]}"#));
+    assert_eq!(status, 422);
+    assert!(e["error"].as_str().unwrap().contains("/embed"), "{e}");
+    assert_eq!(s.stop(libc::SIGTERM).code(), Some(0));
+}

@@ -99,10 +99,15 @@ impl Embedder {
 
     /// The input as the model reads it (lower-cased first when the folder says so).
     pub fn encode(&self, text: &str) -> Result<Encoded> {
+        Ok(self.encode_counted(text)?.0)
+    }
+
+    /// `encode`, and whether the input was cut at the length limit.
+    pub fn encode_counted(&self, text: &str) -> Result<(Encoded, bool)> {
         Ok(if self.model.lowercases() {
-            self.tok.encode(&text.to_lowercase(), None)?
+            self.tok.encode_counted(&text.to_lowercase(), None)?
         } else {
-            self.tok.encode(text, None)?
+            self.tok.encode_counted(text, None)?
         })
     }
 

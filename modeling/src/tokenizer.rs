@@ -253,10 +253,21 @@ impl TextTokenizer {
     /// The tokens masked-LM pre-training places and protects: [CLS]/[SEP]/[MASK] (BERT vocabularies) or
     /// <s>/</s>/<mask> (RoBERTa's), the padding id, and every id the tokenizer marks special.
     pub fn special_tokens(&self) -> Result<SpecialTokens> {
+        let added: Vec<u32> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .collect();
+        // MPNet's vocabulary holds both BERT's `[CLS]` (an ordinary token there) and the `<s>` its
+        // tokenizer really uses: the one registered as a special token wins.
         let find = |names: [&str; 2]| -> Result<u32> {
             names
                 .iter()
-                .find_map(|t| self.token_to_id(t))
+                .filter_map(|t| self.token_to_id(t))
+                .find(|id| added.contains(id))
+                .or_else(|| names.iter().find_map(|t| self.token_to_id(t)))
                 .ok_or_else(|| Error::Tokenizer {
                     path: self.path.clone(),
                     msg: format!(
@@ -271,12 +282,9 @@ impl TextTokenizer {
             find(["[MASK]", "<mask>"])?,
         );
         let pad = self.pad_id();
-        let mut all: Vec<u32> = self
-            .inner
-            .get_added_tokens_decoder()
-            .into_iter()
-            .filter(|(_, t)| t.special)
-            .map(|(id, _)| id)
+        let mut all: Vec<u32> = added
+            .iter()
+            .copied()
             .chain([cls, sep, mask, pad])
             .chain(
                 ["[UNK]", "<unk>"]

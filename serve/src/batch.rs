@@ -15,9 +15,9 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::histogram::{Histogram, BATCH_BOUNDS};
-use inference::Predictor;
+use crate::model::Served;
 
-/// One request: its tokenised inputs and where its logit rows (or an error message) go.
+/// One request: its tokenised inputs and where its rows (logits or embeddings, or an error message) go.
 pub struct Job {
     pub enc: Vec<Encoded>,
     pub reply: oneshot::Sender<std::result::Result<Vec<Vec<f32>>, String>>,
@@ -125,7 +125,7 @@ impl Stats {
 
 /// Starts the inference thread; it returns once every sender of `rx` is gone and the queue is drained.
 pub fn spawn(
-    predictor: Arc<Predictor>,
+    model: Arc<Served>,
     rx: mpsc::Receiver<Job>,
     max_batch: usize,
     max_wait: Duration,
@@ -146,7 +146,7 @@ pub fn spawn(
                 carried: None,
             };
             while let Some(jobs) = queue.next_batch(max_batch, max_wait) {
-                run_batch(&predictor, jobs, max_batch, &stats);
+                run_batch(&model, jobs, max_batch, &stats);
             }
         })
         .context("starting the inference thread")
@@ -200,7 +200,7 @@ impl Queue {
 /// [`forward`]), then each request gets its rows. When the forward fails (an error, or a panic inside candle) and the
 /// batch holds several requests, each is run again alone, so that only the requests that fail by
 /// themselves get the error and the others sharing their batch are answered.
-fn run_batch(predictor: &Predictor, mut jobs: Vec<Job>, max_batch: usize, stats: &Stats) {
+fn run_batch(model: &Served, mut jobs: Vec<Job>, max_batch: usize, stats: &Stats) {
     // Clients that gave up (their handler was dropped) need no forward.
     jobs.retain(|j| !j.reply.is_closed());
     if jobs.is_empty() {
@@ -218,7 +218,7 @@ fn run_batch(predictor: &Predictor, mut jobs: Vec<Job>, max_batch: usize, stats:
         .examples
         .fetch_add(enc.len() as u64, Ordering::Relaxed);
     let fault = jobs.iter().any(|j| j.fault);
-    match forward(predictor, &enc, fault, max_batch, stats) {
+    match forward(model, &enc, fault, max_batch, stats) {
         Ok(rows) => answer(jobs, &sizes, rows),
         Err(msg) if jobs.len() == 1 => fail(jobs, &msg, stats),
         Err(_) => {
@@ -226,7 +226,7 @@ fn run_batch(predictor: &Predictor, mut jobs: Vec<Job>, max_batch: usize, stats:
             for (job, k) in jobs.into_iter().zip(sizes) {
                 let part = &enc[start..start + k];
                 start += k;
-                match forward(predictor, part, job.fault, max_batch, stats) {
+                match forward(model, part, job.fault, max_batch, stats) {
                     Ok(rows) => answer(vec![job], &[k], rows),
                     Err(msg) => fail(vec![job], &msg, stats),
                 }
@@ -235,11 +235,11 @@ fn run_batch(predictor: &Predictor, mut jobs: Vec<Job>, max_batch: usize, stats:
     }
 }
 
-/// The logit rows of `enc`, in order, from forwards of at most `max_batch` examples each, so that the
+/// The rows (logits or embeddings) of `enc`, in order, from forwards of at most `max_batch` examples each, so that the
 /// counters see the forwards the model really runs; the first that fails fails them all (their rows
 /// belong to one request, or to a batch that is then rerun request by request).
 fn forward(
-    predictor: &Predictor,
+    model: &Served,
     enc: &[Encoded],
     fault: bool,
     max_batch: usize,
@@ -247,14 +247,14 @@ fn forward(
 ) -> std::result::Result<Vec<Vec<f32>>, String> {
     let mut rows = Vec::with_capacity(enc.len());
     for chunk in enc.chunks(max_batch.max(1)) {
-        rows.extend(forward_one(predictor, chunk, fault, stats)?);
+        rows.extend(forward_one(model, chunk, fault, stats)?);
     }
     Ok(rows)
 }
 
-/// The logit rows of `enc`, in order, from one forward; `fault` fails it on purpose.
+/// The rows of `enc`, in order, from one forward; `fault` fails it on purpose.
 fn forward_one(
-    predictor: &Predictor,
+    model: &Served,
     enc: &[Encoded],
     fault: bool,
     stats: &Stats,
@@ -267,8 +267,8 @@ fn forward_one(
         if fault {
             anyhow::bail!("injected fault ({})", crate::FAULT_VAR);
         }
-        // `enc` already fits one forward: the predictor does not split it again.
-        predictor.logits(enc, enc.len(), None)
+        // `enc` already fits one forward: the model does not split it again.
+        model.rows(enc)
     }));
     let result = match out {
         Ok(Ok(rows)) if rows.len() == enc.len() => Ok(rows),

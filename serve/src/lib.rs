@@ -1,6 +1,8 @@
 //! `distill serve MODEL_DIR`: an HTTP JSON inference server for an exported model folder (the folders
 //! `distill predict` reads), on the `inference` crate alone: it builds without the training crates.
-//! `GET /health`, `GET /stats`, `POST /predict`.
+//! `GET /health`, `GET /stats`, `GET /metrics`, and `POST /predict` for a classifier or `POST /embed`
+//! (text-embeddings-inference's route) for an embedding model (a sentence-transformers or model2vec
+//! folder: see `model`).
 //!
 //! Dynamic batching as in text-embeddings-inference: handlers tokenise their request and put it on one
 //! queue; a single inference thread (a std thread: the forward is CPU-bound and blocking) takes the first
@@ -18,6 +20,7 @@ mod batch;
 mod histogram;
 mod listen;
 mod metrics;
+mod model;
 mod request;
 
 use std::net::SocketAddr;
@@ -35,7 +38,8 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use batch::{Job, Stats};
-use inference::{Predictor, Runtime};
+use inference::Runtime;
+use model::Served;
 pub use request::Inputs;
 use request::{ApiError, Request};
 
@@ -88,7 +92,7 @@ const QUEUE_CAPACITY: usize = 1024;
 
 /// What every handler shares.
 struct AppState {
-    predictor: Arc<Predictor>,
+    model: Arc<Served>,
     queue: mpsc::Sender<Job>,
     stats: Arc<Stats>,
     metrics: Arc<metrics::Metrics>,
@@ -117,7 +121,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
             bail!("{flag} must be at least 1");
         }
     }
-    let predictor = Arc::new(Predictor::load(&a.model_dir, a.max_len, a.int8, a.runtime)?);
+    let model = Arc::new(Served::load(&a.model_dir, a.max_len, a.int8, a.runtime)?);
     // HTTP parsing and JSON are light next to the forward: a few async threads suffice; tokenising runs
     // on the blocking pool, sized alike.
     let threads = std::thread::available_parallelism()
@@ -133,14 +137,14 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     let stats = Arc::new(Stats::default());
     let worker = batch::spawn(
-        predictor.clone(),
+        model.clone(),
         rx,
         a.max_batch,
         Duration::from_millis(a.max_wait_ms),
         stats.clone(),
     )?;
     let state = Arc::new(AppState {
-        predictor,
+        model,
         queue: tx,
         stats,
         metrics: Arc::new(metrics::Metrics::default()),
@@ -173,6 +177,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/stats", get(stats))
         .route("/metrics", get(prometheus))
         .route("/predict", post(predict))
+        .route("/embed", post(embed))
         .route_layer(axum::middleware::from_fn_with_state(
             tracked,
             metrics::track,
@@ -261,11 +266,10 @@ impl Signals {
 }
 
 async fn health(State(s): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({
+    let mut h = json!({
         "status": "ok",
         "model_dir": s.model_dir,
-        "labels": s.predictor.labels,
-        "max_len": s.predictor.tok.max_len(),
+        "max_len": s.model.max_len(),
         "max_batch": s.max_batch,
         "max_wait_ms": s.max_wait_ms,
         "max_texts": s.max_texts,
@@ -273,7 +277,11 @@ async fn health(State(s): State<Arc<AppState>>) -> Json<Value> {
         "int8": s.int8,
         "runtime": s.runtime,
         "stats": s.stats.json(),
-    }))
+    });
+    if let (Some(h), Value::Object(d)) = (h.as_object_mut(), s.model.describe()) {
+        h.extend(d);
+    }
+    Json(h)
 }
 
 async fn stats(State(s): State<Arc<AppState>>) -> Json<Value> {
@@ -336,31 +344,63 @@ pub fn parse_request(body: &[u8], max_texts: usize) -> Result<Inputs, (u16, Stri
 }
 
 async fn predict(State(s): State<Arc<AppState>>, body: Body) -> Result<Json<Value>, ApiError> {
+    let Served::Classifier(predictor) = &*s.model else {
+        return Err(ApiError::unprocessable(
+            "this server runs an embedding model: POST /embed",
+        ));
+    };
+    let labels = predictor.labels.clone();
     let body = read_body(&s, body).await?;
     let Request { inputs, shape } = request::parse(&body, s.max_texts)?;
+    let rows = infer(&s, inputs, shape.truncates()).await?;
+    Ok(Json(request::answer(shape, &rows, &labels)))
+}
+
+/// text-embeddings-inference's `/embed`: one embedding per input, a list of lists.
+async fn embed(State(s): State<Arc<AppState>>, body: Body) -> Result<Json<Value>, ApiError> {
+    if matches!(&*s.model, Served::Classifier(_)) {
+        return Err(ApiError::unprocessable(
+            "this server runs a classifier: POST /predict",
+        ));
+    }
+    let body = read_body(&s, body).await?;
+    let r = request::parse_embed(&body, s.max_texts)?;
+    let inputs = r.inputs.into_iter().map(|t| (t, None)).collect();
+    let mut rows = infer(&s, inputs, r.truncate).await?;
+    if r.normalize {
+        for row in &mut rows {
+            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            row.iter_mut().for_each(|x| *x /= norm);
+        }
+    }
+    Ok(Json(json!(rows)))
+}
+
+/// Tokenises `inputs`, refusing one past `--max-len` unless `truncate`, queues them and waits for their rows.
+async fn infer(s: &AppState, inputs: Inputs, truncate: bool) -> Result<Vec<Vec<f32>>, ApiError> {
     let fault = s.fault.as_deref().is_some_and(|m| {
         inputs
             .iter()
             .any(|(a, b)| a.contains(m) || b.as_deref().is_some_and(|b| b.contains(m)))
     });
     // Tokenising is CPU work proportional to the body: keep it off the async threads.
-    let p = s.predictor.clone();
+    let model = s.model.clone();
     let counted = tokio::task::spawn_blocking(move || {
         inputs
             .iter()
-            .map(|(a, b)| p.encode_counted(a, b.as_deref()))
+            .map(|(a, b)| model.encode_counted(a, b.as_deref()))
             .collect::<Result<Vec<_>>>()
     })
     .await
     .map_err(|e| ApiError::internal(format!("tokeniser task failed: {e}")))?
     .map_err(|e| ApiError::internal(format!("{e:#}")))?;
-    if !shape.truncates() {
+    if !truncate {
         if let Some(i) = counted.iter().position(|(_, cut)| *cut) {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
                     "input {i} is longer than the {} tokens this server takes (--max-len); send \"truncate\": true to cut it",
-                    s.predictor.tok.max_len()
+                    s.model.max_len()
                 ),
             ));
         }
@@ -371,9 +411,8 @@ async fn predict(State(s): State<Arc<AppState>>, body: Body) -> Result<Json<Valu
         .send(Job { enc, reply, fault })
         .await
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
-    let rows = answer
+    answer
         .await
         .map_err(|_| ApiError::internal("the inference thread stopped"))?
-        .map_err(ApiError::internal)?;
-    Ok(Json(request::answer(shape, &rows, &s.predictor.labels)))
+        .map_err(ApiError::internal)
 }

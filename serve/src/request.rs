@@ -9,7 +9,11 @@
 //!   and for a batch a list of lists. Scores are softmax probabilities (a sigmoid for a one-output model)
 //!   or, with `raw_scores`, the logits; an input longer than `--max-len` is an error unless `truncate`.
 //!
-//! Unknown keys are refused in both shapes (422), as are malformed inputs and an input (or second text of
+//! `/embed` takes text-embeddings-inference's `EmbedRequest`: `{"inputs": X, "truncate": bool, "normalize":
+//! bool}` where X is a text or a list of texts (its defaults: no truncation, normalised), answered with a
+//! list of embeddings, one per input.
+//!
+//! Unknown keys are refused in every shape (422), as are malformed inputs and an input (or second text of
 //! a pair) that is empty or whitespace only, named by its index from 0 (text-embeddings-inference refuses
 //! empty inputs too); a body that is not JSON is 400; more than `--max-texts` inputs is 413.
 
@@ -158,6 +162,77 @@ pub fn parse(body: &[u8], max_texts: usize) -> Result<Request, ApiError> {
         }
     }
     Ok(request)
+}
+
+/// A parsed `/embed` body.
+#[derive(Debug, PartialEq)]
+pub struct EmbedRequest {
+    pub inputs: Vec<String>,
+    pub truncate: bool,
+    pub normalize: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TeiEmbed {
+    inputs: Value,
+    #[serde(default)]
+    truncate: bool,
+    #[serde(default = "yes")]
+    normalize: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Parses an `/embed` body and checks it against `max_texts`.
+pub fn parse_embed(body: &[u8], max_texts: usize) -> Result<EmbedRequest, ApiError> {
+    let r: TeiEmbed = serde_json::from_slice::<Value>(body)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("body is not valid JSON: {e}"),
+            )
+        })
+        .and_then(|v| {
+            serde_json::from_value(v)
+                .map_err(|e| ApiError::unprocessable(format!("invalid request: {e}")))
+        })?;
+    const EXPECTED: &str = "`inputs`: expected a string or a list of strings";
+    let inputs: Vec<String> = match r.inputs {
+        Value::String(s) => vec![s],
+        Value::Array(items) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(ApiError::unprocessable(EXPECTED)),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(ApiError::unprocessable(EXPECTED)),
+    };
+    if inputs.is_empty() {
+        return Err(ApiError::unprocessable("no inputs: the batch is empty"));
+    }
+    if inputs.len() > max_texts {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} texts in one request; the limit is {max_texts} (--max-texts)",
+                inputs.len()
+            ),
+        ));
+    }
+    if let Some(i) = inputs.iter().position(|t| t.trim().is_empty()) {
+        return Err(ApiError::unprocessable(format!(
+            "input {i}: the text is empty or whitespace only; there is nothing to embed"
+        )));
+    }
+    Ok(EmbedRequest {
+        inputs,
+        truncate: r.truncate,
+        normalize: r.normalize,
+    })
 }
 
 fn own_inputs(r: OwnRequest) -> Result<Inputs, ApiError> {
@@ -356,6 +431,32 @@ mod tests {
         }
         // A text with something in it besides whitespace is fine, however short.
         assert!(parse(br#"{"texts": [" a "]}"#, 8).is_ok());
+    }
+
+    #[test]
+    fn embed_requests_read_as_text_embeddings_inference_reads_them() {
+        let parse = |b: &str| parse_embed(b.as_bytes(), 2).map_err(|e| e.status.as_u16());
+        let one = parse(r#"{"inputs": "a"}"#).unwrap();
+        assert_eq!(
+            (one.inputs, one.truncate, one.normalize),
+            (vec!["a".to_string()], false, true)
+        );
+        let two = parse(r#"{"inputs": ["a", "b"], "truncate": true, "normalize": false}"#).unwrap();
+        assert_eq!(
+            (two.inputs.len(), two.truncate, two.normalize),
+            (2, true, false)
+        );
+        for (bad, status) in [
+            (r#"{"inputs": []}"#, 422),
+            (r#"{"inputs": [["a"]]}"#, 422),
+            (r#"{"inputs": 3}"#, 422),
+            (r#"{"inputs": "a", "dimensions": 8}"#, 422),
+            (r#"{"inputs": ["a", " "]}"#, 422),
+            (r#"{"inputs": ["a", "b", "c"]}"#, 413),
+            ("{oops", 400),
+        ] {
+            assert_eq!(parse(bad).map(|_| ()), Err(status), "{bad}");
+        }
     }
 
     #[test]

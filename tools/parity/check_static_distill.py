@@ -4,6 +4,12 @@ the export of an embedding run with `static_model: {dims: D}`, compared on the t
 (`StaticModel.encode`): the largest difference and the smallest cosine.
 
     python tools/parity/check_static_distill.py TEACHER EXPORT TEXTS_FILE --dims D
+
+model2vec's distillation (its `distill` extra) needs transformers < 5.4, older than tools/requirements.txt pins,
+so this check runs in a venv of its own:
+
+    python3 -m venv /tmp/m2v && /tmp/m2v/bin/pip install "model2vec[distill]==0.10.0" torch==2.15.0
+    /tmp/m2v/bin/python tools/parity/check_static_distill.py ...
 """
 import argparse
 import sys

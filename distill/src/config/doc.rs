@@ -6,6 +6,7 @@
 use schemars::{schema_for, JsonSchema};
 use serde_json::{Map, Value};
 
+use crate::config::embedding::EmbeddingConfig;
 use crate::config::pretrain::PretrainConfig;
 use crate::config::schema::{is_null, resolve};
 use crate::config::RunConfig;
@@ -27,6 +28,8 @@ pub fn markdown() -> String {
     s += &table::<RunConfig>();
     s += "\n## Pre-training configs\n\nRead by `distill pretrain`.\n\n";
     s += &table::<PretrainConfig>();
+    s += "\n## Embedding configs\n\nRead by `distill run` when `task` is `embedding` ([embeddings](embeddings.md)).\n\n";
+    s += &table::<EmbeddingConfig>();
     s
 }
 

@@ -30,13 +30,16 @@ pub struct EmbeddingConfig {
     /// auto | cpu | cuda | cuda:N
     #[serde(default)]
     pub device: DeviceSpec,
+    /// The unlabelled sentences the student learns the teacher's embeddings of.
     pub data: EmbeddingData,
+    /// The sentence-embedding teacher, used as it is (never fine-tuned).
     pub teacher: EmbeddingTeacher,
     /// The student: its shape and where its weights start (as in task configs).
     #[serde(default)]
     pub student: StudentConfig,
     #[serde(default)]
     pub loss: EmbeddingLoss,
+    /// How the student is optimised (the task configs' `train:` keys and defaults).
     #[serde(default = "TrainSettings::for_tasks")]
     pub train: TrainSettings,
     /// Sentence pairs with similarity scores, scored by the cosine of their embeddings.
