@@ -3,25 +3,12 @@
 //! targets reused on a second run; and bad configs and inputs refused naming the key, file or argument.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use std::path::Path;
+use std::process::Output;
 
-fn distill(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_distill"))
-        .env("DISTILL_CACHE", "off")
-        .env("NO_COLOR", "1")
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap()
-}
+use common::distill;
 
 fn text(o: &Output) -> String {
     format!(

@@ -47,14 +47,7 @@ pub fn export_sentence(
     out: &Path,
     card: Option<&str>,
 ) -> Result<()> {
-    let save = |tmp: &Path| -> Result<()> {
-        model.save(tmp)?;
-        match card {
-            Some(c) => crate::write_atomic(&tmp.join("README.md"), c.as_bytes()),
-            None => Ok(()),
-        }
-    };
-    write_folder(out, save, tokenizer)
+    write_folder(out, |tmp| with_card(model.save(tmp), tmp, card), tokenizer)
 }
 
 /// Writes a static model as a model2vec folder (`model.safetensors`, `config.json`, `tokenizer.json`, and
@@ -65,14 +58,16 @@ pub fn export_static(
     out: &Path,
     card: Option<&str>,
 ) -> Result<()> {
-    let save = |tmp: &Path| -> Result<()> {
-        model.save(tmp)?;
-        match card {
-            Some(c) => crate::write_atomic(&tmp.join("README.md"), c.as_bytes()),
-            None => Ok(()),
-        }
-    };
-    write_folder(out, save, tokenizer)
+    write_folder(out, |tmp| with_card(model.save(tmp), tmp, card), tokenizer)
+}
+
+/// After the model files were `saved` into `tmp`, the model card as README.md.
+fn with_card(saved: Result<()>, tmp: &Path, card: Option<&str>) -> Result<()> {
+    saved?;
+    match card {
+        Some(c) => crate::write_atomic(&tmp.join("README.md"), c.as_bytes()),
+        None => Ok(()),
+    }
 }
 
 /// Builds the folder `out` in a temporary sibling: the model files from `model_files`, then the

@@ -66,16 +66,8 @@ pub fn run(a: &EmbedArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let mut out = std::io::stdout().lock();
     if a.time {
-        let latency = inference::batch1_latency(&e.model, &enc, e.tok.pad_id())?;
-        let pass = inference::logits(&e.model, &enc, e.tok.pad_id(), a.batch_size, Some("time"))?;
-        let timing = serde_json::json!({
-            "int8": a.int8,
-            "threads": candle_core::utils::get_num_threads(),
-            "inputs": enc.len(),
-            "latency": latency,
-            "batch_size": a.batch_size,
-            "examples_per_second": pass.examples_per_second,
-        });
+        let mut timing = super::predict::timing(&e.model, &enc, e.tok.pad_id(), a.batch_size)?;
+        timing["int8"] = a.int8.into();
         writeln!(out, "{timing}")?;
         return Ok(());
     }

@@ -84,17 +84,9 @@ pub fn run(a: &PredictArgs) -> Result<()> {
         .map(|(x, y)| p.encode(x, y.as_deref()))
         .collect::<Result<Vec<_>>>()?;
     if a.time {
-        let latency = inference::batch1_latency(&p.engine, &enc, p.tok.pad_id())?;
-        let pass = inference::logits(&p.engine, &enc, p.tok.pad_id(), a.batch_size, Some("time"))?;
-        let timing = serde_json::json!({
-            "runtime": a.runtime.describe()?,
-            "int8": a.int8,
-            "threads": candle_core::utils::get_num_threads(),
-            "inputs": enc.len(),
-            "latency": latency,
-            "batch_size": a.batch_size,
-            "examples_per_second": pass.examples_per_second,
-        });
+        let mut timing = timing(&p.engine, &enc, p.tok.pad_id(), a.batch_size)?;
+        timing["runtime"] = a.runtime.describe()?.into();
+        timing["int8"] = a.int8.into();
         writeln!(std::io::stdout().lock(), "{timing}")?;
         return Ok(());
     }
@@ -104,4 +96,23 @@ pub fn run(a: &PredictArgs) -> Result<()> {
         writeln!(out, "{}", p.prediction(&row))?;
     }
     Ok(())
+}
+
+/// `--time`: batch-1 latency over the inputs and throughput at `batch_size`, as one JSON object (`threads`,
+/// `inputs`, `latency`, `batch_size`, `examples_per_second`), for `predict` and `embed` alike.
+pub(crate) fn timing(
+    model: &impl inference::Forward,
+    enc: &[modeling::Encoded],
+    pad: u32,
+    batch_size: usize,
+) -> Result<serde_json::Value> {
+    let latency = inference::batch1_latency(model, enc, pad)?;
+    let pass = inference::logits(model, enc, pad, batch_size, Some("time"))?;
+    Ok(serde_json::json!({
+        "threads": candle_core::utils::get_num_threads(),
+        "inputs": enc.len(),
+        "latency": latency,
+        "batch_size": batch_size,
+        "examples_per_second": pass.examples_per_second,
+    }))
 }
