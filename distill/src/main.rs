@@ -139,7 +139,8 @@ enum Command {
         #[arg(long)]
         int8: bool,
     },
-    /// Convert any BERT/RoBERTa/MPNet sequence-classification folder (an export, a teacher) to ONNX.
+    /// Convert any BERT/RoBERTa/MPNet sequence-classification folder (an export, a teacher), or a
+    /// sentence-transformers folder (its embeddings), to ONNX.
     Onnx {
         /// Model folder (config.json and model.safetensors).
         model_dir: PathBuf,

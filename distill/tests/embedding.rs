@@ -86,6 +86,12 @@ fn a_run_trains_reports_and_exports_what_embed_reads() {
     let norm: f64 = v.iter().map(|x| x * x).sum::<f64>().sqrt();
     assert!((norm - 1.0).abs() < 1e-5, "{norm}");
 
+    // The export as an ONNX graph whose output is the embedding (its numbers: tools/parity, in CI).
+    let o = distill(&["onnx", &e]);
+    assert!(o.status.success(), "{}", text(&o));
+    let graph = std::fs::read(export.join("model.onnx")).unwrap();
+    assert!(graph.windows(18).any(|w| w == b"sentence_embedding"));
+
     // The same inputs again: the teacher's embeddings are reused, not recomputed.
     let o = run(&out, &[]);
     assert!(o.status.success(), "{}", text(&o));

@@ -2,7 +2,8 @@
 //! and `crate::head` (transformers' eager BERT/RoBERTa/MPNet), as an opset-17 graph with dynamic batch
 //! and sequence axes. MPNet's relative-position buckets are computed in the graph from the sequence
 //! length, so no table of positions is stored. Inputs `input_ids`, `attention_mask` (and `token_type_ids` when the model has more
-//! than one segment type), all int64 [batch, sequence]; output `logits` [batch, num_labels].
+//! than one segment type), all int64 [batch, sequence]; output `logits` [batch, num_labels], or for a
+//! sentence-embedding model (`sentence_to_onnx`) `sentence_embedding` [batch, dimensions].
 //!
 //! With `int8`, every dense layer of the blocks and the head becomes onnxruntime's dynamic quantization
 //! pattern (`DynamicQuantizeLinear` → `MatMulInteger` → rescale): int8 weights with one scale per output
@@ -13,7 +14,9 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::config::Activation;
-use crate::{Classifier, ModelKind};
+use crate::infer::Pooling;
+use crate::sentence::{SentenceEncoder, SentenceModules};
+use crate::{Classifier, EncoderConfig, ModelKind};
 use candle_core::{DType, Device, Tensor};
 
 use crate::onnx_proto::{self as pb, Attr, DataType, Dim, Msg};
@@ -24,136 +27,9 @@ const OPSET: i64 = 17;
 /// Serialises `model` as an ONNX `ModelProto`.
 pub fn to_onnx(model: &Classifier, int8: bool) -> Result<Vec<u8>> {
     let cfg = &model.config;
-    let weights: HashMap<String, Tensor> = model
-        .named_vars()
-        .into_iter()
-        .map(|(k, v)| (k, v.as_tensor().clone()))
-        .collect();
-    let mut g = Graph {
-        nodes: Vec::new(),
-        inits: Vec::new(),
-        count: 0,
-        weights,
-        names: HashSet::new(),
-        int8,
-    };
+    let mut g = Graph::new(model.named_vars(), int8);
+    let x = g.encoder(cfg)?;
     let p = cfg.kind().prefix();
-    let (h, nh) = (cfg.hidden_size, cfg.num_attention_heads);
-    let hd = cfg.head_dim();
-    let with_types = cfg.has_token_types() && cfg.type_vocab_size > 1;
-    let mpnet = cfg.kind() == ModelKind::Mpnet;
-
-    // Embeddings: words + positions + segment types, then LayerNorm.
-    let pos_emb = g.weight(&format!("{p}.embeddings.position_embeddings.weight"))?;
-    let words = g.word_embeddings(&format!("{p}.embeddings.word_embeddings.weight"))?;
-    let positions = match cfg.kind() {
-        ModelKind::Bert => {
-            let shape = g.op("Shape", &["input_ids"], &[])?;
-            let one = g.const_i64("one", &[], &[1])?;
-            let zero = g.const_i64("zero", &[], &[0])?;
-            let seq = g.op("Gather", &[&shape, &one], &[])?;
-            g.op("Range", &[&zero, &seq, &one], &[])?
-        }
-        // transformers' create_position_ids_from_input_ids: cumsum(ids != pad) * (ids != pad) + pad.
-        ModelKind::Roberta | ModelKind::Mpnet => {
-            let pad = g.const_i64("pad", &[], &[cfg.position_padding_id() as i64])?;
-            let axis = g.const_i64("axis1", &[], &[1])?;
-            let is_pad = g.op("Equal", &["input_ids", &pad], &[])?;
-            let real = g.op("Not", &[&is_pad], &[])?;
-            let real = g.op("Cast", &[&real], &[Attr::Int("to", DataType::Int64 as i64)])?;
-            let count = g.op("CumSum", &[&real, &axis], &[])?;
-            let count = g.op("Mul", &[&count, &real], &[])?;
-            g.op("Add", &[&count, &pad], &[])?
-        }
-    };
-    let pos = g.op("Gather", &[&pos_emb, &positions], &[])?;
-    let mut x = g.op("Add", &[&words, &pos], &[])?;
-    if cfg.has_token_types() {
-        let type_emb = g.weight(&format!("{p}.embeddings.token_type_embeddings.weight"))?;
-        let types = if with_types {
-            g.op("Gather", &[&type_emb, "token_type_ids"], &[])?
-        } else {
-            // One segment type: every token adds its row 0.
-            let zero = g.const_i64("type0", &[], &[0])?;
-            g.op("Gather", &[&type_emb, &zero], &[])?
-        };
-        x = g.op("Add", &[&x, &types], &[])?;
-    }
-    let mut x = g.layer_norm(&x, &format!("{p}.embeddings.LayerNorm"), cfg.layer_norm_eps)?;
-
-    // Additive attention mask [b, 1, 1, s]: 0 for tokens, the most negative float for padding.
-    let mask = g.op(
-        "Cast",
-        &["attention_mask"],
-        &[Attr::Int("to", DataType::Float as i64)],
-    )?;
-    let one = g.const_f32("one_f", &[], &[1.0])?;
-    let min = g.const_f32("f32_min", &[], &[f32::MIN])?;
-    let inv = g.op("Sub", &[&one, &mask], &[])?;
-    let bias = g.op("Mul", &[&inv, &min], &[])?;
-    let axes = g.const_i64("axes12", &[2], &[1, 2])?;
-    let bias = g.op("Unsqueeze", &[&bias, &axes], &[])?;
-
-    let position_bias = match cfg.relative_attention_num_buckets {
-        Some(n) if mpnet => {
-            Some(g.position_bias(&format!("{p}.encoder.relative_attention_bias.weight"), n)?)
-        }
-        _ => None,
-    };
-
-    let split = g.const_i64("split_heads", &[4], &[0, 0, nh as i64, hd as i64])?;
-    let merge = g.const_i64("merge_heads", &[3], &[0, 0, h as i64])?;
-    let scale = g.const_f32("scale", &[], &[1.0 / (hd as f32).sqrt()])?;
-    for i in 0..cfg.num_hidden_layers {
-        let l = format!("{p}.encoder.layer.{i}");
-        // MPNet names its projections `attention.attn.{q,k,v,o}`, its norm `attention.LayerNorm`.
-        let (qn, kn, vn, on, ln) = if mpnet {
-            let a = format!("{l}.attention.attn");
-            (
-                format!("{a}.q"),
-                format!("{a}.k"),
-                format!("{a}.v"),
-                format!("{a}.o"),
-                format!("{l}.attention.LayerNorm"),
-            )
-        } else {
-            let a = format!("{l}.attention");
-            (
-                format!("{a}.self.query"),
-                format!("{a}.self.key"),
-                format!("{a}.self.value"),
-                format!("{a}.output.dense"),
-                format!("{a}.output.LayerNorm"),
-            )
-        };
-        let heads = |g: &mut Graph, name: &str, perm: &[i64]| -> Result<String> {
-            let t = g.dense(&x, name)?;
-            let t = g.op("Reshape", &[&t, &split], &[])?;
-            g.op("Transpose", &[&t], &[Attr::Ints("perm", perm)])
-        };
-        let q = heads(&mut g, &qn, &[0, 2, 1, 3])?; // [b, nh, s, hd]
-        let k = heads(&mut g, &kn, &[0, 2, 3, 1])?; // [b, nh, hd, s]
-        let v = heads(&mut g, &vn, &[0, 2, 1, 3])?; // [b, nh, s, hd]
-        let scores = g.op("MatMul", &[&q, &k], &[])?;
-        let mut scores = g.op("Mul", &[&scores, &scale], &[])?;
-        if let Some(pb) = &position_bias {
-            scores = g.op("Add", &[&scores, pb], &[])?;
-        }
-        let scores = g.op("Add", &[&scores, &bias], &[])?;
-        let probs = g.op("Softmax", &[&scores], &[Attr::Int("axis", -1)])?;
-        let ctx = g.op("MatMul", &[&probs, &v], &[])?;
-        let ctx = g.op("Transpose", &[&ctx], &[Attr::Ints("perm", &[0, 2, 1, 3])])?;
-        let ctx = g.op("Reshape", &[&ctx, &merge], &[])?; // [b, s, h]
-        let a = g.dense(&ctx, &on)?;
-        let a = g.op("Add", &[&a, &x], &[])?;
-        let a = g.layer_norm(&a, &ln, cfg.layer_norm_eps)?;
-        let f = g.dense(&a, &format!("{l}.intermediate.dense"))?;
-        let f = g.activation(&f, cfg.hidden_act)?;
-        let o = g.dense(&f, &format!("{l}.output.dense"))?;
-        let o = g.op("Add", &[&o, &a], &[])?;
-        x = g.layer_norm(&o, &format!("{l}.output.LayerNorm"), cfg.layer_norm_eps)?;
-    }
-
     // Head on the first token.
     let first = g.const_i64("first", &[], &[0])?;
     let cls = g.op("Gather", &[&x, &first], &[Attr::Int("axis", 1)])?; // [b, h]
@@ -166,34 +42,251 @@ pub fn to_onnx(model: &Classifier, int8: bool) -> Result<Vec<u8>> {
     let pooled = g.dense(&cls, &dense)?;
     let pooled = g.op("Tanh", &[&pooled], &[])?;
     let logits = g.dense(&pooled, &out)?;
-    g.nodes
-        .push(pb::node("Identity", "logits", &[&logits], &["logits"], &[]));
 
-    let ids = [Dim::Named("batch"), Dim::Named("sequence")];
-    let mut graph = Msg::default();
-    for n in g.nodes {
-        graph = graph.msg(1, n);
-    }
-    graph = graph.str(2, "distill_classifier");
-    for t in g.inits {
-        graph = graph.msg(5, t);
-    }
-    let mut inputs = vec!["input_ids", "attention_mask"];
-    if with_types {
-        inputs.push("token_type_ids");
-    }
-    for name in inputs {
-        graph = graph.msg(11, pb::value_info(name, DataType::Int64, &ids));
-    }
-    graph = graph.msg(
-        12,
-        pb::value_info(
-            "logits",
-            DataType::Float,
-            &[Dim::Named("batch"), Dim::Fixed(model.num_labels)],
-        ),
+    g.finish(
+        cfg,
+        "distill_classifier",
+        &logits,
+        "logits",
+        model.num_labels,
+    )
+}
+
+/// Serialises a sentence-embedding model as an ONNX `ModelProto`: the encoder, its pooling (the first
+/// token, or the mean over real tokens as sentence-transformers computes it), the Dense layer and the
+/// normalisation of its modules; output `sentence_embedding` [batch, dimensions], what `distill embed`
+/// prints.
+pub fn sentence_to_onnx(model: &SentenceEncoder, int8: bool) -> Result<Vec<u8>> {
+    let cfg = &model.model.config;
+    let mut vars = model.model.named_vars();
+    vars.extend(
+        model
+            .named_vars()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("dense.")),
     );
-    Ok(pb::model(graph, OPSET))
+    let mut g = Graph::new(vars, int8);
+    let x = g.encoder(cfg)?;
+    let mut e = match model.modules.pooling {
+        Pooling::Cls => {
+            let first = g.const_i64("first", &[], &[0])?;
+            g.op("Gather", &[&x, &first], &[Attr::Int("axis", 1)])?
+        }
+        Pooling::Mean => {
+            // sum(x * mask) / max(sum(mask), 1e-9) over the sequence (sentence-transformers' Pooling).
+            let mask = g.op(
+                "Cast",
+                &["attention_mask"],
+                &[Attr::Int("to", DataType::Float as i64)],
+            )?;
+            let last = g.const_i64("axis_last", &[1], &[-1])?;
+            let mask = g.op("Unsqueeze", &[&mask, &last], &[])?; // [b, s, 1]
+            let masked = g.op("Mul", &[&x, &mask], &[])?;
+            let seq = g.const_i64("axis_seq", &[1], &[1])?;
+            let sum = g.op("ReduceSum", &[&masked, &seq], &[Attr::Int("keepdims", 0)])?;
+            let count = g.op("ReduceSum", &[&mask, &seq], &[Attr::Int("keepdims", 0)])?;
+            let tiny = g.const_f32("count_min", &[], &[1e-9])?;
+            let count = g.op("Max", &[&count, &tiny], &[])?;
+            g.op("Div", &[&sum, &count], &[])?
+        }
+    };
+    if model.dense.is_some() {
+        e = g.dense(&e, "dense.linear")?;
+    }
+    if model.modules.normalize {
+        let norm = g.op(
+            "ReduceL2",
+            &[&e],
+            &[Attr::Ints("axes", &[-1]), Attr::Int("keepdims", 1)],
+        )?;
+        let eps = g.const_f32("norm_min", &[], &[1e-12])?;
+        let norm = g.op("Max", &[&norm, &eps], &[])?;
+        e = g.op("Div", &[&e, &norm], &[])?;
+    }
+    g.finish(
+        cfg,
+        "distill_sentence_embedding",
+        &e,
+        "sentence_embedding",
+        model.dim(),
+    )
+}
+
+impl Graph {
+    fn new(vars: Vec<(String, candle_core::Var)>, int8: bool) -> Self {
+        Graph {
+            nodes: Vec::new(),
+            inits: Vec::new(),
+            count: 0,
+            weights: vars
+                .into_iter()
+                .map(|(k, v)| (k, v.as_tensor().clone()))
+                .collect(),
+            names: HashSet::new(),
+            int8,
+        }
+    }
+
+    /// The encoder on the graph inputs: the last hidden states [b, s, h].
+    fn encoder(&mut self, cfg: &EncoderConfig) -> Result<String> {
+        let g = self;
+        let p = cfg.kind().prefix();
+        let (h, nh) = (cfg.hidden_size, cfg.num_attention_heads);
+        let hd = cfg.head_dim();
+        let with_types = cfg.has_token_types() && cfg.type_vocab_size > 1;
+        let mpnet = cfg.kind() == ModelKind::Mpnet;
+
+        // Embeddings: words + positions + segment types, then LayerNorm.
+        let pos_emb = g.weight(&format!("{p}.embeddings.position_embeddings.weight"))?;
+        let words = g.word_embeddings(&format!("{p}.embeddings.word_embeddings.weight"))?;
+        let positions = match cfg.kind() {
+            ModelKind::Bert => {
+                let shape = g.op("Shape", &["input_ids"], &[])?;
+                let one = g.const_i64("one", &[], &[1])?;
+                let zero = g.const_i64("zero", &[], &[0])?;
+                let seq = g.op("Gather", &[&shape, &one], &[])?;
+                g.op("Range", &[&zero, &seq, &one], &[])?
+            }
+            // transformers' create_position_ids_from_input_ids: cumsum(ids != pad) * (ids != pad) + pad.
+            ModelKind::Roberta | ModelKind::Mpnet => {
+                let pad = g.const_i64("pad", &[], &[cfg.position_padding_id() as i64])?;
+                let axis = g.const_i64("axis1", &[], &[1])?;
+                let is_pad = g.op("Equal", &["input_ids", &pad], &[])?;
+                let real = g.op("Not", &[&is_pad], &[])?;
+                let real = g.op("Cast", &[&real], &[Attr::Int("to", DataType::Int64 as i64)])?;
+                let count = g.op("CumSum", &[&real, &axis], &[])?;
+                let count = g.op("Mul", &[&count, &real], &[])?;
+                g.op("Add", &[&count, &pad], &[])?
+            }
+        };
+        let pos = g.op("Gather", &[&pos_emb, &positions], &[])?;
+        let mut x = g.op("Add", &[&words, &pos], &[])?;
+        if cfg.has_token_types() {
+            let type_emb = g.weight(&format!("{p}.embeddings.token_type_embeddings.weight"))?;
+            let types = if with_types {
+                g.op("Gather", &[&type_emb, "token_type_ids"], &[])?
+            } else {
+                // One segment type: every token adds its row 0.
+                let zero = g.const_i64("type0", &[], &[0])?;
+                g.op("Gather", &[&type_emb, &zero], &[])?
+            };
+            x = g.op("Add", &[&x, &types], &[])?;
+        }
+        let mut x = g.layer_norm(&x, &format!("{p}.embeddings.LayerNorm"), cfg.layer_norm_eps)?;
+
+        // Additive attention mask [b, 1, 1, s]: 0 for tokens, the most negative float for padding.
+        let mask = g.op(
+            "Cast",
+            &["attention_mask"],
+            &[Attr::Int("to", DataType::Float as i64)],
+        )?;
+        let one = g.const_f32("one_f", &[], &[1.0])?;
+        let min = g.const_f32("f32_min", &[], &[f32::MIN])?;
+        let inv = g.op("Sub", &[&one, &mask], &[])?;
+        let bias = g.op("Mul", &[&inv, &min], &[])?;
+        let axes = g.const_i64("axes12", &[2], &[1, 2])?;
+        let bias = g.op("Unsqueeze", &[&bias, &axes], &[])?;
+
+        let position_bias = match cfg.relative_attention_num_buckets {
+            Some(n) if mpnet => {
+                Some(g.position_bias(&format!("{p}.encoder.relative_attention_bias.weight"), n)?)
+            }
+            _ => None,
+        };
+
+        let split = g.const_i64("split_heads", &[4], &[0, 0, nh as i64, hd as i64])?;
+        let merge = g.const_i64("merge_heads", &[3], &[0, 0, h as i64])?;
+        let scale = g.const_f32("scale", &[], &[1.0 / (hd as f32).sqrt()])?;
+        for i in 0..cfg.num_hidden_layers {
+            let l = format!("{p}.encoder.layer.{i}");
+            // MPNet names its projections `attention.attn.{q,k,v,o}`, its norm `attention.LayerNorm`.
+            let (qn, kn, vn, on, ln) = if mpnet {
+                let a = format!("{l}.attention.attn");
+                (
+                    format!("{a}.q"),
+                    format!("{a}.k"),
+                    format!("{a}.v"),
+                    format!("{a}.o"),
+                    format!("{l}.attention.LayerNorm"),
+                )
+            } else {
+                let a = format!("{l}.attention");
+                (
+                    format!("{a}.self.query"),
+                    format!("{a}.self.key"),
+                    format!("{a}.self.value"),
+                    format!("{a}.output.dense"),
+                    format!("{a}.output.LayerNorm"),
+                )
+            };
+            let heads = |g: &mut Graph, name: &str, perm: &[i64]| -> Result<String> {
+                let t = g.dense(&x, name)?;
+                let t = g.op("Reshape", &[&t, &split], &[])?;
+                g.op("Transpose", &[&t], &[Attr::Ints("perm", perm)])
+            };
+            let q = heads(g, &qn, &[0, 2, 1, 3])?; // [b, nh, s, hd]
+            let k = heads(g, &kn, &[0, 2, 3, 1])?; // [b, nh, hd, s]
+            let v = heads(g, &vn, &[0, 2, 1, 3])?; // [b, nh, s, hd]
+            let scores = g.op("MatMul", &[&q, &k], &[])?;
+            let mut scores = g.op("Mul", &[&scores, &scale], &[])?;
+            if let Some(pb) = &position_bias {
+                scores = g.op("Add", &[&scores, pb], &[])?;
+            }
+            let scores = g.op("Add", &[&scores, &bias], &[])?;
+            let probs = g.op("Softmax", &[&scores], &[Attr::Int("axis", -1)])?;
+            let ctx = g.op("MatMul", &[&probs, &v], &[])?;
+            let ctx = g.op("Transpose", &[&ctx], &[Attr::Ints("perm", &[0, 2, 1, 3])])?;
+            let ctx = g.op("Reshape", &[&ctx, &merge], &[])?; // [b, s, h]
+            let a = g.dense(&ctx, &on)?;
+            let a = g.op("Add", &[&a, &x], &[])?;
+            let a = g.layer_norm(&a, &ln, cfg.layer_norm_eps)?;
+            let f = g.dense(&a, &format!("{l}.intermediate.dense"))?;
+            let f = g.activation(&f, cfg.hidden_act)?;
+            let o = g.dense(&f, &format!("{l}.output.dense"))?;
+            let o = g.op("Add", &[&o, &a], &[])?;
+            x = g.layer_norm(&o, &format!("{l}.output.LayerNorm"), cfg.layer_norm_eps)?;
+        }
+        Ok(x)
+    }
+
+    /// Names `out` the graph's output `name` [batch, width], declares the inputs, and serialises.
+    fn finish(
+        mut self,
+        cfg: &EncoderConfig,
+        graph_name: &str,
+        out: &str,
+        name: &str,
+        width: usize,
+    ) -> Result<Vec<u8>> {
+        self.nodes
+            .push(pb::node("Identity", name, &[out], &[name], &[]));
+        let with_types = cfg.has_token_types() && cfg.type_vocab_size > 1;
+        let ids = [Dim::Named("batch"), Dim::Named("sequence")];
+        let mut graph = Msg::default();
+        for n in self.nodes {
+            graph = graph.msg(1, n);
+        }
+        graph = graph.str(2, graph_name);
+        for t in self.inits {
+            graph = graph.msg(5, t);
+        }
+        let mut inputs = vec!["input_ids", "attention_mask"];
+        if with_types {
+            inputs.push("token_type_ids");
+        }
+        for input in inputs {
+            graph = graph.msg(11, pb::value_info(input, DataType::Int64, &ids));
+        }
+        graph = graph.msg(
+            12,
+            pb::value_info(
+                name,
+                DataType::Float,
+                &[Dim::Named("batch"), Dim::Fixed(width)],
+            ),
+        );
+        Ok(pb::model(graph, OPSET))
+    }
 }
 
 struct Graph {
@@ -418,9 +511,16 @@ impl Graph {
     }
 }
 
-/// Loads the classifier in `model_dir` (an export or a checkpoint folder) and writes it to `out`.
+/// Loads the classifier in `model_dir` (an export or a checkpoint folder), or the sentence-embedding
+/// model of a sentence-transformers folder, and writes it to `out`.
 pub fn write(model_dir: &std::path::Path, out: &std::path::Path, int8: bool) -> Result<()> {
     let files = crate::ModelSource::Local(model_dir.to_path_buf()).resolve(false)?;
+    if let Some(modules) = SentenceModules::read(model_dir)? {
+        let model = SentenceEncoder::load(&files, model_dir, modules, &Device::Cpu)?;
+        let bytes = sentence_to_onnx(&model, int8)?;
+        return crate::write_atomic(out, &bytes)
+            .map_err(|e| Error::file(out, format!("cannot write the ONNX graph: {e}")));
+    }
     let (model, report) = Classifier::load(&files, None, 0, &Device::Cpu)?;
     if !report.has_head {
         return Err(Error::file(

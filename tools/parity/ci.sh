@@ -45,7 +45,9 @@ target/debug/distill -q run configs/tiny.yaml --set "output_dir=$OUT/mpnet-vocab
 MAX_LEN=32 bash tools/parity/export_roundtrip.sh "$OUT/mpnet-vocab/export" tools/parity/mixed_case.tsv
 echo "== embedding runs' exports in sentence-transformers and model2vec vs distill embed (capitals, accents, scripts)"
 target/debug/distill -q run configs/tiny-embedding.yaml --set "output_dir=$OUT/embedding" >/dev/null
-$PY tools/parity/check_sentence_export.py "$OUT/embedding/export" tools/parity/mixed_case.tsv --distill target/debug/distill
+target/debug/distill -q onnx "$OUT/embedding/export"
+$PY tools/parity/check_sentence_export.py "$OUT/embedding/export" tools/parity/mixed_case.tsv --distill target/debug/distill \
+    --onnx "$OUT/embedding/export/model.onnx"
 target/debug/distill -q run configs/tiny-static.yaml --set "output_dir=$OUT/static" >/dev/null
 $PY tools/parity/check_sentence_export.py "$OUT/static/export" tools/parity/mixed_case.tsv --distill target/debug/distill
 echo "== the export's model card, read by huggingface_hub"
