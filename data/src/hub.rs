@@ -72,7 +72,7 @@ impl HubDataset {
 
     /// The Parquet files of one split: from the hub cache when a snapshot there has them, else listed
     /// and downloaded (unless `HF_HUB_OFFLINE=1`).
-    fn files(&self, config: &str, split: &str) -> Result<Vec<PathBuf>> {
+    pub(crate) fn files(&self, config: &str, split: &str) -> Result<Vec<PathBuf>> {
         let err = |msg: String| {
             Error::Msg(format!(
                 "data.hub: {} (revision {}) {config}/{split}: {msg}",
@@ -208,6 +208,36 @@ fn read_file(spec: &TaskSpec, path: &Path) -> Result<Vec<Example>> {
             text_b,
             label,
         });
+    }
+    Ok(out)
+}
+
+/// The text of the named `columns` of every row of a Parquet file, in row order (empty cells skipped):
+/// the sentences of an embedding run's Hub source.
+pub(crate) fn read_texts(path: &Path, columns: &[String]) -> Result<Vec<String>> {
+    let bad = |msg: String| Error::file(path, msg);
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader =
+        SerializedFileReader::new(file).map_err(|e| bad(format!("not a Parquet file: {e}")))?;
+    let rows = reader
+        .get_row_iter(None)
+        .map_err(|e| bad(format!("cannot read rows: {e}")))?;
+    let mut out = Vec::new();
+    for (i, row) in rows.enumerate() {
+        let row = row.map_err(|e| bad(format!("row {}: {e}", i + 1)))?;
+        for name in columns {
+            match row.get_column_iter().find(|(n, _)| n.as_str() == name) {
+                Some((_, Field::Str(s))) if !s.trim().is_empty() => out.push(s.clone()),
+                Some((_, Field::Str(_) | Field::Null)) => {}
+                Some((_, other)) => {
+                    return Err(bad(format!(
+                        "row {}: column `{name}` is not text ({other})",
+                        i + 1
+                    )))
+                }
+                None => return Err(bad(format!("row {}: no column `{name}`", i + 1))),
+            }
+        }
     }
     Ok(out)
 }

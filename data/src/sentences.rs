@@ -1,7 +1,7 @@
 //! Unlabelled sentences for embedding distillation (sentence-transformers' distillation recipe learns
 //! the teacher's embeddings of plain text): plain-text files (one sentence a line), TSV/CSV files with
-//! a header and JSONL files (the named columns or keys), and both texts of a GLUE task's training file
-//! (its labels unread). Errors name the file and line; duplicates are dropped, first occurrence kept.
+//! a header and JSONL files (the named columns or keys), a Hub dataset's Parquet files (the named
+//! columns), and both texts of a GLUE task's training file (its labels unread). Errors name the file and line; duplicates are dropped, first occurrence kept.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::hub::{read_texts, HubDataset};
 use crate::tasks::{csv_records, tsv_records, TaskSpec};
 use crate::{Error, Result};
 
-/// One source of `data.sentences`: a `file`, or a GLUE task's training file (`glue` and `dir`).
+/// One source of `data.sentences`: a `file`, a GLUE task's training file (`glue` and `dir`), or a Hub
+/// dataset's split (`hub`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SentenceSource {
@@ -22,7 +24,7 @@ pub struct SentenceSource {
     /// The file's layout (default: by extension; anything but .tsv, .csv, .jsonl is plain text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<SentenceFormat>,
-    /// TSV/CSV/JSONL: the columns (keys) that hold sentences.
+    /// TSV/CSV/JSONL/Hub Parquet: the columns (keys) that hold sentences.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<String>,
     /// A GLUE task name (`sst2`, `mrpc`, ...): every text of its training file in `dir`.
@@ -31,6 +33,47 @@ pub struct SentenceSource {
     /// The GLUE task's folder (`../shared/glue/SST-2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
+    /// A Hub dataset's split, read from its Parquet files (the local hub cache, else downloaded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<HubSentences>,
+}
+
+/// `hub:` of a sentence source: `{repo: stsb_multi_mt, config: en, split: train}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HubSentences {
+    /// The dataset's id.
+    pub repo: String,
+    /// Its configuration (the folder of its Parquet files).
+    #[serde(default = "default_config")]
+    pub config: String,
+    #[serde(default = "default_split")]
+    pub split: String,
+    /// Branch, tag or commit.
+    #[serde(default = "default_revision")]
+    pub revision: String,
+}
+
+fn default_config() -> String {
+    "default".into()
+}
+fn default_split() -> String {
+    "train".into()
+}
+fn default_revision() -> String {
+    "main".into()
+}
+
+impl HubSentences {
+    fn dataset(&self) -> HubDataset {
+        HubDataset {
+            repo: self.repo.clone(),
+            config: Some(self.config.clone()),
+            revision: self.revision.clone(),
+            train_split: self.split.clone(),
+            dev_split: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -45,8 +88,8 @@ pub enum SentenceFormat {
 impl SentenceSource {
     /// What is wrong with this source's keys, naming the key (`None`: nothing).
     pub fn problem(&self) -> Option<String> {
-        match (&self.file, &self.glue, &self.dir) {
-            (Some(_), None, None) => {
+        match (&self.file, &self.glue, &self.dir, &self.hub) {
+            (Some(_), None, None, None) => {
                 let f = self.format();
                 if f != SentenceFormat::Text && self.columns.is_empty() {
                     Some(
@@ -59,14 +102,28 @@ impl SentenceSource {
                     None
                 }
             }
-            (None, Some(task), Some(_)) => match TaskSpec::glue(task) {
+            (None, Some(task), Some(_), None) => match TaskSpec::glue(task) {
                 Some(_) if self.columns.is_empty() && self.format.is_none() => None,
                 Some(_) => Some("glue: `columns` and `format` are for files".into()),
                 None => Some(format!("glue: `{task}` is not a GLUE task")),
             },
-            (None, Some(_), None) => Some("dir: a GLUE source needs the task's folder".into()),
-            _ => Some("give either `file` or `glue` with `dir`".into()),
+            (None, Some(_), None, None) => {
+                Some("dir: a GLUE source needs the task's folder".into())
+            }
+            (None, None, None, Some(_)) if self.columns.is_empty() => {
+                Some("columns: a Hub source needs the columns that hold sentences".into())
+            }
+            (None, None, None, Some(_)) if self.format.is_some() => {
+                Some("format: a Hub source is Parquet".into())
+            }
+            (None, None, None, Some(_)) => None,
+            _ => Some("give one of `file`, `glue` with `dir`, or `hub`".into()),
         }
+    }
+
+    /// Whether the source is read from local files (a Hub source may be downloaded).
+    pub fn is_local(&self) -> bool {
+        self.hub.is_none()
     }
 
     fn format(&self) -> SentenceFormat {
@@ -99,6 +156,19 @@ impl SentenceSource {
 
     /// The source's sentences in file order (blank ones skipped).
     pub fn read(&self) -> Result<Vec<String>> {
+        if let Some(h) = &self.hub {
+            let mut out = Vec::new();
+            for f in h.dataset().files(&h.config, &h.split)? {
+                out.extend(read_texts(&f, &self.columns)?);
+            }
+            if out.is_empty() {
+                return Err(Error::Msg(format!(
+                    "hub: {} {}/{}: no sentences",
+                    h.repo, h.config, h.split
+                )));
+            }
+            return Ok(out);
+        }
         let path = self.path();
         if let Some(task) = &self.glue {
             let spec = TaskSpec::glue(task)
@@ -230,6 +300,7 @@ mod tests {
             columns: Vec::new(),
             glue: None,
             dir: None,
+            hub: None,
         }
     }
 
@@ -306,6 +377,7 @@ mod tests {
             columns: Vec::new(),
             glue: Some("stsb".into()),
             dir: Some(d.path().to_path_buf()),
+            hub: None,
         };
         assert_eq!(s.problem(), None);
         assert_eq!(

@@ -167,3 +167,43 @@ fn bad_hub_data_is_named() {
     );
     common::fails(&o, &["nyu-mll/glue", "cola/train", "HF_HUB_OFFLINE=1"]);
 }
+
+/// An embedding run's sentences from a Hub dataset's Parquet files (the hub cache, offline): the named
+/// column of every row; a column the files lack is named in the error.
+#[test]
+fn an_embedding_run_reads_sentences_from_a_hub_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("hub");
+    hub_cache(&cache, &rows("train.tsv"), &rows("dev.tsv"));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let run = |column: &str| {
+        Command::new(env!("CARGO_BIN_EXE_distill"))
+            .env("DISTILL_CACHE", "off")
+            .args(["run", "configs/tiny-embedding.yaml", "--set"])
+            .arg(format!("output_dir={}", tmp.path().join("emb").display()))
+            .args(["--set"])
+            .arg(format!(
+                "data.sentences=[{{hub: {{repo: nyu-mll/glue, config: sst2}}, columns: [{column}]}}]"
+            ))
+            .current_dir(root)
+            .env("HF_HUB_CACHE", &cache)
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap()
+    };
+    let o = run("sentence");
+    let text = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{text}");
+    // The training file's distinct sentences, less the 40 held out.
+    let distinct: std::collections::HashSet<String> =
+        rows("train.tsv").into_iter().map(|r| r.0).collect();
+    let want = format!("embedding: {} training sentences", distinct.len() - 40);
+    assert!(text.contains(&want), "{want}: {text}");
+    let o = run("text");
+    let text = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success());
+    assert!(
+        text.contains("train-00000-of-00001.parquet") && text.contains("no column `text`"),
+        "{text}"
+    );
+}

@@ -232,7 +232,13 @@ impl EmbeddingConfig {
 
     /// The files the config names exist.
     pub fn check_files(&self) -> Result<()> {
-        for (i, s) in self.data.sentences.iter().enumerate() {
+        for (i, s) in self
+            .data
+            .sentences
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_local())
+        {
             let f = s.path();
             check(
                 f.is_file(),
