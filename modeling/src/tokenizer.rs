@@ -155,11 +155,21 @@ impl TextTokenizer {
         matches!(self.inner.get_model(), ModelWrapper::BPE(_))
     }
 
-    /// The id used for padding: `[PAD]` or `<pad>`, else 0.
+    /// The id used for padding: `[PAD]` or `<pad>` (the one registered as a special token when the
+    /// vocabulary has both, as MPNet's does), else 0.
     pub fn pad_id(&self) -> u32 {
-        self.token_to_id("[PAD]")
-            .or_else(|| self.token_to_id("<pad>"))
-            .unwrap_or(0)
+        self.special_id(["[PAD]", "<pad>"]).unwrap_or(0)
+    }
+
+    /// The first of `names` that the tokenizer registers as a special token, else the first it has.
+    fn special_id(&self, names: [&str; 2]) -> Option<u32> {
+        let added = self.inner.get_added_tokens_decoder();
+        let special = |id: &u32| added.get(id).is_some_and(|t| t.special);
+        names
+            .iter()
+            .filter_map(|t| self.token_to_id(t))
+            .find(special)
+            .or_else(|| names.iter().find_map(|t| self.token_to_id(t)))
     }
 
     /// Tokenises a single text or a pair, with special tokens, truncated to `max_len`.
@@ -253,28 +263,16 @@ impl TextTokenizer {
     /// The tokens masked-LM pre-training places and protects: [CLS]/[SEP]/[MASK] (BERT vocabularies) or
     /// <s>/</s>/<mask> (RoBERTa's), the padding id, and every id the tokenizer marks special.
     pub fn special_tokens(&self) -> Result<SpecialTokens> {
-        let added: Vec<u32> = self
-            .inner
-            .get_added_tokens_decoder()
-            .into_iter()
-            .filter(|(_, t)| t.special)
-            .map(|(id, _)| id)
-            .collect();
         // MPNet's vocabulary holds both BERT's `[CLS]` (an ordinary token there) and the `<s>` its
         // tokenizer really uses: the one registered as a special token wins.
         let find = |names: [&str; 2]| -> Result<u32> {
-            names
-                .iter()
-                .filter_map(|t| self.token_to_id(t))
-                .find(|id| added.contains(id))
-                .or_else(|| names.iter().find_map(|t| self.token_to_id(t)))
-                .ok_or_else(|| Error::Tokenizer {
-                    path: self.path.clone(),
-                    msg: format!(
-                        "has neither `{}` nor `{}`: masked-LM inputs need it",
-                        names[0], names[1]
-                    ),
-                })
+            self.special_id(names).ok_or_else(|| Error::Tokenizer {
+                path: self.path.clone(),
+                msg: format!(
+                    "has neither `{}` nor `{}`: masked-LM inputs need it",
+                    names[0], names[1]
+                ),
+            })
         };
         let (cls, sep, mask) = (
             find(["[CLS]", "<s>"])?,
@@ -282,9 +280,12 @@ impl TextTokenizer {
             find(["[MASK]", "<mask>"])?,
         );
         let pad = self.pad_id();
-        let mut all: Vec<u32> = added
-            .iter()
-            .copied()
+        let mut all: Vec<u32> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
             .chain([cls, sep, mask, pad])
             .chain(
                 ["[UNK]", "<unk>"]

@@ -99,3 +99,30 @@ fn a_pipeline_no_named_class_rebuilds_is_read_as_it_is() {
     assert!(c.get("do_lower_case").is_none(), "{c}");
     assert_eq!(c["unk_token"], "[UNK]");
 }
+
+/// MPNet's vocabulary holds BERT's `[PAD]`, `[CLS]`, `[SEP]` and `[MASK]` as ordinary tokens beside the
+/// `<pad>`, `<s>`, `</s>` and `<mask>` its tokenizer registers as special and really uses: the special
+/// ones are the padding, start, end and mask ids.
+#[test]
+fn the_special_tokens_are_the_registered_ones_when_a_vocabulary_has_both_kinds() {
+    let path = fixture("mpnet_cls").join("tokenizer.json");
+    let mut t: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let vocab = t["model"]["vocab"].as_object_mut().unwrap();
+    let mut next = vocab.len() as u64;
+    for tok in ["[PAD]", "[CLS]", "[SEP]", "[MASK]"] {
+        vocab.insert(tok.into(), next.into());
+        next += 1;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("tokenizer.json");
+    std::fs::write(&p, t.to_string()).unwrap();
+    let tok = TextTokenizer::from_file(&p, 32, false).unwrap();
+    let id = |s: &str| tok.token_to_id(s).unwrap();
+    assert_eq!(tok.pad_id(), id("<pad>"));
+    let sp = tok.special_tokens().unwrap();
+    assert_eq!(
+        (sp.cls, sp.sep, sp.mask),
+        (id("<s>"), id("</s>"), id("<mask>"))
+    );
+    assert!(!sp.is_special(id("[CLS]")));
+}
