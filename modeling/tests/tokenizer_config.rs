@@ -108,10 +108,9 @@ fn the_special_tokens_are_the_registered_ones_when_a_vocabulary_has_both_kinds()
     let path = fixture("mpnet_cls").join("tokenizer.json");
     let mut t: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let vocab = t["model"]["vocab"].as_object_mut().unwrap();
-    let mut next = vocab.len() as u64;
-    for tok in ["[PAD]", "[CLS]", "[SEP]", "[MASK]"] {
-        vocab.insert(tok.into(), next.into());
-        next += 1;
+    let first = vocab.len() as u64;
+    for (k, tok) in (first..).zip(["[PAD]", "[CLS]", "[SEP]", "[MASK]"]) {
+        vocab.insert(tok.into(), k.into());
     }
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("tokenizer.json");
