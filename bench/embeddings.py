@@ -1,10 +1,10 @@
 """The sentence-embedding table (docs/performance.md, "Sentence embeddings"): STS-B dev by cosine from each
 embedding run's report.json (configs/stsb-embedding.yaml, stsb-embedding-tiny.yaml, stsb-static.yaml), and the
 speed of the teacher and of every export timed side by side in this one run with `distill embed --time` on the
-same inputs (STS-B dev's 3,000 sentences: batch-1 p50 over the first 200, throughput at batch 32), rounds
-interleaved, medians. Run it with nothing else on the cores.
+same inputs (the first --sentences of STS-B dev's 3,000: batch-1 p50 over the first 200, throughput at batch
+32), rounds interleaved, medians. Run it with nothing else on the cores.
 
-    python3 bench/embeddings.py [--distill target/release/distill] [--rounds 3]
+    python3 bench/embeddings.py [--distill target/release/distill] [--rounds 3] [--sentences 1000]
 """
 
 import argparse
@@ -34,11 +34,12 @@ def main():
     ap.add_argument("--distill", default="target/release/distill")
     ap.add_argument("--glue", default="../shared/glue")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--sentences", type=int, default=1000)
     a = ap.parse_args()
     rows = [l.rstrip("\n").split("\t") for l in open(f"{a.glue}/STS-B/dev.tsv", encoding="utf-8")]
     head = rows[0]
     i1, i2 = head.index("sentence1"), head.index("sentence2")
-    sentences = [r[i1] for r in rows[1:]] + [r[i2] for r in rows[1:]]
+    sentences = ([r[i1] for r in rows[1:]] + [r[i2] for r in rows[1:]])[: a.sentences]
     inputs = Path(tempfile.mkdtemp()) / "sts-b-dev-sentences.txt"
     inputs.write_text("\n".join(sentences) + "\n", encoding="utf-8")
     models = [(TEACHER, "teacher: all-mpnet-base-v2, untouched", None)]
