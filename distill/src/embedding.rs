@@ -75,6 +75,7 @@ pub fn run(cfg: &EmbeddingConfig, config_path: &Path) -> Result<EmbeddingReport>
             r.train_steps = trained.steps;
             r.train_seconds = trained.seconds;
             r.best_step = trained.best.as_ref().map(|b| b.step);
+            r.draw_curves(&cfg.output_dir)?;
             modeling::export::export_sentence(&best, &stok, &export, Some(&r.card(cfg)))?;
             r
         }

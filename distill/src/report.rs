@@ -53,6 +53,14 @@ pub struct Context {
 
 /// Bootstrap resamples for every interval of the report.
 pub const BOOTSTRAP_RESAMPLES: usize = 1000;
+
+/// The training-curves figure (PNG) of a student's `metrics.jsonl` text: its loss terms, and its dev
+/// scores beside `references` (the teacher's, as fractions, named as the dev scores are). The embedding
+/// run's report draws its curves with it too.
+pub fn training_curves(log: &str, references: &[(String, f64)]) -> Result<Vec<u8>> {
+    let (losses, dev) = figures::training_series(log);
+    plots::training_curves(&losses, &dev, references)
+}
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelSummary {
     pub name: String,

@@ -60,7 +60,13 @@ fn a_run_trains_reports_and_exports_what_embed_reads() {
     ] {
         assert!(export.join(f).is_file(), "missing {f}");
     }
+    // The learning curves beside the report (not in the export).
+    let png = std::fs::read(out.join("plots/training_curves.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("](plots/training_curves.png)"), "{md}");
     let card = std::fs::read_to_string(export.join("README.md")).unwrap();
+    assert!(!card.contains("training_curves"));
     assert!(card.contains("library_name: sentence-transformers"));
     assert!(card.contains("pipeline_tag: sentence-similarity"));
     let config: serde_json::Value =

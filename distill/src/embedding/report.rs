@@ -45,6 +45,9 @@ pub struct ModelRow {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EmbeddingReport {
+    /// `plots/training_curves.png` beside the report, when the student trained.
+    #[serde(default)]
+    pub curves: Option<String>,
     pub teacher: ModelRow,
     pub student: ModelRow,
     /// Mean cosine between the student's and the teacher's embeddings of the STS set's sentences.
@@ -201,6 +204,7 @@ pub(crate) fn compare<M: Forward>(
         ),
     };
     Ok(EmbeddingReport {
+        curves: None,
         teacher: ModelRow {
             name: cfg.teacher.model.clone(),
             ..trow
@@ -287,6 +291,9 @@ impl EmbeddingReport {
                 self.best_step.map_or("–".into(), |b| b.to_string())
             )
         });
+        if let Some(c) = &self.curves {
+            s.push_str(&format!("\n![Training curves]({c})\n"));
+        }
         s
     }
 
@@ -310,8 +317,33 @@ impl EmbeddingReport {
             teacher = cfg.teacher.model,
             dims = self.student.dimensions,
             params = self.student.parameters as f64 / 1e6,
-            table = self.markdown()
+            // The figure stays beside the report, not in the export.
+            table = EmbeddingReport {
+                curves: None,
+                ..self.clone()
+            }
+            .markdown()
         )
+    }
+
+    /// Draws the student's training curves from `out/student/metrics.jsonl` into `out/plots/` (the
+    /// teacher's STS scores as the dashed references) and names the figure in the report.
+    pub fn draw_curves(&mut self, out: &Path) -> Result<()> {
+        let Ok(log) = std::fs::read_to_string(out.join("student").join("metrics.jsonl")) else {
+            return Ok(());
+        };
+        let refs: Vec<(String, f64)> = [
+            ("sts_spearman", self.teacher.spearman),
+            ("sts_pearson", self.teacher.pearson),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (format!("teacher {k}"), v / 100.0)))
+        .collect();
+        let png = crate::report::training_curves(&log, &refs)?;
+        let file = "plots/training_curves.png";
+        modeling::write_atomic(&out.join(file), &png)?;
+        self.curves = Some(file.into());
+        Ok(())
     }
 
     pub fn write(&self, out: &Path) -> Result<()> {

@@ -22,7 +22,7 @@ fn term_label(name: &str) -> String {
 /// Loss terms and dev metrics by step from a training log (`metrics.jsonl`, `train::records`): the
 /// total loss and each term's raw value, and each dev metric. A resumed run logs some steps twice;
 /// the later line wins.
-fn training_series(log: &str) -> (Vec<Series>, Vec<Series>) {
+pub(super) fn training_series(log: &str) -> (Vec<Series>, Vec<Series>) {
     let mut losses: BTreeMap<String, BTreeMap<u64, f64>> = BTreeMap::new();
     let mut dev: BTreeMap<String, BTreeMap<u64, f64>> = BTreeMap::new();
     let finite = |x: f64| x.is_finite().then_some(x);
