@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::hub::{read_texts, HubDataset};
-use crate::tasks::{csv_records, tsv_records, TaskSpec};
+use crate::tasks::{csv_records, jsonl_records, tsv_records, TaskSpec};
 use crate::{Error, Result};
 
 /// One source of `data.sentences`: a `file`, a GLUE task's training file (`glue` and `dir`), or a Hub
@@ -263,18 +263,12 @@ fn columns(path: &Path, rows: Vec<(usize, Vec<String>)>, names: &[String]) -> Re
 
 fn jsonl(path: &Path, bytes: &[u8], keys: &[String]) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+    for (line, v) in jsonl_records(path, bytes)? {
         let bad = |msg: String| Error::Data {
             path: path.to_path_buf(),
-            line: i + 1,
+            line,
             msg,
         };
-        let text = std::str::from_utf8(raw).map_err(|e| bad(format!("not UTF-8: {e}")))?;
-        if text.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
         for k in keys {
             match v.get(k) {
                 Some(serde_json::Value::String(s)) if !s.trim().is_empty() => out.push(s.clone()),

@@ -212,19 +212,12 @@ impl TaskSpec {
 
     fn rows_jsonl(&self, path: &Path, bytes: &[u8]) -> Result<Vec<Example>> {
         let mut out = Vec::new();
-        for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-            let line = i + 1;
+        for (line, v) in jsonl_records(path, bytes)? {
             let bad = |msg: String| Error::Data {
                 path: path.to_path_buf(),
                 line,
                 msg,
             };
-            let text = std::str::from_utf8(raw).map_err(|e| bad(format!("not UTF-8: {e}")))?;
-            if text.trim().is_empty() {
-                continue;
-            }
-            let v: serde_json::Value =
-                serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
             let field = |c: &Column| -> Result<String> {
                 let Column::Name(name) = c else {
                     return Err(bad("JSONL columns must be named".into()));
@@ -245,6 +238,26 @@ impl TaskSpec {
         }
         Ok(out)
     }
+}
+
+/// The JSON object of every non-blank line of a JSONL file, with its 1-based line number; a line that is
+/// not UTF-8 or not JSON is an error naming it.
+pub(crate) fn jsonl_records(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, serde_json::Value)>> {
+    let mut out = Vec::new();
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let bad = |msg: String| Error::Data {
+            path: path.to_path_buf(),
+            line: i + 1,
+            msg,
+        };
+        let text = std::str::from_utf8(raw).map_err(|e| bad(format!("not UTF-8: {e}")))?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let v = serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        out.push((i + 1, v));
+    }
+    Ok(out)
 }
 
 /// An unlabelled row of a test file: its `index` (or `id`) and texts.
