@@ -17,6 +17,7 @@ from pathlib import Path
 RUNS = [
     ("runs/stsb-embedding", "the teacher's blocks 1-4"),
     ("runs/stsb-embedding-tiny", "RoBERTa-tiny's shape from its blocks 1-4, Dense to 768"),
+    ("runs/stsb-embedding-tiny-1500", "the same at 1,500 updates"),
     ("runs/stsb-static", "static (model2vec's distillation), 256 dimensions"),
 ]
 TEACHER = "models/all-mpnet-base-v2"
