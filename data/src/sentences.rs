@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::hub::{read_texts, HubDataset};
-use crate::tasks::{csv_records, jsonl_records, tsv_records, TaskSpec};
+use crate::tasks::{csv_records, header_index, jsonl_records, tsv_records, TaskSpec};
 use crate::{Error, Result};
 
 /// One source of `data.sentences`: a `file`, a GLUE task's training file (`glue` and `dir`), or a Hub
@@ -234,16 +234,7 @@ fn columns(path: &Path, rows: Vec<(usize, Vec<String>)>, names: &[String]) -> Re
         .ok_or_else(|| Error::file(path, "empty file (a header row was expected)"))?;
     let idx = names
         .iter()
-        .map(|n| {
-            header
-                .iter()
-                .position(|h| h == n)
-                .ok_or_else(|| Error::Data {
-                    path: path.to_path_buf(),
-                    line: 1,
-                    msg: format!("no column `{n}` in the header (columns: {header:?})"),
-                })
-        })
+        .map(|n| header_index(path, &header, n))
         .collect::<Result<Vec<_>>>()?;
     let mut out = Vec::new();
     for (line, cols) in rows {

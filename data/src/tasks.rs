@@ -177,16 +177,7 @@ impl TaskSpec {
         let index = |c: &Column| -> Result<usize> {
             match c {
                 Column::Index(i) => Ok(*i),
-                Column::Name(name) => {
-                    header
-                        .iter()
-                        .position(|h| h == name)
-                        .ok_or_else(|| Error::Data {
-                            path: path.to_path_buf(),
-                            line: 1,
-                            msg: format!("no column `{name}` in the header (columns: {header:?})"),
-                        })
-                }
+                Column::Name(name) => header_index(path, &header, name),
             }
         };
         let (ia, il) = (index(&self.text_a)?, index(&self.label)?);
@@ -238,6 +229,19 @@ impl TaskSpec {
         }
         Ok(out)
     }
+}
+
+/// The position of the column `name` in a file's `header` row; an error naming the file and the columns
+/// it has when there is none.
+pub(crate) fn header_index(path: &Path, header: &[String], name: &str) -> Result<usize> {
+    header
+        .iter()
+        .position(|h| h == name)
+        .ok_or_else(|| Error::Data {
+            path: path.to_path_buf(),
+            line: 1,
+            msg: format!("no column `{name}` in the header (columns: {header:?})"),
+        })
 }
 
 /// The JSON object of every non-blank line of a JSONL file, with its 1-based line number; a line that is

@@ -62,6 +62,16 @@ pub fn backward(loss: &Tensor, sink: &GradSink) -> Result<GradStore> {
     Ok(grads)
 }
 
+/// `backward` of `loss * scale` (gradient accumulation's share of a micro-batch); a scale of 1.0 leaves the
+/// graph, and so the result, exactly as `backward(loss)`.
+pub fn backward_scaled(loss: &Tensor, scale: f64, sink: &GradSink) -> Result<GradStore> {
+    if scale == 1.0 {
+        backward(loss, sink)
+    } else {
+        backward(&(loss * scale)?, sink)
+    }
+}
+
 /// A block's weights: the dense layers (query, key, value, attention output, intermediate, output) as
 /// (weight, bias), and the two LayerNorms as (weight, bias, eps).
 pub(crate) struct BlockWeights {

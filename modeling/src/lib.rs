@@ -32,7 +32,7 @@ pub mod testutil;
 pub use config::{EncoderConfig, ModelKind};
 pub use encoder::{Batch, Encoder, EncoderOutput, Qkv, Want};
 pub use error::{Error, Result};
-pub use fused_layer::{backward, GradSink};
+pub use fused_layer::{backward, backward_scaled, GradSink};
 pub use hub::{ModelFiles, ModelSource};
 pub use io::{save_tensors, write_atomic};
 pub use mlm::{mlm_loss, MaskedLm};

@@ -216,12 +216,7 @@ impl Task for Embedding<'_> {
                 what: "the embedding loss".into(),
             });
         }
-        let sink = self.mixed.model.encoder.grad_sink();
-        let grads = if scale == 1.0 {
-            modeling::backward(&loss, sink)?
-        } else {
-            modeling::backward(&(&loss * scale)?, sink)?
-        };
+        let grads = modeling::backward_scaled(&loss, scale, self.mixed.model.encoder.grad_sink())?;
         Ok(MicroStep {
             grads,
             loss: v,

@@ -301,11 +301,7 @@ impl Task for Mlm<'_> {
                 what: format!("the pre-training loss ({})", parts.join(", ")),
             });
         }
-        let grads = if scale == 1.0 {
-            modeling::backward(&loss, self.mixed.encoder.grad_sink())?
-        } else {
-            modeling::backward(&(&loss * scale)?, self.mixed.encoder.grad_sink())?
-        };
+        let grads = modeling::backward_scaled(&loss, scale, self.mixed.encoder.grad_sink())?;
         Ok(MicroStep {
             grads,
             loss: v,

@@ -268,12 +268,7 @@ where
                 what: format!("the loss ({}){hint}", parts.join(", ")),
             });
         }
-        // Scaled only under gradient accumulation (1.0 keeps the graph, and the result, unchanged).
-        let grads = if scale == 1.0 {
-            modeling::backward(&out.total, model.encoder.grad_sink())?
-        } else {
-            modeling::backward(&(&out.total * scale)?, model.encoder.grad_sink())?
-        };
+        let grads = modeling::backward_scaled(&out.total, scale, model.encoder.grad_sink())?;
         Ok(MicroStep {
             grads,
             loss: loss_v,
