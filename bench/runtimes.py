@@ -10,7 +10,8 @@ Each: batch-1 latency (p50 / p99 over the first --latency-n inputs, after 10 unt
 --batch-size over all inputs (sorted by length, as `distill` batches them). Inputs are tokenised
 beforehand everywhere, with the export's tokenizer.json. The six rows are measured --rounds times, one
 after the other in each round, so that the machine's drift reaches all of them; the table gives each
-figure's median. Run it on an otherwise idle machine:
+figure's median. Last, the memory bound at batch 1: the bytes of int8 weights a forward reads over the
+machine's read bandwidth (measured here), beside our int8 p50. Run it on an otherwise idle machine:
 
     distill onnx runs/sst2-quick/export && distill onnx runs/sst2-quick/export --int8
     tools/.venv/bin/python bench/runtimes.py runs/sst2-quick/export ../shared/glue/SST-2/dev.tsv \
@@ -61,6 +62,45 @@ def python_time(path, enc, pad_id, threads, latency_n, batch_size):
     secs = time.perf_counter() - t
     return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
             "examples_per_second": len(enc) / secs, "runtime": f"onnxruntime {ort.__version__} (Python)"}
+
+
+def weight_bytes(model_dir):
+    """Bytes of the export's weights as our int8 path holds them, from model.safetensors' header:
+    (all of them, those a batch-1 forward reads, the multiply-adds of its dense layers per token). Matrices of the encoder blocks and the head are int8
+    with an f32 scale per output row, the word embeddings int8 with an f32 scale per row, every other
+    tensor f32. A forward reads every weight but the embedding tables (and MPNet's relative-position
+    bias table), of which it gathers rows.
+    """
+    with open(os.path.join(model_dir, "model.safetensors"), "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    total = read = macs = 0
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        shape = t["shape"]
+        n = int(np.prod(shape)) if shape else 1
+        embedding = ("embeddings" in name and "LayerNorm" not in name) or "relative_attention_bias" in name
+        int8 = len(shape) == 2 and ("word_embeddings" in name or not embedding)
+        size = n + 4 * shape[0] if int8 else 4 * n
+        total += size
+        read += 0 if embedding else size
+        macs += n if int8 and not embedding else 0
+    return total, read, macs
+
+
+def bandwidth(threads, mib=512, reps=5):
+    """The machine's read bandwidth in bytes/s: `threads` threads each summing its share of a buffer
+    larger than the caches (numpy releases the GIL), the best of `reps` passes."""
+    from concurrent.futures import ThreadPoolExecutor
+    buf = np.ones(mib * 2**20 // 8, dtype=np.float64)
+    parts = np.array_split(buf, threads)
+    best = 0.0
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(reps):
+            t = time.perf_counter()
+            list(pool.map(np.sum, parts))
+            best = max(best, buf.nbytes / (time.perf_counter() - t))
+    return best
 
 
 def measure(a, texts_file, enc, pad_id):
@@ -125,10 +165,25 @@ def main():
         ours = next(x for x in rows if x["path"] == "distill" and x["precision"] == r["precision"])
         print(f"| {r['path']} | {r['precision']} | {r['runtime']} | {r['p50_ms']:.2f} / {r['p99_ms']:.2f} | "
               f"{r['examples_per_second']:.1f} | {ours['p50_ms'] / r['p50_ms']:.2f}x |")
+    total, read, macs = weight_bytes(a.model_dir)
+    bw = bandwidth(a.threads)
+    ours = next(x for x in rows if x["path"] == "distill" and x["precision"] == "int8")
+    floor_ms = read / bw * 1e3
+    tokens = float(np.mean([len(e[0]) for e in enc[:a.latency_n]]))
+    gmacs = macs * tokens / (ours["p50_ms"] / 1e3) / 1e9
+    print(f"\nint8 weights: {total / 1e6:.1f} MB in all, {read / 1e6:.1f} MB read by a batch-1 forward "
+          f"(the embedding tables are gathered a row per token); read bandwidth {bw / 1e9:.1f} GB/s "
+          f"({a.threads} threads); memory bound at batch 1 {floor_ms:.2f} ms ({total / bw * 1e3:.2f} ms "
+          f"for all the weights); distill int8 p50 {ours['p50_ms']:.2f} ms = {ours['p50_ms'] / floor_ms:.2f}x "
+          f"the bound. A batch-1 input has {tokens:.1f} tokens on average: {macs * tokens / 1e6:.0f}M "
+          f"multiply-adds in the dense layers, {gmacs:.0f} G/s at that p50")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"inputs": len(enc), "tsv": a.tsv, "threads": a.threads, "batch_size": a.batch_size,
-                       "rounds": a.rounds, "rows": rows}, f, indent=2)
+                       "rounds": a.rounds, "rows": rows,
+                       "int8_weight_bytes": total, "int8_weight_bytes_read": read,
+                       "read_bandwidth_bytes_per_s": bw, "memory_bound_ms": floor_ms,
+                       "mean_tokens": tokens, "dense_macs_per_token": macs}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,9 @@ impl Embedder {
             TextTokenizer::for_model(&files, len).with_context(|| format!("{}", dir.display()))?;
         if int8 {
             model.model.quantize_int8()?;
+        } else {
+            // As `Predictor`: the packed f32 kernel and one op a block (`modeling::Packing`).
+            model.model.pack(modeling::Packing::F32)?;
         }
         Ok(Self {
             model: EmbeddingModel::Encoder(model),

@@ -34,6 +34,8 @@ struct Dims {
     h: usize,
     hd: usize,
     heads: usize,
+    /// The row stride of q and k (h, or 3h when they are column blocks of one [b, s, 3h] product).
+    rs: usize,
 }
 
 /// A pointer the tasks share; each writes only its own (sequence, head) columns.
@@ -57,7 +59,13 @@ impl FusedAttention {
         if l2.dims() != l1.dims() || l3.dims() != l1.dims() || self.mask.len() != b * s {
             candle_core::bail!("fused-attention: q, k, v and the mask disagree in shape");
         }
-        if self.heads == 0 || h % self.heads != 0 {
+        Ok((b, self.checked(s, h, h)?))
+    }
+
+    /// The shapes of a call over sequences of `s` tokens, `h` wide, in rows `rs` apart, once the heads
+    /// divide `h` and the position bias (if any) is [heads, s, s].
+    fn checked(&self, s: usize, h: usize, rs: usize) -> candle_core::Result<Dims> {
+        if self.heads == 0 || !h.is_multiple_of(self.heads) {
             candle_core::bail!(
                 "fused-attention: {h} is not divisible into {} heads",
                 self.heads
@@ -73,25 +81,22 @@ impl FusedAttention {
                 self.heads
             );
         }
-        let hd = h / self.heads;
-        Ok((
-            b,
-            Dims {
-                s,
-                h,
-                hd,
-                heads: self.heads,
-            },
-        ))
+        Ok(Dims {
+            s,
+            h,
+            hd: h / self.heads,
+            heads: self.heads,
+            rs,
+        })
     }
 
     /// The probabilities of sequence `bi`, head `hh` into `p` [s, s] (before dropout).
     fn probs(&self, q: &[f32], k: &[f32], d: Dims, bi: usize, hh: usize, p: &mut [f32]) {
-        let Dims { s, h, hd, .. } = d;
-        let off = bi * s * h + hh * hd;
+        let Dims { s, hd, rs, .. } = d;
+        let off = bi * s * rs + hh * hd;
         let scale = 1.0 / (hd as f32).sqrt();
-        // SAFETY: q and k hold [b, s, h]; the head's block starts at `off` with row stride h; p is
-        // [s, s] row-major.
+        // SAFETY: q and k hold [b, s, ·] rows `rs` apart; the head's block starts at `off` with row
+        // stride rs; p is [s, s] row-major.
         unsafe {
             gemm::gemm(
                 s,
@@ -103,9 +108,9 @@ impl FusedAttention {
                 false,
                 q.as_ptr().add(off),
                 1,
-                h as isize,
+                rs as isize,
                 k.as_ptr().add(off),
-                h as isize,
+                rs as isize,
                 1,
                 0.0,
                 scale,
@@ -121,6 +126,57 @@ impl FusedAttention {
         }
         let mask = &self.mask[bi * s..(bi + 1) * s];
         simd_dispatch!(softmax_rows(p, mask, ()));
+    }
+
+    /// The context [b, s, h] of q, k and v, whose rows are `d.rs` apart.
+    fn context(&self, q: &[f32], k: &[f32], v: &[f32], b: usize, d: Dims) -> Vec<f32> {
+        let Dims {
+            s,
+            h,
+            hd,
+            heads,
+            rs,
+        } = d;
+        let mut out = vec![0f32; b * s * h];
+        let dst = Out(out.as_mut_ptr());
+        (0..b * heads).into_par_iter().for_each(|t| {
+            let (bi, hh) = (t / heads, t % heads);
+            let mut p = vec![0f32; s * s];
+            self.probs(q, k, d, bi, hh, &mut p);
+            if let Some(drop) = &self.dropout {
+                let mut f = vec![0f32; s * s];
+                simd_dispatch!(dropout_factors(&mut f, drop, Self::index(d, bi, hh)));
+                p.iter_mut().zip(&f).for_each(|(x, f)| *x *= f);
+            }
+            let head = hh * hd;
+            // SAFETY: this task's context block [s, hd] at its offset (row stride h) is written by
+            // no other task; p is [s, s], v holds [b, s, ·] rows rs apart.
+            unsafe {
+                product(
+                    (s, hd, s),
+                    dst.at(bi * s * h + head),
+                    h,
+                    (p.as_ptr(), 1, s),
+                    (v.as_ptr().add(bi * s * rs + head), 1, rs),
+                )
+            };
+        });
+        out
+    }
+
+    /// Attention for inference over one [b, s, 3h] product whose rows hold q, k and v side by side
+    /// (the fused query/key/value layer): context [b, s, h], without copying the three apart.
+    pub fn forward_fused_qkv(&self, qkv: &[f32], b: usize, h: usize) -> crate::Result<Vec<f32>> {
+        let s = self.mask.len() / b.max(1);
+        if qkv.len() != b * s * 3 * h || self.mask.len() != b * s {
+            candle_core::bail!(
+                "fused-attention: {} values and a mask of {} are not [{b}, {s}, 3 x {h}]",
+                qkv.len(),
+                self.mask.len()
+            );
+        }
+        let d = self.checked(s, h, 3 * h)?;
+        Ok(self.context(qkv, &qkv[h..], &qkv[2 * h..], b, d))
     }
 
     /// Index of element (i, j) of sequence `bi`, head `hh` in the [b, heads, s, s] probabilities.
@@ -236,32 +292,10 @@ impl CustomOp3 for FusedAttention {
             slice(s3, l3, name)?,
         );
         let (b, d) = self.dims(l1, l2, l3)?;
-        let Dims { s, h, hd, heads } = d;
-        let mut out = vec![0f32; q.len()];
-        let dst = Out(out.as_mut_ptr());
-        (0..b * heads).into_par_iter().for_each(|t| {
-            let (bi, hh) = (t / heads, t % heads);
-            let mut p = vec![0f32; s * s];
-            self.probs(q, k, d, bi, hh, &mut p);
-            if let Some(drop) = &self.dropout {
-                let mut f = vec![0f32; s * s];
-                simd_dispatch!(dropout_factors(&mut f, drop, Self::index(d, bi, hh)));
-                p.iter_mut().zip(&f).for_each(|(x, f)| *x *= f);
-            }
-            let off = bi * s * h + hh * hd;
-            // SAFETY: this task's context block [s, hd] at `off` (row stride h) is written by no
-            // other task; p is [s, s], v holds [b, s, h].
-            unsafe {
-                product(
-                    (s, hd, s),
-                    dst.at(off),
-                    h,
-                    (p.as_ptr(), 1, s),
-                    (v.as_ptr().add(off), 1, h),
-                )
-            };
-        });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        Ok((
+            CpuStorage::F32(self.context(q, k, v, b, d)),
+            l1.shape().clone(),
+        ))
     }
 
     fn bwd(
@@ -343,7 +377,9 @@ impl CustomOp3 for AttentionBwd<'_> {
             slice(s3, l3, name)?,
         );
         let (b, d) = self.fwd.dims(l1, l2, l3)?;
-        let Dims { s, h, hd, heads } = d;
+        let Dims {
+            s, h, hd, heads, ..
+        } = d;
         let n = q.len();
         let (dctx_storage, dctx_layout) = self.dctx.storage_and_layout();
         let dctx = match &*dctx_storage {

@@ -3,7 +3,7 @@
 //! sequence and materialises a [batch, out, in] weight gradient before summing it. Here every product
 //! is one matrix product over all tokens, in the layout its result is wanted in:
 //! dx = dy W, dW = dyᵀ x (already [out, in]), db = the column sums of dy. `tests` check the output and
-//! the three gradients against candle's `Linear`. Up to `packed::MAX_ROWS` rows the forward reads the
+//! the three gradients against candle's `Linear`. Up to `SMALL_ROWS` rows the forward reads the
 //! weight in place (`small_rows`) instead: the general product's AVX-512 path packs the whole weight
 //! first, which at batch 1 costs more than the arithmetic (models loaded for inference pack it once
 //! instead, see `packed`).
@@ -12,6 +12,9 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::ops::slice;
+
+/// Up to this many rows (tokens in a call) reading the weight in place beats the general product.
+pub const SMALL_ROWS: usize = 64;
 
 /// `x` [..., in], `w` [out, in], `b` [out] → [..., out].
 pub struct LinearOp;
@@ -45,7 +48,7 @@ impl CustomOp3 for LinearOp {
             );
         }
         let m = x.len() / k.max(1);
-        if m <= crate::packed::MAX_ROWS {
+        if m <= SMALL_ROWS {
             if let Some(y) = small_rows(x, w, b, k) {
                 if let Some(d) = dims.last_mut() {
                     *d = n;

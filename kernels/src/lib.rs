@@ -15,6 +15,7 @@ pub mod bf16;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod dense;
+pub mod epilogue;
 pub mod ops;
 pub mod packed;
 pub mod quant;

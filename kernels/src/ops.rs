@@ -37,8 +37,11 @@ macro_rules! simd_dispatch {
     ($body:ident($($arg:expr),*)) => {{
         #[cfg(target_arch = "x86_64")]
         {
+            // `f` is the body's own fn item type, not a fn pointer: each body gets a `wide` of its
+            // own that calls it directly, so that it inlines and compiles for AVX-512 (through a
+            // pointer, a body could stay a call to its baseline-compiled form).
             #[target_feature(enable = "avx512f")]
-            unsafe fn wide<A, B, C>(f: fn(A, B, C), a: A, b: B, c: C) {
+            unsafe fn wide<F: Fn(A, B, C), A, B, C>(f: F, a: A, b: B, c: C) {
                 f(a, b, c)
             }
             if std::arch::is_x86_feature_detected!("avx512f") {
@@ -174,6 +177,16 @@ fn layer_norm_rows(x: &[f32], y: &mut [f32], (w, b, eps): (&[f32], &[f32], f32))
     }
 }
 
+/// LayerNorm of the rows of `x` (each `w.len()` wide), in parallel over blocks of rows.
+pub fn layer_norm(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    let rows = (4096 / w.len().max(1)).max(1) * w.len().max(1);
+    y.par_chunks_mut(rows)
+        .zip(x.par_chunks(rows))
+        .for_each(|(y, x)| simd_dispatch!(layer_norm_rows(x, y, (w, b, eps))));
+    y
+}
+
 /// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * w, row by row.
 #[inline(always)]
 fn layer_norm_bwd_rows(x: &[f32], dx: &mut [f32], (dy, w, eps): (&[f32], &[f32], f32)) {
@@ -232,12 +245,10 @@ impl CustomOp3 for LayerNormOp {
                 w.len()
             );
         }
-        let mut y = vec![0f32; x.len()];
-        let rows = (4096 / d).max(1) * d;
-        y.par_chunks_mut(rows)
-            .zip(x.par_chunks(rows))
-            .for_each(|(y, x)| simd_dispatch!(layer_norm_rows(x, y, (w, b, self.eps))));
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        Ok((
+            CpuStorage::F32(layer_norm(x, w, b, self.eps)),
+            l1.shape().clone(),
+        ))
     }
 
     fn bwd(
@@ -404,6 +415,18 @@ fn gelu_fwd_body(x: &[f32], y: &mut [f32], _: ()) {
     for (y, &x) in y.iter_mut().zip(x) {
         *y = x * normal_cdf_pdf(x).0;
     }
+}
+
+#[inline(always)]
+fn gelu_in_place_body(x: &mut [f32], _: (), _: ()) {
+    for x in x.iter_mut() {
+        *x *= normal_cdf_pdf(*x).0;
+    }
+}
+
+/// GELU (erf) of each element, in place: the same values as the op's forward.
+pub fn gelu_in_place(x: &mut [f32]) {
+    simd_dispatch!(gelu_in_place_body(x, (), ()));
 }
 
 #[inline(always)]

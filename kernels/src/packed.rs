@@ -9,11 +9,9 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use candle_nn::Linear;
 use rayon::prelude::*;
 
+use crate::epilogue::Epilogue;
 use crate::{Result, NR};
 
-/// Up to this many rows (tokens in a batch) the packed kernel beats the general product, which wins
-/// on larger batches with its register blocking (measured at 16–1,024 rows of RoBERTa-tiny's shapes).
-pub const MAX_ROWS: usize = 64;
 /// Rows per parallel task: small enough that the task's rows stay in L2 while the panels stream past.
 const MC: usize = 96;
 
@@ -110,26 +108,31 @@ impl PackedLinear {
 
     /// Rows of `in_dim` floats → rows of `out_dim` floats.
     fn forward_rows(&self, x: &[f32]) -> Vec<f32> {
-        let k = self.in_dim;
-        tiled(
-            x.len() / k,
-            self.out_dim,
-            NR,
-            |row0, rows, p, out, stride| {
-                let xs = &x[row0 * k..(row0 + rows) * k];
-                if stride == NR {
-                    return self.tile(xs, p, out);
-                }
+        self.forward_slice(x, Epilogue::Bias)
+    }
+
+    /// Rows of `in_dim` floats → rows of `out_dim` floats, each tile finished by `epilogue`.
+    pub fn forward_slice(&self, x: &[f32], epilogue: Epilogue) -> Vec<f32> {
+        let (k, n) = (self.in_dim, self.out_dim);
+        tiled(x.len() / k, n, NR, |row0, rows, p, out, stride| {
+            let xs = &x[row0 * k..(row0 + rows) * k];
+            let width = NR.min(n - p * NR);
+            if stride == NR {
+                self.tile(xs, p, out);
+            } else {
                 // The kernels write whole NR-wide rows: stage them when the result's rows are wider.
                 let mut buf = vec![0f32; rows * NR];
                 self.tile(xs, p, &mut buf);
-                let width = NR.min(self.out_dim - p * NR);
                 for r in 0..rows {
                     out[r * stride..r * stride + width]
                         .copy_from_slice(&buf[r * NR..r * NR + width]);
                 }
-            },
-        )
+            }
+            for r in 0..rows {
+                let row = &mut out[r * stride..r * stride + width];
+                epilogue.apply(row0 + r, p * NR, n, row);
+            }
+        })
     }
 
     /// The rows of `xs` times panel `p` into `out` [rows, NR].
@@ -195,9 +198,15 @@ where
     T: Copy + Default + Send + Sync,
 {
     let n_panels = n.div_ceil(nr);
+    let threads = rayon::current_num_threads();
     let mc = MC.min(m.max(1));
     let chunks = m.div_ceil(mc);
-    if chunks >= 2 * rayon::current_num_threads() {
+    if chunks >= 2 * threads {
+        // As many bands as a multiple of the threads, each of whole row blocks (6, the kernels' rows):
+        // 7 bands of 96 rows kept one of two threads idle an eighth of the time.
+        let mc = m
+            .div_ceil(chunks.next_multiple_of(threads))
+            .next_multiple_of(6);
         let mut y = vec![T::default(); m * n];
         y.par_chunks_mut(mc * n).enumerate().for_each(|(c, band)| {
             let rows = band.len() / n;

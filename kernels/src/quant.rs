@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::Linear;
 use rayon::prelude::*;
 
+use crate::epilogue::Epilogue;
 use crate::vnni::VnniWeights;
 use crate::Result;
 
@@ -173,6 +174,12 @@ impl QLinear {
 
     /// Rows of `in_dim` floats → rows of `out_dim` floats.
     fn forward_rows(&self, xs: &[f32]) -> Vec<f32> {
+        self.forward_slice(xs, Epilogue::Bias)
+    }
+
+    /// Rows of `in_dim` floats → rows of `out_dim` floats, each row's outputs finished by `epilogue`
+    /// while in cache.
+    pub fn forward_slice(&self, xs: &[f32], epilogue: Epilogue) -> Vec<f32> {
         let (k, n) = (self.in_dim, self.out_dim);
         let m = xs.len() / k;
         if let Some(v) = &self.vnni {
@@ -184,11 +191,10 @@ impl QLinear {
                 .map(|(row, q)| quantize_row_shifted(row, &mut q[..k]))
                 .collect();
             return v.run(&xu, |r, o0, sums, out| {
-                let xs = xscale[r];
-                let (scale, bias) = (&self.scale[o0..], &self.bias[o0..]);
-                for (j, (y, &acc)) in out.iter_mut().zip(sums).enumerate() {
-                    *y = acc as f32 * xs * scale[j] + bias[j];
-                }
+                let w = out.len();
+                let channels = (&self.scale[o0..o0 + w], &self.bias[o0..o0 + w]);
+                crate::ops::simd_dispatch!(dequantize(out, sums, (xscale[r], channels)));
+                epilogue.apply(r, o0, n, out);
             });
         }
         let mut xq = vec![0i8; m * k];
@@ -197,6 +203,17 @@ impl QLinear {
             .zip(xq.par_chunks_mut(k))
             .map(|(row, q)| quantize_row(row, q))
             .collect();
+        let mut y = self.portable(&xq, &xscale);
+        for (r, row) in y.chunks_mut(n.max(1)).enumerate() {
+            epilogue.apply(r, 0, n, row);
+        }
+        y
+    }
+
+    /// The product of quantized rows without VNNI (the four-channel `dot4` kernel).
+    fn portable(&self, xq: &[i8], xscale: &[f32]) -> Vec<f32> {
+        let (k, n) = (self.in_dim, self.out_dim);
+        let m = xq.len() / k.max(1);
         let mut y = vec![0f32; m * n];
         // Few rows (batch-1 latency): split the output channels across threads; many rows: split rows.
         if m >= 2 * rayon::current_num_threads() {
@@ -246,10 +263,18 @@ impl QLinear {
                 xq,
                 [w(o), w((o + 1).min(last)), w((o + 2).min(last)), w(last)],
             );
-            for (j, y) in ys.iter_mut().enumerate() {
-                *y = acc[j] as f32 * xscale * self.scale[o + j] + self.bias[o + j];
-            }
+            let channels = (&self.scale[o..o + ys.len()], &self.bias[o..o + ys.len()]);
+            dequantize(ys, &acc, (xscale, channels));
         }
+    }
+}
+
+/// `y = sum · x scale · channel scale + bias` for one row's outputs: the dequantization every path
+/// shares (the same operations in the same order, so the paths agree bit for bit).
+#[inline(always)]
+fn dequantize(out: &mut [f32], sums: &[i32], (xs, (scale, bias)): (f32, (&[f32], &[f32]))) {
+    for (((y, &acc), &s), &b) in out.iter_mut().zip(sums).zip(scale).zip(bias) {
+        *y = acc as f32 * xs * s + b;
     }
 }
 

@@ -20,8 +20,9 @@ pub struct VnniWeights {
     /// Panel `p`, input group `g` (inputs 4g..4g+4), register `j`, lane `l`, byte `t` holds
     /// `w[p*64 + 16j + l, 4g + t]`; zero past the weight's edges.
     panels: Vec<i8>,
-    /// Σ_k w[o, k] per output channel, for the +128 shift.
-    colsum: Vec<i32>,
+    /// 128 · Σ_k w[o, k] per output channel (zero past the edge, to whole panels): what the +128
+    /// shift adds to each sum, which the kernel takes off again.
+    shift: Vec<i32>,
     /// Inputs rounded up to whole groups of four.
     k4: usize,
     out_dim: usize,
@@ -52,13 +53,13 @@ impl VnniWeights {
                 panels[p * k4 * NR + g * 4 * NR + j * 64 + l * 4 + t] = v;
             }
         }
-        let colsum = w
-            .chunks(in_dim.max(1))
-            .map(|r| r.iter().map(|&v| v as i32).sum())
-            .collect();
+        let mut shift = vec![0i32; n_panels * NR];
+        for (s, r) in shift.iter_mut().zip(w.chunks(in_dim.max(1))) {
+            *s = 128 * r.iter().map(|&v| v as i32).sum::<i32>();
+        }
         Self {
             panels,
-            colsum,
+            shift,
             k4,
             out_dim,
         }
@@ -107,22 +108,19 @@ impl VnniWeights {
         tiled(m, n, NR, |row0, rows, p, out, stride| {
             let panel = &self.panels[p * k4 * NR..(p + 1) * k4 * NR];
             let width = NR.min(n - p * NR);
-            let colsum = &self.colsum[p * NR..p * NR + width];
+            let shift = &self.shift[p * NR..(p + 1) * NR];
             let xs = &xu[row0 * k4..(row0 + rows) * k4];
             let mut acc = [0i32; ROWS * NR];
             for (b, x) in xs.chunks(ROWS * k4).enumerate() {
                 let block_rows = x.len() / k4;
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `new` packed these weights only after seeing AVX-512 VNNI; x holds whole
-                // rows of k4 bytes, acc ROWS rows of NR, the panel k4 · NR bytes.
+                // rows of k4 bytes, acc ROWS rows of NR, the panel k4 · NR bytes, shift NR values.
                 unsafe {
-                    crate::x86::avx512vnni::block(x, block_rows, k4, panel, &mut acc)
+                    crate::x86::avx512vnni::block(x, block_rows, k4, panel, shift, &mut acc)
                 };
                 for r in 0..block_rows {
-                    let sums = &mut acc[r * NR..r * NR + width];
-                    for (v, &cs) in sums.iter_mut().zip(colsum) {
-                        *v -= 128 * cs;
-                    }
+                    let sums = &acc[r * NR..r * NR + width];
                     let at = (b * ROWS + r) * stride;
                     epilogue(row0 + b * ROWS + r, p * NR, sums, &mut out[at..at + width]);
                 }

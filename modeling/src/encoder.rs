@@ -13,6 +13,7 @@ use candle_nn::{Embedding, Init, VarBuilder};
 
 use crate::config::{Activation, EncoderConfig, ModelKind};
 use crate::fused_layer::{self, BlockWeights, GradSink};
+use crate::inference_block::InferenceBlock;
 use crate::nn::{apply, linear, softmax_t, Dense, DropoutRng, LayerNorm, Packing};
 use crate::Result;
 use kernels::attention::FusedAttention;
@@ -109,9 +110,34 @@ struct Layer {
     intermediate: Dense,
     output: Dense,
     out_norm: LayerNorm,
+    /// Set by `pack(F32)` and `quantize_int8` for GELU models: the block as one inference op.
+    inference: Option<Arc<InferenceBlock>>,
 }
 
 impl Layer {
+    /// Builds the block's inference op from its layers' inference copies (see `inference_block`).
+    fn build_inference(&mut self, act: Activation) -> Result<()> {
+        self.inference = match act {
+            Activation::Gelu => {
+                InferenceBlock::new(self.dense(), [&self.attn_norm, &self.out_norm])?.map(Arc::new)
+            }
+            _ => None,
+        };
+        Ok(())
+    }
+
+    /// The block's six dense layers: query, key, value, attention output, intermediate, output.
+    fn dense(&self) -> [&Dense; 6] {
+        [
+            &self.query,
+            &self.key,
+            &self.value,
+            &self.attn_out,
+            &self.intermediate,
+            &self.output,
+        ]
+    }
+
     /// The block's six dense layers.
     fn dense_mut(&mut self) -> [&mut Dense; 6] {
         [
@@ -130,15 +156,7 @@ impl Layer {
             let b = l.linear.bias()?;
             (!l.has_inference_copy()).then(|| (l.linear.weight().clone(), b.clone()))
         };
-        let [q, k, v, o, i, out] = [
-            &self.query,
-            &self.key,
-            &self.value,
-            &self.attn_out,
-            &self.intermediate,
-            &self.output,
-        ]
-        .map(d);
+        let [q, k, v, o, i, out] = self.dense().map(d);
         Some(BlockWeights {
             dense: [q?, k?, v?, o?, i?, out?],
             norms: [self.attn_norm.parts(), self.out_norm.parts()],
@@ -160,6 +178,7 @@ impl Layer {
                 intermediate: linear(h, cfg.intermediate_size, vb.pp("intermediate").pp("dense"))?,
                 output: linear(cfg.intermediate_size, h, vb.pp("output").pp("dense"))?,
                 out_norm: LayerNorm::new(h, cfg.layer_norm_eps, vb.pp("output").pp("LayerNorm"))?,
+                inference: None,
             });
         }
         Ok(Self {
@@ -171,6 +190,7 @@ impl Layer {
             intermediate: linear(h, cfg.intermediate_size, vb.pp("intermediate").pp("dense"))?,
             output: linear(cfg.intermediate_size, h, vb.pp("output").pp("dense"))?,
             out_norm: LayerNorm::new(h, cfg.layer_norm_eps, vb.pp("output").pp("LayerNorm"))?,
+            inference: None,
         })
     }
 }
@@ -254,8 +274,11 @@ impl Encoder {
 
     /// Switches every dense layer of every block to the `how` inference copy (see `nn::Packing`).
     pub fn pack(&mut self, how: Packing) -> Result<()> {
-        for d in self.layers.iter_mut().flat_map(Layer::dense_mut) {
-            d.pack(how)?;
+        for l in &mut self.layers {
+            for d in l.dense_mut() {
+                d.pack(how)?;
+            }
+            l.build_inference(self.cfg.hidden_act)?;
         }
         Ok(())
     }
@@ -266,11 +289,19 @@ impl Encoder {
         let words = QEmbedding::from_table(self.embeddings.word.embeddings())?;
         let mut total = (words.f32_bytes(), words.bytes());
         self.embeddings.word_int8 = Some(Arc::new(words));
-        for d in self.layers.iter_mut().flat_map(Layer::dense_mut) {
-            let (f, q) = d.quantize_int8()?;
-            total = (total.0 + f, total.1 + q);
+        for l in &mut self.layers {
+            for d in l.dense_mut() {
+                let (f, q) = d.quantize_int8()?;
+                total = (total.0 + f, total.1 + q);
+            }
+            l.build_inference(self.cfg.hidden_act)?;
         }
         Ok(total)
+    }
+
+    /// How many blocks run as one inference op (`pack(F32)` or `quantize_int8` on a GELU model).
+    pub fn inference_blocks(&self) -> usize {
+        self.layers.iter().filter(|l| l.inference.is_some()).count()
     }
 
     /// Sets both dropout probabilities (0 makes training-mode forward passes deterministic).
@@ -310,6 +341,12 @@ impl Encoder {
 
     /// `forward`, returning what `want` asks for besides the hidden states.
     pub fn forward_with(&self, batch: &Batch, train: bool, want: Want) -> Result<EncoderOutput> {
+        // Inference on the CPU runs on a thread of the pool: its many short parallel steps then
+        // share the work with the pool's other threads, instead of each handing it over from the
+        // calling thread and waiting to be woken (at batch 1, a fifth of the time went there).
+        if !train && batch.input_ids.device().is_cpu() && rayon::current_thread_index().is_none() {
+            return rayon::scope(|_| self.forward_with(batch, train, want));
+        }
         let cfg = &self.cfg;
         let p_hidden = cfg.hidden_dropout_prob;
         let e = &self.embeddings;
@@ -368,7 +405,20 @@ impl Encoder {
         let mut probs_out = Vec::new();
         let mut qkv_out = Vec::new();
         hidden_states.push(x.clone());
+        // Inference on the CPU: blocks with an inference op run as one (`inference_block`).
+        let one_op = !train && !want.qkv && !want.attentions && x.dtype() == DType::F32;
         for layer in &self.layers {
+            if let (true, Some(block), Some((mask, pb))) = (one_op, &layer.inference, &fused_mask) {
+                let attention = FusedAttention {
+                    heads: cfg.num_attention_heads,
+                    mask: mask.clone(),
+                    position_bias: pb.clone(),
+                    dropout: None,
+                };
+                x = block.forward(&x, attention)?;
+                hidden_states.push(x.clone());
+                continue;
+            }
             if let (Some(w), Some((mask, pb))) =
                 (blocks.as_mut().and_then(Iterator::next), &fused_mask)
             {

@@ -13,6 +13,7 @@ pub mod head;
 pub mod hub;
 pub mod importance;
 pub mod infer;
+mod inference_block;
 pub mod io;
 pub mod mlm;
 pub mod mlm_head;

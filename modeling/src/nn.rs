@@ -12,7 +12,8 @@ use rand::{Rng, SeedableRng};
 use crate::Result;
 use kernels::bf16::Bf16Linear;
 use kernels::dense::LinearOp;
-use kernels::packed::{self, PackedLinear};
+use kernels::epilogue::Epilogue;
+use kernels::packed::PackedLinear;
 use kernels::quant::QLinear;
 
 /// A dense layer `y = x W^T + b` with HF weight names `weight` [out, in] and `bias` [out].
@@ -43,8 +44,8 @@ enum Fast {
 /// The inference copy `pack` makes of a dense layer on the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Packing {
-    /// The f32 weight packed once for a kernel that beats the general product up to 64 rows a call
-    /// (`kernels::packed`); larger calls keep the general product. Same numbers as unpacked.
+    /// The f32 weight packed once for a kernel that beats the general product at every size measured
+    /// (`kernels::packed`). Same numbers as unpacked, up to the order of the sums.
     F32,
     /// The weight rounded to bf16 for AVX-512 BF16's products (`kernels::bf16`), at every size: about
     /// twice the f32 throughput, within bf16's precision of it.
@@ -62,11 +63,7 @@ impl Dense {
             return Ok(Linear::new(w.to_dtype(dt)?, b).forward(&x.contiguous()?)?);
         }
         match &self.fast {
-            Some(Fast::Packed(p))
-                if x.device().is_cpu()
-                    && x.dtype() == DType::F32
-                    && x.elem_count() <= packed::MAX_ROWS * x.dim(D::Minus1)? =>
-            {
+            Some(Fast::Packed(p)) if x.device().is_cpu() && x.dtype() == DType::F32 => {
                 Ok(p.forward(x)?)
             }
             Some(Fast::Bf16(b)) if x.device().is_cpu() && x.dtype() == DType::F32 => {
@@ -107,6 +104,40 @@ impl Dense {
             )),
         });
         Ok(())
+    }
+
+    /// The inference copy's product over plain rows of the input width, each finished by `epilogue`;
+    /// `None` where the layer has no f32-packed or int8 copy.
+    pub(crate) fn forward_rows(&self, x: &[f32], epilogue: Epilogue) -> Option<Vec<f32>> {
+        match &self.fast {
+            Some(Fast::Packed(p)) => Some(p.forward_slice(x, epilogue)),
+            Some(Fast::Int8(q)) => Some(q.forward_slice(x, epilogue)),
+            _ => None,
+        }
+    }
+
+    /// The layers stacked along their outputs as one (`[Σ out, in]`), with an inference copy of the
+    /// first one's kind (f32-packed or int8), or `None` where it has neither. An int8 copy's
+    /// per-channel scales are the parts' own, so each output is the same as from its own layer.
+    pub(crate) fn stacked(parts: &[&Dense]) -> Result<Option<Dense>> {
+        let kind = parts.first().and_then(|d| d.fast.as_ref());
+        if !matches!(kind, Some(Fast::Packed(_) | Fast::Int8(_))) {
+            return Ok(None);
+        }
+        let weights: Vec<&Tensor> = parts.iter().map(|d| d.linear.weight()).collect();
+        let biases: Option<Vec<&Tensor>> = parts.iter().map(|d| d.linear.bias()).collect();
+        let Some(biases) = biases else {
+            return Ok(None);
+        };
+        let linear = Linear::new(Tensor::cat(&weights, 0)?, Some(Tensor::cat(&biases, 0)?));
+        let mut dense = Dense { linear, fast: None };
+        match kind {
+            Some(Fast::Int8(_)) => {
+                dense.quantize_int8()?;
+            }
+            _ => dense.pack(Packing::F32)?,
+        }
+        Ok(Some(dense))
     }
 
     /// Switches inference to int8; returns (f32 bytes, int8 bytes) of the layer.
