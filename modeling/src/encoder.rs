@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{Embedding, Init, VarBuilder};
 
@@ -60,6 +62,40 @@ pub struct EncoderOutput {
 }
 
 impl EncoderOutput {
+    /// The outputs of consecutive parts of a batch as the whole batch's.
+    fn concat(parts: Vec<EncoderOutput>) -> Result<Self> {
+        let cat = |f: &dyn Fn(&EncoderOutput) -> Vec<Tensor>| -> Result<Vec<Tensor>> {
+            let per_part: Vec<Vec<Tensor>> = parts.iter().map(f).collect();
+            (0..per_part.first().map_or(0, Vec::len))
+                .map(|i| {
+                    let xs: Vec<&Tensor> = per_part.iter().map(|p| &p[i]).collect();
+                    Ok(Tensor::cat(&xs, 0)?)
+                })
+                .collect()
+        };
+        let hidden_states = cat(&|o| o.hidden_states.clone())?;
+        let attentions = cat(&|o| o.attentions.clone())?;
+        let [q, k, v] = [0, 1, 2].map(|j| {
+            cat(&|o: &EncoderOutput| {
+                o.qkv
+                    .iter()
+                    .map(|x| [&x.q, &x.k, &x.v][j].clone())
+                    .collect()
+            })
+        });
+        let qkv = q?
+            .into_iter()
+            .zip(k?)
+            .zip(v?)
+            .map(|((q, k), v)| Qkv { q, k, v })
+            .collect();
+        Ok(Self {
+            hidden_states,
+            attentions,
+            qkv,
+        })
+    }
+
     pub fn last(&self) -> Result<&Tensor> {
         self.hidden_states
             .last()
@@ -341,12 +377,44 @@ impl Encoder {
 
     /// `forward`, returning what `want` asks for besides the hidden states.
     pub fn forward_with(&self, batch: &Batch, train: bool, want: Want) -> Result<EncoderOutput> {
+        if train || !batch.input_ids.device().is_cpu() {
+            return self.forward_batch(batch, train, want);
+        }
         // Inference on the CPU runs on a thread of the pool: its many short parallel steps then
         // share the work with the pool's other threads, instead of each handing it over from the
         // calling thread and waiting to be woken (at batch 1, a fifth of the time went there).
-        if !train && batch.input_ids.device().is_cpu() && rayon::current_thread_index().is_none() {
+        if rayon::current_thread_index().is_none() {
             return rayon::scope(|_| self.forward_with(batch, train, want));
         }
+        // A batch of at least two sequences a thread is split into one part a thread, each run whole
+        // by its thread: no thread waits for the others at every step of every block, and a thread
+        // that finishes first takes over work from the rest. Every row's result is its own (per-token
+        // int8 scales), so the answers are those of the whole batch.
+        let threads = rayon::current_num_threads();
+        let b = batch.input_ids.dim(0)?;
+        if threads < 2 || b < 2 * threads {
+            return self.forward_batch(batch, train, want);
+        }
+        let parts = (0..threads)
+            .map(|t| {
+                let (start, end) = (t * b / threads, (t + 1) * b / threads);
+                let rows = |x: &Tensor| x.narrow(0, start, end - start);
+                Ok(Batch {
+                    input_ids: rows(&batch.input_ids)?,
+                    token_type_ids: rows(&batch.token_type_ids)?,
+                    attention_mask: rows(&batch.attention_mask)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let outs = parts
+            .par_iter()
+            .map(|p| self.forward_batch(p, train, want))
+            .collect::<Result<Vec<_>>>()?;
+        EncoderOutput::concat(outs)
+    }
+
+    /// `forward_with` over the whole batch at once.
+    fn forward_batch(&self, batch: &Batch, train: bool, want: Want) -> Result<EncoderOutput> {
         let cfg = &self.cfg;
         let p_hidden = cfg.hidden_dropout_prob;
         let e = &self.embeddings;

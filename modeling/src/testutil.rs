@@ -52,6 +52,16 @@ pub fn tiny_config() -> EncoderConfig {
     EncoderConfig::tiny(vocab().len())
 }
 
+/// `tiny_config` in RoBERTa's layout: one token type, padding id 0.
+pub fn tiny_roberta_config() -> EncoderConfig {
+    EncoderConfig {
+        model_type: "roberta".into(),
+        pad_token_id: 0,
+        type_vocab_size: 1,
+        ..tiny_config()
+    }
+}
+
 /// Writes config.json, model.safetensors and vocab.txt of a random tiny model into `dir`.
 /// With `num_labels` the checkpoint has a task head; without, it is a bare encoder (pooler kept).
 pub fn tiny_checkpoint(

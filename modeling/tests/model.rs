@@ -5,7 +5,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use modeling::batch::make_batch;
-use modeling::testutil::{tiny_checkpoint, tiny_config, vocab, write_vocab};
+use modeling::testutil::{tiny_checkpoint, tiny_config, tiny_roberta_config, vocab, write_vocab};
 use modeling::{Classifier, ModelSource, TextTokenizer};
 
 fn batch(tok: &TextTokenizer) -> modeling::Batch {
@@ -377,12 +377,10 @@ fn int8_inference_stays_close_to_f32_and_shrinks_the_weights() {
 fn packed_inference_matches_the_composed_path() {
     for roberta in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = tiny_config();
-        if roberta {
-            cfg.model_type = "roberta".into();
-            cfg.pad_token_id = 0;
-            cfg.type_vocab_size = 1;
-        }
+        let cfg = match roberta {
+            true => tiny_roberta_config(),
+            false => tiny_config(),
+        };
         tiny_checkpoint(dir.path(), &cfg, Some(3), 5).unwrap();
         let files = ModelSource::Local(dir.path().into())
             .resolve(false)
