@@ -280,16 +280,7 @@ pub fn read_test(path: &Path, text_a: &str, text_b: Option<&str>) -> Result<Vec<
         Some((_, h)) => split_row(path, 1, h)?,
         None => return Err(Error::file(path, "empty file")),
     };
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| h == name)
-            .ok_or_else(|| Error::Data {
-                path: path.to_path_buf(),
-                line: 1,
-                msg: format!("no column `{name}` in the header (columns: {header:?})"),
-            })
-    };
+    let col = |name: &str| header_index(path, &header, name);
     let ii = col("index").or_else(|_| col("id"))?;
     let ia = col(text_a)?;
     let ib = text_b.map(col).transpose()?;
