@@ -14,6 +14,8 @@
 #   tiny-importance         the same, the most important dimensions (`student.selection: importance`)
 #   tiny-units              the most important heads and FFN units, evenly spaced hidden dimensions
 #                           (`student.selection: importance_units`)
+#   tiny-gradient           those whose removal changes the teacher's task loss most (the gradient of a
+#                           mask on each: `student.selection: gradient`)
 #   tiny-cased-even         the even selection with bert-base-cased's vocabulary transferred:
 #                           RoBERTa-tiny-cased of the model card's exact shape, KD
 set -euo pipefail
@@ -39,7 +41,7 @@ student() { # TASK NAME
         --set 'student.teacher_layers=[1, 2, 3, 4]' "${UNCASED[@]}"; fi ;;
     labels) "$BIN" run "$c" --set "output_dir=$out" --set distill.alpha_kd=0 ;;
     random) "$BIN" run "$c" ;;
-    tiny-even|tiny-importance|tiny-units) "$BIN" run "$c" --set "output_dir=$out" "${TINY[@]}" \
+    tiny-even|tiny-importance|tiny-units|tiny-gradient) "$BIN" run "$c" --set "output_dir=$out" "${TINY[@]}" \
       "${UNCASED[@]}" --set "student.selection=$(sed 's/^units$/importance_units/' <<< "${2#tiny-}")" ;;
     tiny-even-labels|tiny-importance-labels) "$BIN" run "$c" --set "output_dir=$out" "${TINY[@]}" \
       "${UNCASED[@]}" --set "student.selection=$(cut -d- -f2 <<< "$2")" --set distill.alpha_kd=0 ;;

@@ -76,34 +76,40 @@ fn a_narrower_student_is_selected_from_the_teachers_weights() {
     assert!(out.join("report.json").is_file());
 }
 
-/// `selection: importance`: the teacher's dimensions are scored on training examples first, and the
-/// choice is in the run's stamp, so changing it retrains the student.
+/// `selection: importance` and `gradient`: the teacher's dimensions are scored on training examples
+/// first (by their outputs; by the gradient of the task loss), and the choice is in the run's stamp, so
+/// changing it retrains the student.
 #[test]
 fn a_narrower_student_can_keep_the_teachers_most_important_dimensions() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("run");
-    let sets = [
-        &NARROW[..],
-        &[
-            "student.selection=importance",
-            "student.importance_examples=40",
-        ],
-    ]
-    .concat();
-    let log = ok(&tiny_run(&out, &sets));
-    assert!(
-        log.contains(
-            "scored the teacher's hidden dimensions, heads and FFN units on 40 training examples"
-        ),
-        "{log}"
-    );
-    assert!(
-        log.contains("narrowed to hidden 16, 2 heads, FFN 32 (Importance selection)"),
-        "{log}"
-    );
-    let stamp = std::fs::read_to_string(out.join("student/stamp.json")).unwrap();
-    assert!(stamp.contains("\"selection\": \"importance\""), "{stamp}");
-    assert_eq!(config(&out.join("export"))["hidden_size"], 16);
+    for (key, name) in [("importance", "Importance"), ("gradient", "Gradient")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("run");
+        let selection = format!("student.selection={key}");
+        let sets = [
+            &NARROW[..],
+            &[selection.as_str(), "student.importance_examples=40"],
+        ]
+        .concat();
+        let log = ok(&tiny_run(&out, &sets));
+        assert!(
+            log.contains(&format!(
+                "scored the teacher's hidden dimensions, heads and FFN units on 40 training examples ({name})"
+            )),
+            "{log}"
+        );
+        assert!(
+            log.contains(&format!(
+                "narrowed to hidden 16, 2 heads, FFN 32 ({name} selection)"
+            )),
+            "{log}"
+        );
+        let stamp = std::fs::read_to_string(out.join("student/stamp.json")).unwrap();
+        assert!(
+            stamp.contains(&format!("\"selection\": \"{key}\"")),
+            "{stamp}"
+        );
+        assert_eq!(config(&out.join("export"))["hidden_size"], 16);
+    }
 }
 
 /// Another vocabulary than the teacher's: capitalised words the cased tiny teacher splits into pieces,

@@ -11,7 +11,10 @@
 //!   which every LayerNorm's statistics depend on).
 //!
 //! Heads are scored summed over the kept blocks, since one set of heads serves them all (MPNet's single
-//! relative-position table has one column per head).
+//! relative-position table has one column per head). `gradient` scores the same dimensions by the
+//! gradient of the task loss instead.
+
+mod gradient;
 
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::Linear;

@@ -65,11 +65,12 @@ pub struct StudentConfig {
     pub dropout: Option<f64>,
     /// With `init: teacher` and a student narrower than the teacher (`hidden_size`, `num_heads`,
     /// `intermediate_size` below the teacher's), how its hidden dimensions, heads and FFN units are
-    /// chosen from the teacher's: `even`, evenly spaced (weight selection, Xu et al. 2024), or
-    /// `importance`, the ones that contribute most to the teacher's outputs on training examples.
+    /// chosen from the teacher's: `even`, evenly spaced (weight selection, Xu et al. 2024);
+    /// `importance`, the ones that contribute most to the teacher's outputs on training examples; or
+    /// `gradient`, those whose removal changes the teacher's task loss most (the gradient of a mask).
     #[serde(default)]
     pub selection: SelectionMethod,
-    /// With `selection: importance`: how many training examples (evenly spaced through the training
+    /// With `selection` other than `even`: how many training examples (evenly spaced through the training
     /// set) the teacher's dimensions are scored on.
     #[serde(default = "default_importance_examples")]
     pub importance_examples: usize,
@@ -96,6 +97,10 @@ pub enum SelectionMethod {
     /// The heads and FFN units that contribute most; the hidden dimensions evenly spaced (every
     /// LayerNorm then keeps statistics close to the teacher's over all its dimensions).
     ImportanceUnits,
+    /// The hidden dimensions, heads and FFN units whose removal changes the teacher's task loss most:
+    /// the gradient of the loss with respect to a mask on each (Michel et al. 2019's head mask;
+    /// `modeling::importance::gradient`), on training examples with their labels.
+    Gradient,
 }
 
 fn default_importance_examples() -> usize {
@@ -351,7 +356,7 @@ impl StudentConfig {
         let layers = &self.teacher_layers;
         let sel = match (self.selection, from.importance) {
             (SelectionMethod::Even, _) => Selection::even(teacher, &config, layers),
-            (SelectionMethod::Importance, Some(scores)) => {
+            (SelectionMethod::Importance | SelectionMethod::Gradient, Some(scores)) => {
                 Selection::by_importance(teacher, &config, layers, scores, false)
             }
             (SelectionMethod::ImportanceUnits, Some(scores)) => {
@@ -359,7 +364,7 @@ impl StudentConfig {
             }
             (_, None) => {
                 return Err(Error::Msg(
-                    "student.selection: `importance` and `importance_units` need the teacher's scores, measured on training examples".into(),
+                    "student.selection: `importance`, `importance_units` and `gradient` need the teacher's scores, measured on training examples".into(),
                 ))
             }
         }

@@ -5,11 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use data::{hash_examples, tokenise, Example};
+use candle_core::Tensor;
+use data::{hash_examples, tokenise, Example, Label};
 use modeling::importance::Importance;
 use modeling::io::hash_files;
 use modeling::{Classifier, TextTokenizer};
-use student::init::TeacherWeights;
+use student::init::{SelectionMethod, TeacherWeights};
 use teacher::Targets;
 
 use super::plan::Plan;
@@ -75,10 +76,27 @@ impl<'a> StudentStage<'a> {
             .filter_map(|i| train.get(i).cloned())
             .collect();
         let ids = tokenise(tok, &sample)?.ids;
-        let scores = Importance::measure(teacher, &st.teacher_layers, &ids, tok.pad_id())?;
+        let layers = &st.teacher_layers;
+        let scores = if st.selection == SelectionMethod::Gradient {
+            // Each example's task loss on its gold label, as the teacher's fine-tuning computes it.
+            let labels: Vec<Label> = sample.iter().map(|e| e.label).collect();
+            let loss = |i: usize, logits: &Tensor| -> modeling::Result<Tensor> {
+                let y = train::classify::labels(teacher, &labels, &[i], &teacher.device)
+                    .map_err(|e| modeling::Error::Msg(e.to_string()))?;
+                let l = match teacher.num_labels {
+                    1 => train::loss::mse_labelled(logits, &y),
+                    _ => train::loss::ce(logits, &y),
+                };
+                l.map_err(|e| modeling::Error::Msg(e.to_string()))
+            };
+            Importance::gradient(teacher, layers, &ids, tok.pad_id(), &loss)?
+        } else {
+            Importance::measure(teacher, layers, &ids, tok.pad_id())?
+        };
         tracing::info!(
-            "student: scored the teacher's hidden dimensions, heads and FFN units on {} training examples",
-            sample.len()
+            "student: scored the teacher's hidden dimensions, heads and FFN units on {} training examples ({:?})",
+            sample.len(),
+            st.selection
         );
         Ok(scores)
     }
