@@ -81,6 +81,63 @@ pub struct StageConfig {
     /// The stage's peak learning rate (default: `train.learning_rate`).
     #[serde(default)]
     pub learning_rate: Option<f64>,
+    /// Pruning while distilling: the student's shape from this stage on, no wider than the previous
+    /// stage's. A later stage narrower than the one before it starts from a selection of that stage's
+    /// final weights (`student.selection`, scored on the student itself). Unset keys keep the shape so
+    /// far (the `student` keys, then earlier stages').
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<StageShape>,
+}
+
+/// A stage's student shape (`stages[i].shape`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StageShape {
+    /// The student's width.
+    #[serde(default)]
+    pub hidden_size: Option<usize>,
+    /// Its attention heads.
+    #[serde(default)]
+    pub num_heads: Option<usize>,
+    /// Its FFN width.
+    #[serde(default)]
+    pub intermediate_size: Option<usize>,
+}
+
+impl StageShape {
+    /// The keys, named as in the config, with their values.
+    fn keys(&self) -> [(&'static str, Option<usize>); 3] {
+        [
+            ("hidden_size", self.hidden_size),
+            ("num_heads", self.num_heads),
+            ("intermediate_size", self.intermediate_size),
+        ]
+    }
+
+    /// Sets the student's shape keys that this shape sets.
+    pub fn apply(&self, student: &mut StudentConfig) {
+        self.set([
+            &mut student.hidden_size,
+            &mut student.num_heads,
+            &mut student.intermediate_size,
+        ]);
+    }
+
+    /// Sets the keys of `so_far` that this shape sets.
+    pub fn apply_to(&self, so_far: &mut StageShape) {
+        self.set([
+            &mut so_far.hidden_size,
+            &mut so_far.num_heads,
+            &mut so_far.intermediate_size,
+        ]);
+    }
+
+    /// Width, heads, FFN width: each set to this shape's where it has one.
+    fn set(&self, keys: [&mut Option<usize>; 3]) {
+        for (to, (_, v)) in keys.into_iter().zip(self.keys()) {
+            *to = v.or(*to);
+        }
+    }
 }
 
 /// Hyper-parameter grid for `distill sweep` (default: the RoBERTa-tiny recipe's grid).
@@ -334,6 +391,26 @@ impl DistillConfig {
         self.objective()
             .resolved_terms(self.alpha_kd, self.temperature)
     }
+}
+
+/// A stage's shape: positive, and no wider than the one an earlier stage set (pruning only removes).
+fn validate_shape(shape: &StageShape, earlier: &[StageConfig], key: &str) -> Result<()> {
+    for (j, (name, v)) in shape.keys().into_iter().enumerate() {
+        let Some(v) = v else { continue };
+        check(v > 0, &format!("{key}.shape.{name}"), "must be positive")?;
+        let before = earlier
+            .iter()
+            .rev()
+            .find_map(|st| st.shape.as_ref().and_then(|s| s.keys()[j].1));
+        if let Some(b) = before {
+            check(
+                v <= b,
+                &format!("{key}.shape.{name}"),
+                format!("{v} is wider than an earlier stage's {b}: a stage can only prune"),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The `distill` section's own checks, with `key` (`distill`, `stages[1].distill`) in every message.
@@ -631,6 +708,9 @@ impl RunConfig {
                     &format!("{key}.learning_rate"),
                     format!("must be within (0, 1) (got {lr})"),
                 )?;
+            }
+            if let Some(shape) = &st.shape {
+                validate_shape(shape, &self.stages[..i], &key)?;
             }
         }
         let s = &self.student;

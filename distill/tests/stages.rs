@@ -48,6 +48,62 @@ fn two_stages_run_in_order_and_are_fresh_on_a_rerun() {
     assert!(!e.contains("parameters,"), "a stage retrained:\n{e}");
 }
 
+/// Pruning while distilling: the tiny teacher's two blocks at its full width (hidden 32, 4 heads,
+/// FFN 64), then each stage narrower, selected from the previous stage's final weights (by the
+/// gradient of the task loss, scored on that student), ending at the last stage's shape.
+#[test]
+fn stages_prune_the_student_to_the_last_stages_shape() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r");
+    let stages = "stages=[\
+        {name: full, epochs: 1, distill: {}}, \
+        {name: mid, epochs: 1, distill: {}, shape: {hidden_size: 24, num_heads: 3, intermediate_size: 48}}, \
+        {name: last, epochs: 1, distill: {}, shape: {hidden_size: 16, num_heads: 2, intermediate_size: 32}}]";
+    let o = distill(
+        &out,
+        &[
+            "student.init=teacher",
+            "student.teacher_layers=[1, 2]",
+            "student.tokenizer=null",
+            "student.selection=gradient",
+            "student.importance_examples=20",
+            stages,
+        ],
+    );
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    let first = out.join("student/stages/0-full/last");
+    let second = out.join("student/stages/1-mid/last");
+    for (from, shape) in [
+        (&first, "hidden 24, 3 heads, FFN 48"),
+        (&second, "hidden 16, 2 heads, FFN 32"),
+    ] {
+        let line = format!(
+            "{} narrowed to {shape} (Gradient selection)",
+            from.display()
+        );
+        assert!(e.contains(&line), "no `{line}` in:\n{e}");
+    }
+    assert_eq!(e.matches("training examples (Gradient)").count(), 2, "{e}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("export/config.json")).unwrap())
+            .unwrap();
+    let shape = [
+        "num_hidden_layers",
+        "hidden_size",
+        "num_attention_heads",
+        "intermediate_size",
+    ]
+    .map(|k| config[k].as_u64().unwrap());
+    assert_eq!(shape, [2, 16, 2, 32]);
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(first.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        full["hidden_size"], 32,
+        "the first stage keeps the teacher's width"
+    );
+}
+
 #[test]
 fn stage_errors_name_the_stage_key() {
     let tmp = tempfile::tempdir().unwrap();
@@ -74,6 +130,15 @@ fn stage_errors_name_the_stage_key() {
             "stages[0].learning_rate",
         ),
         ("stages=[{name: a, distill: {}, lr: 0.1}]", "lr"),
+        (
+            "stages=[{name: a, distill: {}, shape: {hidden_size: 0}}]",
+            "stages[0].shape.hidden_size",
+        ),
+        (
+            "stages=[{name: a, distill: {}, shape: {num_heads: 2}}, \
+             {name: b, distill: {}, shape: {num_heads: 3}}]",
+            "stages[1].shape.num_heads",
+        ),
     ] {
         let o = distill(tmp.path(), &[set]);
         let e = stderr(&o);

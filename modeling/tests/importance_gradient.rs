@@ -37,12 +37,7 @@ fn loss(m: &Classifier, e: &Encoded, label: u32, pad: u32) -> f64 {
 type Pick<'a> = &'a dyn Fn(&str) -> Option<(usize, Vec<usize>)>;
 
 /// Entries `idx` of dimension `dim` of every variable `pick` names, scaled by `s`, for `f`'s duration.
-fn scaled<T>(
-    m: &Classifier,
-    pick: Pick,
-    s: f64,
-    f: impl FnOnce() -> T,
-) -> T {
+fn scaled<T>(m: &Classifier, pick: Pick, s: f64, f: impl FnOnce() -> T) -> T {
     let mut saved = Vec::new();
     for (name, v) in m.named_vars() {
         let Some((dim, idx)) = pick(&name) else {
@@ -69,12 +64,7 @@ fn scaled<T>(
 }
 
 /// Mean over the examples of |central difference of the loss| as the mask goes to 1 ± EPS.
-fn finite_difference(
-    m: &Classifier,
-    data: &[(Encoded, u32)],
-    pad: u32,
-    pick: Pick,
-) -> f64 {
+fn finite_difference(m: &Classifier, data: &[(Encoded, u32)], pad: u32, pick: Pick) -> f64 {
     let mut sum = 0.0;
     for (e, y) in data {
         let up = scaled(m, pick, 1.0 + EPS, || loss(m, e, *y, pad));

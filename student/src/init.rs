@@ -43,18 +43,19 @@ pub struct StudentConfig {
     #[serde(default)]
     pub model_type: Option<String>,
     /// Width of a random student (default 512); with `init: teacher`, a width below the teacher's
-    /// selects that many of its hidden dimensions (`selection`).
+    /// selects that many of its hidden dimensions (`selection`); likewise below a checkpoint's that
+    /// `init` names (a stage of `stages:` pruning the previous one).
     #[serde(default)]
     pub hidden_size: Option<usize>,
     /// Transformer blocks of a random student (default 4).
     #[serde(default)]
     pub num_layers: Option<usize>,
-    /// Attention heads of a random student (default 8); with `init: teacher`, fewer than the teacher's
-    /// keep that many of its heads.
+    /// Attention heads of a random student (default 8); with `init: teacher` or a checkpoint, fewer than
+    /// its own keep that many of its heads.
     #[serde(default)]
     pub num_heads: Option<usize>,
-    /// FFN width of a random student (default 2048); with `init: teacher`, fewer than the teacher's keep
-    /// that many of its FFN units.
+    /// FFN width of a random student (default 2048); with `init: teacher` or a checkpoint, fewer than its
+    /// own keep that many of its FFN units.
     #[serde(default)]
     pub intermediate_size: Option<usize>,
     /// Longest input a random student can read, in tokens (default 512).
@@ -64,8 +65,8 @@ pub struct StudentConfig {
     #[serde(default)]
     pub dropout: Option<f64>,
     /// With `init: teacher` and a student narrower than the teacher (`hidden_size`, `num_heads`,
-    /// `intermediate_size` below the teacher's), how its hidden dimensions, heads and FFN units are
-    /// chosen from the teacher's: `even`, evenly spaced (weight selection, Xu et al. 2024);
+    /// `intermediate_size` below the teacher's), or a checkpoint and a student narrower than it, how
+    /// its hidden dimensions, heads and FFN units are chosen from the teacher's (the checkpoint's): `even`, evenly spaced (weight selection, Xu et al. 2024);
     /// `importance`, the ones that contribute most to the teacher's outputs on training examples; or
     /// `gradient`, those whose removal changes the teacher's task loss most (the gradient of a mask).
     #[serde(default)]
@@ -185,18 +186,20 @@ impl StudentConfig {
 
     /// The shape of a student made of the teacher's weights (shape `teacher`): its blocks
     /// `teacher_layers`, and its width, heads and FFN unless the keys ask for fewer; sized to `tok`'s
-    /// vocabulary (the teacher's, or another one transferred to).
+    /// vocabulary (the teacher's, or another one transferred to). For a student selected from a
+    /// checkpoint (`init` a folder, the shape keys narrower), that checkpoint's shape, narrowed.
     pub fn teacher_shape(
         &self,
         teacher: &EncoderConfig,
         tok: &TextTokenizer,
     ) -> Result<EncoderConfig> {
         let key = |e: modeling::Error| Error::Msg(format!("student.teacher_layers: {e}"));
-        let mut c = teacher.keep_layers(&self.teacher_layers).map_err(key)?;
+        let layers = self.source_layers(teacher);
+        let mut c = teacher.keep_layers(&layers).map_err(key)?;
         c.hidden_size = self.hidden_size.unwrap_or(c.hidden_size);
         c.num_attention_heads = self.num_heads.unwrap_or(c.num_attention_heads);
         c.intermediate_size = self.intermediate_size.unwrap_or(c.intermediate_size);
-        if self.tokenizer.is_some() {
+        if self.from_teacher() && self.tokenizer.is_some() {
             let old_offset = c.position_offset();
             c.vocab_size = tok.vocab_size();
             c.pad_token_id = tok.pad_id();
@@ -213,7 +216,7 @@ impl StudentConfig {
             c.attention_probs_dropout_prob = p;
         }
         c.check().map_err(|e| Error::Msg(format!("student: {e}")))?;
-        modeling::select::check_fits(teacher, &c, &self.teacher_layers)
+        modeling::select::check_fits(teacher, &c, &layers)
             .map_err(|e| Error::Msg(format!("student: {e}")))?;
         Ok(c)
     }
@@ -221,14 +224,28 @@ impl StudentConfig {
     /// Whether a student made of the teacher's weights is narrower than the teacher or reads another
     /// vocabulary: then its weights are selected (`modeling::select`), not whole blocks.
     pub fn selects(&self, teacher: &EncoderConfig) -> bool {
-        self.tokenizer.is_some()
-            || self.hidden_size.is_some_and(|h| h != teacher.hidden_size)
+        self.tokenizer.is_some() || self.narrows(teacher)
+    }
+
+    /// Whether the shape keys ask for another width, head count or FFN width than `source`'s (the
+    /// teacher's, or the checkpoint's that `init` names): then the student is selected from it.
+    pub fn narrows(&self, source: &EncoderConfig) -> bool {
+        self.hidden_size.is_some_and(|h| h != source.hidden_size)
             || self
                 .num_heads
-                .is_some_and(|h| h != teacher.num_attention_heads)
+                .is_some_and(|h| h != source.num_attention_heads)
             || self
                 .intermediate_size
-                .is_some_and(|f| f != teacher.intermediate_size)
+                .is_some_and(|f| f != source.intermediate_size)
+    }
+
+    /// The blocks of `source` the student keeps, 1-based: `teacher_layers` from the teacher, all of a
+    /// checkpoint's.
+    pub fn source_layers(&self, source: &EncoderConfig) -> Vec<usize> {
+        match self.from_teacher() {
+            true => self.teacher_layers.clone(),
+            false => (1..=source.num_hidden_layers).collect(),
+        }
     }
 
     /// The encoder shape of a randomly initialised student: RoBERTa-tiny-cased, with the keys that set
@@ -260,10 +277,15 @@ impl StudentConfig {
         Ok(c)
     }
 
-    /// Whether the student's dimensions are chosen by their importance to the teacher (which the
-    /// caller measures on training examples and gives `build`).
-    pub fn needs_importance(&self, teacher: &EncoderConfig) -> bool {
-        self.from_teacher() && self.selection != SelectionMethod::Even && self.selects(teacher)
+    /// Whether the student's dimensions are chosen by their importance to `source`, the teacher or
+    /// the checkpoint it is selected from (which the caller measures on training examples and gives
+    /// `build`).
+    pub fn needs_importance(&self, source: &EncoderConfig) -> bool {
+        let selected = match self.from_teacher() {
+            true => self.selects(source),
+            false => !self.is_random() && self.narrows(source),
+        };
+        selected && self.selection != SelectionMethod::Even
     }
 
     /// The student for a task of `num_outputs` outputs, its weights drawn from `seed` (random), read
@@ -325,10 +347,30 @@ impl StudentConfig {
             let files = ModelSource::parse(&self.init, &self.revision)
                 .resolve(false)
                 .map_err(init)?;
+            let source = EncoderConfig::from_file(&files.config).map_err(init)?;
             // A student trained on another task (e.g. MNLI before RTE) keeps its encoder; its head
-            // is re-initialised when the label count differs.
-            let (m, report) =
-                Classifier::load_reinit_head(&files, num_outputs, seed, device).map_err(init)?;
+            // is re-initialised when the label count differs. Narrower shape keys select from it
+            // (pruning between stages).
+            let (m, report) = if self.narrows(&source) {
+                let importance = teacher.and_then(|t| t.importance);
+                let from = TeacherWeights {
+                    files: &files,
+                    importance,
+                };
+                let (m, report) =
+                    self.select_from(from, &source, tok, num_outputs, seed, device)?;
+                tracing::info!(
+                    "student: {} narrowed to hidden {}, {} heads, FFN {} ({:?} selection)",
+                    self.init,
+                    m.config.hidden_size,
+                    m.config.num_attention_heads,
+                    m.config.intermediate_size,
+                    self.selection
+                );
+                (m, report)
+            } else {
+                Classifier::load_reinit_head(&files, num_outputs, seed, device).map_err(init)?
+            };
             if !report.has_head {
                 tracing::info!(
                     "student: {} has no head for this task; starting a new one",
@@ -353,7 +395,7 @@ impl StudentConfig {
     ) -> Result<(Classifier, modeling::LoadReport)> {
         let files = from.files;
         let config = self.teacher_shape(teacher, tok)?;
-        let layers = &self.teacher_layers;
+        let layers = &self.source_layers(teacher);
         let sel = match (self.selection, from.importance) {
             (SelectionMethod::Even, _) => Selection::even(teacher, &config, layers),
             (SelectionMethod::Importance | SelectionMethod::Gradient, Some(scores)) => {
@@ -370,13 +412,13 @@ impl StudentConfig {
         }
         .map_err(|e| Error::Msg(format!("student: {e}")))?;
         let vocab = match &self.tokenizer {
-            Some(_) => {
+            Some(_) if self.from_teacher() => {
                 let teacher_tok = TextTokenizer::for_model(files, tok.max_len()).map_err(|e| {
                     Error::Msg(format!("student.init: the teacher's tokenizer: {e}"))
                 })?;
                 Some(crate::vocab::vocab_map(tok, &teacher_tok)?)
             }
-            None => None,
+            _ => None,
         };
         Classifier::load_selected(
             files,
@@ -415,7 +457,11 @@ impl StudentConfig {
             let files = ModelSource::parse(&self.init, &self.revision)
                 .resolve(false)
                 .map_err(init)?;
-            EncoderConfig::from_file(&files.config).map_err(init)?
+            let source = EncoderConfig::from_file(&files.config).map_err(init)?;
+            match self.narrows(&source) {
+                true => self.teacher_shape(&source, tok)?,
+                false => source,
+            }
         };
         fits(&config, tok, max_len)?;
         Ok(config)

@@ -9,7 +9,7 @@ use candle_core::Tensor;
 use data::{hash_examples, tokenise, Example, Label};
 use modeling::importance::Importance;
 use modeling::io::hash_files;
-use modeling::{Classifier, TextTokenizer};
+use modeling::{Classifier, EncoderConfig, ModelFiles, ModelSource, TextTokenizer};
 use student::init::{SelectionMethod, TeacherWeights};
 use teacher::Targets;
 
@@ -41,13 +41,24 @@ impl<'a> StudentStage<'a> {
         } else {
             None
         };
-        let importance = match &teacher {
-            Some((model, ttok, _)) if st.needs_importance(&model.config) => {
+        // A student selected from a checkpoint (a stage pruning the one before) by importance is
+        // scored on that checkpoint itself, which reads the student's tokenizer.
+        let checkpoint = match st.from_teacher() || st.is_random() {
+            true => None,
+            false => self.checkpoint_to_score(n)?,
+        };
+        let importance = match (&teacher, &checkpoint) {
+            (Some((model, ttok, _)), _) if st.needs_importance(&model.config) => {
                 Some(self.importance(model, ttok, train)?)
             }
+            (None, Some((model, _))) => Some(self.importance(model, tok, train)?),
             _ => None,
         };
-        let from = teacher.as_ref().map(|(_, _, files)| TeacherWeights {
+        let files = match (&teacher, &checkpoint) {
+            (Some((_, _, files)), _) | (None, Some((_, files))) => Some(files),
+            _ => None,
+        };
+        let from = files.map(|files| TeacherWeights {
             files,
             importance: importance.as_ref(),
         });
@@ -61,11 +72,29 @@ impl<'a> StudentStage<'a> {
         )?)
     }
 
-    /// The teacher's dimensions scored on `student.importance_examples` training examples, evenly
-    /// spaced through `train` (`modeling::importance`).
+    /// The checkpoint that `student.init` names, loaded for `n` outputs, when the student is selected
+    /// from it by importance; `None` otherwise.
+    fn checkpoint_to_score(&self, n: usize) -> Result<Option<(Classifier, ModelFiles)>> {
+        let st = &self.plan.cfg().student;
+        let files = ModelSource::parse(&st.init, &st.revision)
+            .resolve(false)
+            .context("student.init")?;
+        let config = EncoderConfig::from_file(&files.config).context("student.init")?;
+        if !st.needs_importance(&config) {
+            return Ok(None);
+        }
+        let seed = self.plan.student_seed();
+        let (model, _) = Classifier::load_reinit_head(&files, n, seed, self.plan.device())
+            .context("student.init")?;
+        Ok(Some((model, files)))
+    }
+
+    /// The dimensions of `source` (the teacher, or the checkpoint the student is selected from)
+    /// scored on `student.importance_examples` training examples, evenly spaced through `train`, by
+    /// `student.selection`'s criterion (`modeling::importance`).
     fn importance(
         &self,
-        teacher: &Classifier,
+        source: &Classifier,
         tok: &TextTokenizer,
         train: &[Example],
     ) -> Result<Importance> {
@@ -76,25 +105,29 @@ impl<'a> StudentStage<'a> {
             .filter_map(|i| train.get(i).cloned())
             .collect();
         let ids = tokenise(tok, &sample)?.ids;
-        let layers = &st.teacher_layers;
+        let layers = &st.source_layers(&source.config);
         let scores = if st.selection == SelectionMethod::Gradient {
-            // Each example's task loss on its gold label, as the teacher's fine-tuning computes it.
+            // Each example's task loss on its gold label, as fine-tuning computes it.
             let labels: Vec<Label> = sample.iter().map(|e| e.label).collect();
             let loss = |i: usize, logits: &Tensor| -> modeling::Result<Tensor> {
-                let y = train::classify::labels(teacher, &labels, &[i], &teacher.device)
+                let y = train::classify::labels(source, &labels, &[i], &source.device)
                     .map_err(|e| modeling::Error::Msg(e.to_string()))?;
-                let l = match teacher.num_labels {
+                let l = match source.num_labels {
                     1 => train::loss::mse_labelled(logits, &y),
                     _ => train::loss::ce(logits, &y),
                 };
                 l.map_err(|e| modeling::Error::Msg(e.to_string()))
             };
-            Importance::gradient(teacher, layers, &ids, tok.pad_id(), &loss)?
+            Importance::gradient(source, layers, &ids, tok.pad_id(), &loss)?
         } else {
-            Importance::measure(teacher, layers, &ids, tok.pad_id())?
+            Importance::measure(source, layers, &ids, tok.pad_id())?
+        };
+        let whose = match st.from_teacher() {
+            true => "the teacher".to_string(),
+            false => st.init.clone(),
         };
         tracing::info!(
-            "student: scored the teacher's hidden dimensions, heads and FFN units on {} training examples ({:?})",
+            "student: scored {whose}'s hidden dimensions, heads and FFN units on {} training examples ({:?})",
             sample.len(),
             st.selection
         );
@@ -115,12 +148,18 @@ impl<'a> StudentStage<'a> {
         let tok = self.plan.student_tokenizer()?.path().to_path_buf();
         let mut init: Option<PathBuf> = None;
         let mut last = None;
+        // The student's shape so far: its own keys, then each stage's (pruning while distilling).
+        let mut shape = crate::config::StageShape::default();
         for (i, st) in self.plan.cfg().stages.iter().enumerate() {
             let mut cfg = self.plan.cfg().clone();
             cfg.stages.clear();
             cfg.distill = st.distill.clone();
             cfg.train.epochs = st.epochs.unwrap_or(cfg.train.epochs);
             cfg.train.learning_rate = st.learning_rate.unwrap_or(cfg.train.learning_rate);
+            if let Some(s) = &st.shape {
+                s.apply_to(&mut shape);
+            }
+            shape.apply(&mut cfg.student);
             // Later stages start from the previous stage's final weights (not its best dev checkpoint:
             // an intermediate-layer stage's head is untrained, so its dev score means nothing).
             if let Some(prev) = &init {
