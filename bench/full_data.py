@@ -16,6 +16,7 @@ ROWS = [
     ("{t}-tiny-importance", "RoBERTa-tiny's shape from the teacher, by importance, KD"),
     ("{t}-tiny-units", "RoBERTa-tiny's shape from the teacher, heads and FFN units by importance, KD"),
     ("{t}-tiny-gradient", "RoBERTa-tiny's shape from the teacher, by the loss gradient, KD"),
+    ("{t}-tiny-prune", "RoBERTa-tiny's shape pruned from the teacher's width in steps while distilling"),
     ("{t}-tiny-even-labels", "RoBERTa-tiny's shape from the teacher, evenly spaced, labels only"),
     ("{t}-tiny-cased-even", "RoBERTa-tiny-cased from the teacher (vocabulary transferred), KD"),
     ("{t}", "RoBERTa-tiny-cased, KD from random weights"),

@@ -16,6 +16,9 @@
 #                           (`student.selection: importance_units`)
 #   tiny-gradient           those whose removal changes the teacher's task loss most (the gradient of a
 #                           mask on each: `student.selection: gradient`)
+#   tiny-prune              pruning while distilling: the teacher's blocks 1-4 at its full width for one
+#                           epoch, then 640 / 10 heads / FFN 2560 for one, then RoBERTa-tiny's shape for the
+#                           rest, each step selected from the previous one's weights by the loss gradient
 #   tiny-cased-even         the even selection with bert-base-cased's vocabulary transferred:
 #                           RoBERTa-tiny-cased of the model card's exact shape, KD
 set -euo pipefail
@@ -43,6 +46,11 @@ student() { # TASK NAME
     random) "$BIN" run "$c" ;;
     tiny-even|tiny-importance|tiny-units|tiny-gradient) "$BIN" run "$c" --set "output_dir=$out" "${TINY[@]}" \
       "${UNCASED[@]}" --set "student.selection=$(sed 's/^units$/importance_units/' <<< "${2#tiny-}")" ;;
+    tiny-prune) "$BIN" run "$c" --set "output_dir=$out" --set student.init=teacher \
+      --set 'student.teacher_layers=[1, 2, 3, 4]' --set student.selection=gradient "${UNCASED[@]}" \
+      --set "stages=[{name: full, epochs: 1, distill: {}}, {name: mid, epochs: 1, distill: {},
+        shape: {hidden_size: 640, num_heads: 10, intermediate_size: 2560}}, {name: tiny, epochs: 2,
+        distill: {}, shape: {hidden_size: 512, num_heads: 8, intermediate_size: 2048}}]" ;;
     tiny-even-labels|tiny-importance-labels) "$BIN" run "$c" --set "output_dir=$out" "${TINY[@]}" \
       "${UNCASED[@]}" --set "student.selection=$(cut -d- -f2 <<< "$2")" --set distill.alpha_kd=0 ;;
     tiny-cased-even|tiny-cased-importance) "$BIN" run "$c" --set "output_dir=$out" "${TINY[@]}" \
