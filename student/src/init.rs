@@ -66,9 +66,10 @@ pub struct StudentConfig {
     pub dropout: Option<f64>,
     /// With `init: teacher` and a student narrower than the teacher (`hidden_size`, `num_heads`,
     /// `intermediate_size` below the teacher's), or a checkpoint and a student narrower than it, how
-    /// its hidden dimensions, heads and FFN units are chosen from the teacher's (the checkpoint's): `even`, evenly spaced (weight selection, Xu et al. 2024);
-    /// `importance`, the ones that contribute most to the teacher's outputs on training examples; or
-    /// `gradient`, those whose removal changes the teacher's task loss most (the gradient of a mask).
+    /// its hidden dimensions, heads and FFN units are chosen from the teacher's (the checkpoint's):
+    /// `even`, evenly spaced (weight selection, Xu et al. 2024); `importance`, the ones that
+    /// contribute most to the teacher's outputs on training examples; or `gradient`, those whose
+    /// removal changes the teacher's task loss most (the gradient of a mask on each).
     #[serde(default)]
     pub selection: SelectionMethod,
     /// With `selection` other than `even`: how many training examples (evenly spaced through the training
