@@ -1,7 +1,9 @@
 """The full-data table from the runs of bench/full_data.sh: for each task, the teacher and the students,
 each with its dev metrics (x100), the 95% bootstrap interval of the task's main metric, the share of the
 teacher's main metric kept, parameters, size, batch-1 latency and batch-64 throughput, all as the run's
-`report.json` (written by `distill compare`) has them. A run not finished yet is left out with a note.
+`report.json` (written by `distill compare`) has them. A run not finished yet is left out with a note. A
+student trained for another number of epochs (`EPOCHS=6` in bench/full_data.sh: runs/TASK-NAME-e6) follows
+its row, labelled with its epochs.
 
     python3 bench/full_data.py [TASK...] [--runs DIR]
 """
@@ -58,6 +60,10 @@ def table(task, runs):
         path = runs / folder.format(t=task) / "report.json"
         if path.is_file():
             reports[label] = json.loads(path.read_text())
+        longer = runs.glob(folder.format(t=task) + "-e*/report.json")
+        epochs = {p: p.parent.name.rsplit("-e", 1)[1] for p in longer}
+        for path, e in sorted(((p, e) for p, e in epochs.items() if e.isdigit()), key=lambda pe: int(pe[1])):
+            reports[f"{label}, {e} epochs"] = json.loads(path.read_text())
     if not reports:
         return f"{task}: no run finished (no runs/{task}*/report.json)\n"
     # The teacher's row, and every ratio, from the first finished run in ROWS's order.

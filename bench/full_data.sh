@@ -6,6 +6,7 @@
 # are skipped as fresh. Prints the table at the end.
 #   bash bench/full_data.sh [TASK...]          # default: sst2 cola mrpc stsb
 #   STUDENTS="tiny-even tiny-importance" bash bench/full_data.sh stsb   # some of the students
+#   EPOCHS=6 STUDENTS=tiny-cased-even bash bench/full_data.sh sst2     # train.epochs, in runs/TASK-NAME-e6
 # The students (each a run folder runs/TASK-NAME, the random one runs/TASK):
 #   teacher-layers          the teacher's blocks 1-4 (its width and tokenizer), KD
 #   labels, random          RoBERTa-tiny-cased from random weights, on the labels alone and with KD
@@ -24,6 +25,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${DISTILL_BIN:-target/release/distill}"
+if [ -n "${EPOCHS:-}" ]; then BIN_ARGS=(--set "train.epochs=$EPOCHS"); else BIN_ARGS=(); fi
+run() { "$BIN" run "$@" "${BIN_ARGS[@]}"; }
 TASKS=("$@")
 [ ${#TASKS[@]} -gt 0 ] || TASKS=(sst2 cola mrpc stsb)
 read -r -a STUDENTS <<< "${STUDENTS:-teacher-layers labels random tiny-even tiny-importance tiny-even-labels tiny-cased-even}"
@@ -35,25 +38,25 @@ TINY=(--set student.init=teacher --set 'student.teacher_layers=[1, 2, 3, 4]' --s
 UNCASED=(--set student.tokenizer=null --set preflight.allow_casing_mismatch=true)
 
 student() { # TASK NAME
-  local t=$1 c="configs/$1.yaml" out="runs/$1-$2"
-  echo "== $t: $2"
+  local t=$1 c="configs/$1.yaml" out="runs/$1-$2${EPOCHS:+-e$EPOCHS}"
+  echo "== $t: $2${EPOCHS:+, $EPOCHS epochs}"
   case $2 in
     teacher-layers)
-      if [ -f "configs/$t-teacher-layers.yaml" ]; then "$BIN" run "configs/$t-teacher-layers.yaml"
-      else "$BIN" run "$c" --set "output_dir=$out" --set student.init=teacher \
+      if [ -f "configs/$t-teacher-layers.yaml" ]; then run "configs/$t-teacher-layers.yaml"
+      else run "$c" --set "output_dir=$out" --set student.init=teacher \
         --set 'student.teacher_layers=[1, 2, 3, 4]' "${UNCASED[@]}"; fi ;;
-    labels) "$BIN" run "$c" --set "output_dir=$out" --set distill.alpha_kd=0 ;;
-    random) "$BIN" run "$c" ;;
-    tiny-even|tiny-importance|tiny-units|tiny-gradient) "$BIN" run "$c" --set "output_dir=$out" "${TINY[@]}" \
+    labels) run "$c" --set "output_dir=$out" --set distill.alpha_kd=0 ;;
+    random) run "$c" --set "output_dir=runs/$t${EPOCHS:+-e$EPOCHS}" ;;
+    tiny-even|tiny-importance|tiny-units|tiny-gradient) run "$c" --set "output_dir=$out" "${TINY[@]}" \
       "${UNCASED[@]}" --set "student.selection=$(sed 's/^units$/importance_units/' <<< "${2#tiny-}")" ;;
-    tiny-prune) "$BIN" run "$c" --set "output_dir=$out" --set student.init=teacher \
+    tiny-prune) run "$c" --set "output_dir=$out" --set student.init=teacher \
       --set 'student.teacher_layers=[1, 2, 3, 4]' --set student.selection=gradient "${UNCASED[@]}" \
       --set "stages=[{name: full, epochs: 1, distill: {}}, {name: mid, epochs: 1, distill: {},
         shape: {hidden_size: 640, num_heads: 10, intermediate_size: 2560}}, {name: tiny, epochs: 2,
         distill: {}, shape: {hidden_size: 512, num_heads: 8, intermediate_size: 2048}}]" ;;
-    tiny-even-labels|tiny-importance-labels) "$BIN" run "$c" --set "output_dir=$out" "${TINY[@]}" \
+    tiny-even-labels|tiny-importance-labels) run "$c" --set "output_dir=$out" "${TINY[@]}" \
       "${UNCASED[@]}" --set "student.selection=$(cut -d- -f2 <<< "$2")" --set distill.alpha_kd=0 ;;
-    tiny-cased-even|tiny-cased-importance) "$BIN" run "$c" --set "output_dir=$out" "${TINY[@]}" \
+    tiny-cased-even|tiny-cased-importance) run "$c" --set "output_dir=$out" "${TINY[@]}" \
       --set "student.selection=${2#tiny-cased-}" ;;
     *) echo "unknown student $2" >&2; exit 2 ;;
   esac
