@@ -6,9 +6,10 @@ Rows, each in f32 and int8:
   - `distill predict --time --runtime onnxruntime` (the export's model.onnx / model.int8.onnx through the
     `ort` crate);
   - onnxruntime's Python API on the same two graphs.
-Each: batch-1 latency (p50 / p99 over the first --latency-n inputs, after 10 untimed) and throughput at
+With --before BIN, another build of distill (the code before a change) runs beside ours in every
+round. Each: batch-1 latency (p50 / p99 over the first --latency-n inputs, after 10 untimed) and throughput at
 --batch-size over all inputs (sorted by length, as `distill` batches them). Inputs are tokenised
-beforehand everywhere, with the export's tokenizer.json. The six rows are measured --rounds times, one
+beforehand everywhere, with the export's tokenizer.json. The rows are measured --rounds times, one
 after the other in each round, so that the machine's drift reaches all of them; the table gives each
 figure's median. Last, the memory bound at batch 1: the bytes of int8 weights a forward reads over the
 machine's read bandwidth (measured here), beside our int8 p50. Run it on an otherwise idle machine:
@@ -118,6 +119,10 @@ def measure(a, texts_file, enc, pad_id):
             ("onnxruntime (Python)",
              lambda: python_time(graph, enc, pad_id, a.threads, a.latency_n, a.batch_size)),
         ]
+        if a.before:
+            # Another build of distill (the code before a change), measured in the same rounds.
+            runs.insert(1, ("distill (before)", lambda: distill_time(a.before, a.model_dir, texts_file, q,
+                                                                     a.threads, a.max_len, a.batch_size)))
         for name, run in runs:
             rows.append({"path": name, "precision": precision, **run()})
     return rows
@@ -131,6 +136,7 @@ def main():
     ap.add_argument("--pair-col")
     ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--distill", default="target/release/distill")
+    ap.add_argument("--before", help="another distill binary, measured beside it in every round")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--latency-n", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=32)
