@@ -60,10 +60,10 @@ def table(task, runs):
         path = runs / folder.format(t=task) / "report.json"
         if path.is_file():
             reports[label] = json.loads(path.read_text())
-        longer = runs.glob(folder.format(t=task) + "-e*/report.json")
-        epochs = {p: p.parent.name.rsplit("-e", 1)[1] for p in longer}
-        for path, e in sorted(((p, e) for p, e in epochs.items() if e.isdigit()), key=lambda pe: int(pe[1])):
-            reports[f"{label}, {e} epochs"] = json.loads(path.read_text())
+        found = runs.glob(folder.format(t=task) + "-e*/report.json")
+        longer = {p.parent.name.rsplit("-e", 1)[1]: p for p in found}
+        for e in sorted((e for e in longer if e.isdigit()), key=int):
+            reports[f"{label}, {e} epochs"] = json.loads(longer[e].read_text())
     if not reports:
         return f"{task}: no run finished (no runs/{task}*/report.json)\n"
     # The teacher's row, and every ratio, from the first finished run in ROWS's order.

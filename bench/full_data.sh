@@ -25,7 +25,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${DISTILL_BIN:-target/release/distill}"
+# EPOCHS=N: train.epochs, and the run folders' suffix.
 if [ -n "${EPOCHS:-}" ]; then BIN_ARGS=(--set "train.epochs=$EPOCHS"); else BIN_ARGS=(); fi
+SUFFIX="${EPOCHS:+-e$EPOCHS}"
 run() { "$BIN" run "$@" "${BIN_ARGS[@]}"; }
 TASKS=("$@")
 [ ${#TASKS[@]} -gt 0 ] || TASKS=(sst2 cola mrpc stsb)
@@ -38,7 +40,7 @@ TINY=(--set student.init=teacher --set 'student.teacher_layers=[1, 2, 3, 4]' --s
 UNCASED=(--set student.tokenizer=null --set preflight.allow_casing_mismatch=true)
 
 student() { # TASK NAME
-  local t=$1 c="configs/$1.yaml" out="runs/$1-$2${EPOCHS:+-e$EPOCHS}"
+  local t=$1 c="configs/$1.yaml" out="runs/$1-$2$SUFFIX"
   echo "== $t: $2${EPOCHS:+, $EPOCHS epochs}"
   case $2 in
     teacher-layers)
@@ -46,7 +48,7 @@ student() { # TASK NAME
       else run "$c" --set "output_dir=$out" --set student.init=teacher \
         --set 'student.teacher_layers=[1, 2, 3, 4]' "${UNCASED[@]}"; fi ;;
     labels) run "$c" --set "output_dir=$out" --set distill.alpha_kd=0 ;;
-    random) run "$c" --set "output_dir=runs/$t${EPOCHS:+-e$EPOCHS}" ;;
+    random) run "$c" --set "output_dir=runs/$t$SUFFIX" ;;
     tiny-even|tiny-importance|tiny-units|tiny-gradient) run "$c" --set "output_dir=$out" "${TINY[@]}" \
       "${UNCASED[@]}" --set "student.selection=$(sed 's/^units$/importance_units/' <<< "${2#tiny-}")" ;;
     tiny-prune) run "$c" --set "output_dir=$out" --set student.init=teacher \
